@@ -1,0 +1,1 @@
+"""One module per ``ringrift-fleet`` subcommand; each exposes ``register(subparsers)``."""

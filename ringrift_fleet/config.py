@@ -1,0 +1,405 @@
+"""Configuration in one place: defaults, then environment overrides, validated once.
+
+Every field of :class:`P2PConfig` can be overridden with ``RINGRIFT_P2P_<FIELD>``;
+the aliases users know from the RingRift P2P module (``RINGRIFT_P2P_PORT`` …)
+work too.  A bad value fails at start with the variable's name and what it
+accepts, never later in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ringrift_fleet.errors import ConfigError
+
+ENV_PREFIX = "RINGRIFT_P2P_"
+
+# Relative throughput of a GPU for RingRift self-play and training, H100 = 1.0.
+# The seven seed values are the reference module's; the rest are placed by
+# their FP16/BF16 tensor throughput and memory bandwidth relative to H100
+# (rented fleets mostly train small nets, where bandwidth dominates).
+GPU_POWER_RANKINGS: dict[str, float] = {
+    "GH200": 1.2,  # Grace Hopper, 96 GB HBM3 (seed value)
+    "H200": 1.1,  # H100 silicon with 141 GB HBM3e: faster on memory-bound work
+    "H100": 1.0,  # baseline, 80 GB HBM3 (seed value)
+    "A100": 0.8,  # 80 GB HBM2e (seed value)
+    "L40S": 0.75,  # Ada datacenter, 48 GB; close to A100 on small nets
+    "RTX_5090": 0.7,  # consumer flagship, 32 GB GDDR7 (seed value)
+    "RTX_6000_ADA": 0.65,  # Ada workstation, 48 GB
+    "L40": 0.6,  # Ada datacenter, 48 GB, lower clocks than L40S
+    "RTX_4090": 0.5,  # previous gen consumer, 24 GB (seed value)
+    "A6000": 0.45,  # Ampere workstation, 48 GB
+    "A40": 0.45,  # Ampere datacenter twin of the A6000, 48 GB
+    "A10": 0.4,  # entry datacenter, 24 GB (seed value)
+    "RTX_3090": 0.4,  # Ampere consumer, 24 GB; about an A10
+    "V100": 0.35,  # Volta, 16/32 GB, no BF16
+    "L4": 0.3,  # Ada inference card, 24 GB, low power budget
+    "A4000": 0.25,  # Ampere workstation, 16 GB
+    "T4": 0.15,  # Turing inference card, 16 GB
+    "CPU": 0.1,  # CPU-only fallback (seed value)
+}
+
+# Rank given to a GPU the normaliser does not know: conservative, so an exotic
+# card is never trusted with training until someone adds it to the table.
+UNKNOWN_GPU_POWER = 0.3
+
+MEMBERSHIP_MODES = ("http", "swim", "hybrid")
+CONSENSUS_MODES = ("bully", "raft", "hybrid")
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "ringrift_fleet")
+
+
+def _default_hosts_file() -> str:
+    system = Path("/etc/ringrift/distributed_hosts.yaml")
+    return str(system) if system.exists() else "distributed_hosts.yaml"
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    """Every tunable of a fleet node.  Field names are the reference module's."""
+
+    # --- the reference module's constants -------------------------------------
+    DEFAULT_PORT: int = 8770  # :8770 status / heartbeat / artifacts server
+    HEARTBEAT_INTERVAL: float = 5.0  # s between HTTP heartbeats (fallback membership)
+    PEER_TIMEOUT: float = 15.0  # s unseen before an HTTP-heartbeat peer is dead
+    LEADER_LEASE_DURATION: float = 30.0  # s a Bully leader's lease lasts
+    LOAD_MAX_FOR_NEW_JOBS: float = 0.8  # load_score above which a host gets no new work
+    DISK_CRITICAL_THRESHOLD: float = 70.0  # % disk use above which jobs are rejected
+    CPU_OVERLOAD_THRESHOLD: float = 90.0  # % CPU counted as overloaded
+    MEMORY_OVERLOAD_THRESHOLD: float = 90.0  # % RAM counted as overloaded
+    GPU_MEMORY_OVERLOAD_THRESHOLD: float = 95.0  # % VRAM counted as overloaded
+
+    # --- identity and files ----------------------------------------------------
+    NODE_ID: str = field(default_factory=socket.gethostname)
+    BIND_HOST: str = "0.0.0.0"  # address the :8770 server and SWIM bind to
+    ADVERTISE_HOST: str = ""  # address peers reach us on; "" = from the inventory
+    HOSTS_FILE: str = field(default_factory=_default_hosts_file)
+    STATE_DIR: str = field(default_factory=_default_state_dir)
+    ARTIFACT_DIR: str = ""  # "" = <STATE_DIR>/artifacts
+    WORKLOADS_FILE: str = ""  # command templates; "" = the built-in reference game
+    CLUSTER_KEY: str = ""  # HMAC key for SWIM, bearer token for mutating HTTP routes
+
+    # --- broker ------------------------------------------------------------------
+    BROKER_URL: str = "redis://127.0.0.1:6379/0"
+    RESULT_BACKEND: str = ""  # "" = the broker URL
+    RESULT_EXPIRES: float = 7 * 24 * 3600.0  # s results stay in Redis
+    MAX_REDELIVERIES: int = 3  # a job that kills its worker this often is failed
+    SELFPLAY_TIME_LIMIT: float = 2 * 3600.0  # hard limit, s
+    TRAINING_TIME_LIMIT: float = 8 * 3600.0
+    EVALUATION_TIME_LIMIT: float = 2 * 3600.0
+    SYNC_TIME_LIMIT: float = 3600.0
+    SOFT_LIMIT_FRACTION: float = 0.9  # soft limit = hard limit × this
+
+    # --- placement -----------------------------------------------------------------
+    TRAINING_MIN_VRAM_GB: float = 24.0  # a GPU needs this much VRAM to train
+    TRAINING_MIN_POWER: float = 0.5  # … and at least this GPU_POWER_RANKINGS value
+
+    # --- SWIM membership ---------------------------------------------------------
+    SWIM_PORT: int = 7946
+    SWIM_PING_INTERVAL: float = 0.5  # protocol period, s
+    SWIM_PING_TIMEOUT: float = 0.2  # direct-ping timeout, s
+    SWIM_SUSPICION_MULT: float = 2.0  # suspicion timeout multiplier (× log N × period)
+    SWIM_INDIRECT_PROBES: int = 3
+
+    # --- Raft / Bully consensus ----------------------------------------------------
+    RAFT_PORT: int = 4321
+    RAFT_PASSWORD: str = ""  # "" = derived from CLUSTER_KEY
+    RAFT_MIN_TIMEOUT: float = 0.4  # election timeout range, s
+    RAFT_MAX_TIMEOUT: float = 0.8
+    RAFT_APPEND_ENTRIES_PERIOD: float = 0.1  # leader heartbeat, s
+    BULLY_PRIORITY: int = 0  # higher wins a Bully election; ties broken by name
+
+    # --- scheduler -----------------------------------------------------------------
+    SCHEDULER_TICK: float = 1.0  # s between plans on the leader
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(self.ARTIFACT_DIR) if self.ARTIFACT_DIR else Path(self.STATE_DIR) / "artifacts"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.STATE_DIR)
+
+    @property
+    def result_backend(self) -> str:
+        return self.RESULT_BACKEND or self.BROKER_URL
+
+    @property
+    def raft_password(self) -> str:
+        return self.RAFT_PASSWORD or ("raft:" + self.CLUSTER_KEY)
+
+    def time_limit(self, job_type: str) -> float:
+        """Hard time limit in seconds for a job type name (selfplay, training, …)."""
+        return float(getattr(self, f"{job_type.upper()}_TIME_LIMIT"))
+
+    @property
+    def longest_time_limit(self) -> float:
+        return max(self.time_limit(t) for t in ("selfplay", "training", "evaluation", "sync"))
+
+    def replace(self, **changes: Any) -> P2PConfig:
+        """A validated copy with some fields changed (tests, CLI flags)."""
+        new = dataclasses.replace(self, **changes)
+        _validate(new, {name: f"P2PConfig.{name}" for name in changes})
+        return new
+
+
+# Documented aliases: variable name → field.  RINGRIFT_BROKER_URL and
+# RINGRIFT_RESULT_BACKEND are the execution layer's names for the broker.
+ENV_ALIASES: dict[str, str] = {
+    "RINGRIFT_P2P_PORT": "DEFAULT_PORT",
+    "RINGRIFT_P2P_HEARTBEAT_INTERVAL": "HEARTBEAT_INTERVAL",
+    "RINGRIFT_P2P_LEADER_LEASE": "LEADER_LEASE_DURATION",
+    "RINGRIFT_BROKER_URL": "BROKER_URL",
+    "RINGRIFT_RESULT_BACKEND": "RESULT_BACKEND",
+    "RINGRIFT_CLUSTER_KEY": "CLUSTER_KEY",
+}
+
+_PORT_FIELDS = {"DEFAULT_PORT", "SWIM_PORT", "RAFT_PORT"}
+_PERCENT_FIELDS = {
+    "DISK_CRITICAL_THRESHOLD",
+    "CPU_OVERLOAD_THRESHOLD",
+    "MEMORY_OVERLOAD_THRESHOLD",
+    "GPU_MEMORY_OVERLOAD_THRESHOLD",
+}
+_FRACTION_FIELDS = {"LOAD_MAX_FOR_NEW_JOBS", "SOFT_LIMIT_FRACTION"}
+_NONNEG_FIELDS = {"TRAINING_MIN_VRAM_GB", "TRAINING_MIN_POWER"}
+_ANY_INT_FIELDS = {"BULLY_PRIORITY"}
+_URL_FIELDS = {"BROKER_URL"}
+
+
+def _accepts(name: str, kind: type) -> str:
+    if name in _PORT_FIELDS:
+        return "an integer port 1-65535"
+    if name in _PERCENT_FIELDS:
+        return "a percentage 0-100"
+    if name in _FRACTION_FIELDS:
+        return "a number in (0, 1]"
+    if name in _NONNEG_FIELDS:
+        return "a number >= 0"
+    if name in _ANY_INT_FIELDS:
+        return "an integer"
+    if name in _URL_FIELDS:
+        return "a redis:// or rediss:// URL"
+    if kind is int:
+        return "a positive integer"
+    if kind is float:
+        return "a positive number of seconds" if _is_duration(name) else "a positive number"
+    return "a string"
+
+
+def _is_duration(name: str) -> bool:
+    return any(
+        w in name for w in ("INTERVAL", "TIMEOUT", "LEASE", "LIMIT", "TICK", "PERIOD", "EXPIRES")
+    )
+
+
+def _field_types() -> dict[str, type]:
+    kinds: dict[str, type] = {}
+    for f in dataclasses.fields(P2PConfig):
+        annotation = str(f.type)
+        kinds[f.name] = int if annotation == "int" else float if annotation == "float" else str
+    return kinds
+
+
+def _parse(name: str, var: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(text)
+            return value
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r}: expected {_accepts(name, kind)}") from None
+    return text
+
+
+def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
+    """Check every field; ``origin`` maps a field to the variable it came from."""
+    kinds = _field_types()
+
+    def where(name: str) -> str:
+        return origin.get(name, f"P2PConfig.{name} (default)")
+
+    def fail(name: str) -> None:
+        value = getattr(cfg, name)
+        raise ConfigError(f"{where(name)}={value!r}: expected {_accepts(name, kinds[name])}")
+
+    for name, kind in kinds.items():
+        value = getattr(cfg, name)
+        if name in _PORT_FIELDS:
+            if not (isinstance(value, int) and 1 <= value <= 65535):
+                fail(name)
+        elif name in _PERCENT_FIELDS:
+            if not 0 <= value <= 100:
+                fail(name)
+        elif name in _FRACTION_FIELDS:
+            if not 0 < value <= 1:
+                fail(name)
+        elif name in _NONNEG_FIELDS:
+            if value < 0:
+                fail(name)
+        elif name in _URL_FIELDS:
+            if not str(value).startswith(("redis://", "rediss://", "unix://")):
+                fail(name)
+        elif kind in (int, float) and name not in _ANY_INT_FIELDS and not value > 0:
+            fail(name)
+    if not cfg.NODE_ID.strip():
+        raise ConfigError(f"{where('NODE_ID')}: the node id must not be empty")
+    if cfg.PEER_TIMEOUT <= cfg.HEARTBEAT_INTERVAL:
+        raise ConfigError(
+            f"{where('PEER_TIMEOUT')}={cfg.PEER_TIMEOUT!r}: must be above HEARTBEAT_INTERVAL "
+            f"({cfg.HEARTBEAT_INTERVAL!r}, from {where('HEARTBEAT_INTERVAL')}), or every peer "
+            "would be declared dead between two heartbeats"
+        )
+    if cfg.SWIM_PING_TIMEOUT >= cfg.SWIM_PING_INTERVAL:
+        raise ConfigError(
+            f"{where('SWIM_PING_TIMEOUT')}={cfg.SWIM_PING_TIMEOUT!r}: must be below "
+            f"SWIM_PING_INTERVAL ({cfg.SWIM_PING_INTERVAL!r})"
+        )
+    if cfg.RAFT_MIN_TIMEOUT >= cfg.RAFT_MAX_TIMEOUT:
+        raise ConfigError(
+            f"{where('RAFT_MIN_TIMEOUT')}={cfg.RAFT_MIN_TIMEOUT!r}: must be below "
+            f"RAFT_MAX_TIMEOUT ({cfg.RAFT_MAX_TIMEOUT!r})"
+        )
+    if cfg.RAFT_APPEND_ENTRIES_PERIOD >= cfg.RAFT_MIN_TIMEOUT:
+        raise ConfigError(
+            f"{where('RAFT_APPEND_ENTRIES_PERIOD')}={cfg.RAFT_APPEND_ENTRIES_PERIOD!r}: must be "
+            f"below RAFT_MIN_TIMEOUT ({cfg.RAFT_MIN_TIMEOUT!r})"
+        )
+
+
+def load_config(env: Mapping[str, str] | None = None) -> P2PConfig:
+    """Build a validated config from defaults and ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    kinds = _field_types()
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for alias, name in ENV_ALIASES.items():
+        if alias in env:
+            values[name] = _parse(name, alias, env[alias], kinds[name])
+            origin[name] = alias
+    for name, kind in kinds.items():
+        var = ENV_PREFIX + name
+        if var not in env:
+            continue
+        value = _parse(name, var, env[var], kind)
+        if name in values and values[name] != value:
+            raise ConfigError(
+                f"{var}={env[var]!r} contradicts {origin[name]}={env[origin[name]]!r}: set only one"
+            )
+        values[name] = value
+        origin[name] = var
+    cfg = P2PConfig(**values)
+    _validate(cfg, origin)
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def get_p2p_config() -> P2PConfig:
+    """The process-wide config, read from the environment once."""
+    return load_config()
+
+
+def reload_p2p_config() -> P2PConfig:
+    """Forget the cached config and read the environment again (tests, SIGHUP)."""
+    get_p2p_config.cache_clear()
+    return get_p2p_config()
+
+
+# --- feature flags -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureFlags:
+    """Which protocols run.  ``*_ENABLED=false`` always wins: it is the instant rollback."""
+
+    swim_enabled: bool = False
+    membership_mode: str = "http"
+    raft_enabled: bool = False
+    consensus_mode: str = "bully"
+
+    @property
+    def effective_membership_mode(self) -> str:
+        return self.membership_mode if self.swim_enabled else "http"
+
+    @property
+    def effective_consensus_mode(self) -> str:
+        return self.consensus_mode if self.raft_enabled else "bully"
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        if self.membership_mode != "http" and not self.swim_enabled:
+            out.append(
+                f"RINGRIFT_MEMBERSHIP_MODE={self.membership_mode} needs SWIM, but "
+                "RINGRIFT_SWIM_ENABLED is false: using HTTP heartbeats (rollback)"
+            )
+        if self.consensus_mode != "bully" and not self.raft_enabled:
+            out.append(
+                f"RINGRIFT_CONSENSUS_MODE={self.consensus_mode} needs Raft, but "
+                "RINGRIFT_RAFT_ENABLED is false: using Bully election (rollback)"
+            )
+        return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(var: str, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{var}={raw!r}: expected true or false")
+
+
+def _parse_choice(var: str, raw: str, choices: tuple[str, ...]) -> str:
+    text = raw.strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{var}={raw!r}: expected one of {', '.join(choices)}")
+    return text
+
+
+def load_feature_flags(env: Mapping[str, str] | None = None) -> FeatureFlags:
+    env = os.environ if env is None else env
+    return FeatureFlags(
+        swim_enabled=_parse_bool(
+            "RINGRIFT_SWIM_ENABLED", env.get("RINGRIFT_SWIM_ENABLED", "false")
+        ),
+        membership_mode=_parse_choice(
+            "RINGRIFT_MEMBERSHIP_MODE",
+            env.get("RINGRIFT_MEMBERSHIP_MODE", "http"),
+            MEMBERSHIP_MODES,
+        ),
+        raft_enabled=_parse_bool(
+            "RINGRIFT_RAFT_ENABLED", env.get("RINGRIFT_RAFT_ENABLED", "false")
+        ),
+        consensus_mode=_parse_choice(
+            "RINGRIFT_CONSENSUS_MODE", env.get("RINGRIFT_CONSENSUS_MODE", "bully"), CONSENSUS_MODES
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_feature_flags() -> FeatureFlags:
+    return load_feature_flags()
+
+
+def reload_feature_flags() -> FeatureFlags:
+    get_feature_flags.cache_clear()
+    return get_feature_flags()
