@@ -104,7 +104,7 @@ def as_enum(enum: type[E], value: Any, name: str, ctx: str) -> E:
     try:
         return enum(value)
     except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+        allowed = ", ".join(str(m.value) for m in enum)
         raise ValidationError(f"{_where(ctx, name)}: {value!r} is not one of {allowed}") from None
 
 
