@@ -1,0 +1,96 @@
+"""The membership interface the rest of the fleet codes against.
+
+Liveness has one source of truth per node (ARCHITECTURE.md); the scheduler, the
+status server and the hybrid coordinator see only this protocol, so SWIM, the
+swim-p2p backend and HTTP heartbeats are interchangeable behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+#: Kinds of :class:`MembershipEvent`.  ``alive`` means "alive again" after a
+#: suspicion or death; ``join`` is the first time a member is seen.
+EVENT_KINDS = ("join", "suspect", "dead", "alive", "left", "metadata")
+
+#: Emitted (kind ``"metadata"`` is not used for it) when ``check_and_recover``
+#: restarted an unhealthy SWIM; listeners see it as a MembershipEvent of this kind.
+SWIM_RECOVERED = "SWIM_RECOVERED"
+
+
+@dataclass(frozen=True)
+class MembershipEvent:
+    """One change a node learned about a member, however it learned it."""
+
+    kind: str  # one of EVENT_KINDS, or SWIM_RECOVERED for the local node
+    node: str
+    incarnation: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    at: float = 0.0  # wall-clock seconds (time.time()) when this node learned it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "incarnation": self.incarnation,
+            "metadata": dict(self.metadata),
+            "at": self.at,
+        }
+
+
+MembershipListener = Callable[[MembershipEvent], None]
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """Who is alive, as one node sees it."""
+
+    node_id: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def is_peer_alive(self, name: str) -> bool: ...
+
+    def get_alive_peers(self) -> list[str]:
+        """Names of the members believed alive, excluding this node."""
+        ...
+
+    def get_membership_summary(self) -> dict[str, Any]:
+        """Counts plus, per member, its state, incarnation and metadata."""
+        ...
+
+    def add_listener(self, callback: MembershipListener) -> None:
+        """Call ``callback`` for every change this node learns, however it learned it."""
+        ...
+
+    def peer_metadata(self, name: str) -> Mapping[str, Any] | None: ...
+
+    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Replace this node's metadata; bumps its incarnation so the newest wins."""
+        ...
+
+    def get_swim_health(self) -> dict[str, Any]: ...
+
+
+class ListenerSet:
+    """Listeners that must not break the loop that notifies them."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[MembershipListener] = []
+
+    def add(self, callback: MembershipListener) -> None:
+        self._callbacks.append(callback)
+
+    def emit(self, event: MembershipEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not stop membership
+                log.exception("membership listener %r failed on %s", callback, event)
