@@ -121,6 +121,14 @@ class P2PConfig:
 
     # --- scheduler -----------------------------------------------------------------
     SCHEDULER_TICK: float = 1.0  # s between plans on the leader
+    SCHEDULER_BOARD_CONFIGS: str = ""  # "square8_2p,hex8_3p,…"; "" = all 12 board configs
+    SCHEDULER_CONFIG_WEIGHTS: str = ""  # "square19_4p=2,hex8_2p=0.5"; unlisted configs weigh 1
+    SCHEDULER_FAIRSHARE_WINDOW: float = 3600.0  # s of self-play history fair share looks at
+    SCHEDULER_PREFETCH: float = 0.25  # queued self-play beyond free slots, × tier capacity
+    SCHEDULER_REAP_GRACE: float = 60.0  # s past a job's hard limit before it is reaped
+    SELFPLAY_GAMES_PER_JOB: int = 16  # games per self-play job on the smallest board
+    EVAL_GAMES: int = 40  # games a candidate plays against the champion
+    EVAL_PROMOTION_MARGIN: float = 0.05  # candidate promoted when its win rate >= 0.5 + this
 
     @property
     def artifact_dir(self) -> Path:
