@@ -99,6 +99,10 @@ class P2PConfig:
     EVALUATION_TIME_LIMIT: float = 2 * 3600.0
     SYNC_TIME_LIMIT: float = 3600.0
     SOFT_LIMIT_FRACTION: float = 0.9  # soft limit = hard limit × this
+    RUN_LEASE_TTL: float = 30.0  # s a job's run key lives without a heartbeat (worker died)
+    FLOWER_ADDRESS: str = "127.0.0.1"  # Flower binds here; non-loopback needs basic auth
+    FLOWER_PORT: int = 5555
+    FLOWER_BASIC_AUTH: str = ""  # "user:pass[,user2:pass2]"; "" = loopback only
 
     # --- placement -----------------------------------------------------------------
     TRAINING_MIN_VRAM_GB: float = 24.0  # a GPU needs this much VRAM to train
@@ -172,7 +176,7 @@ ENV_ALIASES: dict[str, str] = {
     "RINGRIFT_CLUSTER_KEY": "CLUSTER_KEY",
 }
 
-_PORT_FIELDS = {"DEFAULT_PORT", "SWIM_PORT", "RAFT_PORT"}
+_PORT_FIELDS = {"DEFAULT_PORT", "SWIM_PORT", "RAFT_PORT", "FLOWER_PORT"}
 _PERCENT_FIELDS = {
     "DISK_CRITICAL_THRESHOLD",
     "CPU_OVERLOAD_THRESHOLD",
