@@ -121,6 +121,9 @@ class P2PConfig:
     RAFT_MIN_TIMEOUT: float = 0.4  # election timeout range, s
     RAFT_MAX_TIMEOUT: float = 0.8
     RAFT_APPEND_ENTRIES_PERIOD: float = 0.1  # leader heartbeat, s
+    RAFT_TICK_PERIOD: float = (
+        0.05  # pysyncobj tick thread's poll timeout, s (idle CPU vs timer slack)
+    )
     BULLY_PRIORITY: int = 0  # higher wins a Bully election; ties broken by name
 
     # --- scheduler -----------------------------------------------------------------

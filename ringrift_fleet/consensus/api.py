@@ -1,0 +1,225 @@
+"""The interfaces the scheduler and the status server code against.
+
+``Ledger`` is the job ledger whatever keeps it (Raft or the Bully leader's
+SQLite file); ``Leadership`` answers who may schedule.  A backend supplies
+three things — propose an operation, read its replica, say who leads — and
+gets every typed method here, so the two backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, runtime_checkable
+
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Leadership(Protocol):
+    """Who may schedule.  ``fence_token`` changes whenever leadership changes."""
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> str | None: ...
+
+    def term(self) -> int: ...
+
+    def fence_token(self) -> str: ...
+
+
+def leadership_fence(term: int, leader: str | None) -> str:
+    return f"{term}:{leader or '-'}"
+
+
+def _work_item(d: dict[str, Any]) -> WorkItem:
+    return WorkItem(
+        work_id=d["work_id"],
+        work_type=JobType(d["work_type"]),
+        payload=copy.deepcopy(d["payload"]),
+        priority=d["priority"],
+        status=JobStatus(d["status"]),
+        attempts=d["attempts"],
+        max_attempts=d["max_attempts"],
+        claimed_by=d["claimed_by"],
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+        result=copy.deepcopy(d["result"]),
+        error=d["error"],
+    )
+
+
+def _assignment(d: dict[str, Any]) -> JobAssignment:
+    return JobAssignment.from_dict(d)
+
+
+class Ledger(ABC):
+    """Every mutating call is synchronous and bounded by ``op_timeout``.
+
+    It returns True (or the new assignment) once a majority holds the change,
+    and False (or None) when the ledger refused it or could not reach a quorum
+    in time — it never blocks forever.  ``last_error`` says which.
+    """
+
+    node_id: str
+    op_timeout: float = 2.0
+
+    def __init__(self) -> None:
+        self.last_error: str | None = None
+
+    # --- what a backend provides -----------------------------------------------------
+
+    @abstractmethod
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        """Commit ``op`` (a :func:`ledger.make_op` dict); ``{"ok": False, ...}`` on failure."""
+
+    @abstractmethod
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        """The local replica's state, consistent for the duration of the block."""
+
+    @abstractmethod
+    def is_leader(self) -> bool: ...
+
+    @abstractmethod
+    def leader(self) -> str | None: ...
+
+    @abstractmethod
+    def term(self) -> int: ...
+
+    def fence_token(self) -> str:
+        return leadership_fence(self.term(), self.leader())
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop background threads and release files."""
+
+    # --- the typed interface -------------------------------------------------------------
+
+    def _do(self, name: str, **args: Any) -> sm.Result:
+        op = sm.make_op(name, now=time.time(), term=self.term(), **args)
+        result = self.propose(op)
+        self.last_error = None if result.get("ok") else str(result.get("reason"))
+        if not result.get("ok"):
+            log.debug("%s refused: %s", name, self.last_error)
+        return result
+
+    def add_work(
+        self,
+        work_id: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        work_type: str | None = None,
+        max_attempts: int = 3,
+    ) -> bool:
+        args: dict[str, Any] = {
+            "work_id": work_id,
+            "payload": payload,
+            "priority": priority,
+            "max_attempts": max_attempts,
+        }
+        if work_type is not None:
+            args["work_type"] = work_type.value if isinstance(work_type, JobType) else work_type
+        return bool(self._do("add_work.v1", **args)["ok"])
+
+    def claim_work(self, work_id: str, node: str | None = None) -> bool:
+        """Atomic: among racing claimers of one work id exactly one wins."""
+        return bool(self._do("claim_work.v1", work_id=work_id, node=node or self.node_id)["ok"])
+
+    def start_work(self, work_id: str, node: str | None = None) -> bool:
+        return bool(self._do("start_work.v1", work_id=work_id, node=node or self.node_id)["ok"])
+
+    def complete_work(
+        self, work_id: str, result: dict[str, Any] | None = None, fence: str | None = None
+    ) -> bool:
+        return bool(self._do("complete_work.v1", work_id=work_id, result=result, fence=fence)["ok"])
+
+    def fail_work(self, work_id: str, error: str, fence: str | None = None) -> bool:
+        """Back to pending while attempts remain, failed for good after the last."""
+        return bool(self._do("fail_work.v1", work_id=work_id, error=error, fence=fence)["ok"])
+
+    def cancel_work(self, work_id: str) -> bool:
+        return bool(self._do("cancel_work.v1", work_id=work_id)["ok"])
+
+    def assign(self, job_id: str, node_id: str, job_type: str | JobType) -> JobAssignment | None:
+        """Place a job on a node under a new attempt and fence; None if refused."""
+        kind = job_type.value if isinstance(job_type, JobType) else job_type
+        result = self._do("assign.v1", job_id=job_id, node=node_id, job_type=kind)
+        return _assignment(result["assignment"]) if result["ok"] else None
+
+    def reassign_jobs_of(self, node_id: str) -> list[str]:
+        """Void the active attempts on a dead node; their jobs go back to pending."""
+        result = self._do("reassign_jobs_of.v1", node=node_id)
+        return list(result.get("jobs", [])) if result["ok"] else []
+
+    def accept_result(
+        self, job_id: str, fence_token: str, result: dict[str, Any] | None = None
+    ) -> bool:
+        """False for a stale fence: the result of a voided attempt is discarded."""
+        return bool(
+            self._do("accept_result.v1", job_id=job_id, fence=fence_token, result=result)["ok"]
+        )
+
+    def put_record(self, kind: str, key: str, value: dict[str, Any]) -> bool:
+        return bool(self._do("put_record.v1", kind=kind, key=key, value=value)["ok"])
+
+    def delete_record(self, kind: str, key: str) -> bool:
+        return bool(self._do("delete_record.v1", kind=kind, key=key)["ok"])
+
+    # --- reads from the local replica ------------------------------------------------------
+
+    def get(self, work_id: str) -> WorkItem | None:
+        with self.reading() as state:
+            d = state["work"].get(work_id)
+            return None if d is None else _work_item(d)
+
+    def get_pending(self, limit: int | None = None, work_type: str | None = None) -> list[WorkItem]:
+        kind = work_type.value if isinstance(work_type, JobType) else work_type
+        with self.reading() as state:
+            return [_work_item(d) for d in sm.pending(state, limit, kind)]
+
+    def items(self) -> list[WorkItem]:
+        with self.reading() as state:
+            rows = sorted(state["work"].values(), key=lambda d: d["seq"])
+            return [_work_item(d) for d in rows]
+
+    def current(self, job_id: str) -> JobAssignment | None:
+        with self.reading() as state:
+            d = state["assign"].get(job_id)
+            return None if d is None else _assignment(d)
+
+    def jobs_of(self, node_id: str) -> list[JobAssignment]:
+        with self.reading() as state:
+            return [_assignment(d) for d in sm.jobs_of(state, node_id)]
+
+    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self.reading() as state:
+            value = state["records"].get(kind, {}).get(key)
+            return None if value is None else copy.deepcopy(value)
+
+    def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        with self.reading() as state:
+            return copy.deepcopy(state["records"].get(kind, {}))
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        with self.reading() as state:
+            c = sm.counts(state)
+            total = len(state["work"])
+        return {
+            "pending": c["pending"],
+            "claimed": c["claimed"],
+            "running": c["running"],
+            "completed": c["completed"],
+            "failed": c["failed"],
+            "cancelled": c["cancelled"],
+            "total": total,
+            "is_leader": self.is_leader(),
+            "leader": self.leader(),
+            "term": self.term(),
+        }

@@ -1,0 +1,322 @@
+"""The Raft job ledger: the one module that imports pysyncobj.
+
+pysyncobj 0.3.17 replicates method calls; this wrapper replicates exactly one
+method, ``apply_op``, whose argument is a plain-dict operation for
+the pure state machine in :mod:`ringrift_fleet.consensus.ledger`.  How each of
+the library's sharp edges is handled:
+
+* its wire format is pickle, so a ``password`` (derived from CLUSTER_KEY) is
+  always set: unauthenticated peers cannot feed us pickles;
+* ``journalFile`` and ``fullDumpFile`` both live in the state directory — a
+  dump alone loses every entry since the last compaction on restart;
+* ``appendEntriesUseBatch=False``: with batching a synchronous write waits for
+  the next batch (~100 ms); without, a loopback commit takes well under 1 ms;
+* election timeouts, heartbeat period, connection timeouts and the leader's
+  fallback are sub-second (P2PConfig.RAFT_*), so failover is sub-second;
+* a replicated method that raises blocks the log forever: ``ledger.apply`` is
+  total and idempotent by id, and the method ids cannot shift under a rename
+  because there is one replicated method and operation names carry versions;
+* a ``sync=True`` call from pysyncobj's own thread deadlocks: ``propose``
+  refuses to run there;
+* replicated state is plain dicts (the lock that guards reads sits outside
+  the serialised attributes);
+* commands are not queued while no leader is known (``commandsWaitLeader``
+  off): a caller gets a prompt failure instead of a write that may land later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from ringrift_fleet.config import P2PConfig, get_p2p_config
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus.api import Ledger
+from ringrift_fleet.consensus.voters import Voter, find_free_port, voters_from_inventory
+
+log = logging.getLogger(__name__)
+
+# Failures after which the operation certainly was not appended anywhere, so
+# trying again until the deadline cannot apply it twice.
+_RETRYABLE = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.QUEUE_FULL}
+_REASONS = {
+    FAIL_REASON.QUEUE_FULL: "queue full",
+    FAIL_REASON.MISSING_LEADER: "no leader (no quorum)",
+    FAIL_REASON.DISCARDED: "discarded by a new leader",
+    FAIL_REASON.NOT_LEADER: "leader changed before commit (outcome unknown)",
+    FAIL_REASON.LEADER_CHANGED: "leader changed before commit (outcome unknown)",
+    FAIL_REASON.REQUEST_DENIED: "request denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "outcome unknown",
+}
+
+
+class _LedgerState(SyncObjConsumer):
+    """The replicated state; pysyncobj serialises the attributes set after init."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # set before super().__init__: never serialised
+        super().__init__()
+        self.state: dict[str, Any] = sm.new_state()
+
+    # Code version 0: the method id never changes; meanings are versioned in op names.
+    @replicated
+    def apply_op(self, op: Any) -> dict[str, Any]:
+        with self._lock:
+            return sm.apply(self.state, op)
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            super()._deserialize(data)
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    """pysyncobj knobs derived from P2PConfig (kept together so tests can see them)."""
+
+    min_timeout: float
+    max_timeout: float
+    append_entries_period: float
+    connection_timeout: float
+    connection_retry: float
+    leader_fallback: float
+    tick_period: float
+
+    @classmethod
+    def from_config(cls, config: P2PConfig) -> RaftSettings:
+        return cls(
+            min_timeout=config.RAFT_MIN_TIMEOUT,
+            max_timeout=config.RAFT_MAX_TIMEOUT,
+            append_entries_period=config.RAFT_APPEND_ENTRIES_PERIOD,
+            connection_timeout=max(2.0, 2 * config.RAFT_MAX_TIMEOUT),
+            connection_retry=max(0.2, config.RAFT_MIN_TIMEOUT),
+            leader_fallback=config.RAFT_MAX_TIMEOUT,
+            tick_period=config.RAFT_TICK_PERIOD,
+        )
+
+
+class RaftLedger(Ledger):
+    """A Raft voter holding the job ledger; writes commit on a majority of voters."""
+
+    def __init__(
+        self,
+        node_id: str,
+        voters: list[Voter],
+        *,
+        config: P2PConfig | None = None,
+        state_dir: str | Path | None = None,
+        op_timeout: float = 2.0,
+    ) -> None:
+        super().__init__()
+        config = config or get_p2p_config()
+        by_name = {v.name: v for v in voters}
+        if node_id not in by_name:
+            raise ValueError(f"node {node_id!r} is not one of the Raft voters {sorted(by_name)}")
+        self.node_id = node_id
+        self.op_timeout = op_timeout
+        self.voters = list(voters)
+        self._names = {v.raft_address: v.name for v in voters}
+        me = by_name[node_id]
+        directory = Path(state_dir or config.state_dir) / "raft"
+        directory.mkdir(parents=True, exist_ok=True)
+        settings = RaftSettings.from_config(config)
+        self._state = _LedgerState()
+        conf = SyncObjConf(
+            password=config.raft_password,
+            journalFile=str(directory / f"{node_id}.journal"),
+            fullDumpFile=str(directory / f"{node_id}.dump"),
+            appendEntriesUseBatch=False,
+            raftMinTimeout=settings.min_timeout,
+            raftMaxTimeout=settings.max_timeout,
+            appendEntriesPeriod=settings.append_entries_period,
+            connectionTimeout=settings.connection_timeout,
+            connectionRetryTime=settings.connection_retry,
+            leaderFallbackTimeout=settings.leader_fallback,
+            autoTickPeriod=settings.tick_period,
+            commandsWaitLeader=False,
+            useFork=False,
+            bindAddress=f"{config.BIND_HOST}:{me.raft_port}",
+            dynamicMembershipChange=False,
+        )
+        others = [v.raft_address for v in voters if v.name != node_id]
+        self._sync = SyncObj(me.raft_address, others, conf=conf, consumers=[self._state])
+        self._notifier = None if others else getattr(self._sync, "_SyncObj__pipeNotifier", None)
+
+    # --- backend ------------------------------------------------------------------------
+
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        if self._on_raft_thread():
+            return {"ok": False, "reason": "synchronous write from the Raft thread would deadlock"}
+        deadline = time.monotonic() + (self.op_timeout if timeout is None else timeout)
+        delay = 0.01
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"ok": False, "reason": "no quorum within the timeout"}
+            code, result = self._commit(op, left)
+            if code == FAIL_REASON.SUCCESS:
+                return result if isinstance(result, dict) else {"ok": False, "reason": "no result"}
+            if code in _RETRYABLE and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            if code is None:
+                return {"ok": False, "reason": "no quorum within the timeout"}
+            return {"ok": False, "reason": _REASONS.get(code, f"raft error {code!r}")}
+
+    def _commit(self, op: dict[str, Any], timeout: float) -> tuple[int | None, Any]:
+        """Hand ``op`` to pysyncobj and wait for its callback; (None, None) on timeout.
+
+        A lone voter has nobody whose reply would wake its poller, so its
+        commit would wait for the next tick (20 writes/s); poking pysyncobj's
+        wake-up pipe while waiting takes that to thousands.
+        """
+        done = threading.Event()
+        box: list[Any] = [None, None]
+
+        def on_result(result: Any, error: int) -> None:
+            box[0], box[1] = error, result
+            done.set()
+
+        self._state.apply_op(op, callback=on_result)
+        if self._notifier is None:
+            done.wait(timeout)
+        else:
+            end = time.monotonic() + timeout
+            while not done.wait(0.0005) and time.monotonic() < end:
+                self._notifier.notify()
+        return (box[0], box[1]) if done.is_set() else (None, None)
+
+    def _on_raft_thread(self) -> bool:
+        thread = getattr(self._sync, "_SyncObj__thread", None)
+        return thread is not None and threading.current_thread() is thread
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        with self._state._lock:
+            yield self._state.state
+
+    def is_leader(self) -> bool:
+        return bool(self._sync._isLeader())
+
+    def leader(self) -> str | None:
+        node = self._sync._getLeader()
+        if node is None:
+            return None
+        return self._names.get(node.id, node.id)
+
+    def term(self) -> int:
+        return int(self._sync.raftCurrentTerm)
+
+    def has_quorum(self) -> bool:
+        return bool(self._sync.hasQuorum)
+
+    def raft_status(self) -> dict[str, Any]:
+        """A plain summary of the Raft state for /status and /metrics."""
+        s = self._sync.getStatus()
+        return {
+            "state": {0: "follower", 1: "candidate", 2: "leader"}.get(s["state"], str(s["state"])),
+            "has_quorum": bool(s["has_quorum"]),
+            "log_len": s["log_len"],
+            "commit_idx": s["commit_idx"],
+            "last_applied": s["last_applied"],
+            "connected_voters": sorted(
+                self._names.get(v.raft_address, v.name)
+                for v in self.voters
+                if v.name != self.node_id
+                and s.get(f"partner_node_status_server_{v.raft_address}") == 2
+            ),
+        }
+
+    def close(self) -> None:
+        try:
+            self._sync.destroy()
+        except Exception:  # already gone; nothing to release
+            log.debug("raft destroy failed", exc_info=True)
+
+
+class ReplicatedWorkQueue(RaftLedger):
+    """The seed name: the Raft ledger seen as a work queue (it is the whole ledger)."""
+
+    @property
+    def assignments(self) -> ReplicatedJobAssignments:
+        return ReplicatedJobAssignments(self)
+
+
+class ReplicatedJobAssignments:
+    """Job → node with attempts and fence tokens, over the same Raft ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def assign(self, job_id: str, node_id: str, job_type: str) -> Any:
+        return self.ledger.assign(job_id, node_id, job_type)
+
+    def current(self, job_id: str) -> Any:
+        return self.ledger.current(job_id)
+
+    def jobs_of(self, node_id: str) -> Any:
+        return self.ledger.jobs_of(node_id)
+
+    def reassign_jobs_of(self, node_id: str) -> list[str]:
+        return self.ledger.reassign_jobs_of(node_id)
+
+    def accept_result(
+        self, job_id: str, fence_token: str, result: Mapping[str, Any] | None = None
+    ) -> bool:
+        return self.ledger.accept_result(job_id, fence_token, dict(result or {}))
+
+
+def wait_for_leader(ledger: Ledger, timeout: float) -> bool:
+    """Bounded wait until some voter is known to lead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ledger.leader() is not None:
+            return True
+        time.sleep(0.02)
+    return ledger.leader() is not None
+
+
+def create_replicated_work_queue(
+    node_id: str | None = None,
+    *,
+    config: P2PConfig | None = None,
+    inventory: Any = None,
+    state_dir: str | Path | None = None,
+    wait: float = 5.0,
+) -> ReplicatedWorkQueue:
+    """Build the Raft work queue from configuration and inventory.
+
+    With an inventory (given, or HOSTS_FILE when it exists) the node joins the
+    inventory's ``raft_voters``.  Without one — the README's example on a
+    laptop — it is a one-voter cluster on a free loopback port, keeping its
+    journal under STATE_DIR, and it waits (bounded) until it leads itself.
+    """
+    config = config or get_p2p_config()
+    node_id = node_id or config.NODE_ID
+    voters: list[Voter] = []
+    if inventory is None and os.path.exists(config.HOSTS_FILE):
+        from ringrift_fleet.consensus.voters import load_inventory
+
+        inventory = load_inventory(config.HOSTS_FILE)
+    if inventory is not None:
+        voters = voters_from_inventory(inventory, config)
+    if not any(v.name == node_id for v in voters):
+        if voters:
+            raise ValueError(
+                f"node {node_id!r} is not a Raft voter in the inventory "
+                f"(voters: {', '.join(v.name for v in voters)})"
+            )
+        voters = [Voter(node_id, "127.0.0.1", find_free_port(), config.DEFAULT_PORT)]
+        config = config.replace(BIND_HOST="127.0.0.1")
+    queue = ReplicatedWorkQueue(node_id, voters, config=config, state_dir=state_dir)
+    wait_for_leader(queue, wait)
+    return queue
