@@ -102,8 +102,11 @@ def _warn_unknown(raw: str) -> None:
     )
 
 
-def normalize_gpu_name(raw: str | None) -> str:
-    """The GPU_POWER_RANKINGS key for ``raw``; "CPU" for no GPU, "UNKNOWN" (warned once) else."""
+def normalize_gpu_name(raw: str | None, *, warn: bool = True) -> str:
+    """The GPU_POWER_RANKINGS key for ``raw``; "CPU" for no GPU, "UNKNOWN" (warned once) else.
+
+    ``warn=False`` is for callers that report unknown names themselves (the inventory).
+    """
     if raw is None or not str(raw).strip():
         return CPU
     raw = str(raw)
@@ -111,7 +114,8 @@ def normalize_gpu_name(raw: str | None) -> str:
         return raw
     key = _PATTERNS.get(tuple(_tokens(raw)))
     if key is None:
-        _warn_unknown(raw)
+        if warn:
+            _warn_unknown(raw)
         return UNKNOWN
     return key
 
@@ -143,3 +147,31 @@ def can_train(gpu_key: str, vram_gb: float, config: P2PConfig | None = None) -> 
     if key in (CPU, UNKNOWN):
         return False
     return gpu_power(key) >= cfg.TRAINING_MIN_POWER and vram_gb >= cfg.TRAINING_MIN_VRAM_GB
+
+
+# VRAM of the common variant of each card, GB: the inventory's default when a
+# host does not say (a 40 GB A100 or 16 GB V100 host should set gpu_vram_gb).
+TYPICAL_VRAM_GB: dict[str, float] = {
+    "GH200": 96.0,
+    "H200": 141.0,
+    "H100": 80.0,
+    "A100": 80.0,
+    "L40S": 48.0,
+    "RTX_5090": 32.0,
+    "RTX_6000_ADA": 48.0,
+    "L40": 48.0,
+    "RTX_4090": 24.0,
+    "A6000": 48.0,
+    "A40": 48.0,
+    "A10": 24.0,
+    "RTX_3090": 24.0,
+    "V100": 32.0,
+    "L4": 24.0,
+    "A4000": 16.0,
+    "T4": 16.0,
+}
+
+
+def typical_vram_gb(gpu_key: str) -> float:
+    """Usual VRAM of a key's card; 0.0 for CPU and for GPUs we do not know."""
+    return TYPICAL_VRAM_GB.get(normalize_gpu_name(gpu_key), 0.0)
