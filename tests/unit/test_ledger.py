@@ -1,0 +1,227 @@
+"""The ledger's state machine: what a scheduler or an operator would see it do."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringrift_fleet.consensus import ledger as sm
+
+
+def op(name: str, term: int = 1, now: float = 100.0, **args: Any) -> dict[str, Any]:
+    return sm.make_op(name, now=now, term=term, **args)
+
+
+def fresh(*ops: dict[str, Any]) -> sm.State:
+    state = sm.new_state()
+    for o in ops:
+        assert sm.apply(state, o)["ok"], o
+    return state
+
+
+def test_claim_is_won_once_and_repeatable_by_the_winner() -> None:
+    state = fresh(op("add_work.v1", work_id="j", payload={"work_type": "selfplay"}))
+    assert sm.apply(state, op("claim_work.v1", work_id="j", node="a"))["ok"]
+    assert not sm.apply(state, op("claim_work.v1", work_id="j", node="b"))["ok"]
+    again = sm.apply(state, op("claim_work.v1", work_id="j", node="a"))
+    assert again == {"ok": True, "existing": True}
+    assert state["work"]["j"]["attempts"] == 1
+
+
+def test_add_work_takes_work_type_from_payload_and_rejects_unknown_types() -> None:
+    state = fresh(op("add_work.v1", work_id="j", payload={"work_type": "training"}))
+    assert state["work"]["j"]["work_type"] == "training"
+    bad = sm.apply(state, op("add_work.v1", work_id="k", payload={"work_type": "mining"}))
+    assert not bad["ok"] and "work_type" in bad["reason"]
+    assert "k" not in state["work"]
+
+
+def test_add_work_is_idempotent_for_the_same_content_only() -> None:
+    state = fresh(op("add_work.v1", work_id="j", payload={"x": 1}))
+    assert sm.apply(state, op("add_work.v1", work_id="j", payload={"x": 1}))["ok"]
+    other = sm.apply(state, op("add_work.v1", work_id="j", payload={"x": 2}))
+    assert not other["ok"] and "exists" in other["reason"]
+    assert state["work"]["j"]["payload"] == {"x": 1}
+
+
+def test_fail_requeues_while_attempts_remain_then_fails_for_good() -> None:
+    state = fresh(op("add_work.v1", work_id="j", payload={}, max_attempts=2))
+    for attempt, expected in ((1, "pending"), (2, "failed")):
+        assert sm.apply(state, op("claim_work.v1", work_id="j", node="a"))["ok"]
+        assert state["work"]["j"]["attempts"] == attempt
+        result = sm.apply(state, op("fail_work.v1", work_id="j", error="oom"))
+        assert result == {"ok": True, "status": expected}
+    assert state["work"]["j"]["error"] == "oom"
+    assert not sm.apply(state, op("claim_work.v1", work_id="j", node="a"))["ok"]
+
+
+def test_pending_orders_by_priority_then_age_and_filters_by_type() -> None:
+    state = fresh(
+        op("add_work.v1", work_id="low", payload={}, priority=0),
+        op("add_work.v1", work_id="high", payload={}, priority=5),
+        op("add_work.v1", work_id="low2", payload={}, priority=0),
+        op("add_work.v1", work_id="train", payload={"work_type": "training"}, priority=9),
+    )
+    assert [w["work_id"] for w in sm.pending(state)] == ["train", "high", "low", "low2"]
+    assert [w["work_id"] for w in sm.pending(state, limit=2, work_type="selfplay")] == [
+        "high",
+        "low",
+    ]
+
+
+def test_assignment_fence_names_term_job_and_attempt_and_stale_results_are_refused() -> None:
+    state = fresh(op("add_work.v1", work_id="j", payload={}))
+    first = sm.apply(state, op("assign.v1", term=3, job_id="j", node="a", job_type="selfplay"))
+    assert first["assignment"]["fence_token"] == "t3:j:a1"
+    voided = sm.apply(state, op("reassign_jobs_of.v1", term=3, node="a"))
+    assert voided == {"ok": True, "jobs": ["j"]}
+    assert state["work"]["j"]["status"] == "pending"
+    second = sm.apply(state, op("assign.v1", term=4, job_id="j", node="b", job_type="selfplay"))
+    assert second["assignment"]["fence_token"] == "t4:j:a2"
+    stale = sm.apply(
+        state, op("accept_result.v1", term=4, job_id="j", fence="t3:j:a1", result={"x": 1})
+    )
+    assert not stale["ok"] and "stale" in stale["reason"]
+    assert sm.apply(
+        state, op("accept_result.v1", term=4, job_id="j", fence="t4:j:a2", result={"x": 2})
+    )["ok"]
+    assert state["work"]["j"]["status"] == "completed"
+    assert state["work"]["j"]["result"] == {"x": 2}
+
+
+def test_a_job_active_on_one_node_cannot_be_assigned_to_another() -> None:
+    state = fresh(op("assign.v1", job_id="j", node="a", job_type="training"))
+    refused = sm.apply(state, op("assign.v1", job_id="j", node="b", job_type="training"))
+    assert not refused["ok"] and "active on a" in refused["reason"]
+    assert [a["job_id"] for a in sm.jobs_of(state, "a")] == ["j"]
+    assert sm.jobs_of(state, "b") == []
+
+
+def test_complete_with_a_stale_fence_is_refused() -> None:
+    state = fresh(
+        op("add_work.v1", work_id="j", payload={}),
+        op("assign.v1", term=2, job_id="j", node="a", job_type="selfplay"),
+    )
+    assert not sm.apply(state, op("complete_work.v1", term=2, work_id="j", fence="t1:j:a1"))["ok"]
+    assert sm.apply(state, op("complete_work.v1", term=2, work_id="j", fence="t2:j:a1"))["ok"]
+
+
+def test_operations_from_a_deposed_leader_are_refused_by_term() -> None:
+    state = fresh(op("put_record.v1", term=5, kind="model", key="champion", value={"v": 2}))
+    old = sm.apply(state, op("put_record.v1", term=4, kind="model", key="champion", value={"v": 1}))
+    assert not old["ok"] and "stale fence" in old["reason"]
+    assert state["records"]["model"]["champion"] == {"v": 2}
+
+
+def test_malformed_operations_are_refused_with_a_reason_not_raised() -> None:
+    state = sm.new_state()
+    for bad in (
+        None,
+        "add_work",
+        {"op": "drop_tables.v1"},
+        {"op": "add_work.v1", "now": "yesterday"},
+        {"op": "add_work.v1", "now": 1.0, "term": -1, "work_id": "j"},
+        op("add_work.v1", work_id="", payload={}),
+        op("add_work.v1", work_id="j", payload={"f": float("nan")}),
+        op("add_work.v1", work_id="j", payload={"s": {1, 2}}),
+        op("add_work.v1", work_id="j", payload=[], priority=0),
+        op("add_work.v1", work_id="j", payload={}, max_attempts=0),
+        op("put_record.v1", kind="k", key="x", value="not a dict"),
+        op("claim_work.v1", work_id="missing", node="a"),
+    ):
+        result = sm.apply(state, bad)
+        assert result["ok"] is False and result["reason"]
+    assert state == sm.new_state()
+
+
+def test_records_put_and_delete() -> None:
+    state = fresh(op("put_record.v1", kind="cursor", key="hex8", value={"games": 10}))
+    assert state["records"] == {"cursor": {"hex8": {"games": 10}}}
+    assert sm.apply(state, op("delete_record.v1", kind="cursor", key="hex8"))["ok"]
+    assert state["records"] == {}
+
+
+# --- properties over random operation sequences ------------------------------------------
+
+IDS = st.sampled_from(["j1", "j2", "j3"])
+NODES = st.sampled_from(["a", "b", "c"])
+TYPES = st.sampled_from(["selfplay", "training", "bogus"])
+
+
+def _ops() -> st.SearchStrategy[dict[str, Any]]:
+    term = st.integers(0, 4)
+    return st.one_of(
+        st.builds(
+            lambda t, w, p, m: op(
+                "add_work.v1", term=t, work_id=w, payload={"p": p}, max_attempts=m
+            ),
+            term,
+            IDS,
+            st.integers(0, 1),
+            st.integers(0, 3),
+        ),
+        st.builds(lambda t, w, n: op("claim_work.v1", term=t, work_id=w, node=n), term, IDS, NODES),
+        st.builds(lambda t, w, n: op("start_work.v1", term=t, work_id=w, node=n), term, IDS, NODES),
+        st.builds(lambda t, w: op("complete_work.v1", term=t, work_id=w, result={}), term, IDS),
+        st.builds(lambda t, w: op("fail_work.v1", term=t, work_id=w, error="e"), term, IDS),
+        st.builds(lambda t, w: op("cancel_work.v1", term=t, work_id=w), term, IDS),
+        st.builds(
+            lambda t, w, n, k: op("assign.v1", term=t, job_id=w, node=n, job_type=k),
+            term,
+            IDS,
+            NODES,
+            TYPES,
+        ),
+        st.builds(lambda t, n: op("reassign_jobs_of.v1", term=t, node=n), term, NODES),
+        st.builds(
+            lambda t, w, a: op("accept_result.v1", term=t, job_id=w, fence=f"t{t}:{w}:a{a}"),
+            term,
+            IDS,
+            st.integers(1, 3),
+        ),
+        st.builds(lambda x: x, st.none() | st.integers() | st.dictionaries(st.text(), st.text())),
+    )
+
+
+def _invariants(state: sm.State) -> None:
+    for w in state["work"].values():
+        assert 0 <= w["attempts"] <= w["max_attempts"]
+        assert (w["claimed_by"] is not None) == (w["status"] in sm.ACTIVE) or w["status"] in (
+            "completed",
+            "cancelled",
+        )
+    for job_id, a in state["assign"].items():
+        w = state["work"].get(job_id)
+        if a["status"] in sm.ACTIVE and w is not None:
+            assert w["status"] in sm.ACTIVE and w["claimed_by"] == a["node_id"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ops(), max_size=40))
+def test_any_sequence_applies_without_raising_and_keeps_the_invariants(ops: list[Any]) -> None:
+    state = sm.new_state()
+    for o in ops:
+        before = copy.deepcopy(state)
+        result = sm.apply(state, o)
+        assert isinstance(result["ok"], bool)
+        if not result["ok"]:
+            assert state == before, f"refused {o} but changed state"
+        _invariants(state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ops(), max_size=40))
+def test_replaying_a_log_gives_the_same_state_and_repeats_change_nothing(ops: list[Any]) -> None:
+    a, b = sm.new_state(), sm.new_state()
+    for o in ops:
+        first = sm.apply(a, o)
+        sm.apply(b, o)
+        if first["ok"]:
+            once = copy.deepcopy(a)
+            sm.apply(a, o)  # a retried command applied a second time
+            assert a == once, f"{o} is not idempotent"
+            sm.apply(b, o)
+    assert a == b
