@@ -1,0 +1,122 @@
+"""``ringrift-fleet inventory generate | validate``: build and check distributed_hosts.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ringrift_fleet import inventory
+from ringrift_fleet.errors import InventoryError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "inventory",
+        help="generate or validate distributed_hosts.yaml",
+        description="Build distributed_hosts.yaml from an Ansible inventory, or check one.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    gen = actions.add_parser(
+        "generate",
+        help="build distributed_hosts.yaml from an Ansible inventory",
+        description="Read an Ansible inventory (INI or YAML, with group_vars) through "
+        "ansible-inventory and write distributed_hosts.yaml (atomically).",
+    )
+    gen.add_argument("-i", "--inventory", required=True, help="Ansible inventory file")
+    gen.add_argument(
+        "-o", "--output", default="distributed_hosts.yaml", help="file to write ('-' = stdout)"
+    )
+    gen.set_defaults(func=run)
+
+    val = actions.add_parser(
+        "validate",
+        help="check a distributed_hosts.yaml and print a summary",
+        description="Check every host, voter and port; list every problem (exit 2) or "
+        "print a summary table (exit 0).",
+    )
+    val.add_argument("file", help="distributed_hosts.yaml (or an Ansible inventory with --ansible)")
+    val.add_argument(
+        "--ansible", action="store_true", help="FILE is an Ansible inventory, not the YAML file"
+    )
+    val.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "generate":
+            return _generate(args.inventory, args.output)
+        inv = (
+            inventory.from_ansible(args.file, warn=False)
+            if args.ansible
+            else inventory.load(args.file, warn=False)
+        )
+    except InventoryError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        tail = f"; {args.output} not written" if args.action == "generate" else ""
+        print(
+            f"ringrift-fleet inventory {args.action}: {count} problem{'s' * (count != 1)}{tail}",
+            file=sys.stderr,
+        )
+        return 2
+    _print_warnings(inv)
+    print(summary_table(inv))
+    return 0
+
+
+def _generate(source: str, output: str) -> int:
+    inv = inventory.from_ansible(source, warn=False)
+    text = inventory.dump(inv)
+    _print_warnings(inv)
+    if output == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        inventory.write_atomic(output, text)
+    except OSError as exc:
+        raise InventoryError([f"{output}: cannot write: {exc.strerror or exc}"]) from None
+    print(f"wrote {output}: {_counts(inv)}")
+    return 0
+
+
+def _print_warnings(inv: inventory.Inventory) -> None:
+    for w in inv.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _counts(inv: inventory.Inventory) -> str:
+    gpus = sum(h.gpu_count for h in inv.active_hosts())
+    voters = ", ".join(inv.raft_voters) or "none (Raft off: Bully election)"
+    broker = inv.coordinator.broker_host or "none"
+    return (
+        f"{len(inv.hosts)} hosts ({len(inv.active_hosts())} ready, {gpus} GPUs); "
+        f"voters: {voters}; broker: {broker}"
+    )
+
+
+def summary_table(inv: inventory.Inventory) -> str:
+    """One row per host: what it is, how it is reached, what it will run."""
+    header = ("HOST", "ADDRESS", "GPU", "VRAM", "TIER", "ROLE", "STATUS", "VOTER", "TRAIN")
+    rows = [header]
+    voters = set(inv.raft_voters)
+    for h in inv.hosts:
+        gpu = f"{h.gpu_count}x {h.gpu}" if h.gpu_count else "-"
+        rows.append(
+            (
+                h.name,
+                h.address,
+                gpu,
+                f"{h.gpu_vram_gb:g}" if h.gpu_count else "-",
+                h.tier,
+                h.role,
+                h.status,
+                "yes" if h.name in voters else "",
+                "yes" if h.training_enabled else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([*lines, "", f"{inv.path}: {_counts(inv)}"])
