@@ -1,0 +1,106 @@
+"""What ``plan`` asks the shell to do: inert values, applied in order by the beat.
+
+Every action that could be applied twice carries a ``slot``: a name derived
+only from ledger state (job id and attempt, config and generation), so two
+leaders planning from the same state name the same slot and the broker-side
+``SET NX`` on it accepts the first and refuses the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ringrift_fleet.models import JobType
+from ringrift_fleet.scheduler.snapshot import ConfigState
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """Add a new job to the ledger and place its first attempt on ``node_id``."""
+
+    job_id: str
+    job_type: JobType
+    config_key: str
+    node_id: str
+    queue: str  # the node's own queue
+    kwargs: Mapping[str, Any] = _EMPTY
+    max_attempts: int = 3
+    hard_limit_s: float = 7200.0
+
+    attempt = 1
+
+    @property
+    def slot(self) -> str:
+        return f"{self.job_id}#1"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Place a new attempt of a job already in the ledger (a lost job, a lost send)."""
+
+    job_id: str
+    job_type: JobType
+    config_key: str
+    node_id: str
+    queue: str
+    attempt: int  # the attempt this placement starts
+    kwargs: Mapping[str, Any] = _EMPTY
+
+    @property
+    def slot(self) -> str:
+        return f"{self.job_id}#{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """Void a job's live attempt (its host died, or it ran past its hard limit).
+
+    The job goes back to pending under the ledger; the old attempt's fence is
+    dead, so if it ever reports, its result is refused.
+    """
+
+    job_id: str
+    node_id: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailJob:
+    """Give a job up for good (attempts exhausted, or a stage job's host is gone)."""
+
+    job_id: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetState:
+    """Write a config's training cursor / model registry record."""
+
+    config_key: str
+    state: ConfigState
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A webhook notification, sent once per ``key``."""
+
+    event_type: str
+    title: str
+    message: str
+    severity: str = "info"
+    details: Mapping[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+    @property
+    def slot(self) -> str:
+        return f"notify:{self.key or self.event_type + ':' + self.title}"
+
+
+Action = Enqueue | Dispatch | Release | FailJob | SetState | Notify
