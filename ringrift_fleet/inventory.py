@@ -290,16 +290,19 @@ def _boolean(value: Any) -> bool | None:
 class _Reader:
     """Typed access to one mapping's fields; a bad value is recorded, the default used."""
 
-    def __init__(self, data: Mapping[str, Any], problems: _Problems, host: str | None) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], problems: _Problems, host: str | None, prefix: str = ""
+    ) -> None:
         self.data = data
         self.p = problems
         self.host = host
+        self.prefix = prefix  # section name for messages, e.g. "coordinator."
 
     def line(self, key: str | None = None) -> int | None:
         return _line_of(self.data, key)
 
     def bad(self, key: str, text: str) -> None:
-        self.p.error(self.line(key), self.host, f"{key} {text}")
+        self.p.error(self.line(key), self.host, f"{self.prefix}{key} {text}")
 
     def get(self, key: str) -> Any:
         value = self.data.get(key, _MISSING)
@@ -385,9 +388,11 @@ def _valid_address(text: str) -> bool:
         return bool(_HOSTNAME.match(text))
 
 
-def _build_host(name: str, data: Any, coord: CoordinatorSettings, p: _Problems) -> HostSpec | None:
+def _build_host(
+    name: str, data: Any, line: int | None, coord: CoordinatorSettings, p: _Problems
+) -> HostSpec | None:
     if not isinstance(data, Mapping):
-        p.error(_line_of(data), name, f"expected a mapping of host fields, got {data!r}")
+        p.error(line, name, f"expected a mapping of host fields, got {data!r}")
         return None
     r = _Reader(data, p, name)
     r.unknown_keys((*HOST_FIELDS, "name"), "field")
@@ -401,7 +406,7 @@ def _build_host(name: str, data: Any, coord: CoordinatorSettings, p: _Problems) 
     ssh_host = r.string("ssh_host")
     address = tailscale_ip or explicit_address or ssh_host
     if not address:
-        p.error(r.line(), name, "needs tailscale_ip, address or ssh_host: peers cannot reach it")
+        p.error(line, name, "needs tailscale_ip, address or ssh_host: peers cannot reach it")
     for key, value in (("address", explicit_address), ("ssh_host", ssh_host)):
         if value and not _valid_address(value):
             r.bad(key, f"must be an IP address or host name, got {value!r}")
@@ -452,7 +457,7 @@ def _build_host(name: str, data: Any, coord: CoordinatorSettings, p: _Problems) 
         status_port=r.port("status_port", coord.status_port),
         swim_port=r.port("swim_port", coord.swim_port),
         raft_port=r.port("raft_port", coord.raft_port),
-        line=r.line(),
+        line=line,
     )
 
 
@@ -462,25 +467,18 @@ def _build_coordinator(data: Any, p: _Problems) -> CoordinatorSettings:
     if not isinstance(data, Mapping):
         p.error(_line_of(data), None, f"coordinator must be a mapping, got {data!r}")
         return CoordinatorSettings()
-    r = _Reader(data, p, None)
+    r = _Reader(data, p, None, prefix="coordinator.")
     r.unknown_keys(COORDINATOR_FIELDS, "coordinator setting")
     d = CoordinatorSettings()
 
-    def prefixed(key: str, default: int) -> int:
-        before = len(p.errors)
-        value = r.port(key, default)
-        if len(p.errors) > before:  # say which section the port is in
-            p.errors[-1] = p.errors[-1].replace(f": {key} ", f": coordinator.{key} ", 1)
-        return value
-
     broker = r.string("broker_host") or None
     return CoordinatorSettings(
-        status_port=prefixed("status_port", d.status_port),
-        swim_port=prefixed("swim_port", d.swim_port),
-        raft_port=prefixed("raft_port", d.raft_port),
+        status_port=r.port("status_port", d.status_port),
+        swim_port=r.port("swim_port", d.swim_port),
+        raft_port=r.port("raft_port", d.raft_port),
         broker_host=broker,
-        broker_port=prefixed("broker_port", d.broker_port),
-        flower_port=prefixed("flower_port", d.flower_port),
+        broker_port=r.port("broker_port", d.broker_port),
+        flower_port=r.port("flower_port", d.flower_port),
     )
 
 
@@ -530,7 +528,11 @@ def _build_voters(
         p.error(line, None, f"raft_voters names {v} more than once")
     for v in voters:
         if v not in names:
-            p.error(line, None, f"raft_voters names unknown host {v!r}{_suggest(v, tuple(names))}")
+            p.error(
+                line,
+                None,
+                f"raft_voters names unknown host {v!r}{_suggest(v, tuple(sorted(names)))}",
+            )
         elif hosts[v].status == "retired":
             p.error(line, v, "is a raft voter but retired: replace it in raft_voters")
         elif hosts[v].status == "offline":
@@ -595,7 +597,7 @@ def _build(data: Any, path: str, warn: bool = True) -> Inventory:
         if not _NAME.match(name):
             p.error(line, None, f"host name {name!r} must be letters, digits, '.', '_' or '-'")
             continue
-        host = _build_host(name, spec, coord, p)
+        host = _build_host(name, spec, line, coord, p)
         if host is not None:
             hosts.append(host)
     _check_ports(hosts, p)
@@ -791,30 +793,34 @@ def from_ansible_data(data: Mapping[str, Any], path: str, *, warn: bool = True) 
     for g in VOTER_GROUPS:
         voters += [h for h in _group_hosts(data, g) if h not in voters]
 
-    problems = _Problems(path)
-    coordinator: dict[str, Any] = {}
+    settings: dict[str, dict[str, list[str]]] = {}  # var -> repr(value) -> hosts
+    values: dict[tuple[str, str], Any] = {}
     hosts: dict[str, dict[str, Any]] = {}
     for name in names:
         hv = hostvars.get(name, {}) or {}
-        spec: dict[str, Any] = {}
-        for var, value in hv.items():
-            if var in _COORD_VARS:
-                key = _COORD_VARS[var]
-                if key in coordinator and coordinator[key] != value:
-                    problems.error(
-                        None,
-                        name,
-                        f"{var}={value!r} differs from another host's {coordinator[key]!r}: "
-                        f"set it once in group_vars/all, or per host as {key}",
-                    )
-                coordinator[key] = value
-            elif var in _ANSIBLE_ALIASES:
-                spec.setdefault(_ANSIBLE_ALIASES[var], value)
-            elif var in HOST_FIELDS:
-                spec[var] = value
+        spec: dict[str, Any] = {f: hv[f] for f in HOST_FIELDS if f in hv}
+        for var, target in _ANSIBLE_ALIASES.items():
+            if var in hv:
+                spec.setdefault(target, hv[var])  # ssh_host etc. win over ansible_host
+        for var in _COORD_VARS:
+            if var in hv:
+                settings.setdefault(var, {}).setdefault(repr(hv[var]), []).append(name)
+                values[(var, repr(hv[var]))] = hv[var]
         if name in brokers:
             spec.setdefault("role", "broker")
         hosts[name] = spec
+    problems = _Problems(path)
+    coordinator: dict[str, Any] = {}
+    for var, seen in settings.items():
+        if len(seen) > 1:
+            which = "; ".join(f"{v} on {', '.join(h)}" for v, h in seen.items())
+            problems.error(
+                None,
+                None,
+                f"{var} differs between hosts ({which}): set it once in group_vars/all, "
+                f"or per host as {_COORD_VARS[var]}",
+            )
+        coordinator[_COORD_VARS[var]] = values[(var, next(iter(seen)))]
     if problems.errors:
         raise InventoryError(problems.errors)
     doc: dict[str, Any] = {"hosts": hosts, "raft_voters": voters or None}
