@@ -1,0 +1,391 @@
+"""Bully election with majority-granted leases: the fallback when Raft is off.
+
+The highest-ranked reachable voter (``priority``, then name) asks every voter
+for a lease of ``LEADER_LEASE_DURATION``.  A voter grants one holder at a
+time, until that grant expires on the voter's own clock, so two leaders never
+hold a majority at once.  The leader renews well before expiry and counts its
+lease from *before* it asked, so its own view ends first; when a renewal
+cannot reach a majority it stops acting as leader by the time its lease ends.
+Each new lease raises the epoch, which is the Bully mode's term and fence.
+
+:class:`LeaseBook` (the granting rule) and :func:`rank` are pure; the asyncio
+loop around them is :class:`BullyElection`.  The ledger lives in SQLite on the
+leader (:class:`BullyLedger`); followers forward writes to it and keep a
+standby copy, pulled every lease period and once more at hand-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus.api import Ledger
+from ringrift_fleet.consensus.remote import http_json
+from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
+from ringrift_fleet.consensus.voters import Voter
+
+log = logging.getLogger(__name__)
+
+
+def rank(voters: list[Voter]) -> list[Voter]:
+    """Election order: higher priority first, then the name."""
+    return sorted(voters, key=lambda v: (-v.priority, v.name))
+
+
+@dataclass
+class Grant:
+    holder: str
+    epoch: int
+    expires: float  # the granting voter's monotonic clock
+
+
+class LeaseBook:
+    """One voter's promises: at most one unexpired holder at any time (pure)."""
+
+    def __init__(self) -> None:
+        self.grant: Grant | None = None
+        self.max_epoch = 0
+
+    def holder(self, now: float) -> Grant | None:
+        g = self.grant
+        return g if g is not None and g.expires > now else None
+
+    def request(self, candidate: str, epoch: int, duration: float, now: float) -> dict[str, Any]:
+        """Grant or refuse; the answer always tells the current holder and epochs."""
+        current = self.holder(now)
+        ok = (
+            isinstance(candidate, str)
+            and bool(candidate)
+            and isinstance(epoch, int)
+            and 0 < duration <= 3600
+            and (current is None or (current.holder == candidate and epoch >= current.epoch))
+            and epoch >= self.max_epoch
+        )
+        if ok:
+            self.grant = Grant(candidate, epoch, now + duration)
+            self.max_epoch = max(self.max_epoch, epoch)
+        shown = self.holder(now)
+        return {
+            "granted": ok,
+            "holder": shown.holder if shown else None,
+            "epoch": shown.epoch if shown else None,
+            "max_epoch": self.max_epoch,
+        }
+
+
+class BullyElection:
+    """The election loop of one voter, over the voters' status servers."""
+
+    def __init__(
+        self,
+        node_id: str,
+        voters: list[Voter],
+        *,
+        lease: float,
+        token: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node_id = node_id
+        self.voters = rank(voters)
+        self.me = next(v for v in voters if v.name == node_id)
+        self.lease = lease
+        self.period = max(0.05, lease / 4)
+        self.token = token
+        self.clock = clock
+        self.book = LeaseBook()
+        self.epoch = 0
+        self._lease_until = 0.0  # while leader: our lease ends here (our clock)
+        self._leader_name: str | None = None
+        self._deferred_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.on_change: list[Callable[[bool], None]] = []
+
+    # --- Leadership --------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self._lease_until > self.clock()
+
+    def leader(self) -> str | None:
+        if self.is_leader():
+            return self.node_id
+        held = self.book.holder(self.clock())
+        return held.holder if held else self._leader_name
+
+    def term(self) -> int:
+        return max(self.epoch, self.book.max_epoch)
+
+    def fence_token(self) -> str:
+        return f"{self.term()}:{self.leader() or '-'}"
+
+    def leader_url(self) -> str | None:
+        name = self.leader()
+        voter = next((v for v in self.voters if v.name == name), None)
+        return voter.status_url if voter else None
+
+    # --- routes -----------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        from ringrift_fleet.server import read_json_object
+
+        async def post_lease(request: web.Request) -> web.Response:
+            body = await read_json_object(request)
+            candidate, epoch = body.get("candidate"), body.get("epoch")
+            duration = body.get("duration", self.lease)
+            if not isinstance(candidate, str) or not candidate:
+                return web.json_response(
+                    {"error": "field 'candidate': expected a name"}, status=400
+                )
+            if isinstance(epoch, bool) or not isinstance(epoch, int):
+                return web.json_response(
+                    {"error": "field 'epoch': expected an integer"}, status=400
+                )
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+                return web.json_response(
+                    {"error": "field 'duration': expected seconds"}, status=400
+                )
+            answer = self.book.request(candidate, epoch, float(duration), self.clock())
+            if answer["granted"] and candidate != self.node_id:
+                self._step_down_for(candidate)
+            return web.json_response(answer)
+
+        async def get_ping(request: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "node": self.node_id,
+                    "priority": self.me.priority,
+                    "is_leader": self.is_leader(),
+                    "leader": self.leader(),
+                    "epoch": self.term(),
+                }
+            )
+
+        return [
+            web.post("/consensus/bully/lease", post_lease),
+            web.get("/consensus/bully/ping", get_ping),
+        ]
+
+    def _step_down_for(self, other: str) -> None:
+        if self._lease_until:
+            log.info("bully: %s granted a lease to %s; stepping down", self.node_id, other)
+        self._set_leader(False)
+        self._leader_name = other
+
+    def _set_leader(self, leading: bool, until: float = 0.0) -> None:
+        was = self.is_leader()
+        self._lease_until = until if leading else 0.0
+        if leading:
+            self._leader_name = self.node_id
+        if was != leading:
+            for cb in list(self.on_change):
+                try:
+                    cb(leading)
+                except Exception:
+                    log.exception("bully leadership callback failed")
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.period))
+        self._task = asyncio.create_task(self._run(), name="bully-election")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        self._set_leader(False)
+
+    async def _run(self) -> None:
+        while True:
+            started = self.clock()
+            try:
+                await self.step()
+            except Exception:  # one bad round must not end the election loop
+                log.exception("bully round failed")
+            await asyncio.sleep(max(0.0, self.period - (self.clock() - started)))
+
+    async def step(self) -> None:
+        now = self.clock()
+        if self._lease_until and now >= self._lease_until:
+            log.warning("bully: %s lease expired without a majority; stepping down", self.node_id)
+            self._set_leader(False)
+        if self.is_leader():
+            await self._campaign(self.epoch)
+            return
+        held = self.book.holder(now)
+        if held is not None and held.holder != self.node_id:
+            self._leader_name = held.holder
+            self._deferred_since = None
+            return
+        if await self._higher_ranked_alive():
+            if self._deferred_since is None:
+                self._deferred_since = now
+            if now - self._deferred_since < 2 * self.lease:
+                return  # let the higher-ranked voter win; campaign anyway if it never does
+        await self._campaign(self.term() + 1)
+
+    async def _higher_ranked_alive(self) -> bool:
+        higher = self.voters[: self.voters.index(self.me)]
+        if not higher:
+            return False
+        answers = await asyncio.gather(
+            *(self._call(v, "GET", "/consensus/bully/ping") for v in higher)
+        )
+        return any(a is not None for a in answers)
+
+    async def _campaign(self, epoch: int) -> None:
+        asked_at = self.clock()
+        body = {"candidate": self.node_id, "epoch": epoch, "duration": self.lease}
+        others = [v for v in self.voters if v.name != self.node_id]
+        mine = self.book.request(self.node_id, epoch, self.lease, asked_at)
+        answers = await asyncio.gather(
+            *(self._call(v, "POST", "/consensus/bully/lease", body) for v in others)
+        )
+        grants = int(mine["granted"]) + sum(1 for a in answers if a and a.get("granted"))
+        seen = [mine["max_epoch"], *(a.get("max_epoch", 0) for a in answers if a)]
+        self.epoch = max(self.epoch, *(e for e in seen if isinstance(e, int)))
+        if grants > len(self.voters) // 2:
+            self.epoch = epoch
+            # Granters count from when they heard us, later than asked_at: ours ends first.
+            self._set_leader(True, asked_at + self.lease * 0.9)
+            self._deferred_since = None
+        elif self.is_leader() and self.clock() >= self._lease_until:
+            self._set_leader(False)
+        if not self.is_leader():
+            holders = [a.get("holder") for a in answers if a and a.get("holder")]
+            if holders:
+                self._leader_name = holders[0]
+
+    async def _call(
+        self, voter: Voter, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        assert self._session is not None
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with self._session.request(
+                method, voter.status_url + path, json=body, headers=headers
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                data = await resp.json()
+                return data if isinstance(data, dict) else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+
+
+class BullyLedger(Ledger):
+    """The ledger in Bully mode: SQLite on the leader, forwarded writes elsewhere."""
+
+    def __init__(
+        self,
+        election: BullyElection,
+        state_dir: str | Path,
+        *,
+        token: str,
+        op_timeout: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.node_id = election.node_id
+        self.election = election
+        self.op_timeout = op_timeout
+        self.token = token
+        self.store = SqliteStore(Path(state_dir) / "bully" / f"{election.node_id}.sqlite")
+        self._sync_task: asyncio.Task[None] | None = None
+        self._last_leader: str | None = None
+        self._handover = threading.Event()
+        self._handover.set()
+        election.on_change.append(self._on_leadership)
+
+    def _on_leadership(self, leading: bool) -> None:
+        if leading:
+            self._handover.clear()  # writes wait until the hand-over pull is done
+
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        wait = self.op_timeout if timeout is None else timeout
+        if self.election.is_leader():
+            if not self._handover.wait(wait):
+                return {"ok": False, "reason": "taking over the ledger; try again"}
+            if not self.election.is_leader():
+                return {"ok": False, "reason": "lost the lease"}
+            return self.store.apply(op)
+        url = self.election.leader_url()
+        if url is None:
+            return {"ok": False, "reason": "no leader (no majority of voters)"}
+        status, body = http_json(url + "/consensus/op", token=self.token, body=op, timeout=wait)
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
+            return body
+        return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        with self.store.reading() as state:
+            yield state
+
+    def is_leader(self) -> bool:
+        return self.election.is_leader()
+
+    def leader(self) -> str | None:
+        return self.election.leader()
+
+    def term(self) -> int:
+        return self.election.term()
+
+    def fence_token(self) -> str:
+        return self.election.fence_token()
+
+    # --- standby copies and hand-over ------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sync_task = asyncio.create_task(self._sync_loop(), name="bully-ledger-sync")
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        self.store.close()
+
+    async def _pull_from(self, name: str | None) -> bool:
+        voter = next((v for v in self.election.voters if v.name == name), None)
+        if voter is None or name == self.node_id:
+            return False
+        status, body = await asyncio.to_thread(
+            http_json, voter.status_url + "/consensus/ledger", token=self.token, timeout=1.0
+        )
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("state"), dict):
+            return False
+        # The current leader's copy is the truth; so is the last leader's at hand-over,
+        # since nobody could write between the end of its lease and the start of ours.
+        self.store.install(body["state"])
+        return True
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                leader = self.election.leader()
+                if self.election.is_leader():
+                    if not self._handover.is_set():
+                        # One last pull from whoever led before us, if it still answers.
+                        with contextlib.suppress(Exception):
+                            await self._pull_from(self._last_leader)
+                        self._handover.set()
+                elif leader is not None:
+                    await self._pull_from(leader)
+                if leader is not None:
+                    self._last_leader = leader
+            except Exception:
+                log.exception("bully ledger sync failed")
+            await asyncio.sleep(self.election.period)

@@ -1,0 +1,162 @@
+"""The ledger over HTTP: routes a voter serves, and the client non-leaders use.
+
+A host that is not a Raft voter, and every Bully follower, forwards writes to
+the leader's ``POST /consensus/op`` and keeps a read copy fetched from
+``GET /consensus/ledger``.  Both routes need the cluster token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiohttp import web
+
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus.api import Ledger
+
+log = logging.getLogger(__name__)
+
+
+def ledger_routes(get_ledger: Callable[[], Ledger | None]) -> list[web.RouteDef]:
+    """``POST /consensus/op`` applies an operation through this node's ledger;
+    ``GET /consensus/ledger`` returns this node's replica (for standby copies)."""
+    from ringrift_fleet.server import read_json_object
+
+    async def post_op(request: web.Request) -> web.Response:
+        op = await read_json_object(request)
+        if not isinstance(op.get("op"), str) or op["op"] not in sm.OPERATIONS:
+            known = ", ".join(sorted(sm.OPERATIONS))
+            return web.json_response(
+                {"error": f"field 'op': {op.get('op')!r} is not one of {known}"}, status=400
+            )
+        ledger = get_ledger()
+        if ledger is None:
+            return web.json_response({"ok": False, "reason": "no ledger on this node"}, status=503)
+        # A forwarded write speaks for a non-leader, whose idea of the term may lag
+        # one election: stamp it with ours.  Results stay fenced by their tokens.
+        term = op.get("term")
+        if not isinstance(term, int) or isinstance(term, bool) or term < ledger.term():
+            op["term"] = ledger.term()
+        result = await asyncio.to_thread(ledger.propose, op)
+        return web.json_response(result)
+
+    async def get_state(request: web.Request) -> web.Response:
+        ledger = get_ledger()
+        if ledger is None:
+            return web.json_response({"error": "no ledger on this node"}, status=503)
+        with ledger.reading() as state:
+            body = json.dumps(
+                {"term": ledger.term(), "leader": ledger.leader(), "state": state}, default=str
+            )
+        return web.Response(text=body, content_type="application/json")
+
+    return [web.post("/consensus/op", post_op), web.get("/consensus/ledger", get_state)]
+
+
+def http_json(
+    url: str,
+    *,
+    token: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 2.0,
+) -> tuple[int, Any]:
+    """One blocking request; (status, decoded body), (0, reason) when unreachable."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError) as exc:
+        return 0, str(exc)
+
+
+class RemoteLedger(Ledger):
+    """Writes go to the leader's status server; reads come from a fetched copy.
+
+    ``leader_url`` says where the leader is right now (from membership
+    metadata, a voter's /status, or the Bully election); ``None`` means no
+    leader is known and every write fails at once.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        leader_url: Callable[[], str | None],
+        leader_name: Callable[[], str | None],
+        term: Callable[[], int],
+        *,
+        token: str,
+        op_timeout: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.op_timeout = op_timeout
+        self._leader_url = leader_url
+        self._leader_name = leader_name
+        self._term = term
+        self._token = token
+        self._lock = threading.Lock()
+        self._copy: sm.State = sm.new_state()
+        self.copied_at = 0.0
+
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        url = self._leader_url()
+        if url is None:
+            return {"ok": False, "reason": "no leader known"}
+        status, body = http_json(
+            url + "/consensus/op",
+            token=self._token,
+            body=op,
+            timeout=self.op_timeout if timeout is None else timeout,
+        )
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
+            return body
+        return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
+
+    def refresh(self, timeout: float = 2.0) -> bool:
+        """Fetch the leader's replica into the local read copy."""
+        url = self._leader_url()
+        if url is None:
+            return False
+        status, body = http_json(url + "/consensus/ledger", token=self._token, timeout=timeout)
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("state"), dict):
+            return False
+        self.install(body["state"])
+        return True
+
+    def install(self, state: sm.State) -> None:
+        with self._lock:
+            self._copy = copy.deepcopy(state)
+            self.copied_at = time.time()
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        with self._lock:
+            yield self._copy
+
+    def is_leader(self) -> bool:
+        return False
+
+    def leader(self) -> str | None:
+        return self._leader_name()
+
+    def term(self) -> int:
+        return self._term()

@@ -1,0 +1,109 @@
+"""The Bully fallback's ledger: the same operations as Raft, journalled in SQLite.
+
+The file holds a snapshot of the state plus the operations applied since; on
+open the snapshot is loaded and the operations replayed through the same pure
+state machine Raft uses, so a restarted leader has exactly what it had
+acknowledged.  WAL mode keeps readers (the status server) off the writer's
+back.  Refused operations are not journalled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ringrift_fleet.consensus import ledger as sm
+
+log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 1000  # operations between snapshots
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER, state TEXT);
+CREATE TABLE IF NOT EXISTS ops (seq INTEGER PRIMARY KEY, op TEXT NOT NULL);
+"""
+
+
+class SqliteStore:
+    """One SQLite file: snapshot + journal, applied with :func:`ledger.apply`."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+        self.state, self.seq = self._load()
+        self._since_snapshot = 0
+
+    def _load(self) -> tuple[sm.State, int]:
+        row = self._db.execute("SELECT seq, state FROM snapshot WHERE id = 1").fetchone()
+        state = sm.new_state() if row is None else json.loads(row[1])
+        seq = 0 if row is None else int(row[0])
+        for op_seq, text in self._db.execute(
+            "SELECT seq, op FROM ops WHERE seq > ? ORDER BY seq", (seq,)
+        ):
+            sm.apply(state, json.loads(text))
+            seq = op_seq
+        return state, seq
+
+    def apply(self, op: dict[str, Any]) -> sm.Result:
+        """Apply and journal one operation (journalled only when it succeeds)."""
+        try:
+            text = json.dumps(op, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return {"ok": False, "reason": f"operation is not plain JSON data: {exc}"}
+        with self.lock:
+            result = sm.apply(self.state, op)
+            if not result["ok"]:
+                return result
+            try:
+                self._db.execute("INSERT INTO ops (seq, op) VALUES (?, ?)", (self.seq + 1, text))
+            except sqlite3.Error as exc:
+                log.error("ledger journal write failed: %s; reloading from disk", exc)
+                self.state, self.seq = self._load()
+                return {"ok": False, "reason": f"journal write failed: {exc}"}
+            self.seq += 1
+            self._since_snapshot += 1
+            if self._since_snapshot >= COMPACT_EVERY:
+                self._snapshot()
+            return result
+
+    def _snapshot(self) -> None:
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, ?, ?)",
+                    (self.seq, json.dumps(self.state)),
+                )
+                self._db.execute("DELETE FROM ops WHERE seq <= ?", (self.seq,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+            self._since_snapshot = 0
+
+    def install(self, state: sm.State) -> None:
+        """Replace everything with ``state`` (a copy taken from the leader), atomically."""
+        with self.lock:
+            self.state = json.loads(json.dumps(state))
+            self.seq += 1
+            self._snapshot()
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        with self.lock:
+            yield self.state
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
