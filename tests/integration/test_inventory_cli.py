@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,10 @@ def fleet(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     ansible = Path(sys.executable).parent / "ansible-inventory"
-    need(ansible.exists() or bool(os.environ.get("PATH")), "ansible-inventory (ansible-core)")
+    need(
+        ansible.exists() or shutil.which("ansible-inventory") is not None,
+        "ansible-inventory (ansible-core, `make deps`)",
+    )
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO)
     full_env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
