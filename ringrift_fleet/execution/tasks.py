@@ -1,0 +1,257 @@
+"""The Celery tasks: check arguments, guard with fences and run keys, run a workload.
+
+Task names (keyword arguments only; see :mod:`ringrift_fleet.execution.jobs`):
+``ringrift.selfplay``, ``ringrift.training``, ``ringrift.evaluation``,
+``ringrift.sync``, ``ringrift.noop`` (the guarded no-op the dispatch benchmark
+sends) and ``ringrift.plain_noop`` (its unguarded baseline).
+
+Result (a JSON dict)::
+
+    {"job_id", "job_type", "attempt", "fence", "node", "worker",
+     "status": "completed" | "refused" | "partial",
+     "artifacts": [{"name", "size", "sha256"}], ...}
+
+plus, by type: selfplay ``games``, ``games_path``, ``config``; training
+``model``, ``version``, ``samples``; evaluation ``win_rate``, ``elo_diff``,
+``games``, ``candidate``, ``champion``; sync ``fetched``, ``skipped``.
+``refused`` carries ``reason`` (stale fence, or the job runs elsewhere).  A copy
+of a job that already completed returns the stored result with
+``"duplicate": true``.
+
+A job that fails (bad arguments, a workload error, the redelivery cap) fails
+the Celery task with an exception whose message names the field or the cause;
+:func:`ringrift_fleet.execution.dispatch.job_outcome` turns that into
+``{"status": "failed", "error": …}`` for callers that want one shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from ringrift_fleet.config import P2PConfig, get_p2p_config
+from ringrift_fleet.execution import fencing
+from ringrift_fleet.execution.artifacts import ArtifactStore
+from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
+from ringrift_fleet.execution.settings import time_limits
+from ringrift_fleet.execution.sync import SyncError, sync_artifacts
+from ringrift_fleet.execution.workloads import JobContext, StopRequested, WorkloadError
+from ringrift_fleet.execution.workloads.commands import run_command, templates_for
+from ringrift_fleet.execution.workloads.evaluation import run_evaluation
+from ringrift_fleet.execution.workloads.selfplay import run_selfplay
+from ringrift_fleet.execution.workloads.training import run_training
+
+PROGRESS_STATE = "PROGRESS"
+PROGRESS_EVERY_S = 0.5
+NODE_ENV = "RINGRIFT_WORKER_NODE"
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (a revoke with terminate=True): stop and keep what is finished."""
+
+
+def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
+    cfg = get_p2p_config()
+    try:
+        report = sync_artifacts(
+            ctx.store,
+            spec.get("source"),
+            spec.get("artifacts"),
+            token=cfg.CLUSTER_KEY,
+            progress=ctx.progress,
+            should_stop=ctx.should_stop,
+        )
+    except SyncError as exc:
+        raise WorkloadError(f"sync from {spec.get('source')}: {exc}") from None
+    return {
+        "status": "completed",
+        "source": spec.get("source"),
+        "fetched": [a["name"] for a in report.fetched],
+        "skipped": report.skipped,
+        "artifacts": report.fetched,
+    }
+
+
+def run_noop(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
+    return {"status": "completed", "artifacts": []}
+
+
+REFERENCE: dict[str, Callable[[JobSpec, JobContext], dict[str, Any]]] = {
+    "selfplay": run_selfplay,
+    "training": run_training,
+    "evaluation": run_evaluation,
+    "sync": run_sync,
+    "noop": run_noop,
+}
+
+
+def node_name(cfg: P2PConfig) -> str:
+    return os.environ.get(NODE_ENV) or cfg.NODE_ID
+
+
+@functools.lru_cache(maxsize=4)
+def _redis(url: str) -> redis.Redis:
+    # redis-py pools notice a fork and reconnect, so one client per process is safe.
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def fence_client(cfg: P2PConfig) -> redis.Redis:
+    """The Redis holding fences and run keys: the broker's."""
+    return _redis(cfg.BROKER_URL)
+
+
+@functools.lru_cache(maxsize=4)
+def _templates(path: str) -> dict[str, Any]:
+    return templates_for(path)
+
+
+def workload_for(job_type: str, cfg: P2PConfig) -> Callable[[JobSpec, JobContext], dict[str, Any]]:
+    template = _templates(cfg.WORKLOADS_FILE).get(job_type)
+    if template is not None:
+        return functools.partial(run_command, template)
+    return REFERENCE[job_type]
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a job runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated("terminated by SIGTERM (revoked)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress(task: Task, job_id: str) -> Callable[[int, int], None]:
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if task.request.id is None or (now - last[0] < PROGRESS_EVERY_S and done < total):
+            return
+        last[0] = now
+        with contextlib.suppress(Exception):  # progress is best effort, never fatal
+            task.update_state(
+                state=PROGRESS_STATE, meta={"job_id": job_id, "done": done, "total": total}
+            )
+
+    return report
+
+
+def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run one job under its guards (see :mod:`ringrift_fleet.execution.fencing`)."""
+    cfg = get_p2p_config()
+    spec = validate_job(job_type, kwargs, default_job_id=task.request.id or uuid.uuid4().hex)
+    node = node_name(cfg)
+    base: dict[str, Any] = {
+        "job_id": spec.job_id,
+        "job_type": job_type,
+        "attempt": spec.attempt,
+        "fence": spec.fence.to_dict() if spec.fence else None,
+        "node": node,
+        "worker": task.request.hostname or "",
+    }
+    client = fence_client(cfg)
+    token = spec.fence.token if spec.fence else None
+    reason = fencing.fence_refusal(client, spec.job_id, token)
+    if reason:
+        return {**base, "status": "refused", "reason": reason, "artifacts": []}
+    claim = fencing.wait_and_claim(
+        client,
+        spec.job_id,
+        owner=base["worker"] or node,
+        token=token,
+        attempt=spec.attempt,
+        ttl=cfg.RUN_LEASE_TTL,
+    )
+    if claim.status == "done":
+        return {**(claim.result or {}), "duplicate": True}
+    if claim.status == "held":
+        holder = (claim.holder or {}).get("owner", "another worker")
+        return {
+            **base,
+            "status": "refused",
+            "reason": f"job {spec.job_id} is running on {holder}",
+            "artifacts": [],
+        }
+    lease = claim.lease
+    starts = fencing.count_delivery(client, spec.job_id, spec.attempt, cfg.RESULT_EXPIRES)
+    if starts > cfg.MAX_REDELIVERIES:
+        fencing.release_run(client, spec.job_id, lease)
+        raise WorkloadError(
+            f"job {spec.job_id} attempt {spec.attempt}: started {starts - 1} times and its "
+            f"worker was lost each time; failed after MAX_REDELIVERIES={cfg.MAX_REDELIVERIES} "
+            "instead of killing another worker"
+        )
+    store = ArtifactStore(cfg.artifact_dir)
+    with fencing.LeaseKeeper(client, spec.job_id, lease, cfg.RUN_LEASE_TTL) as keeper:
+        ctx = JobContext(
+            store=store,
+            node=node,
+            progress=_progress(task, spec.job_id),
+            should_stop=keeper.lost.is_set,
+            interrupts=(SoftTimeLimitExceeded, Terminated, StopRequested),
+            workloads_file=cfg.WORKLOADS_FILE,
+        )
+        try:
+            with sigterm_raises():
+                out = workload_for(job_type, cfg)(spec, ctx)
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):
+                fencing.release_run(client, spec.job_id, lease)
+            raise
+    result = {**base, **out}
+    if keeper.lost.is_set():
+        result.update(status="refused", reason="run lease taken over by a newer attempt")
+        return result
+    outcome = fencing.complete_run(
+        client, spec.job_id, lease, result, token=token, expires=cfg.RESULT_EXPIRES
+    )
+    if outcome == "duplicate":
+        return {**(fencing.stored_result(client, spec.job_id) or result), "duplicate": True}
+    if outcome != "ok":
+        result.update(status="refused", reason=f"result discarded: {outcome} (fence or lease)")
+    return result
+
+
+def register_tasks(app: Celery, cfg: P2PConfig) -> None:
+    """Define the fleet's tasks on ``app`` with per-type time limits."""
+    for job_type, name in TASK_NAMES.items():
+        limit_type = job_type if job_type != "noop" else "sync"
+        soft, hard = time_limits(cfg, limit_type)
+
+        def run(self: Task, _job_type: str = job_type, **kwargs: Any) -> dict[str, Any]:
+            return execute(self, _job_type, kwargs)
+
+        app.task(
+            name=name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            time_limit=hard,
+            soft_time_limit=soft,
+            typing=False,
+        )(run)
+
+    @app.task(name="ringrift.plain_noop", typing=False)
+    def plain_noop(**kwargs: Any) -> dict[str, Any]:
+        """Baseline for benchmarks/dispatch.py: no validation, no guards."""
+        return {"status": "completed"}

@@ -1,0 +1,114 @@
+"""Evaluation: candidate against champion, win rate and an Elo estimate.
+
+Seats rotate so the candidate plays every seat equally.  With more than two
+players the candidate's score is compared with each champion seat in turn
+(win 1, draw ½, loss 0), so the win rate reads the same for 2, 3 and 4 players:
+0.5 means equal strength.  The Elo difference is the logistic one,
+``400·log10(p / (1 − p))``, with ``p`` kept half a game away from 0 and 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ringrift_fleet.execution.artifacts import ArtifactStore
+from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, JobSpec
+from ringrift_fleet.execution.workloads import JobContext
+from ringrift_fleet.execution.workloads.reference_game import (
+    Engine,
+    config_key,
+    linear_engine,
+    play_game,
+    random_engine,
+)
+from ringrift_fleet.execution.workloads.selfplay import game_seed
+from ringrift_fleet.execution.workloads.training import load_model
+
+
+@dataclass(frozen=True)
+class Tally:
+    wins: float = 0.0
+    draws: float = 0.0
+    losses: float = 0.0
+
+    @property
+    def pairs(self) -> float:
+        return self.wins + self.draws + self.losses
+
+    @property
+    def win_rate(self) -> float:
+        return (self.wins + 0.5 * self.draws) / self.pairs if self.pairs else 0.5
+
+
+def elo_diff(win_rate: float, pairs: float) -> float:
+    """Logistic Elo difference for a win rate over ``pairs`` pairings (clamped)."""
+    if pairs <= 0:
+        return 0.0
+    eps = 0.5 / pairs
+    p = min(max(win_rate, eps), 1 - eps)
+    return 400.0 * math.log10(p / (1 - p))
+
+
+def engine_for(store: ArtifactStore, ref: str, temperature: float) -> Engine:
+    if ref == RANDOM_CHAMPION:
+        return random_engine
+    return linear_engine(load_model(store, ref)["weights"], temperature)
+
+
+def play_match(
+    board_type: str,
+    num_players: int,
+    candidate: Engine,
+    champion: Engine,
+    games: int,
+    seed: int,
+    tally: Tally | None = None,
+    start: int = 0,
+) -> Tally:
+    """Play games ``start`` … ``start+games-1`` (pure given the engines) and tally the
+    candidate's pairings; game ``i`` seats the candidate at ``i mod num_players``."""
+    t = tally or Tally()
+    for i in range(start, start + games):
+        seat = i % num_players
+        engines = [champion] * num_players
+        engines[seat] = candidate
+        rec = play_game(board_type, engines, game_seed(seed, i))
+        mine = rec.scores[seat]
+        w = sum(1 for j, s in enumerate(rec.scores) if j != seat and mine > s)
+        d = sum(1 for j, s in enumerate(rec.scores) if j != seat and mine == s)
+        t = Tally(t.wins + w, t.draws + d, t.losses + (num_players - 1 - w - d))
+    return t
+
+
+def run_evaluation(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
+    bt, n, total = spec.get("board_type"), spec.get("num_players"), spec.get("games")
+    temp = spec.get("temperature", 0.25)
+    cand_ref, champ_ref = spec.get("candidate"), spec.get("champion")
+    cand, champ = engine_for(ctx.store, cand_ref, temp), engine_for(ctx.store, champ_ref, temp)
+    tally, played, stopped = Tally(), 0, ""
+    try:
+        for i in range(total):
+            tally = play_match(bt, n, cand, champ, 1, spec.seed, tally, start=i)
+            played += 1
+            ctx.progress(played, total)
+            if ctx.should_stop():
+                stopped = "stop requested"
+                break
+    except ctx.interrupts as exc:
+        stopped = type(exc).__name__
+    return {
+        "status": "partial" if stopped else "completed",
+        "stopped": stopped or None,
+        "config": config_key(bt, n),
+        "candidate": cand_ref,
+        "champion": champ_ref,
+        "games": played,
+        "wins": tally.wins,
+        "draws": tally.draws,
+        "losses": tally.losses,
+        "win_rate": round(tally.win_rate, 4),
+        "elo_diff": round(elo_diff(tally.win_rate, tally.pairs), 1),
+        "artifacts": [],
+    }
