@@ -114,6 +114,7 @@ class RaftLedger(Ledger):
         config: P2PConfig | None = None,
         state_dir: str | Path | None = None,
         op_timeout: float = 2.0,
+        bind_wait: float = 3.0,
     ) -> None:
         super().__init__()
         config = config or get_p2p_config()
@@ -145,10 +146,23 @@ class RaftLedger(Ledger):
             useFork=False,
             bindAddress=f"{config.BIND_HOST}:{me.raft_port}",
             dynamicMembershipChange=False,
+            bindRetryTime=0.2,
         )
         others = [v.raft_address for v in voters if v.name != node_id]
         self._sync = SyncObj(me.raft_address, others, conf=conf, consumers=[self._state])
         self._notifier = None if others else getattr(self._sync, "_SyncObj__pipeNotifier", None)
+        if not self._wait_bound(bind_wait):
+            self.close()
+            raise OSError(f"cannot bind the Raft port {conf.bindAddress} (in use?)")
+
+    def _wait_bound(self, timeout: float) -> bool:
+        transport = getattr(self._sync, "_SyncObj__transport", None)
+        deadline = time.monotonic() + timeout
+        while transport is not None and not transport.ready:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     # --- backend ------------------------------------------------------------------------
 

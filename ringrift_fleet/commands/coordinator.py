@@ -1,0 +1,66 @@
+"""``ringrift-fleet coordinator``: run this host's coordinator until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from ringrift_fleet.config import get_feature_flags, get_p2p_config
+from ringrift_fleet.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "coordinator",
+        help="run membership, consensus and the :8770 status server for this host",
+        description="Run this host's coordinator: SWIM/HTTP membership, Raft (or Bully) "
+        "consensus over the inventory's voters, and the status server. Configuration "
+        "comes from RINGRIFT_P2P_* and the feature flags; the inventory from --hosts-file.",
+    )
+    parser.add_argument("--node", help="this host's name in the inventory (default: NODE_ID)")
+    parser.add_argument(
+        "--hosts-file", help="distributed_hosts.yaml (default: RINGRIFT_P2P_HOSTS_FILE)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ringrift_fleet.consensus.voters import load_inventory
+    from ringrift_fleet.node import CoordinatorNode
+
+    level = getattr(logging, str(args.log_level).upper(), None)
+    if not isinstance(level, int):
+        raise ConfigError(f"--log-level {args.log_level!r}: expected DEBUG, INFO or WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = get_p2p_config()
+    flags = get_feature_flags()
+    for warning in flags.warnings:
+        logging.getLogger("ringrift_fleet").warning(warning)
+    node_id = args.node or config.NODE_ID
+    hosts_file = args.hosts_file or config.HOSTS_FILE
+    inventory = None
+    if args.hosts_file or os.path.exists(hosts_file):
+        if not os.path.exists(hosts_file):
+            raise ConfigError(f"--hosts-file {hosts_file}: no such file")
+        inventory = load_inventory(hosts_file)
+        if node_id not in inventory.names():
+            raise ConfigError(
+                f"--node {node_id!r} is not a host in {hosts_file} "
+                f"(hosts: {', '.join(inventory.names())})"
+            )
+    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
+    node = CoordinatorNode(config, inventory, node_id, flags=flags)
+    asyncio.run(_serve(node))
+    return 0
+
+
+async def _serve(node: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    await node.run()

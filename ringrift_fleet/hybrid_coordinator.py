@@ -1,0 +1,322 @@
+"""HybridCoordinator: routes membership and consensus by the feature flags.
+
+Consensus is chosen once, at start, by :func:`choose_consensus` (pure):
+
+* ``raft``   — Raft or nothing: if it cannot start, start fails loudly.
+* ``hybrid`` — Raft, and Bully only when Raft is *unavailable* (pysyncobj not
+  installed, or its port cannot be bound).  Never because Raft has no
+  quorum: a minority partition falling back to Bully would elect a second
+  leader, which is exactly what consensus is for.
+* ``bully``  — Bully leases among the voters, the ledger in SQLite.
+
+``RINGRIFT_RAFT_ENABLED=false`` makes every mode ``bully``, which is the
+instant rollback (docs/consensus.md).  Hosts that are not voters run no
+election; they forward writes to the leader and learn who leads by asking the
+voters' ``/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ringrift_fleet.config import FeatureFlags, P2PConfig, get_feature_flags, get_p2p_config
+from ringrift_fleet.consensus.api import Leadership, Ledger
+from ringrift_fleet.consensus.remote import RemoteLedger, http_json, ledger_routes
+from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
+
+log = logging.getLogger(__name__)
+
+RAFT, BULLY, REMOTE = "raft", "bully", "remote"
+
+
+class RaftUnavailable(RuntimeError):
+    """Raft cannot run on this host (library missing, port taken)."""
+
+
+def choose_consensus(mode: str, is_voter: bool, raft_error: str | None) -> str:
+    """Which backend runs: ``raft``, ``bully`` or ``remote`` (not a voter).
+
+    ``raft_error`` is None when Raft started (or was not tried yet).
+    Raises RaftUnavailable when mode is ``raft`` and Raft could not start.
+    """
+    if not is_voter:
+        return REMOTE
+    if mode == BULLY:
+        return BULLY
+    if raft_error is None:
+        return RAFT
+    if mode == RAFT:
+        raise RaftUnavailable(f"CONSENSUS_MODE=raft but Raft cannot run here: {raft_error}")
+    return BULLY
+
+
+class _RemoteLeadership:
+    """A non-voter's view: the leader the voters report, newest term wins."""
+
+    def __init__(self, voters: list[Voter], token: str) -> None:
+        self.voters = voters
+        self.token = token
+        self._leader: str | None = None
+        self._term = 0
+
+    def is_leader(self) -> bool:
+        return False
+
+    def leader(self) -> str | None:
+        return self._leader
+
+    def term(self) -> int:
+        return self._term
+
+    def fence_token(self) -> str:
+        return f"{self._term}:{self._leader or '-'}"
+
+    def leader_url(self) -> str | None:
+        voter = next((v for v in self.voters if v.name == self._leader), None)
+        return voter.status_url if voter else None
+
+    def poll_once(self) -> None:
+        best: tuple[int, str] | None = None
+        for v in self.voters:
+            status, body = http_json(v.status_url + "/status", token="", timeout=0.5)
+            if status != 200 or not isinstance(body, dict):
+                continue
+            term, leader = body.get("term"), body.get("leader_id")
+            if (
+                isinstance(term, int)
+                and isinstance(leader, str)
+                and (best is None or term > best[0])
+            ):
+                best = (term, leader)
+        if best is not None:
+            self._term, self._leader = best
+
+
+def build_membership(
+    config: P2PConfig, inventory: Any, node_id: str, flags: FeatureFlags
+) -> Any | None:
+    """The membership part's manager for the flags, or None while it is not installed."""
+    mode = flags.effective_membership_mode
+    candidates = {
+        "swim": ("ringrift_fleet.membership.swim_adapter", "SwimMembershipManager"),
+        "hybrid": ("ringrift_fleet.membership.hybrid", "HybridMembershipManager"),
+        "http": ("ringrift_fleet.membership.http", "HttpHeartbeatMembership"),
+    }
+    module_name, class_name = candidates[mode]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        log.warning("membership %s unavailable (%s); peers come from consensus only", mode, exc)
+        return None
+    for build in (
+        lambda: cls.from_inventory(inventory, node_id=node_id, config=config),
+        lambda: cls.from_distributed_hosts(node_id=node_id, inventory=inventory, config=config),
+        lambda: cls(node_id=node_id, inventory=inventory, config=config),
+    ):
+        with contextlib.suppress(AttributeError, TypeError):
+            return build()
+    log.warning("membership %s: no constructor this coordinator knows", mode)
+    return None
+
+
+class HybridCoordinator:
+    """Membership and consensus behind one face, chosen by feature flags."""
+
+    def __init__(
+        self,
+        orchestrator: Any = None,
+        node_id: str | None = None,
+        *,
+        config: P2PConfig | None = None,
+        inventory: Any = None,
+        flags: FeatureFlags | None = None,
+        membership: Any = None,
+        state_dir: str | Path | None = None,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.config = config or get_p2p_config()
+        self.node_id = node_id or self.config.NODE_ID
+        self.flags = flags or get_feature_flags()
+        if inventory is None and os.path.exists(self.config.HOSTS_FILE):
+            inventory = load_inventory(self.config.HOSTS_FILE)
+        self.inventory = inventory
+        self.voters = voters_from_inventory(inventory, self.config) if inventory is not None else []
+        if not self.voters:  # no inventory: a fleet of one, as in the README's examples
+            self.voters = [
+                Voter(self.node_id, "127.0.0.1", self.config.RAFT_PORT, self.config.DEFAULT_PORT)
+            ]
+        self.is_voter = any(v.name == self.node_id for v in self.voters)
+        self.state_dir = Path(state_dir or self.config.state_dir)
+        self.membership = membership
+        self.backend: str | None = None
+        self.raft_error: str | None = None
+        self.ledger: Ledger | None = None
+        self.leadership: Leadership | None = None
+        self._bully: Any = None
+        self._remote: _RemoteLeadership | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.membership_started = False
+
+    # --- start / stop ---------------------------------------------------------------------
+
+    def open_consensus(self) -> None:
+        """Create the consensus backend (synchronously; before the server starts)."""
+        mode = self.flags.effective_consensus_mode
+        if self.is_voter and mode in (RAFT, "hybrid"):
+            try:
+                self.ledger = self._open_raft()
+            except RaftUnavailable as exc:
+                self.raft_error = str(exc)
+                log.error("raft unavailable: %s", exc)
+        self.backend = choose_consensus(mode, self.is_voter, self.raft_error)
+        if self.backend == RAFT:
+            self.leadership = self.ledger
+        elif self.backend == BULLY:
+            from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
+
+            self._bully = BullyElection(
+                self.node_id,
+                self.voters,
+                lease=self.config.LEADER_LEASE_DURATION,
+                token=self.config.CLUSTER_KEY,
+            )
+            self.ledger = BullyLedger(self._bully, self.state_dir, token=self.config.CLUSTER_KEY)
+            self.leadership = self._bully
+        else:
+            self._remote = _RemoteLeadership(self.voters, self.config.CLUSTER_KEY)
+            self.ledger = RemoteLedger(
+                self.node_id,
+                self._remote.leader_url,
+                self._remote.leader,
+                self._remote.term,
+                token=self.config.CLUSTER_KEY,
+            )
+            self.leadership = self._remote
+
+    def _open_raft(self) -> Ledger:
+        try:
+            from ringrift_fleet.consensus.raft_state import RaftLedger
+        except ImportError as exc:
+            raise RaftUnavailable(f"pysyncobj is not installed ({exc})") from None
+        try:
+            return RaftLedger(
+                self.node_id, self.voters, config=self.config, state_dir=self.state_dir
+            )
+        except OSError as exc:
+            raise RaftUnavailable(str(exc)) from None
+
+    def routes(self) -> list[web.RouteDef]:
+        """Routes the status server must mount for this coordinator."""
+        out = ledger_routes(lambda: self.ledger)
+        if self._bully is not None:
+            out += self._bully.routes()
+        return out
+
+    async def start(self) -> None:
+        """Start consensus and membership (the README's ``await coordinator.start()``)."""
+        if self.backend is None:
+            self.open_consensus()
+        if self._bully is not None:
+            await self._bully.start()
+            await self.ledger.start()  # type: ignore[union-attr]
+        if self._remote is not None:
+            self._tasks.append(asyncio.create_task(self._poll_remote(), name="leader-poll"))
+        if self.membership is None:
+            self.membership = build_membership(
+                self.config, self.inventory, self.node_id, self.flags
+            )
+        if self.membership is not None:
+            try:
+                await self.membership.start()
+                self.membership_started = True
+            except Exception as exc:  # membership trouble must not stop consensus
+                log.error("membership failed to start: %s", exc)
+
+    async def _poll_remote(self) -> None:
+        assert self._remote is not None
+        while True:
+            await asyncio.to_thread(self._remote.poll_once)
+            if isinstance(self.ledger, RemoteLedger):
+                await asyncio.to_thread(self.ledger.refresh, 1.0)
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.membership is not None and self.membership_started:
+            with contextlib.suppress(Exception):
+                await self.membership.stop()
+        if self._bully is not None:
+            await self._bully.stop()
+            await self.ledger.stop()  # type: ignore[union-attr]
+        elif self.ledger is not None:
+            self.ledger.close()
+
+    # --- the README's interface -----------------------------------------------------------
+
+    def get_alive_peers(self) -> list[str]:
+        """Routed by MEMBERSHIP_MODE; without membership, the voters consensus can reach."""
+        if self.membership is not None:
+            with contextlib.suppress(Exception):
+                return sorted(self.membership.get_alive_peers())
+        detail = self.raft_detail()
+        return list(detail.get("connected_voters", [])) if detail else []
+
+    def is_leader(self) -> bool:
+        return bool(self.leadership is not None and self.leadership.is_leader())
+
+    def claim_work(self, work_id: str) -> bool:
+        return bool(self.ledger is not None and self.ledger.claim_work(work_id, self.node_id))
+
+    def raft_detail(self) -> dict[str, Any]:
+        status: Callable[[], dict[str, Any]] | None = getattr(self.ledger, "raft_status", None)
+        if self.backend != RAFT or status is None:
+            return {}
+        try:
+            return status()
+        except Exception as exc:
+            return {"error": str(exc)}
+
+    def get_status(self) -> dict[str, Any]:
+        """The ``swim_raft`` section of /status plus an ``http`` section."""
+        alive = self.get_alive_peers()
+        swim_on = self.flags.effective_membership_mode in ("swim", "hybrid")
+        raft_on = self.flags.effective_consensus_mode in (RAFT, "hybrid")
+        lead = self.leadership
+        raft: dict[str, Any] = {"enabled": raft_on, "available": self.backend == RAFT}
+        if self.backend == RAFT and lead is not None:
+            raft.update(is_leader=lead.is_leader(), leader=lead.leader(), term=lead.term())
+        elif self.raft_error:
+            raft["error"] = self.raft_error
+        swim_health: dict[str, Any] = {}
+        if swim_on and self.membership is not None:
+            with contextlib.suppress(Exception):
+                swim_health = dict(self.membership.get_swim_health())
+        return {
+            "membership_mode": self.flags.effective_membership_mode,
+            "consensus_mode": self.flags.effective_consensus_mode,
+            "consensus_backend": self.backend,
+            "swim": {
+                "enabled": swim_on,
+                "started": bool(swim_on and self.membership_started),
+                "alive_count": len(alive) if swim_on else 0,
+                **({"health": swim_health} if swim_health else {}),
+            },
+            "raft": raft,
+            "http": {
+                "enabled": not swim_on or self.flags.effective_membership_mode == "hybrid",
+                "bully": self.backend == BULLY,
+                "leader": lead.leader() if lead is not None and self.backend != RAFT else None,
+            },
+            "warnings": self.flags.warnings,
+        }

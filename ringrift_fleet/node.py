@@ -1,0 +1,209 @@
+"""The coordinator daemon: membership + consensus + the :8770 status server.
+
+One runs on every host.  It owns no policy: the scheduler plugs in with
+:meth:`CoordinatorNode.add_tick_handler` (called every SCHEDULER_TICK on every
+node; the handler checks ``node.leadership.is_leader()`` itself) and
+:meth:`CoordinatorNode.add_status_section`.  Every node also publishes who it
+thinks leads in its membership metadata, so non-voters and people see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ringrift_fleet.config import FeatureFlags, P2PConfig
+from ringrift_fleet.hybrid_coordinator import HybridCoordinator
+from ringrift_fleet.models import NodeRole
+from ringrift_fleet.server import StatusServer
+
+log = logging.getLogger(__name__)
+
+TickHandler = Callable[[], Awaitable[None]]
+
+
+def _optional_routes(module: str, name: str, *args: Any) -> list[web.RouteDef]:
+    """Routes from another part, when that part is installed and accepts our arguments."""
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return []
+    try:
+        return list(factory(*args))
+    except Exception as exc:
+        log.warning("%s.%s could not build routes: %s", module, name, exc)
+        return []
+
+
+class CoordinatorNode:
+    """Membership, consensus and the status server of one host, run until stopped."""
+
+    def __init__(
+        self,
+        config: P2PConfig,
+        inventory: Any,
+        node_id: str,
+        *,
+        flags: FeatureFlags | None = None,
+        membership: Any = None,
+    ) -> None:
+        self.config = config
+        self.inventory = inventory
+        self.node_id = node_id
+        self.coordinator = HybridCoordinator(
+            node_id=node_id, config=config, inventory=inventory, flags=flags, membership=membership
+        )
+        self.status_server = StatusServer(self._snapshot, token=config.CLUSTER_KEY)
+        self._tick_handlers: list[TickHandler] = []
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.ticks = 0
+        self._published: dict[str, Any] = {}
+
+    # --- what the scheduler uses ---------------------------------------------------------
+
+    @property
+    def membership(self) -> Any:
+        return self.coordinator.membership
+
+    @property
+    def leadership(self) -> Any:
+        return self.coordinator.leadership
+
+    @property
+    def ledger(self) -> Any:
+        return self.coordinator.ledger
+
+    def add_tick_handler(self, handler: TickHandler) -> None:
+        self._tick_handlers.append(handler)
+
+    def add_status_section(self, name: str, fn: Callable[[], Any]) -> None:
+        self.status_server.add_status_section(name, fn)
+
+    def add_routes(self, routes: list[web.RouteDef]) -> None:
+        """Mount more HTTP routes (before :meth:`run`)."""
+        self.status_server.add_routes(routes)
+
+    # --- where this host listens -----------------------------------------------------------
+
+    @property
+    def status_port(self) -> int:
+        voter = next((v for v in self.coordinator.voters if v.name == self.node_id), None)
+        if voter is not None:
+            return voter.status_port
+        inv = self.inventory
+        if inv is not None:
+            with contextlib.suppress(Exception):
+                return int(inv.host(self.node_id).status_port)
+        return self.config.DEFAULT_PORT
+
+    # --- /status ------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        lead = self.leadership
+        ledger = self.ledger
+        leader = lead.leader() if lead is not None else None
+        is_leader = bool(lead is not None and lead.is_leader())
+        peers = self.coordinator.get_alive_peers()
+        queue: dict[str, Any] = {}
+        if ledger is not None:
+            try:
+                queue = ledger.get_queue_stats()
+            except Exception as exc:
+                queue = {"error": str(exc)}
+        membership: dict[str, Any] = {}
+        if self.membership is not None:
+            with contextlib.suppress(Exception):
+                membership = dict(self.membership.get_membership_summary())
+        return {
+            "node_id": self.node_id,
+            "role": (NodeRole.LEADER if is_leader else NodeRole.FOLLOWER).value,
+            "is_leader": is_leader,
+            "leader_id": leader,
+            "term": lead.term() if lead is not None else 0,
+            "fence_token": lead.fence_token() if lead is not None else "",
+            "is_voter": self.coordinator.is_voter,
+            "voters": [v.name for v in self.coordinator.voters],
+            "alive_peers": len(peers),
+            "peers": peers,
+            "work_queue": queue,
+            "swim_raft": self.coordinator.get_status(),
+            "raft_detail": self.coordinator.raft_detail(),
+            "membership": membership,
+            "ticks": self.ticks,
+        }
+
+    # --- running ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start everything, tick until :meth:`request_stop`, then stop everything."""
+        self.coordinator.open_consensus()
+        self.status_server.add_routes(self.coordinator.routes())
+        membership = self.coordinator.membership
+        if membership is not None:
+            self.status_server.add_routes(
+                _optional_routes("ringrift_fleet.membership.http", "heartbeat_routes", membership)
+            )
+        self.status_server.add_routes(
+            _optional_routes(
+                "ringrift_fleet.execution.artifacts",
+                "artifact_routes",
+                self.config.artifact_dir,
+                self.config.CLUSTER_KEY,
+            )
+        )
+        await self.status_server.start(self.config.BIND_HOST, self.status_port)
+        try:
+            await self.coordinator.start()
+            log.info(
+                "coordinator %s up: consensus=%s status=:%s",
+                self.node_id,
+                self.coordinator.backend,
+                self.status_server.port,
+            )
+            self.started.set()
+            await self._tick_loop()
+        finally:
+            await self.coordinator.stop()
+            await self.status_server.stop()
+
+    async def _tick_loop(self) -> None:
+        period = self.config.SCHEDULER_TICK
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self._publish_leader()
+            for handler in list(self._tick_handlers):
+                try:
+                    await handler()
+                except Exception:  # a plug-in's bug must not stop the coordinator
+                    log.exception("tick handler %r failed", handler)
+            self.ticks += 1
+            left = max(0.0, period - (time.monotonic() - started))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=left)
+
+    def _publish_leader(self) -> None:
+        membership, lead = self.membership, self.leadership
+        if membership is None or lead is None:
+            return
+        meta = {
+            "leader": lead.leader(),
+            "term": lead.term(),
+            "role": "leader" if lead.is_leader() else "follower",
+            "status_port": self.status_port,
+            "is_voter": self.coordinator.is_voter,
+        }
+        if meta != self._published:
+            with contextlib.suppress(Exception):
+                membership.set_local_metadata(meta)
+                self._published = meta
