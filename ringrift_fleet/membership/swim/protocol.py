@@ -1,0 +1,942 @@
+"""The SWIM state machine, sans I/O: datagrams and clock ticks in, datagrams and events out.
+
+:class:`SwimNode` never touches a socket or a clock.  The transport (or the
+simulator) calls :meth:`SwimNode.handle` when a datagram arrives,
+:meth:`SwimNode.tick` when :meth:`SwimNode.next_deadline` passes, and sends
+what they return.  Randomness comes from an injected ``random.Random``, so a
+seeded simulation of 1,000 nodes replays exactly.
+
+What it implements (SWIM, Das et al. 2002, with HashiCorp's Lifeguard
+refinements, Dadgar et al. 2018):
+
+* one probe per protocol period, round-robin over a shuffled member list;
+  direct ping, then ``indirect_probes`` ping-reqs through random members, who
+  answer with a nack when the target stays silent;
+* suspicion refuted by the suspect raising its incarnation; the suspicion
+  timeout starts at its maximum and shrinks towards the minimum as independent
+  confirmations arrive; a "local health multiplier" stretches our own probe
+  interval and timeout while we miss acks or nacks (we are probably the sick one);
+* updates piggybacked on every message, each retransmitted about
+  ``λ·log10(N+1)`` times, the least-sent first;
+* a periodic push-pull digest exchange with a random member, escalating to a
+  full state exchange when the digests differ, plus reconnect syncs to dead
+  members and seeds, so a healed partition converges to one view;
+* "you are dead to me" notices: any message we send to a member we hold
+  suspect, dead or left carries that verdict first, so a live member refutes
+  at the first contact (Lifeguard's buddy system, generalised);
+* graceful leave, dead members forgotten after ``dead_retention``, and joins
+  through seeds with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.membership.base import MembershipEvent
+from ringrift_fleet.membership.swim import codec
+from ringrift_fleet.membership.swim.codec import (
+    ACK,
+    ALIVE,
+    DEAD,
+    LEFT,
+    NACK,
+    PING,
+    PING_REQ,
+    SUSPECT,
+    SYNC,
+    SYNC_BUCKETS,
+    SYNC_ENTRIES,
+    SYNC_REPLY_ALWAYS,
+    SYNC_REPLY_IF_DIFFERENT,
+    Addr,
+    DecodeError,
+    Message,
+    Update,
+)
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    """Protocol timing.  Defaults measured on loopback and in simulation (docs/membership.md)."""
+
+    ping_interval: float = 0.5  # protocol period, s
+    ping_timeout: float = 0.2  # direct ack wait before asking others, s
+    indirect_probes: int = 3  # k members asked to ping on our behalf
+    # minimum suspicion timeout = suspicion_mult × max(1, log10 N) × ping_interval
+    suspicion_mult: float = 2.0
+    # the timeout starts at suspicion_max_mult × minimum, shrinking with confirmations
+    suspicion_max_mult: float = 3.0
+    # when set, the *longest* suspicion timeout in seconds (the minimum follows from it)
+    failure_timeout: float | None = None
+    retransmit_mult: float = 3.0  # λ: each update is sent about λ·log10(N+1) times
+    sync_interval: float = 5.0  # push-pull digest exchange with a random member, s
+    reconnect_interval: float = 5.0  # full sync with a random dead member or seed, s
+    dead_retention: float = 1800.0  # dead and left members are forgotten after this, s
+    join_retry_initial: float = 0.5  # first join retry, doubling up to join_retry_max, s
+    join_retry_max: float = 15.0
+    lhm_max: int = 8  # local health multiplier ceiling: period × (1 + score)
+    revivals_per_period: int = 8  # pings to dead members a peer reported alive
+    max_datagram: int = codec.MAX_DATAGRAM
+
+    def __post_init__(self) -> None:
+        positive = (
+            "ping_interval",
+            "ping_timeout",
+            "suspicion_mult",
+            "retransmit_mult",
+            "sync_interval",
+            "reconnect_interval",
+            "dead_retention",
+            "join_retry_initial",
+            "join_retry_max",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValidationError(f"SwimConfig.{name}={value!r}: expected a positive number")
+        if self.ping_timeout >= self.ping_interval:
+            raise ValidationError(
+                f"SwimConfig.ping_timeout={self.ping_timeout!r}: must be below "
+                f"ping_interval ({self.ping_interval!r})"
+            )
+        if self.suspicion_max_mult < 1:
+            raise ValidationError(
+                f"SwimConfig.suspicion_max_mult={self.suspicion_max_mult!r}: expected >= 1"
+            )
+        if self.failure_timeout is not None and not self.failure_timeout > 0:
+            raise ValidationError(
+                f"SwimConfig.failure_timeout={self.failure_timeout!r}: expected a positive number"
+            )
+        for name in ("indirect_probes", "lhm_max", "revivals_per_period"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise ValidationError(f"SwimConfig.{name}={value!r}: expected an integer >= 0")
+        if not 256 <= self.max_datagram <= 65000:
+            raise ValidationError(
+                f"SwimConfig.max_datagram={self.max_datagram!r}: expected 256-65000 bytes"
+            )
+
+    @classmethod
+    def from_p2p_config(cls, cfg: Any, **overrides: Any) -> SwimConfig:
+        """The SWIM_* fields of a :class:`~ringrift_fleet.config.P2PConfig`."""
+        values: dict[str, Any] = {
+            "ping_interval": cfg.SWIM_PING_INTERVAL,
+            "ping_timeout": cfg.SWIM_PING_TIMEOUT,
+            "suspicion_mult": cfg.SWIM_SUSPICION_MULT,
+            "indirect_probes": cfg.SWIM_INDIRECT_PROBES,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def suspicion_bounds(self, n: int) -> tuple[float, float]:
+        """(minimum, maximum) suspicion timeout for a cluster of ``n`` live members."""
+        if self.failure_timeout is not None:
+            hi = self.failure_timeout
+            return hi / self.suspicion_max_mult, hi
+        lo = self.suspicion_mult * max(1.0, math.log10(max(n, 1))) * self.ping_interval
+        return lo, lo * self.suspicion_max_mult
+
+    def retransmits(self, n: int) -> int:
+        return max(1, math.ceil(self.retransmit_mult * math.log10(n + 1)))
+
+
+class Output(NamedTuple):
+    datagrams: list[tuple[Addr, bytes]]
+    events: list[MembershipEvent]
+
+
+@dataclass(slots=True)
+class Suspicion:
+    start: float
+    lo: float
+    hi: float
+    k: int  # confirmations that bring the timeout down to ``lo``
+    confirmers: set[str]
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._recompute()
+
+    def confirm(self, origin: str) -> bool:
+        if origin in self.confirmers:
+            return False
+        self.confirmers.add(origin)
+        self._recompute()
+        return True
+
+    def _recompute(self) -> None:
+        c = len(self.confirmers) - 1  # the first suspecter is not a confirmation
+        if self.k <= 0 or c <= 0:
+            timeout = self.hi if self.k > 0 else self.lo
+        else:
+            frac = math.log(c + 1) / math.log(self.k + 1)
+            timeout = max(self.lo, self.hi - (self.hi - self.lo) * frac)
+        self.deadline = self.start + timeout
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    addr: Addr
+    incarnation: int
+    state: str  # ALIVE | SUSPECT | DEAD | LEFT
+    metadata: Mapping[str, Any]
+    since: float  # when the state last changed (local clock)
+    suspicion: Suspicion | None = None
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: str
+    seq: int
+    direct_deadline: float
+    end: float
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+    acked: bool = False
+
+
+@dataclass(slots=True)
+class _Forward:
+    requester: Addr
+    requester_name: str
+    seq: int
+    nack_deadline: float
+
+
+@dataclass(slots=True)
+class _Queued:
+    update: Update
+    wire: bytes
+    sent: int = 0
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    probes: int = 0
+    probe_failures: int = 0
+    refutations: int = 0
+    full_syncs_sent: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+N_BUCKETS = 32  # push-pull compares this many digests before sending entries
+
+_LIVE = (ALIVE, SUSPECT)
+
+
+@functools.lru_cache(maxsize=65536)
+def _bucket(name: str) -> int:
+    return hashlib.blake2b(name.encode(), digest_size=2).digest()[0] % N_BUCKETS
+
+
+@functools.lru_cache(maxsize=65536)
+def _entry_hash(name: str, incarnation: int) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"{name}\0{incarnation}".encode(), digest_size=8).digest(), "big"
+    )
+
+
+_GONE = (DEAD, LEFT)
+
+
+class SwimNode:
+    """One member's view of the cluster."""
+
+    def __init__(
+        self,
+        name: str,
+        addr: Addr,
+        *,
+        key: bytes = b"",
+        config: SwimConfig | None = None,
+        seeds: Iterable[Addr] = (),
+        metadata: Mapping[str, Any] | None = None,
+        incarnation: int = 0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.addr = addr
+        self.key = key
+        self.config = config or SwimConfig()
+        self.seeds: list[Addr] = [(str(h), int(p)) for h, p in seeds if (h, p) != tuple(addr)]
+        self.rng = rng or random.Random()
+        self.incarnation = incarnation
+        self.metadata: Mapping[str, Any] = dict(metadata or {})
+        self._check_metadata(self.metadata)
+        self.stats = Stats()
+        self.members: dict[str, Member] = {}
+        self.lhm = 0  # local health score (Lifeguard)
+        self.started = False
+        self.leaving = False
+        self._seq = 0
+        self._live: list[str] = []  # alive or suspect, for O(1) random choice
+        self._live_pos: dict[str, int] = {}
+        self._gone: set[str] = set()  # dead or left, not yet forgotten
+        self._suspects: set[str] = set()  # members with a running suspicion timer
+        self._probe_order: list[str] = []
+        self._probe_idx = 0
+        self._probe: _Probe | None = None
+        self._forwards: dict[int, _Forward] = {}
+        self._queue: dict[str, _Queued] = {}
+        self._revive: list[str] = []
+        self._full_sent: dict[Addr, float] = {}
+        self._digest: str | None = None
+        self._buckets: str | None = None
+        self._out: list[tuple[Addr, bytes]] = []
+        self._events: list[MembershipEvent] = []
+        self._next_probe = 0.0
+        self._next_sync = 0.0
+        self._next_reconnect = 0.0
+        self._next_revive = 0.0
+        self._next_join: float | None = None
+        self._join_backoff = self.config.join_retry_initial
+
+    # --- public API ----------------------------------------------------------------------
+
+    def start(self, now: float) -> Output:
+        """Announce ourselves and, when there are seeds, start joining through them."""
+        self.started = True
+        cfg = self.config
+        self._next_probe = now + self.rng.uniform(0, cfg.ping_interval)
+        self._next_sync = now + self.rng.uniform(0.5, 1.0) * cfg.sync_interval
+        self._next_reconnect = now + self.rng.uniform(0.5, 1.0) * cfg.reconnect_interval
+        self._enqueue(self._self_update())
+        if self.seeds:
+            self._next_join = now
+        return self.tick(now)
+
+    def leave(self, now: float) -> Output:
+        """Tell a few members directly, and everyone by gossip, that we leave on purpose."""
+        self.leaving = True
+        update = Update(LEFT, self.name, self.incarnation)
+        self._enqueue(update)
+        targets = self._random_live(max(3, self.config.indirect_probes), exclude=())
+        for name in targets:
+            m = self.members[name]
+            self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
+        return self._flush()
+
+    def set_metadata(self, now: float, metadata: Mapping[str, Any]) -> Output:
+        """Replace our metadata: a new incarnation, so the newest wins everywhere."""
+        self._check_metadata(metadata)
+        self.metadata = dict(metadata)
+        self.incarnation += 1
+        self._digest = None
+        self._enqueue(self._self_update())
+        return self._flush()
+
+    def add_seeds(self, seeds: Iterable[Addr]) -> None:
+        for h, p in seeds:
+            seed = (str(h), int(p))
+            if seed != tuple(self.addr) and seed not in self.seeds:
+                self.seeds.append(seed)
+
+    def learn(self, now: float, name: str, addr: Addr, incarnation: int = 0, **meta: Any) -> None:
+        """Add a member as if it had joined (simulation bootstrap); emits no event."""
+        if name == self.name or name in self.members:
+            return
+        self.members[name] = Member(name, addr, incarnation, ALIVE, dict(meta), now)
+        self._live_add(name)
+        self._digest = None
+
+    def handle(self, now: float, data: bytes, src: Addr) -> Output:
+        """A datagram arrived from ``src``.  Bad ones are dropped and counted, never raised."""
+        self.stats.received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            msg = codec.decode(data, self.key)
+        except DecodeError as exc:
+            self.stats.drop(exc.reason)
+            return self._flush()
+        if not self.started or msg.sender == self.name:
+            self.stats.drop("not_for_us")
+            return self._flush()
+        for u in msg.updates:
+            self._apply(now, u, gossip=True)
+        if msg.kind == PING:
+            self._on_ping(now, msg, src)
+        elif msg.kind == ACK:
+            self._on_ack(now, msg)
+        elif msg.kind == NACK:
+            if self._probe is not None and msg.seq == self._probe.seq:
+                self._probe.nacks += 1
+        elif msg.kind == PING_REQ:
+            self._on_ping_req(now, msg, src)
+        elif msg.kind == SYNC:
+            self._on_sync(now, msg, src)
+        return self._flush()
+
+    def tick(self, now: float) -> Output:
+        """Time is ``now``: run every timer that is due."""
+        if not self.started:
+            return self._flush()
+        self._tick_join(now)
+        self._tick_probe(now)
+        self._tick_forwards(now)
+        self._tick_suspicions(now)
+        self._tick_revive(now)
+        if now >= self._next_sync:
+            self._next_sync = now + self.config.sync_interval * self.rng.uniform(0.8, 1.2)
+            self._sync_random(now)
+            self._forget(now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval * self.rng.uniform(0.8, 1.2)
+            self._reconnect(now)
+        return self._flush()
+
+    def next_deadline(self) -> float:
+        """The time :meth:`tick` must next be called (it may be called earlier)."""
+        times = [self._next_sync, self._next_reconnect]
+        p = self._probe
+        if p is None:
+            times.append(self._next_probe)
+        else:
+            times.append(p.end)
+            if not p.indirect_sent and not p.acked:
+                times.append(p.direct_deadline)
+        if self._next_join is not None:
+            times.append(self._next_join)
+        if self._revive:
+            times.append(self._next_revive)
+        times.extend(f.nack_deadline for f in self._forwards.values())
+        for name in self._suspects:
+            s = self.members[name].suspicion
+            if s is not None:
+                times.append(s.deadline)
+        return min(times)
+
+    # --- views -----------------------------------------------------------------------------
+
+    @property
+    def scale(self) -> int:
+        return 1 + self.lhm
+
+    def live_names(self) -> list[str]:
+        """Members believed alive or suspect (SWIM counts a suspect as alive), not us."""
+        return list(self._live)
+
+    def alive_names(self) -> list[str]:
+        return [n for n in self._live if self.members[n].state == ALIVE]
+
+    def state_of(self, name: str) -> str | None:
+        if name == self.name:
+            return LEFT if self.leaving else ALIVE
+        m = self.members.get(name)
+        return m.state if m else None
+
+    def digest(self) -> str:
+        """A hash of who is live at which incarnation: equal digests, nothing to sync."""
+        self._refresh_digests()
+        assert self._digest is not None
+        return self._digest
+
+    def bucket_digests(self) -> str:
+        """The same, split into N_BUCKETS buckets by name: only differing buckets travel."""
+        self._refresh_digests()
+        assert self._buckets is not None
+        return self._buckets
+
+    def _refresh_digests(self) -> None:
+        if self._digest is not None:
+            return
+        sums = [0] * N_BUCKETS
+        items = [(n, self.members[n].incarnation) for n in self._live]
+        items.append((self.name, self.incarnation))
+        for n, inc in items:
+            sums[_bucket(n)] += _entry_hash(n, inc)
+        self._buckets = "".join(f"{v & 0xFFFF:04x}" for v in sums)
+        self._digest = f"{sum(sums) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+    # --- incoming messages -------------------------------------------------------------------
+
+    def _on_ping(self, now: float, msg: Message, src: Addr) -> None:
+        if msg.target != self.name:
+            self.stats.drop("not_for_us")
+            return
+        self._send(src, msg.sender, Message(ACK, self.name, msg.seq))
+
+    def _on_ack(self, now: float, msg: Message) -> None:
+        fwd = self._forwards.pop(msg.seq, None)
+        if fwd is not None:
+            self._send(fwd.requester, fwd.requester_name, Message(ACK, self.name, fwd.seq))
+            return
+        p = self._probe
+        if p is not None and msg.seq == p.seq and not p.acked:
+            p.acked = True
+            self.lhm = max(0, self.lhm - 1)
+
+    def _on_ping_req(self, now: float, msg: Message, src: Addr) -> None:
+        assert msg.target_addr is not None
+        seq = self._next_seq()
+        self._forwards[seq] = _Forward(src, msg.sender, msg.seq, now + self.config.ping_timeout)
+        self._send(msg.target_addr, msg.target, Message(PING, self.name, seq, target=msg.target))
+
+    def _on_sync(self, now: float, msg: Message, src: Addr) -> None:
+        """Push-pull anti-entropy, in as few bytes as the difference needs.
+
+        digest (REPLY_IF_DIFFERENT) -> bucket digests (BUCKETS) -> entries of the
+        differing buckets (ENTRIES) -> our entries of the buckets still differing.
+        Joins and reconnects ask for everything (REPLY_ALWAYS).
+        """
+        for u in msg.entries:
+            self._apply(now, u, gossip=False, source=msg.sender)
+        flags = msg.flags
+        if flags & SYNC_REPLY_ALWAYS:
+            last = self._full_sent.get(src, -math.inf)
+            if now - last < min(1.0, self.config.sync_interval / 2):
+                self.stats.drop("sync_rate_limited")
+                return
+            self._full_sent[src] = now
+            # A bare request (reconnect) is answered with ours and a request for theirs.
+            back = 0 if msg.entries else SYNC_REPLY_ALWAYS
+            self._send_state(src, msg.sender, back, None)
+        elif flags & SYNC_REPLY_IF_DIFFERENT:
+            if msg.digest != self.digest():
+                reply = Message(SYNC, self.name, self._next_seq(), flags=SYNC_BUCKETS)
+                reply.digest = self.bucket_digests()
+                self._send(src, msg.sender, reply)
+        elif flags & (SYNC_BUCKETS | SYNC_ENTRIES):
+            theirs = msg.digest
+            if len(theirs) != 4 * N_BUCKETS:
+                self.stats.drop("malformed")
+                return
+            ours = self.bucket_digests()
+            differ = {
+                i for i in range(N_BUCKETS) if ours[4 * i : 4 * i + 4] != theirs[4 * i : 4 * i + 4]
+            }
+            if differ:
+                back = SYNC_ENTRIES if flags & SYNC_BUCKETS else 0
+                self._send_state(src, msg.sender, back, differ)
+
+    # --- applying membership facts --------------------------------------------------------------
+
+    def _apply(self, now: float, u: Update, *, gossip: bool, source: str = "") -> None:
+        if u.node == self.name:
+            self._about_self(now, u)
+            return
+        m = self.members.get(u.node)
+        if u.kind == ALIVE:
+            self._apply_alive(now, u, m, source)
+            return
+        if m is None:
+            return  # a verdict about someone we never met: nothing to do
+        if not gossip and u.kind in (SUSPECT, DEAD):
+            # A full state's verdicts are second-hand and maybe stale (the other
+            # side of a healed partition).  Our own probes judge members we hold
+            # alive; only a newer incarnation is news worth suspecting over.
+            if u.incarnation > m.incarnation and m.state in _LIVE:
+                self._suspect(now, m, u.incarnation, u.origin or source)
+            return
+        if u.kind == SUSPECT:
+            if m.state in _GONE or u.incarnation < m.incarnation:
+                return
+            if m.state == SUSPECT and u.incarnation == m.incarnation:
+                assert m.suspicion is not None
+                if m.suspicion.confirm(u.origin):
+                    self._enqueue(u)
+                return
+            self._suspect(now, m, u.incarnation, u.origin)
+            return
+        # DEAD or LEFT
+        if u.incarnation < m.incarnation or (m.state in _GONE and u.incarnation == m.incarnation):
+            return
+        self._set_state(now, m, u.kind, u.incarnation)
+        self._enqueue(u)
+
+    def _apply_alive(self, now: float, u: Update, m: Member | None, source: str) -> None:
+        assert u.addr is not None
+        meta = dict(u.metadata or {})
+        if m is None:
+            m = Member(u.node, u.addr, u.incarnation, ALIVE, meta, now)
+            self.members[u.node] = m
+            self._live_add(u.node)
+            self._probe_insert(u.node)
+            self._digest = None
+            self._emit("join", m, now)
+            self._enqueue(u)
+            return
+        if u.incarnation <= m.incarnation:
+            # A peer talks to it at the incarnation we buried: ask it directly.
+            buried = source and m.state in _GONE and u.incarnation == m.incarnation
+            if buried and u.node not in self._revive:
+                self._revive.append(u.node)
+            return
+        changed_meta = meta != dict(m.metadata)
+        m.addr, m.metadata = u.addr, meta
+        if m.state != ALIVE:
+            self._set_state(now, m, ALIVE, u.incarnation)
+        else:
+            m.incarnation = u.incarnation
+            self._digest = None
+        if changed_meta:
+            self._emit("metadata", m, now)
+        self._enqueue(u)
+
+    def _about_self(self, now: float, u: Update) -> None:
+        if self.leaving:
+            return
+        if u.kind == ALIVE:
+            if u.incarnation > self.incarnation:  # an older life of ours is still gossiped
+                self.incarnation = u.incarnation + 1
+                self._digest = None
+                self._enqueue(self._self_update())
+            return
+        if u.incarnation < self.incarnation:
+            # Someone still holds a verdict we already refuted: tell them again,
+            # first thing, since our refutation may have run out of retransmits.
+            self._enqueue(self._self_update())
+            return
+        if u.incarnation >= self.incarnation:
+            self.incarnation = u.incarnation + 1
+            self._digest = None
+            self.stats.refutations += 1
+            self.lhm = min(self.config.lhm_max, self.lhm + 1)
+            self._enqueue(self._self_update())
+
+    def _suspect(self, now: float, m: Member, incarnation: int, origin: str) -> None:
+        n = len(self._live) + 1
+        lo, hi = self.config.suspicion_bounds(n)
+        k = max(0, min(self.config.indirect_probes, n - 2))
+        self._set_state(now, m, SUSPECT, incarnation)
+        m.suspicion = Suspicion(now, lo, hi, k, {origin})
+        self._suspects.add(m.name)
+        self._enqueue(Update(SUSPECT, m.name, incarnation, origin=origin))
+
+    def _set_state(self, now: float, m: Member, state: str, incarnation: int) -> None:
+        was = m.state
+        m.state, m.incarnation, m.since = state, incarnation, now
+        m.suspicion = None
+        self._suspects.discard(m.name)
+        self._digest = None
+        if state in _LIVE and was in _GONE:
+            self._gone.discard(m.name)
+            self._live_add(m.name)
+            self._probe_insert(m.name)
+        elif state in _GONE and was in _LIVE:
+            self._live_remove(m.name)
+            self._gone.add(m.name)
+            if self._probe is not None and self._probe.target == m.name:
+                self._probe = None
+        if state != was:
+            kind = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}[state]
+            self._emit(kind, m, now)
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def _tick_join(self, now: float) -> None:
+        if self._next_join is None:
+            return
+        if self._live:  # someone answered: we are in
+            self._join_succeeded()
+            return
+        if now < self._next_join:
+            return
+        for seed in self.rng.sample(self.seeds, min(3, len(self.seeds))):
+            self._send_state(seed, "", SYNC_REPLY_ALWAYS, None)
+        self._next_join = now + self._join_backoff
+        self._join_backoff = min(self._join_backoff * 2, self.config.join_retry_max)
+
+    def _join_succeeded(self) -> None:
+        self._next_join = None
+        self._join_backoff = self.config.join_retry_initial
+
+    def _tick_probe(self, now: float) -> None:
+        p = self._probe
+        cfg = self.config
+        if p is not None and not p.acked and not p.indirect_sent and now >= p.direct_deadline:
+            p.indirect_sent = True
+            target = self.members.get(p.target)
+            if target is not None:
+                helpers = self._random_live(cfg.indirect_probes, exclude=(p.target,))
+                p.expected_nacks = len(helpers)
+                for h in helpers:
+                    hm = self.members[h]
+                    req = Message(
+                        PING_REQ, self.name, p.seq, target=p.target, target_addr=target.addr
+                    )
+                    self._send(hm.addr, hm.name, req)
+        if p is not None and now >= p.end:
+            self._probe = None
+            self._finish_probe(now, p)
+        if self._probe is None and now >= self._next_probe:
+            self._next_probe = now + cfg.ping_interval * self.scale
+            target = self._next_target()
+            if target is not None:
+                self._start_probe(now, target)
+            self._ping_a_suspect(target.name if target else "")
+
+    def _ping_a_suspect(self, probed: str) -> None:
+        """Each period also ping one suspect, our verdict attached.
+
+        Gossip alone can miss a suspecter under loss once the refutation has used
+        up its retransmissions; this way the suspect answers us directly with its
+        new incarnation well before our timer runs out.  It never delays a real
+        death: the timer keeps running."""
+        cands = [n for n in self._suspects if n != probed]
+        if cands:
+            m = self.members[self.rng.choice(cands)]
+            self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
+
+    def _start_probe(self, now: float, target: Member) -> None:
+        cfg = self.config
+        seq = self._next_seq()
+        self._probe = _Probe(
+            target.name,
+            seq,
+            now + cfg.ping_timeout * self.scale,
+            now + cfg.ping_interval * self.scale,
+        )
+        self.stats.probes += 1
+        self._send(target.addr, target.name, Message(PING, self.name, seq, target=target.name))
+
+    def _finish_probe(self, now: float, p: _Probe) -> None:
+        if p.acked:
+            return
+        self.stats.probe_failures += 1
+        # Lifeguard: when helpers were asked, only their missing nacks count
+        # against our own health; a dead target with nacking helpers is not our fault.
+        penalty = max(0, p.expected_nacks - p.nacks) if p.expected_nacks else 1
+        self.lhm = min(self.config.lhm_max, self.lhm + penalty)
+        m = self.members.get(p.target)
+        if m is None or m.state in _GONE:
+            return
+        if m.state == SUSPECT:
+            assert m.suspicion is not None
+            if m.suspicion.confirm(self.name):
+                self._enqueue(Update(SUSPECT, m.name, m.incarnation, origin=self.name))
+            return
+        self._suspect(now, m, m.incarnation, self.name)
+
+    def _tick_forwards(self, now: float) -> None:
+        for seq in [s for s, f in self._forwards.items() if now >= f.nack_deadline]:
+            f = self._forwards.pop(seq)
+            self._send(f.requester, f.requester_name, Message(NACK, self.name, f.seq))
+
+    def _tick_suspicions(self, now: float) -> None:
+        expired = []
+        for name in self._suspects:
+            m = self.members[name]
+            if m.suspicion is not None and now >= m.suspicion.deadline:
+                expired.append(m)
+        for m in expired:
+            self._set_state(now, m, DEAD, m.incarnation)
+            self._enqueue(Update(DEAD, m.name, m.incarnation, origin=self.name))
+
+    def _tick_revive(self, now: float) -> None:
+        if not self._revive or now < self._next_revive:
+            return
+        self._next_revive = now + self.config.ping_interval
+        batch, self._revive = (
+            self._revive[: self.config.revivals_per_period],
+            self._revive[self.config.revivals_per_period :],
+        )
+        for name in batch:
+            m = self.members.get(name)
+            if m is not None and m.state in _GONE:
+                self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=name))
+
+    def _sync_random(self, now: float) -> None:
+        pick = self._random_live(1, exclude=())
+        if pick:
+            m = self.members[pick[0]]
+            msg = Message(SYNC, self.name, self._next_seq(), flags=SYNC_REPLY_IF_DIFFERENT)
+            msg.digest = self.digest()
+            self._send(m.addr, m.name, msg)
+
+    def _sync_request(self, addr: Addr, dest: str) -> None:
+        """Ask for a full state (and offer ours): cheap when nobody is there to answer."""
+        self._send(addr, dest, Message(SYNC, self.name, self._next_seq(), flags=SYNC_REPLY_ALWAYS))
+
+    def _reconnect(self, now: float) -> None:
+        """Full sync with a dead member (a healed partition) or, when alone, a seed."""
+        if self._gone:
+            name = self.rng.choice(sorted(self._gone))
+            m = self.members[name]
+            self._sync_request(m.addr, m.name)
+        if self.seeds and not self._live and self._next_join is None:
+            self._sync_request(self.rng.choice(self.seeds), "")
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.config.dead_retention
+        for name in [n for n in self._gone if self.members[n].since <= horizon]:
+            self._gone.discard(name)
+            del self.members[name]
+            self._queue.pop(name, None)
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _self_update(self) -> Update:
+        return Update(ALIVE, self.name, self.incarnation, self.addr, self.metadata)
+
+    def _enqueue(self, u: Update) -> None:
+        self._queue[u.node] = _Queued(u, codec.encode_update(u))
+
+    def _verdict_on(self, dest: str) -> bytes | None:
+        """The update telling ``dest`` what we think of it, when that is not "alive"."""
+        m = self.members.get(dest)
+        if m is None or m.state == ALIVE:
+            return None
+        origin = self.name
+        if m.state == LEFT:
+            return codec.encode_update(Update(LEFT, dest, m.incarnation))
+        return codec.encode_update(Update(m.state, dest, m.incarnation, origin=origin))
+
+    def _send(self, addr: Addr, dest: str, msg: Message) -> None:
+        """Send ``msg`` with as much piggybacked gossip as fits, least-sent first."""
+        prefix = codec.body_prefix(msg)
+        budget = self.config.max_datagram - codec.overhead(prefix, msg.kind == SYNC)
+        chosen: list[bytes] = []
+        verdict = self._verdict_on(dest) if dest else None
+        if verdict is not None and len(verdict) + 1 <= budget:
+            chosen.append(verdict)
+            budget -= len(verdict) + 1
+        if self._queue:
+            limit = self.config.retransmits(len(self._live) + 1)
+            for q in sorted(self._queue.values(), key=lambda q: q.sent):
+                if q.update.node == dest and verdict is not None:
+                    continue
+                if len(q.wire) + 1 > budget:
+                    continue
+                chosen.append(q.wire)
+                budget -= len(q.wire) + 1
+                q.sent += 1
+                if q.sent >= limit:
+                    del self._queue[q.update.node]
+                if budget < 16:
+                    break
+        entries = [codec.encode_update(u) for u in msg.entries] if msg.kind == SYNC else None
+        self._emit_datagram(addr, codec.seal(self.key, codec.assemble(prefix, entries, chosen)))
+
+    def _send_state(self, addr: Addr, dest: str, flags: int, buckets: set[int] | None) -> None:
+        """Our view (all of it, or the members in ``buckets``) in as many datagrams as it
+        takes.  ``flags`` ride on the *last* datagram, so a request to answer is read
+        after everything before it was merged."""
+        self.stats.full_syncs_sent += 1
+        members: list[Update] = []
+        if buckets is None or _bucket(self.name) in buckets:
+            members.append(self._self_update())
+        for m in self.members.values():
+            if buckets is not None and _bucket(m.name) not in buckets:
+                continue
+            if m.state == ALIVE:
+                members.append(Update(ALIVE, m.name, m.incarnation, m.addr, m.metadata))
+            elif m.state == LEFT:
+                members.append(Update(LEFT, m.name, m.incarnation))
+            else:
+                members.append(Update(m.state, m.name, m.incarnation, origin=self.name))
+        entries = [codec.encode_update(u) for u in members]
+        entries.reverse()  # popped from the end: self first
+        digest = self.bucket_digests() if flags & SYNC_ENTRIES else self.digest()
+        verdict = self._verdict_on(dest) if dest else None
+        while True:
+            probe = Message(SYNC, self.name, self._seq + 1, flags=flags, digest=digest)
+            budget = self.config.max_datagram - codec.overhead(codec.body_prefix(probe), True)
+            budget -= len(verdict) + 1 if verdict else 0
+            chunk: list[bytes] = []
+            while entries and (not chunk or len(entries[-1]) + 1 <= budget):
+                chunk.append(entries.pop())
+                budget -= len(chunk[-1]) + 1
+            last = not entries
+            msg = Message(SYNC, self.name, self._next_seq(), flags=flags if last else 0)
+            msg.digest = digest if last else ""
+            body = codec.assemble(codec.body_prefix(msg), chunk, [verdict] if verdict else [])
+            self._emit_datagram(addr, codec.seal(self.key, body))
+            if last:
+                return
+
+    def _emit_datagram(self, addr: Addr, data: bytes) -> None:
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(data)
+        self._out.append((addr, data))
+
+    def _emit(self, kind: str, m: Member, now: float) -> None:
+        self._events.append(MembershipEvent(kind, m.name, m.incarnation, m.metadata, now))
+
+    def _flush(self) -> Output:
+        out, self._out = self._out, []
+        events, self._events = self._events, []
+        return Output(out, events)
+
+    # --- member sets --------------------------------------------------------------------------------
+
+    def _live_add(self, name: str) -> None:
+        if name not in self._live_pos:
+            self._live_pos[name] = len(self._live)
+            self._live.append(name)
+
+    def _live_remove(self, name: str) -> None:
+        i = self._live_pos.pop(name, None)
+        if i is None:
+            return
+        last = self._live.pop()
+        if i < len(self._live):
+            self._live[i] = last
+            self._live_pos[last] = i
+
+    def _random_live(self, k: int, exclude: tuple[str, ...]) -> list[str]:
+        pool = len(self._live)
+        if k <= 0 or pool == 0:
+            return []
+        if pool <= 4 * k + len(exclude):
+            cands = [n for n in self._live if n not in exclude]
+            return self.rng.sample(cands, min(k, len(cands)))
+        picked: list[str] = []
+        for _ in range(8 * k):  # bounded: the pool is much larger than k
+            n = self._live[self.rng.randrange(pool)]
+            if n not in exclude and n not in picked:
+                picked.append(n)
+                if len(picked) == k:
+                    break
+        return picked
+
+    def _probe_insert(self, name: str) -> None:
+        pos = self.rng.randint(self._probe_idx, len(self._probe_order))
+        self._probe_order.insert(pos, name)
+
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self._probe_idx < len(self._probe_order):
+                name = self._probe_order[self._probe_idx]
+                self._probe_idx += 1
+                m = self.members.get(name)
+                if m is not None and m.state in _LIVE:
+                    return m
+            self._probe_order = list(self._live)
+            self.rng.shuffle(self._probe_order)
+            self._probe_idx = 0
+        return None
+
+    @staticmethod
+    def _check_metadata(metadata: Mapping[str, Any]) -> None:
+        try:
+            size = codec.metadata_size(metadata)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"metadata: not JSON-serialisable: {exc}") from None
+        if size > codec.MAX_METADATA:
+            raise ValidationError(
+                f"metadata: {size} bytes encoded, at most {codec.MAX_METADATA} fit a datagram"
+            )
