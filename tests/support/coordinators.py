@@ -32,8 +32,11 @@ class Coordinator:
         return f"http://127.0.0.1:{self.status_port}"
 
 
-def get_json(url: str, timeout: float = 1.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def get_json(url: str, timeout: float = 1.0, token: str | None = None) -> Any:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -157,6 +160,11 @@ class LocalFleet:
 
         wait_for(agreed, timeout, 0.02)
         return found[0] if found else None
+
+    def ledger(self, name: str) -> dict[str, Any]:
+        """The node's replica of the ledger (plain state dict)."""
+        body = get_json(self.nodes[name].url + "/consensus/ledger", timeout=2, token=CLUSTER_KEY)
+        return body["state"]
 
     def op(self, name: str, body: Any, *, timeout: float = 3.0) -> Any:
         return post_json(self.nodes[name].url + "/consensus/op", body, timeout=timeout)

@@ -1,0 +1,163 @@
+"""Raft among real coordinator processes on 127.0.0.1: leaders, failover, claims, restarts."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.coordinators import LocalFleet, make_op
+from tests.support.procs import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3)
+    try:
+        fleet.start_all()
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+class LeaderWatch:
+    """Polls every node's /status in the background and records (term, leader) claims."""
+
+    def __init__(self, fleet: LocalFleet) -> None:
+        self.fleet = fleet
+        self.claims: dict[int, set[str]] = defaultdict(set)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for name, term in self.fleet.leaders().items():
+                self.claims[int(term)].add(name)
+            time.sleep(0.02)
+
+    def __enter__(self) -> LeaderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def kill_leader_and_time(fleet: LocalFleet, leader: str) -> tuple[str | None, float]:
+    t0 = time.monotonic()
+    fleet.kill(leader, signal.SIGKILL)
+    new = fleet.wait_leader(10, exclude=leader)
+    return new, time.monotonic() - t0
+
+
+@pytest.mark.timeout(90)
+def test_sigkilled_leader_is_replaced_quickly_with_one_leader_per_term(fleet3: LocalFleet) -> None:
+    leader = fleet3.wait_leader(10)
+    assert leader, "no leader elected"
+    follower = next(n for n in fleet3.nodes if n != leader)
+    assert fleet3.op(follower, make_op("add_work.v1", work_id="before", payload={}))["ok"]
+    with LeaderWatch(fleet3) as watch:
+        new, took = kill_leader_and_time(fleet3, leader)
+        time.sleep(0.5)
+    assert new is not None and new != leader, fleet3.log(follower)
+    # 2 s is the target (benchmarks/consensus.py measures it over many kills);
+    # the slack covers status polling on a shared 2-core machine.
+    assert took < 3.0, f"failover took {took:.2f}s"
+    for term, names in watch.claims.items():
+        assert len(names) == 1, f"two leaders in term {term}: {names}"
+    status = fleet3.status(new)
+    assert status is not None and status["term"] > 0
+    assert status["work_queue"]["pending"] == 1
+    # the survivors keep accepting writes through either of them
+    other = next(n for n in fleet3.running() if n != new)
+    assert fleet3.op(other, make_op("add_work.v1", work_id="after", payload={}))["ok"]
+
+
+@pytest.mark.timeout(90)
+def test_racing_claims_of_one_work_id_succeed_exactly_once(fleet3: LocalFleet) -> None:
+    assert fleet3.wait_leader(10)
+    ids = [f"job-{i}" for i in range(15)]
+    for work_id in ids:
+        assert fleet3.op("n0", make_op("add_work.v1", work_id=work_id, payload={}))["ok"]
+    wins: dict[str, list[str]] = defaultdict(list)
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(fleet3.nodes))
+
+    def claimer(name: str) -> None:
+        barrier.wait(10)
+        for work_id in ids:
+            r = fleet3.op(name, make_op("claim_work.v1", work_id=work_id, node=name))
+            if r["ok"]:
+                with lock:
+                    wins[work_id].append(name)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in fleet3.nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(wins) == sorted(ids)
+    assert all(len(w) == 1 for w in wins.values()), dict(wins)
+    time.sleep(0.3)  # the last commit reaches every follower
+    for name in fleet3.nodes:
+        work = fleet3.ledger(name)["work"]
+        assert {w: work[w]["claimed_by"] for w in ids} == {w: v[0] for w, v in wins.items()}
+
+
+@pytest.mark.timeout(120)
+def test_killing_every_voter_and_restarting_brings_the_ledger_back_whole(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3)
+    try:
+        fleet.start_all()
+        assert fleet.wait_leader(10)
+        for i in range(40):
+            body = make_op("add_work.v1", work_id=f"w{i}", payload={"i": i}, priority=i % 3)
+            assert fleet.op(f"n{i % 3}", body)["ok"]
+        for i in range(0, 40, 4):
+            assert fleet.op("n1", make_op("claim_work.v1", work_id=f"w{i}", node="n1"))["ok"]
+        assert fleet.op(
+            "n2", make_op("put_record.v1", kind="model", key="champion", value={"v": 7})
+        )["ok"]
+        time.sleep(0.3)  # followers apply the last commit
+        before = fleet.ledger("n0")
+        assert len(before["work"]) == 40
+        assert all(fleet.ledger(n) == before for n in fleet.nodes)
+        for name in list(fleet.nodes):
+            fleet.kill(name, signal.SIGKILL)
+        fleet.start_all()
+        leader = fleet.wait_leader(15)
+        assert leader
+        for name in fleet.nodes:
+            assert wait_for(lambda n=name: fleet.ledger(n) == before, 10), name
+        # ... and the restarted fleet keeps working
+        assert fleet.op(leader, make_op("claim_work.v1", work_id="w1", node="n0"))["ok"]
+        assert not fleet.op(leader, make_op("claim_work.v1", work_id="w0", node="n2"))["ok"]
+    finally:
+        fleet.stop_all()
+
+
+@pytest.mark.timeout(120)
+def test_five_voters_survive_two_leader_kills(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "fleet", voters=5)
+    try:
+        fleet.start_all()
+        first = fleet.wait_leader(15)
+        assert first
+        assert fleet.op(first, make_op("add_work.v1", work_id="x", payload={}))["ok"]
+        second, took1 = kill_leader_and_time(fleet, first)
+        assert second and took1 < 3.0, (second, took1)
+        third, took2 = kill_leader_and_time(fleet, second)
+        assert third and took2 < 3.0, (third, took2)
+        assert third not in (first, second)
+        assert fleet.op(third, make_op("claim_work.v1", work_id="x", node=third))["ok"]
+    finally:
+        fleet.stop_all()
