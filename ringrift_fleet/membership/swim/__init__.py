@@ -1,0 +1,1 @@
+"""Our SWIM: the sans-I/O core (protocol, codec) and its asyncio UDP shell (transport)."""

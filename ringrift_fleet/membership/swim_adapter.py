@@ -1,0 +1,305 @@
+"""``SwimMembershipManager``: our SWIM behind the :class:`Membership` interface.
+
+The name and methods are the ones users know from the RingRift P2P module;
+underneath is the sans-I/O core (``swim/protocol.py``) in its UDP shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ringrift_fleet.config import P2PConfig, get_p2p_config
+from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.membership.base import (
+    SWIM_RECOVERED,
+    ListenerSet,
+    MembershipEvent,
+    MembershipListener,
+)
+from ringrift_fleet.membership.swim.codec import ALIVE, DEAD, LEFT, SUSPECT, Addr
+from ringrift_fleet.membership.swim.protocol import SwimConfig, SwimNode
+from ringrift_fleet.membership.swim.transport import UdpSwimTransport
+
+log = logging.getLogger(__name__)
+
+RECOVERY_MIN_INTERVAL = 300.0  # s: check_and_recover restarts SWIM at most this often
+# Seconds without a single datagram, while we believe others alive, before
+# SWIM counts as unhealthy (a dead socket or a cut link, not a quiet cluster).
+SILENCE_UNHEALTHY = 30.0
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+class SwimMembershipManager:
+    """One node's SWIM membership: start it, ask who is alive, listen for changes."""
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        bind: Addr = ("0.0.0.0", 7946),
+        advertise: Addr | None = None,
+        seeds: Sequence[Addr] = (),
+        cluster_key: str | bytes = b"",
+        swim_config: SwimConfig | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        inject_loss: float = 0.0,
+        recovery_min_interval: float = RECOVERY_MIN_INTERVAL,
+    ) -> None:
+        self.node_id = node_id
+        self.bind = (bind[0], int(bind[1]))
+        if advertise is None:
+            host = bind[0] if bind[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            advertise = (host, int(bind[1]))
+        self.advertise = advertise
+        self.seeds = [(str(h), int(p)) for h, p in seeds]
+        self.key = _key_bytes(cluster_key)
+        self.swim_config = swim_config or SwimConfig()
+        self.inject_loss = inject_loss
+        self.recovery_min_interval = recovery_min_interval
+        self._metadata: dict[str, Any] = dict(metadata or {})
+        self._listeners = ListenerSet()
+        self._node: SwimNode | None = None
+        self._transport: UdpSwimTransport | None = None
+        self._started_at: float | None = None
+        self._last_recovery: float | None = None
+        self.recoveries = 0
+        self.last_error: str | None = None
+
+    # --- construction from the inventory -------------------------------------------------
+
+    @classmethod
+    def from_distributed_hosts(
+        cls,
+        node_id: str,
+        hosts_file: str | None = None,
+        config: P2PConfig | None = None,
+        **kwargs: Any,
+    ) -> SwimMembershipManager:
+        """Bind this host's swim_port; every other host in the inventory is a seed."""
+        from ringrift_fleet import inventory
+
+        cfg = config or get_p2p_config()
+        inv = inventory.load(hosts_file or cfg.HOSTS_FILE)
+        me = inv.host(node_id)
+        seeds = [(h.address, h.swim_port) for h in inv.hosts if h.name != node_id]
+        metadata = {
+            "host": me.name,
+            "gpu": me.gpu,
+            "gpu_count": me.gpu_count,
+            "rank": me.gpu_power,
+            "voter": me.name in inv.raft_voters,
+            "status_port": me.status_port,
+        }
+        try:
+            from importlib.metadata import version
+
+            metadata["version"] = version("ringrift_fleet")
+        except Exception:  # running from a source tree without metadata
+            metadata["version"] = "dev"
+        kwargs.setdefault("swim_config", SwimConfig.from_p2p_config(cfg))
+        return cls(
+            node_id,
+            bind=(cfg.BIND_HOST, me.swim_port),
+            advertise=(cfg.ADVERTISE_HOST or me.address, me.swim_port),
+            seeds=seeds,
+            cluster_key=cfg.CLUSTER_KEY,
+            metadata=metadata,
+            **kwargs,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._transport is not None and self._transport.running:
+            return
+        node = SwimNode(
+            self.node_id,
+            self.advertise,
+            key=self.key,
+            config=self.swim_config,
+            seeds=self.seeds,
+            metadata=self._metadata,
+            # A restarted process outranks every verdict about its previous life.
+            incarnation=int(time.time()),
+        )
+        transport = UdpSwimTransport(node, self.bind, self._on_events, inject_loss=self.inject_loss)
+        try:
+            await transport.start()
+        except OSError as exc:
+            self.last_error = f"cannot bind SWIM to {self.bind[0]}:{self.bind[1]}: {exc.strerror}"
+            raise ConfigError(f"RINGRIFT_P2P_SWIM_PORT={self.bind[1]}: {self.last_error}") from None
+        self._node, self._transport = node, transport
+        self._started_at = time.monotonic()
+        self.last_error = None
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Leave gracefully (peers see "left", not "dead"), then close the socket."""
+        transport = self._transport
+        if transport is None:
+            return
+        if leave and transport.running:
+            await transport.leave(linger=self.swim_config.ping_interval)
+        transport.close()
+        self._transport = None
+
+    @property
+    def started(self) -> bool:
+        return self._transport is not None and self._transport.running
+
+    # --- who is alive ------------------------------------------------------------------------
+
+    def is_peer_alive(self, name: str) -> bool:
+        """Alive or suspect: SWIM holds a suspect alive until its suspicion times out."""
+        node = self._node
+        if node is None or not self.started:
+            return False
+        return name != self.node_id and node.state_of(name) in (ALIVE, SUSPECT)
+
+    def get_alive_peers(self) -> list[str]:
+        node = self._node
+        if node is None or not self.started:
+            return []
+        return sorted(node.live_names())
+
+    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+        if name == self.node_id:
+            return dict(self._metadata)
+        node = self._node
+        m = node.members.get(name) if node else None
+        return dict(m.metadata) if m else None
+
+    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+        node = self._node
+        if node is not None:
+            out = node.set_metadata(time.monotonic(), metadata)
+            if self._transport is not None:
+                self._transport._dispatch(out)
+        else:
+            SwimNode._check_metadata(metadata)
+        self._metadata = dict(metadata)
+
+    def get_membership_summary(self) -> dict[str, Any]:
+        node = self._node
+        members: dict[str, Any] = {}
+        counts = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEFT: 0}
+        if node is not None:
+            for m in node.members.values():
+                counts[m.state] += 1
+                members[m.name] = {
+                    "state": m.state,
+                    "incarnation": m.incarnation,
+                    "address": f"{m.addr[0]}:{m.addr[1]}",
+                    "metadata": dict(m.metadata),
+                }
+        return {
+            "node_id": self.node_id,
+            "backend": "swim",
+            "started": self.started,
+            "incarnation": node.incarnation if node else None,
+            "alive_count": counts[ALIVE] + counts[SUSPECT] + (1 if self.started else 0),
+            "suspect_count": counts[SUSPECT],
+            "dead_count": counts[DEAD],
+            "left_count": counts[LEFT],
+            "members": members,
+        }
+
+    # --- events -----------------------------------------------------------------------------
+
+    def add_listener(self, callback: MembershipListener) -> None:
+        self._listeners.add(callback)
+
+    def _on_events(self, events: list[MembershipEvent]) -> None:
+        wall = time.time()
+        for ev in events:
+            self._listeners.emit(
+                MembershipEvent(ev.kind, ev.node, ev.incarnation, dict(ev.metadata), wall)
+            )
+
+    # --- health and recovery ------------------------------------------------------------------
+
+    def get_swim_health(self) -> dict[str, Any]:
+        node, transport = self._node, self._transport
+        problems = self._problems()
+        stats = node.stats if node else None
+        return {
+            "backend": "swim",
+            "healthy": not problems,
+            "problems": problems,
+            "started": self.started,
+            "members": len(node.members) if node else 0,
+            "alive": len(node.live_names()) if node else 0,
+            "local_health_multiplier": node.lhm if node else None,
+            "incarnation": node.incarnation if node else None,
+            "datagrams_sent": stats.sent if stats else 0,
+            "datagrams_received": stats.received if stats else 0,
+            "dropped": dict(stats.dropped) if stats else {},
+            "core_errors": transport.errors if transport else 0,
+            "recoveries": self.recoveries,
+            "last_recovery": self._last_recovery,
+            "last_error": self.last_error,
+        }
+
+    def _problems(self) -> list[str]:
+        node, transport = self._node, self._transport
+        if transport is None or node is None or not transport.running:
+            return ["not started" if self.last_error is None else self.last_error]
+        out = []
+        if transport.errors:
+            out.append(f"{transport.errors} internal errors in the protocol core")
+        if node.lhm >= node.config.lhm_max:
+            out.append("local health at its worst: we miss most acks")
+        now = time.monotonic()
+        last = transport.last_received or self._started_at or now
+        if self.seeds and now - last > SILENCE_UNHEALTHY:
+            out.append(f"no datagram received for {now - last:.0f} s")
+        return out
+
+    def is_healthy(self) -> bool:
+        return not self._problems()
+
+    async def check_and_recover(self) -> bool:
+        """Restart an unhealthy SWIM (at most once per ``recovery_min_interval``).
+
+        On success emits ``SWIM_RECOVERED`` to the listeners and the log."""
+        if self.is_healthy():
+            return False
+        now = time.monotonic()
+        if (
+            self._last_recovery is not None
+            and now - self._last_recovery < self.recovery_min_interval
+        ):
+            return False
+        self._last_recovery = now
+        problems = self._problems()
+        await self.stop(leave=False)
+        try:
+            await self.start()
+        except ConfigError as exc:
+            log.error("SWIM recovery failed: %s", exc)
+            return False
+        self.recoveries += 1
+        inc = self._node.incarnation if self._node else 0
+        log.warning("%s: SWIM restarted after: %s", SWIM_RECOVERED, "; ".join(problems))
+        self._listeners.emit(
+            MembershipEvent(SWIM_RECOVERED, self.node_id, inc, {"problems": problems}, time.time())
+        )
+        return True
+
+
+def inject_loss_from_env() -> float:
+    """``RINGRIFT_SWIM_INJECT_LOSS``: a test-only fraction of outgoing datagrams to drop."""
+    raw = os.environ.get("RINGRIFT_SWIM_INJECT_LOSS", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"RINGRIFT_SWIM_INJECT_LOSS={raw!r}: expected a fraction 0-1") from None
+    if not 0 <= value < 1:
+        raise ConfigError(f"RINGRIFT_SWIM_INJECT_LOSS={raw!r}: expected a fraction 0-1")
+    return value
