@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from billiard.process import current_process
 from celery import Celery
+from celery.signals import worker_process_init
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.execution.jobs import TASK_NAMES
@@ -25,6 +28,15 @@ def route_task(
     if name == _TRAINING_TASK:
         return {"queue": route_for(JobType.TRAINING)}
     return None
+
+
+@worker_process_init.connect
+def pin_gpu(**_: Any) -> None:
+    """One pool process per GPU: process i of a multi-GPU worker sees only GPU i."""
+    gpus = [g for g in os.environ.get("RINGRIFT_WORKER_GPUS", "").split(",") if g]
+    if gpus:
+        index = getattr(current_process(), "index", 0) or 0
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[int(index) % len(gpus)]
 
 
 def create_app(cfg: P2PConfig | None = None) -> Celery:

@@ -41,6 +41,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
+from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
@@ -249,6 +250,9 @@ def register_tasks(app: Celery, cfg: P2PConfig) -> None:
             time_limit=hard,
             soft_time_limit=soft,
             typing=False,
+            # User mistakes and workload failures are expected outcomes: logged as one
+            # line, not as a worker traceback.
+            throws=(ValidationError, WorkloadError),
         )(run)
 
     @app.task(name="ringrift.plain_noop", typing=False)

@@ -1,0 +1,221 @@
+"""Tasks through a real redis-server and a real `ringrift-fleet worker` (Celery prefork)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from ringrift_fleet.execution.app import create_app
+from ringrift_fleet.execution.dispatch import job_outcome, send_job
+from ringrift_fleet.execution.fencing import publish_fence
+from tests.support.celery_worker import config_for, fleet_env, lease_holder_pid, start_worker
+from tests.support.procs import PYTHON, REPO, stop, wait_for
+from tests.support.redis_server import start_redis
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NODE = "exec-a"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("exec-tasks")
+    server = start_redis(root / "redis")
+    env = fleet_env(server.url, root)
+    worker = None
+    try:
+        worker = start_worker(
+            ["--cpu", "--node", NODE, "--concurrency", "1"], env, root / "worker.log", f"{NODE}@cpu"
+        )
+        cfg = config_for(env)
+        yield {
+            "env": env,
+            "cfg": cfg,
+            "app": create_app(cfg),
+            "redis": redis.Redis.from_url(server.url),
+            "worker": worker,
+            "artifacts": cfg.artifact_dir,
+        }
+    finally:
+        if worker is not None:
+            stop(worker.proc, timeout=15)
+        server.stop()
+
+
+def _get(fleet: dict[str, Any], task_id: str, timeout: float = 60) -> dict[str, Any]:
+    result = fleet["app"].AsyncResult(task_id)
+    assert wait_for(lambda: job_outcome(result) is not None, timeout, 0.1), task_id
+    outcome = job_outcome(result)
+    assert outcome is not None
+    return outcome
+
+
+def test_celery_call_cli_produces_games_on_disk(fleet: dict[str, Any]) -> None:
+    env = {**os.environ, **fleet["env"], "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "ringrift_fleet",
+            "call",
+            "ringrift.selfplay",
+            "--kwargs",
+            '{"board_type":"hex8","num_players":2,"num_games":4}',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    task_id = out.stdout.strip().splitlines()[-1]
+    result = _get(fleet, task_id)
+    assert result["status"] == "completed"
+    assert result["games"] == 4 and result["config"] == "hex8_2p"
+    path = fleet["artifacts"] / result["games_path"]
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    assert len(lines) == 4
+    game = json.loads(lines[0])
+    assert game["board_type"] == "hex8" and len(game["moves"]) == 61
+    [art] = result["artifacts"]
+    assert art["name"] == result["games_path"] and art["size"] == path.stat().st_size
+    manifest = json.loads((fleet["artifacts"] / "manifest.json").read_text())["artifacts"]
+    assert manifest[art["name"]]["sha256"] == art["sha256"]
+
+
+def test_bad_arguments_fail_fast_and_the_worker_runs_the_next_job(fleet: dict[str, Any]) -> None:
+    app = fleet["app"]
+    bad = [
+        ({"board_type": "hex9", "num_players": 2, "num_games": 1}, "board_type"),
+        ({"board_type": "hex8", "num_players": 7, "num_games": 1}, "num_players"),
+        ({"board_type": "hex8", "num_players": 2}, "num_games"),
+        ({"board_type": "hex8", "num_players": 2, "num_games": 1, "boardtype": "x"}, "boardtype"),
+    ]
+    started = time.monotonic()
+    for kwargs, field in bad:
+        res = app.send_task("ringrift.selfplay", kwargs=kwargs, queue="any")
+        outcome = _get(fleet, res.id, 30)
+        assert outcome["status"] == "failed"
+        assert f"ringrift.selfplay.{field}" in outcome["error"], outcome
+        assert "ValidationError" in outcome["error"]
+    assert time.monotonic() - started < 30
+    ok = send_job(
+        "selfplay",
+        {"board_type": "square8", "num_players": 3, "num_games": 2},
+        queue="any",
+        job_id="after-bad",
+        app=app,
+    )
+    assert _get(fleet, ok)["games"] == 2
+    assert fleet["worker"].proc.poll() is None
+
+
+def test_same_job_twice_executes_once_and_stale_fence_is_refused(fleet: dict[str, Any]) -> None:
+    app, r = fleet["app"], fleet["redis"]
+    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": 3}
+    publish_fence(r, "dup-1", "tok-2", ttl=300)
+    first = send_job(
+        "selfplay",
+        kwargs,
+        queue="any",
+        job_id="dup-1",
+        fence={"token": "tok-2", "attempt": 2},
+        app=app,
+    )
+    one = _get(fleet, first)
+    assert one["status"] == "completed" and one["attempt"] == 2
+    # The same attempt sent again (a second copy): the stored result, no second run.
+    again = app.send_task(
+        "ringrift.selfplay",
+        kwargs={**kwargs, "job_id": "dup-1", "fence": {"token": "tok-2", "attempt": 2}},
+        queue="any",
+    )
+    two = _get(fleet, again.id)
+    assert two["duplicate"] is True and two["artifacts"] == one["artifacts"]
+    assert int(r.get("ringrift:deliveries:dup-1:2")) == 1
+    # An old attempt whose fence was replaced does no work at all.
+    stale = app.send_task(
+        "ringrift.selfplay",
+        kwargs={**kwargs, "job_id": "dup-1", "fence": {"token": "tok-1", "attempt": 1}},
+        queue="any",
+    )
+    refused = _get(fleet, stale.id)
+    assert refused["status"] == "refused" and "stale" in refused["reason"]
+    assert r.get("ringrift:deliveries:dup-1:1") is None
+
+
+def test_sigkill_mid_job_is_redelivered_and_completes_exactly_once(fleet: dict[str, Any]) -> None:
+    app, r = fleet["app"], fleet["redis"]
+    job = "killed-once"
+    task_id = send_job(
+        "selfplay",
+        {"board_type": "square19", "num_players": 2, "num_games": 400},
+        queue="any",
+        job_id=job,
+        app=app,
+    )
+    assert wait_for(lambda: lease_holder_pid(r, job) is not None, 30, 0.02)
+    pid = lease_holder_pid(r, job)
+    assert pid is not None
+    assert r.get(f"ringrift:done:{job}") is None  # still running when killed
+    os.kill(pid, signal.SIGKILL)
+    result = _get(fleet, task_id, 120)
+    assert result["status"] == "completed" and result["games"] == 400
+    assert int(r.get(f"ringrift:deliveries:{job}:1")) == 2  # killed once, then run once
+    files = sorted((fleet["artifacts"] / "games" / "square19_2p").glob(f"{job}*"))
+    assert [f.name for f in files] == [f"{job}.jsonl.gz"]
+    assert len(gzip.decompress(files[0].read_bytes()).splitlines()) == 400
+    assert not list((fleet["artifacts"] / ".tmp").glob(f"*{job}*"))
+    assert fleet["worker"].proc.poll() is None
+
+
+def test_training_then_evaluation_beats_random(fleet: dict[str, Any]) -> None:
+    app = fleet["app"]
+    sp = send_job(
+        "selfplay",
+        {"board_type": "square8", "num_players": 2, "num_games": 200},
+        queue="any",
+        job_id="train-data",
+        app=app,
+    )
+    assert _get(fleet, sp)["games"] == 200
+    tr = send_job(
+        "training",
+        {"board_type": "square8", "num_players": 2},
+        queue=f"node.{NODE}",
+        job_id="train-1",
+        app=app,
+    )
+    trained = _get(fleet, tr, 120)
+    assert trained["status"] == "completed", trained
+    assert trained["model"].startswith("models/square8_2p/v") and trained["samples"] >= 200 * 64
+    model = json.loads((fleet["artifacts"] / trained["model"]).read_text())
+    assert model["version"] == trained["version"]
+    ev = send_job(
+        "evaluation",
+        {
+            "board_type": "square8",
+            "num_players": 2,
+            "candidate": trained["model"],
+            "champion": "random",
+            "games": 30,
+        },
+        queue="any",
+        job_id="eval-1",
+        app=app,
+    )
+    result = _get(fleet, ev, 120)
+    assert result["games"] == 30 and result["candidate"] == trained["model"]
+    assert result["win_rate"] > 0.75 and result["elo_diff"] > 150

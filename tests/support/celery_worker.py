@@ -1,0 +1,73 @@
+"""Real `ringrift-fleet worker` processes (Celery prefork workers) for execution tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ringrift_fleet.config import P2PConfig, load_config
+from tests.support.procs import PYTHON, spawn, stop, wait_for
+
+
+@dataclass
+class Worker:
+    hostname: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def fleet_env(redis_url: str, root: Path, **extra: str) -> dict[str, str]:
+    """RINGRIFT_* variables for one test fleet (broker, state and artifact dirs)."""
+    env = {
+        "RINGRIFT_BROKER_URL": redis_url,
+        "RINGRIFT_P2P_STATE_DIR": str(root / "state"),
+        "RINGRIFT_P2P_ARTIFACT_DIR": str(root / "artifacts"),
+        "RINGRIFT_P2P_RUN_LEASE_TTL": "3",
+    }
+    env.update(extra)
+    return env
+
+
+def config_for(env: dict[str, str]) -> P2PConfig:
+    return load_config(env)
+
+
+def start_worker(
+    args: Sequence[str], env: dict[str, str], log: Path, hostname: str, timeout: float = 60
+) -> Worker:
+    """Start `ringrift-fleet worker ARGS` and wait until Celery says it is ready."""
+    proc = spawn([PYTHON, "-m", "ringrift_fleet", "worker", *args], env=env, log=log)
+    worker = Worker(hostname, proc, log)
+    ready = wait_for(lambda: f"{hostname} ready." in worker.log_text(), timeout, interval=0.2)
+    if not ready:
+        stop(proc)
+        raise RuntimeError(
+            f"worker {hostname} not ready in {timeout}s:\n{worker.log_text()[-3000:]}"
+        )
+    return worker
+
+
+@contextmanager
+def running_worker(
+    args: Sequence[str], env: dict[str, str], log: Path, hostname: str
+) -> Iterator[Worker]:
+    worker = start_worker(args, env, log, hostname)
+    try:
+        yield worker
+    finally:
+        stop(worker.proc, timeout=15)
+
+
+def lease_holder_pid(client: object, job_id: str) -> int | None:
+    """PID of the pool process holding a job's run lease (the process running it)."""
+    raw = client.get(f"ringrift:run:{job_id}")  # type: ignore[attr-defined]
+    if raw is None:
+        return None
+    return int(json.loads(raw)["pid"])
