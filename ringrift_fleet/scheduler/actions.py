@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from ringrift_fleet.models import JobType
 from ringrift_fleet.scheduler.snapshot import ConfigState
-
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,7 @@ class Enqueue:
     config_key: str
     node_id: str
     queue: str  # the node's own queue
-    kwargs: Mapping[str, Any] = _EMPTY
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_attempts: int = 3
     hard_limit_s: float = 7200.0
 
@@ -49,7 +46,7 @@ class Dispatch:
     node_id: str
     queue: str
     attempt: int  # the attempt this placement starts
-    kwargs: Mapping[str, Any] = _EMPTY
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def slot(self) -> str:

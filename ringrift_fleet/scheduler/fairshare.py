@@ -1,8 +1,10 @@
 """Fair share of self-play across board configs.
 
-Share is counted in GPU-seconds of self-play, not in jobs: a square19 4-player
-job runs many times longer than a square8 2-player one, and counting jobs is
-how the reference system let small boards take most of the fleet.  Each new
+Share is counted in compute — GPU-seconds of self-play weighted by the GPU's
+power (H100-seconds) — not in jobs: a square19 4-player job runs many times
+longer than a square8 2-player one, and counting jobs is how the reference
+system let small boards take most of the fleet.  Weighting by power keeps an
+hour of a CPU slot from counting as much as an hour of a GH200.  Each new
 job goes to the config furthest below its weighted share of the last window,
 with work already queued or running charged at its expected length, so a burst
 of new slots is spread instead of handed to one config.
@@ -66,8 +68,8 @@ class UsageWindow:
         self.bucket_s = bucket_s
         self._buckets: dict[int, dict[str, float]] = {}
 
-    def add(self, key: str, start: float, end: float) -> None:
-        """Count ``[start, end)`` of one GPU running ``key``'s self-play."""
+    def add(self, key: str, start: float, end: float, power: float = 1.0) -> None:
+        """Count ``[start, end)`` of one GPU of ``power`` running ``key``'s self-play."""
         if end <= start:
             return
         start = max(start, end - self.window_s - self.bucket_s)  # older parts never count
@@ -77,7 +79,7 @@ class UsageWindow:
             hi = min(end, (b + 1) * self.bucket_s)
             if hi > lo:
                 bucket = self._buckets.setdefault(b, {})
-                bucket[key] = bucket.get(key, 0.0) + (hi - lo)
+                bucket[key] = bucket.get(key, 0.0) + (hi - lo) * power
 
     def totals(self, now: float) -> dict[str, float]:
         """GPU-seconds per config in buckets that end inside ``(now - window, now]``."""
@@ -93,12 +95,12 @@ class UsageWindow:
 
 
 def window_totals(
-    intervals: Iterable[tuple[str, float, float]], start: float, end: float
+    intervals: Iterable[tuple[str, float, float, float]], start: float, end: float
 ) -> dict[str, float]:
-    """Exact GPU-seconds per config inside ``[start, end)`` from (key, start, end) intervals."""
+    """Exact compute per config inside ``[start, end)`` from (key, start, end, power)."""
     out: dict[str, float] = {}
-    for key, a, b in intervals:
+    for key, a, b, power in intervals:
         lo, hi = max(a, start), min(b, end)
         if hi > lo:
-            out[key] = out.get(key, 0.0) + (hi - lo)
+            out[key] = out.get(key, 0.0) + (hi - lo) * power
     return out

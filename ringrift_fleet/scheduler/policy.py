@@ -126,11 +126,13 @@ class _Planner:
     def place(self, node: str) -> None:
         self.load[node] += 1
 
-    def best_free_host(self) -> Host | None:
-        best = [h for h in self.healthy.values() if self.free(h.node_id) > 0]
-        if not best:
+    def emptiest_host(self) -> Host | None:
+        if not self.healthy:
             return None
-        return max(best, key=lambda h: (self.free(h.node_id) / h.slots, h.gpu_power, h.node_id))
+        return max(
+            self.healthy.values(),
+            key=lambda h: (self.free(h.node_id) / max(h.slots, 1), h.gpu_power, h.node_id),
+        )
 
     def set_state(self, key: str, state: ConfigState) -> None:
         self.states[key] = state
@@ -208,7 +210,10 @@ class _Planner:
             if job.status is not JobStatus.PENDING:
                 continue
             if job.job_type is JobType.SELFPLAY:
-                host = self.best_free_host()
+                # lost work goes out at once, to the emptiest healthy queue even
+                # if every queue is full: waiting for a free slot would hold it
+                # back for a whole job length
+                host = self.emptiest_host()
             else:
                 # a stage job goes only to its cycle's host (its games are there),
                 # queued behind that host's self-play if it is full
@@ -511,7 +516,11 @@ class _Planner:
                 continue
             e = est.get(job.config_key, 0.0)
             if job.status is JobStatus.RUNNING and job.started_at is not None:
-                e = max(e, self.snap.now - job.started_at)
+                host = self.alive.get(job.node_id or "")
+                power = host.gpu_power if host else 1.0
+                # a long run is charged for what it used, up to twice the norm:
+                # a hung job must not starve its config until it is reaped
+                e = min(max(e, (self.snap.now - job.started_at) * power), 2 * e)
             charge[job.config_key] = charge.get(job.config_key, 0.0) + e
         picks = pick_configs(self.snap.configs, charge, est, len(slots))
         seqs = {c.key: self.states[c.key].selfplay_seq for c in self.snap.configs}

@@ -34,7 +34,7 @@ class SchedulerPolicy:
     seconds_per_game: float = 10.0  # first guess at one cheapest game on one GPU
     eval_games: int = 40
     promotion_margin: float = 0.05
-    time_limits: Mapping[str, float] = _LIMITS
+    time_limits: Mapping[str, float] = field(default_factory=lambda: dict(_LIMITS))
     reap_grace_s: float = 60.0
     retry_backoff_s: float = 600.0  # after a failed training cycle
     max_attempts: int = 3

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ringrift_fleet.errors import ValidationError
@@ -29,8 +28,6 @@ PLAYER_COST = {2: 1.0, 3: 1.4, 4: 1.8}
 
 if TYPE_CHECKING:
     from ringrift_fleet.scheduler.settings import SchedulerPolicy
-
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,7 @@ class Job:
     enqueued_at: float = 0.0
     started_at: float | None = None
     hard_limit_s: float = 7200.0
-    kwargs: Mapping[str, Any] = _EMPTY
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,7 +187,7 @@ class Outcome:
 
     job_id: str
     ok: bool
-    result: Mapping[str, Any] = _EMPTY
+    result: Mapping[str, Any] = field(default_factory=dict)
     error: str = ""
     node_id: str | None = None
 
@@ -203,11 +200,13 @@ class Snapshot:
     hosts: tuple[Host, ...]  # alive hosts (membership), healthy or not
     dead: frozenset[str] = frozenset()  # hosts membership has declared dead
     jobs: tuple[Job, ...] = ()  # live ledger jobs
-    outcomes: Mapping[str, Outcome] = _EMPTY  # terminal stage jobs, by job id
-    games: Mapping[str, int] = _EMPTY  # games on record per config
-    states: Mapping[str, ConfigState] = _EMPTY
-    usage: Mapping[str, float] = _EMPTY  # self-play GPU-seconds per config in the window
-    job_seconds: Mapping[str, float] = _EMPTY  # observed self-play job duration per config
+    outcomes: Mapping[str, Outcome] = field(default_factory=dict)  # terminal stage jobs, by job id
+    games: Mapping[str, int] = field(default_factory=dict)  # games on record per config
+    states: Mapping[str, ConfigState] = field(default_factory=dict)
+    # self-play compute per config in the fair-share window, in H100-seconds
+    usage: Mapping[str, float] = field(default_factory=dict)
+    # observed compute of one self-play job per config, in H100-seconds
+    job_seconds: Mapping[str, float] = field(default_factory=dict)
     newly_dead: frozenset[str] = frozenset()  # declared dead since the last plan
     policy: SchedulerPolicy = field(default_factory=lambda: _default_policy())
 
