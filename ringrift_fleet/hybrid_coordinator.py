@@ -32,14 +32,15 @@ from ringrift_fleet.config import FeatureFlags, P2PConfig, get_feature_flags, ge
 from ringrift_fleet.consensus.api import Leadership, Ledger
 from ringrift_fleet.consensus.remote import RemoteLedger, http_json, ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
+from ringrift_fleet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 RAFT, BULLY, REMOTE = "raft", "bully", "remote"
 
 
-class RaftUnavailable(RuntimeError):
-    """Raft cannot run on this host (library missing, port taken)."""
+class RaftUnavailable(ConfigError):
+    """Raft cannot run on this host (library missing, port taken): the operator must act."""
 
 
 def choose_consensus(mode: str, is_voter: bool, raft_error: str | None) -> str:
@@ -216,7 +217,7 @@ class HybridCoordinator:
 
     def routes(self) -> list[web.RouteDef]:
         """Routes the status server must mount for this coordinator."""
-        out = ledger_routes(lambda: self.ledger)
+        out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY)
         if self._bully is not None:
             out += self._bully.routes()
         return out

@@ -266,9 +266,12 @@ class BullyElection:
         elif self.is_leader() and self.clock() >= self._lease_until:
             self._set_leader(False)
         if not self.is_leader():
+            # Lost: take back the vote we gave ourselves, so we can grant the real leader.
+            if self.book.grant is not None and self.book.grant.holder == self.node_id:
+                self.book.grant = None
             holders = [a.get("holder") for a in answers if a and a.get("holder")]
-            if holders:
-                self._leader_name = holders[0]
+            others_hold = [h for h in holders if h != self.node_id]
+            self._leader_name = others_hold[0] if others_hold else None
 
     async def _call(
         self, voter: Voter, method: str, path: str, body: dict[str, Any] | None = None

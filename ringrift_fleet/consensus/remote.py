@@ -27,10 +27,10 @@ from ringrift_fleet.consensus.api import Ledger
 log = logging.getLogger(__name__)
 
 
-def ledger_routes(get_ledger: Callable[[], Ledger | None]) -> list[web.RouteDef]:
+def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[web.RouteDef]:
     """``POST /consensus/op`` applies an operation through this node's ledger;
     ``GET /consensus/ledger`` returns this node's replica (for standby copies)."""
-    from ringrift_fleet.server import read_json_object
+    from ringrift_fleet.server import bearer_ok, read_json_object
 
     async def post_op(request: web.Request) -> web.Response:
         op = await read_json_object(request)
@@ -51,6 +51,8 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None]) -> list[web.RouteDef]
         return web.json_response(result)
 
     async def get_state(request: web.Request) -> web.Response:
+        if not bearer_ok(request, token):  # job payloads are not for everyone who can GET
+            return web.json_response({"error": "needs Authorization: Bearer"}, status=401)
         ledger = get_ledger()
         if ledger is None:
             return web.json_response({"error": "no ledger on this node"}, status=503)

@@ -1,0 +1,132 @@
+"""The :8770 server of a real coordinator process, and `ringrift-fleet status` against it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.coordinators import CLUSTER_KEY, LocalFleet, get_json, make_op, post_json
+from tests.support.procs import PYTHON, REPO, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    fleet = LocalFleet(tmp_path_factory.mktemp("status") / "fleet", voters=1)
+    try:
+        fleet.start_all()
+        assert fleet.wait_leader(10), fleet.log("n0")
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+def http_error(fn: object) -> urllib.error.HTTPError:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        fn()  # type: ignore[operator]
+    return info.value
+
+
+@pytest.mark.timeout(60)
+def test_status_has_the_reference_fields(single: LocalFleet) -> None:
+    assert single.op("n0", make_op("add_work.v1", work_id="a", payload={}))["ok"]
+    s = single.status("n0")
+    assert s is not None
+    for key in ("node_id", "role", "leader_id", "term", "alive_peers", "peers", "voters"):
+        assert key in s, key
+    assert s["node_id"] == "n0" and s["role"] == "leader" and s["leader_id"] == "n0"
+    assert s["voters"] == ["n0"] and isinstance(s["alive_peers"], int)
+    sr = s["swim_raft"]
+    assert sr["membership_mode"] == "http" and sr["consensus_mode"] == "raft"
+    assert set(sr["swim"]) >= {"enabled", "started", "alive_count"}
+    assert sr["raft"]["enabled"] and sr["raft"]["available"] and sr["raft"]["is_leader"]
+    assert sr["raft"]["leader"] == "n0" and sr["raft"]["term"] == s["term"]
+    # the snapshot refreshes in the background: the new item shows up shortly
+    from tests.support.procs import wait_for
+
+    assert wait_for(lambda: single.status("n0")["work_queue"]["pending"] >= 1, 5)
+
+
+@pytest.mark.timeout(60)
+def test_health_and_prometheus_metrics(single: LocalFleet) -> None:
+    url = single.nodes["n0"].url
+    assert get_json(url + "/health")["ok"] is True
+    with urllib.request.urlopen(url + "/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    assert 'ringrift_is_leader{node="n0"} 1' in text
+    assert "# TYPE ringrift_work_items gauge" in text
+    assert 'ringrift_work_items{node="n0",state="pending"}' in text
+
+
+@pytest.mark.timeout(60)
+def test_mutating_routes_need_the_cluster_token(single: LocalFleet) -> None:
+    url = single.nodes["n0"].url + "/consensus/op"
+    body = make_op("add_work.v1", work_id="sneaky", payload={})
+    assert http_error(lambda: post_json(url, body, token=None)).code == 401
+    assert http_error(lambda: post_json(url, body, token="wrong")).code == 401
+    ledger_url = single.nodes["n0"].url + "/consensus/ledger"
+    assert http_error(lambda: get_json(ledger_url)).code == 401
+    assert "sneaky" not in single.ledger("n0")["work"]
+    assert post_json(url, body, token=CLUSTER_KEY)["ok"]
+
+
+@pytest.mark.timeout(60)
+def test_malformed_json_gets_a_400_naming_the_problem(single: LocalFleet) -> None:
+    url = single.nodes["n0"].url + "/consensus/op"
+    err = http_error(lambda: post_json(url, b"{not json"))
+    assert err.code == 400
+    assert "not valid JSON" in json.loads(err.read())["error"]
+    err = http_error(lambda: post_json(url, [1, 2]))
+    assert err.code == 400 and "JSON object" in json.loads(err.read())["error"]
+    err = http_error(lambda: post_json(url, {"op": "drop_everything"}))
+    assert err.code == 400 and "'op'" in json.loads(err.read())["error"]
+    # the server is still fine afterwards
+    assert single.status("n0") is not None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "ringrift_fleet", "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.timeout(60)
+def test_status_command_prints_a_table_and_json(single: LocalFleet) -> None:
+    host = f"127.0.0.1:{single.nodes['n0'].status_port}"
+    table = cli("--host", host)
+    assert table.returncode == 0, table.stderr
+    assert "leader" in table.stdout and "n0" in table.stdout
+    assert "work queue" in table.stdout and "pending" in table.stdout
+    raw = cli("--host", host, "--json")
+    assert raw.returncode == 0
+    assert json.loads(raw.stdout)["leader_id"] == "n0"
+
+
+@pytest.mark.timeout(60)
+def test_status_command_reports_an_unreachable_host_in_one_line() -> None:
+    out = cli("--host", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot reach" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_status_p99_under_concurrent_clients(single: LocalFleet) -> None:
+    """Behaviour only (everyone answered, all 200s); latency targets live in the benchmark."""
+    import concurrent.futures
+
+    url = single.nodes["n0"].url + "/status"
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: get_json(url, timeout=10)["node_id"], range(200)))
+    assert results == ["n0"] * 200
