@@ -1,0 +1,142 @@
+"""``HybridMembershipManager``: SWIM is the authority while healthy; HTTP only stands in.
+
+Why one authority and not "alive if either says so": with an OR, a host is
+dead only once *both* protocols agree, so detection falls to HTTP's 15 s
+instead of SWIM's ~2 s; a host whose SWIM socket is wedged but whose HTTP
+server still answers (or the reverse) is alive forever; and two answers that
+disagree flap in and out of the scheduler's view, each flap re-queuing work.
+With one authority the answer is consistent and as fast as SWIM.  HTTP is
+only consulted while SWIM is not started or reports itself unhealthy, and
+``check_and_recover`` restarts SWIM so the fallback is temporary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ringrift_fleet.errors import FleetError
+from ringrift_fleet.membership.base import ListenerSet, MembershipEvent, MembershipListener
+from ringrift_fleet.membership.http import HttpHeartbeatMembership
+from ringrift_fleet.membership.swim_adapter import SwimMembershipManager
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 1.0  # s between authority checks
+RECOVER_EVERY = 10.0  # s between check_and_recover calls (itself rate-limited to 5 min)
+
+
+def choose_authority(swim_started: bool, swim_healthy: bool) -> str:
+    """The whole routing rule, kept pure: "swim" or "http"."""
+    return "swim" if swim_started and swim_healthy else "http"
+
+
+class HybridMembershipManager:
+    """SWIM with an HTTP-heartbeat fallback, behind one Membership interface."""
+
+    def __init__(self, swim: SwimMembershipManager, http: HttpHeartbeatMembership) -> None:
+        self.node_id = swim.node_id
+        self.swim = swim
+        self.http = http
+        self._listeners = ListenerSet()
+        self._authority = "http"
+        self._task: asyncio.Task[None] | None = None
+        swim.add_listener(lambda ev: self._forward("swim", ev))
+        http.add_listener(lambda ev: self._forward("http", ev))
+
+    @property
+    def authority(self) -> str:
+        return self._authority
+
+    def _current(self) -> SwimMembershipManager | HttpHeartbeatMembership:
+        return self.swim if self._authority == "swim" else self.http
+
+    def _forward(self, source: str, ev: MembershipEvent) -> None:
+        # SWIM_RECOVERED is news whoever answers; otherwise only the authority speaks.
+        if source == self._authority or ev.kind == "SWIM_RECOVERED":
+            self._listeners.emit(ev)
+
+    async def start(self) -> None:
+        await self.http.start()
+        try:
+            await self.swim.start()
+        except FleetError as exc:  # e.g. the port is taken: HTTP answers meanwhile
+            log.error("SWIM did not start, HTTP heartbeats answer: %s", exc)
+        self.refresh()
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.swim.stop()
+        await self.http.stop()
+
+    def refresh(self) -> str:
+        """Re-evaluate who answers; on a switch, tell listeners how the view changed."""
+        new = choose_authority(self.swim.started, self.swim.is_healthy())
+        if new != self._authority:
+            before = set(self._current().get_alive_peers())
+            self._authority = new
+            after = set(self._current().get_alive_peers())
+            log.warning("membership authority is now %s", new)
+            for name in sorted(after - before):
+                self._listeners.emit(MembershipEvent("alive", name, 0, {}, time.time()))
+            for name in sorted(before - after):
+                self._listeners.emit(MembershipEvent("dead", name, 0, {}, time.time()))
+        return new
+
+    async def _watch(self) -> None:
+        since_recover = 0.0
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            since_recover += WATCH_INTERVAL
+            if since_recover >= RECOVER_EVERY:
+                since_recover = 0.0
+                try:
+                    await self.swim.check_and_recover()
+                except Exception:  # recovery must never kill the watcher
+                    log.exception("SWIM recovery check failed")
+            self.refresh()
+
+    # --- the Membership interface --------------------------------------------------------------
+
+    def is_peer_alive(self, name: str) -> bool:
+        return self._current().is_peer_alive(name)
+
+    def get_alive_peers(self) -> list[str]:
+        return self._current().get_alive_peers()
+
+    def get_membership_summary(self) -> dict[str, Any]:
+        summary = dict(self._current().get_membership_summary())
+        summary["authority"] = self._authority
+        summary["swim_alive_count"] = len(self.swim.get_alive_peers()) + 1
+        summary["http_alive_count"] = len(self.http.get_alive_peers()) + 1
+        return summary
+
+    def add_listener(self, callback: MembershipListener) -> None:
+        self._listeners.add(callback)
+
+    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+        return self._current().peer_metadata(name)
+
+    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+        self.swim.set_local_metadata(metadata)
+        self.http.set_local_metadata(metadata)
+
+    def get_swim_health(self) -> dict[str, Any]:
+        health = dict(self.swim.get_swim_health())
+        health["authority"] = self._authority
+        health["http"] = self.http.get_swim_health()
+        return health
+
+    async def check_and_recover(self) -> bool:
+        recovered = await self.swim.check_and_recover()
+        self.refresh()
+        return recovered
