@@ -298,25 +298,31 @@ class _Planner:
         games = self.snap.games.get(c.key, 0)
         new_games = max(0, games - st.games_at_last_training)
         hours = (
-            1e6 if st.last_training_at is None else (self.snap.now - st.last_training_at) / 3600.0
+            None
+            if st.last_training_at is None
+            else max(0.0, (self.snap.now - st.last_training_at) / 3600.0)
         )
-        kwargs: dict[str, Any] = {"games_available": new_games, "hours_since_last_training": hours}
-        if self.policy.thresholds is not None:
-            kwargs = {
-                "games_available": new_games,
-                "hours_since_train": hours,
-                "thresholds": self.policy.thresholds,
-            }
-        if not should_trigger_training(**kwargs):
+        decision = should_trigger_training(
+            games_available=new_games,
+            hours_since_last_training=hours,
+            thresholds=self.policy.thresholds,
+        )
+        if not decision:
             return
         candidates = self.training_candidates(busy) or self.training_candidates(set())
         if not candidates:
             return
-        by_id = {h.node_id: h for h in candidates}
-        ranked = rank_nodes_for_training([_summary(h) for h in candidates])
-        first = ranked[0]
-        node = first if isinstance(first, str) else getattr(first, "node_id", None)
-        if node not in by_id:
+        ranked = [n.node_id for n in rank_nodes_for_training([_summary(h) for h in candidates])]
+        if not ranked and self.policy.allow_cpu_training:
+            # the one-machine demo: no GPU can train, so the strongest idle host does
+            ranked = [
+                h.node_id
+                for h in sorted(
+                    candidates, key=lambda h: (-h.gpu_power, h.metrics.load_score, h.node_id)
+                )
+            ]
+        node = next((n for n in ranked if n in {h.node_id for h in candidates}), None)
+        if node is None:
             return
         busy.add(node)
         new = st.but(
@@ -516,8 +522,8 @@ class _Planner:
                 continue
             e = est.get(job.config_key, 0.0)
             if job.status is JobStatus.RUNNING and job.started_at is not None:
-                host = self.alive.get(job.node_id or "")
-                power = host.gpu_power if host else 1.0
+                runner = self.alive.get(job.node_id or "")
+                power = runner.gpu_power if runner else 1.0
                 # a long run is charged for what it used, up to twice the norm:
                 # a hung job must not starve its config until it is reaped
                 e = min(max(e, (self.snap.now - job.started_at) * power), 2 * e)

@@ -477,9 +477,9 @@ class FleetSim:
                 if progress and int(at) % 3600 == 0:
                     progress(at)
             elif kind == "finish":
-                self.finish(*data, killed=False)
+                self.finish(data[0], data[1], data[2], data[3], killed=False)
             elif kind == "killed":
-                self.finish(*data, killed=True)
+                self.finish(data[0], data[1], data[2], data[3], killed=True)
             elif kind == "fail":
                 self.fail(*data)
             elif kind == "detect":
