@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ringrift_fleet import inventory
+from ringrift_fleet.config import get_p2p_config
 from ringrift_fleet.errors import InventoryError
 
 
@@ -44,6 +45,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    get_p2p_config()  # a bad RINGRIFT_P2P_* variable fails here, before any file is read
     try:
         if args.action == "generate":
             return _generate(args.inventory, args.output)
