@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import signal
 import threading
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
+from billiard.process import current_process
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -230,7 +232,22 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
         return {**(fencing.stored_result(client, spec.job_id) or result), "duplicate": True}
     if outcome != "ok":
         result.update(status="refused", reason=f"result discarded: {outcome} (fence or lease)")
+    if result.get("stopped") == Terminated.__name__:
+        _exit_terminated_pool_process()
     return result
+
+
+def _exit_terminated_pool_process() -> None:
+    """After a revoke's SIGTERM was handled (group stopped, finished work stored), leave.
+
+    billiard assumes a process it sent SIGTERM to dies, and marks it so; one that
+    survived would have a later crash reported as a revoke instead of a lost worker
+    (and not redelivered).  Exiting keeps its books right; the pool starts a fresh
+    process.  Only pool children exit; the result is already in the run store.
+    """
+    if current_process().name.startswith("ForkPoolWorker"):
+        logging.shutdown()
+        os._exit(0)
 
 
 def register_tasks(app: Celery, cfg: P2PConfig) -> None:
