@@ -54,6 +54,27 @@ def start_worker(
     return worker
 
 
+def start_workers(
+    specs: Sequence[tuple[Sequence[str], str, Path]], env: dict[str, str], timeout: float = 90
+) -> list[Worker]:
+    """Start several workers at once ((args, hostname, log) each) and wait for all."""
+    workers = [
+        Worker(
+            host, spawn([PYTHON, "-m", "ringrift_fleet", "worker", *args], env=env, log=log), log
+        )
+        for args, host, log in specs
+    ]
+    ok = wait_for(
+        lambda: all(f"{w.hostname} ready." in w.log_text() for w in workers), timeout, 0.2
+    )
+    if not ok:
+        for w in workers:
+            stop(w.proc)
+        late = [w.hostname for w in workers if f"{w.hostname} ready." not in w.log_text()]
+        raise RuntimeError(f"workers not ready in {timeout}s: {late}")
+    return workers
+
+
 @contextmanager
 def running_worker(
     args: Sequence[str], env: dict[str, str], log: Path, hostname: str
