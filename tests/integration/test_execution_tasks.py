@@ -9,14 +9,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from ringrift_fleet.execution.app import create_app
+from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.dispatch import job_outcome, send_job
 from ringrift_fleet.execution.fencing import publish_fence
+from tests.support.artifact_server import ArtifactServer
 from tests.support.celery_worker import config_for, fleet_env, lease_holder_pid, start_worker
 from tests.support.procs import PYTHON, REPO, stop, wait_for
 from tests.support.redis_server import start_redis
@@ -24,13 +27,14 @@ from tests.support.redis_server import start_redis
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 NODE = "exec-a"
+CLUSTER_KEY = "tasks-cluster-key"
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("exec-tasks")
     server = start_redis(root / "redis")
-    env = fleet_env(server.url, root)
+    env = fleet_env(server.url, root, RINGRIFT_CLUSTER_KEY=CLUSTER_KEY)
     worker = None
     try:
         worker = start_worker(
@@ -219,3 +223,34 @@ def test_training_then_evaluation_beats_random(fleet: dict[str, Any]) -> None:
     result = _get(fleet, ev, 120)
     assert result["games"] == 30 and result["candidate"] == trained["model"]
     assert result["win_rate"] > 0.75 and result["elo_diff"] > 150
+
+
+def test_sync_task_pulls_artifacts_from_another_hosts_server(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    other = ArtifactStore(tmp_path / "other-host")
+    champion = other.put_bytes("models/hex8_3p/v0007.json", b'{"weights": []}')
+    games = other.put_bytes("games/hex8_3p/remote-job.jsonl.gz", os.urandom(200_000))
+    names = [champion["name"], games["name"]]
+    with ArtifactServer(other.root, CLUSTER_KEY) as server:
+        first = send_job(
+            "sync",
+            {"artifacts": names, "source": server.url},
+            queue=f"node.{NODE}",
+            job_id="sync-1",
+            app=fleet["app"],
+        )
+        out = _get(fleet, first)
+        assert out["status"] == "completed" and out["fetched"] == names
+        assert {a["sha256"] for a in out["artifacts"]} == {champion["sha256"], games["sha256"]}
+        again = send_job(
+            "sync",
+            {"artifacts": names, "source": server.url},
+            queue=f"node.{NODE}",
+            job_id="sync-2",
+            app=fleet["app"],
+        )
+        assert _get(fleet, again)["skipped"] == names
+    local = ArtifactStore(fleet["artifacts"])
+    assert local.path(games["name"]).read_bytes() == other.path(games["name"]).read_bytes()
+    assert local.entry(champion["name"])["sha256"] == champion["sha256"]  # type: ignore[index]

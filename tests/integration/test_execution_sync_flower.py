@@ -1,0 +1,148 @@
+"""Artifact sync against a real aiohttp server on 127.0.0.1, and Flower with and without auth."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringrift_fleet.execution.artifacts import ArtifactStore
+from ringrift_fleet.execution.sync import SyncError, sync_artifacts
+from tests.support.artifact_server import ArtifactServer
+from tests.support.procs import PYTHON, REPO, free_port, port_open, running, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TOKEN = "s3cret-cluster-key"
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[tuple[ArtifactStore, ArtifactServer]]:
+    store = ArtifactStore(tmp_path / "source")
+    store.put_bytes("models/hex8_2p/v0001.json", b'{"weights": [1, 2, 3]}')
+    store.put_bytes("games/hex8_2p/big.jsonl.gz", os.urandom(3 << 20))
+    with ArtifactServer(store.root, TOKEN) as server:
+        yield store, server
+
+
+def test_sync_fetches_missing_verifies_and_skips_present(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
+) -> None:
+    src, server = source
+    dest = ArtifactStore(tmp_path / "dest")
+    names = ["models/hex8_2p/v0001.json", "games/hex8_2p/big.jsonl.gz"]
+    report = sync_artifacts(dest, server.url, names, token=TOKEN)
+    assert [a["name"] for a in report.fetched] == names and report.skipped == []
+    for n in names:
+        assert dest.path(n).read_bytes() == src.path(n).read_bytes()
+        assert dest.entry(n)["sha256"] == src.entry(n)["sha256"]  # type: ignore[index]
+    again = sync_artifacts(dest, server.url, names, token=TOKEN)
+    assert again.fetched == [] and again.skipped == names
+    assert not list(dest.partial_dir.iterdir())
+
+
+def test_sync_resumes_a_partial_download_with_range(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
+) -> None:
+    src, server = source
+    name = "games/hex8_2p/big.jsonl.gz"
+    data = src.path(name).read_bytes()
+    dest = ArtifactStore(tmp_path / "dest")
+    dest.partial_dir.mkdir(parents=True)
+    sha = hashlib.sha256(data).hexdigest()
+    (dest.partial_dir / sha).write_bytes(data[: len(data) // 3])  # an interrupted earlier try
+    report = sync_artifacts(dest, server.url, [name], token=TOKEN)
+    assert report.fetched[0]["sha256"] == sha
+    assert server.ranges == [f"bytes={len(data) // 3}-"]
+    assert dest.path(name).read_bytes() == data
+
+
+def test_sync_rejects_corrupt_data_and_bad_tokens(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
+) -> None:
+    src, server = source
+    name = "models/hex8_2p/v0001.json"
+    dest = ArtifactStore(tmp_path / "dest")
+    with pytest.raises(SyncError, match="401"):
+        sync_artifacts(dest, server.url, [name], token="wrong")
+    src.path(name).write_bytes(b'{"weights": [6, 6, 6]}')  # changed behind the manifest's back
+    with pytest.raises(SyncError, match="sha256 mismatch"):
+        sync_artifacts(dest, server.url, [name], token=TOKEN)
+    assert not dest.path(name).exists() and dest.entry(name) is None
+
+
+def test_artifact_routes_need_the_token(source: tuple[ArtifactStore, ArtifactServer]) -> None:
+    _, server = source
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{server.url}/artifacts", timeout=5)
+    assert err.value.code == 401
+    for bad in ("/artifacts/../manifest.json", "/artifacts/nope", "/artifacts/.tmp/x"):
+        req = urllib.request.Request(server.url + bad, headers={"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code in (403, 404)
+
+
+# --- Flower ---------------------------------------------------------------------------------
+
+
+def _flower_env(redis_url: str, auth: str) -> dict[str, str]:
+    return {"RINGRIFT_BROKER_URL": redis_url, "RINGRIFT_P2P_FLOWER_BASIC_AUTH": auth}
+
+
+def _get(url: str, auth: str | None) -> int:
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_flower_answers_its_api_with_auth_and_refuses_without(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    argv = [PYTHON, "-m", "ringrift_fleet", "flower", "--address", "127.0.0.1", "--port", str(port)]
+    env = _flower_env(redis_server.url, "ops:hunter2")
+    with running(argv, env=env, log=tmp_path / "flower.log") as proc:
+        assert wait_for(lambda: port_open(port), 60, 0.2), (tmp_path / "flower.log").read_text()
+        url = f"http://127.0.0.1:{port}/api/workers?refresh=false"
+        assert _get(url, "ops:hunter2") == 200
+        assert _get(url, None) == 401
+        assert _get(url, "ops:wrong") == 401
+        # The password reached Flower through its environment, not its command line.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"flower" in cmdline and b"hunter2" not in cmdline
+
+
+def test_flower_without_credentials_binds_loopback_only(redis_server: Any) -> None:
+    env = {**os.environ, **_flower_env(redis_server.url, ""), "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [PYTHON, "-m", "ringrift_fleet", "flower", "--address", "0.0.0.0", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "loopback only" in out.stderr and "RINGRIFT_P2P_FLOWER_BASIC_AUTH" in out.stderr
+    assert "Traceback" not in out.stderr
+    ok = subprocess.run(
+        [PYTHON, "-m", "ringrift_fleet", "flower", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0 and "--address=127.0.0.1" in ok.stdout
