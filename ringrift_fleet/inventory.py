@@ -183,7 +183,11 @@ class _Located(dict[Any, Any]):
     duplicates: list[tuple[Any, int]]
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (about 10x faster); same safe constructors.
+_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeBase):  # type: ignore[valid-type,misc]
     pass
 
 

@@ -59,6 +59,7 @@ ENV_EVENTS = "RINGRIFT_WEBHOOK_EVENTS"
 ENV_MIN_SEVERITY = "RINGRIFT_WEBHOOK_MIN_SEVERITY"
 
 QUEUE_SIZE = 256  # pending notifications per process; beyond this new ones are dropped
+FAILURE_LOG_INTERVAL = 60.0  # s between warnings about one failing destination
 RETRY_AFTER_CAP = 30.0  # s: the most a 429's Retry-After may delay one retry
 
 
@@ -262,6 +263,8 @@ class Notifier:
         self._idle = threading.Condition(self._lock)
         self._pending = 0
         self._sent: dict[str, collections.deque[float]] = {}
+        self._failure_logged: dict[str, float] = {}
+        self._failures_quiet: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -327,19 +330,41 @@ class Notifier:
                 return True
             retryable = status == 0 or status == 429 or status >= 500
             if not retryable or attempt == config.max_retries:
-                log.warning(
-                    "webhook %s for %s failed after %d attempt(s): %s",
-                    n.event,
-                    _redact(config.url),
-                    attempt + 1,
-                    f"HTTP {status}" if status else "no response",
-                )
+                self._log_failure(config, n, attempt + 1, status)
                 return False
             self.stats["retries"] += 1
             wait = delay if retry_after is None else min(max(retry_after, delay), RETRY_AFTER_CAP)
             self._sleep(wait)
             delay *= 2
         return False
+
+    def _log_failure(
+        self, config: WebhookConfig, n: Notification, attempts: int, status: int
+    ) -> None:
+        """A warning per destination per FAILURE_LOG_INTERVAL; the rest at debug (a dead
+        endpoint must not flood the log with one line per notification)."""
+        now = time.monotonic()
+        why = f"HTTP {status}" if status else "no response"
+        with self._lock:
+            last = self._failure_logged.get(config.url)
+            loud = last is None or now - last >= FAILURE_LOG_INTERVAL
+            if loud:
+                self._failure_logged[config.url] = now
+                quiet, self._failures_quiet[config.url] = self._failures_quiet.get(config.url, 0), 0
+            else:
+                self._failures_quiet[config.url] = self._failures_quiet.get(config.url, 0) + 1
+        if not loud:
+            log.debug("webhook %s to %s failed: %s", n.event, _redact(config.url), why)
+            return
+        more = f" ({quiet} more failures since the last warning)" if quiet else ""
+        log.warning(
+            "webhook %s for %s failed after %d attempt(s): %s%s",
+            n.event,
+            _redact(config.url),
+            attempts,
+            why,
+            more,
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued notification is delivered or given up; False on timeout."""

@@ -9,6 +9,7 @@ factor), never by substring.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -102,6 +103,12 @@ def _warn_unknown(raw: str) -> None:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _lookup(raw: str) -> str | None:
+    """Key for a non-empty name, or None; cached (a fleet has a handful of distinct names)."""
+    return _PATTERNS.get(tuple(_tokens(raw)))
+
+
 def normalize_gpu_name(raw: str | None, *, warn: bool = True) -> str:
     """The GPU_POWER_RANKINGS key for ``raw``; "CPU" for no GPU, "UNKNOWN" (warned once) else.
 
@@ -112,7 +119,7 @@ def normalize_gpu_name(raw: str | None, *, warn: bool = True) -> str:
     raw = str(raw)
     if raw in GPU_POWER_RANKINGS:
         return raw
-    key = _PATTERNS.get(tuple(_tokens(raw)))
+    key = _lookup(raw)
     if key is None:
         if warn:
             _warn_unknown(raw)

@@ -265,3 +265,21 @@ def test_webhook_config_validation_and_kind_detection() -> None:
     assert WebhookConfig(url="https://discord.com/other").resolved_kind == "generic"
     assert WebhookConfig(url="https://example.com/hook", kind="slack").resolved_kind == "slack"
     assert WebhookConfig(url="https://example.com/hook", events=["a"]).events == ("a",)
+
+
+def test_a_dead_endpoint_is_warned_about_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with recording_server(script=[500] * 5) as server:
+        notifier = Notifier()
+        config = WebhookConfig(url=server.url(), max_retries=0)
+        with caplog.at_level(logging.WARNING, logger="ringrift_fleet.notifications"):
+            for i in range(5):
+                assert send_webhook_notification(config, event=f"e{i}", notifier=notifier)
+            assert notifier.flush(10)
+        assert len(server.requests) == 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"webhook e0 for http://127.0.0.1:{server.port}/… failed after 1 attempt(s): HTTP 500"
+    ]
+    assert notifier.stats["failed"] == 5
