@@ -180,7 +180,7 @@ class RaftLedger(Ledger):
                 return result if isinstance(result, dict) else {"ok": False, "reason": "no result"}
             if code in _RETRYABLE and time.monotonic() + delay < deadline:
                 time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+                delay = min(delay * 2, 0.05)
                 continue
             if code is None:
                 return {"ok": False, "reason": "no quorum within the timeout"}

@@ -1,0 +1,296 @@
+"""Consensus benchmark: failover, synchronous ledger writes, idle cost, /status latency.
+
+Prints ONE JSON line.  Everything runs as real processes on 127.0.0.1:
+
+* failover: 3 coordinator processes; SIGKILL the leader KILLS times and time
+  until a survivor accepts a ledger write again (the outage a scheduler sees);
+  the killed voter is restarted before the next kill.
+* sync writes: 3 bare Raft voter processes (this file with ``--voter``); the
+  leader's and then a follower's process each add work items back to back
+  for WRITE_SECONDS, every call waiting for the majority commit.
+* idle: CPU and RSS of each idle coordinator (status server, ticks, Raft
+  heartbeats) over IDLE_SECONDS.
+* /status: 100 concurrent clients, keep-alive, against one coordinator.
+
+Usage: python benchmarks/consensus.py [--kills N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.coordinators import (  # noqa: E402
+    LocalFleet,
+    cpu_seconds,
+    make_op,
+    post_json,
+    rss_mb,
+)
+from tests.support.procs import PYTHON, free_port, stop, wait_for  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# --- failover ---------------------------------------------------------------------------
+
+
+def write_ok(fleet: LocalFleet, name: str, work_id: str) -> bool:
+    try:
+        body = make_op("add_work.v1", work_id=work_id, payload={})
+        return bool(fleet.op(name, body, timeout=1.0)["ok"])
+    except OSError:
+        return False
+
+
+def measure_failover(workdir: Path, kills: int) -> list[float]:
+    fleet = LocalFleet(workdir / "failover", voters=3)
+    times: list[float] = []
+    try:
+        fleet.start_all()
+        for k in range(kills):
+            leader = fleet.wait_leader(15)
+            if leader is None:
+                raise RuntimeError("no leader before kill %d" % k)
+            survivor = next(n for n in fleet.running() if n != leader)
+            assert write_ok(fleet, survivor, f"pre-{k}")
+            t0 = time.monotonic()
+            fleet.kill(leader, signal.SIGKILL)
+            deadline = t0 + 10
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                if write_ok(fleet, survivor, f"k{k}-{n}"):
+                    break
+            times.append(time.monotonic() - t0)
+            fleet.start(leader)
+            if not fleet.wait_up(leader, 20):
+                raise RuntimeError(f"{leader} did not restart: {fleet.log(leader)}")
+            time.sleep(1.0)  # let it reconnect and catch up before the next kill
+    finally:
+        fleet.stop_all()
+    return times
+
+
+# --- synchronous writes --------------------------------------------------------------------
+
+
+def voter_main(name: str, cluster: str, state_dir: str) -> None:
+    """A bare Raft voter that benchmarks on request (stdin/stdout lines)."""
+    from ringrift_fleet.config import load_config
+    from ringrift_fleet.consensus.raft_state import RaftLedger
+    from ringrift_fleet.consensus.voters import Voter
+
+    voters = [Voter(n, "127.0.0.1", p, 0) for n, p in json.loads(cluster)]
+    config = load_config({"RINGRIFT_P2P_BIND_HOST": "127.0.0.1", "RINGRIFT_CLUSTER_KEY": "bench"})
+    ledger = RaftLedger(name, voters, config=config, state_dir=state_dir)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "role":
+            print("leader" if ledger.is_leader() else f"follower {ledger.leader()}", flush=True)
+        elif cmd[0] == "bench":
+            seconds, writers = float(cmd[1]), int(cmd[2])
+            print(f"done {bench_writes(ledger, name, seconds, writers):.1f}", flush=True)
+        elif cmd[0] == "quit":
+            break
+    ledger.close()
+
+
+def bench_writes(ledger: Any, name: str, seconds: float, writers: int) -> float:
+    """Synchronous add_work calls per second from ``writers`` threads (each waits for commit)."""
+    import threading
+
+    counts = [0] * writers
+    end = time.monotonic() + seconds
+
+    def writer(w: int) -> None:
+        n = 0
+        while time.monotonic() < end:
+            if ledger.add_work(f"{name}-{writers}-{w}-{n}", {"n": n}):
+                n += 1
+        counts[w] = n
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    return sum(counts) / (time.monotonic() - t0)
+
+
+def measure_writes(workdir: Path, seconds: float, writers: int) -> dict[str, float]:
+    names = ["v0", "v1", "v2"]
+    cluster = json.dumps([(n, free_port()) for n in names])
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for n in names:
+            procs[n] = subprocess.Popen(
+                [PYTHON, __file__, "--voter", n, "--cluster", cluster, "--state", str(workdir / n)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        for p in procs.values():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+        def ask(n: str, text: str) -> str:
+            p = procs[n]
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(text + "\n")
+            p.stdin.flush()
+            return p.stdout.readline().strip()
+
+        roles: dict[str, str] = {}
+
+        def settled() -> bool:
+            roles.update({n: ask(n, "role") for n in names})
+            return list(roles.values()).count("leader") == 1 and all(
+                r == "leader" or r.split()[-1] != "None" for r in roles.values()
+            )
+
+        if not wait_for(settled, 15, 0.1):
+            raise RuntimeError(f"no leader among bench voters: {roles}")
+        leader = next(n for n, r in roles.items() if r == "leader")
+        follower = next(n for n in names if n != leader)
+        out = {}
+        for who, node in (("leader", leader), ("follower", follower)):
+            for w in (1, writers):
+                out[f"{who}_{w}"] = float(ask(node, f"bench {seconds} {w}").split()[1])
+        return out
+    finally:
+        for p in procs.values():
+            if p.poll() is None and p.stdin is not None:
+                try:
+                    p.stdin.write("quit\n")
+                    p.stdin.flush()
+                except OSError:
+                    pass
+        for p in procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                stop(p)  # type: ignore[arg-type]
+
+
+# --- idle cost and /status latency -------------------------------------------------------------
+
+
+async def status_load(url: str, clients: int, per_client: int) -> list[float]:
+    import aiohttp
+
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                async with session.get(url) as resp:
+                    await resp.read()
+                    assert resp.status == 200
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), 120)
+    return latencies
+
+
+def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, float]:
+    fleet = LocalFleet(workdir / "idle", voters=3, extra_env={"RINGRIFT_P2P_SCHEDULER_TICK": "1.0"})
+    try:
+        fleet.start_all()
+        leader = fleet.wait_leader(15)
+        assert leader
+        for i in range(200):  # a ledger with something in it
+            post_json(
+                fleet.nodes[leader].url + "/consensus/op",
+                make_op("add_work.v1", work_id=f"w{i}", payload={"i": i}),
+            )
+        time.sleep(2.0)
+        pids = {n: c.proc.pid for n, c in fleet.nodes.items() if c.proc is not None}
+        before = {n: cpu_seconds(p) for n, p in pids.items()}
+        t0 = time.monotonic()
+        time.sleep(idle_seconds)
+        elapsed = time.monotonic() - t0
+        cpu = {n: (cpu_seconds(p) - before[n]) / elapsed * 100 for n, p in pids.items()}
+        rss = {n: rss_mb(p) for n, p in pids.items()}
+        latencies = asyncio.run(status_load(fleet.nodes[leader].url + "/status", 100, 30))
+        return {
+            "idle_cpu_pct": round(max(cpu.values()), 2),
+            "idle_cpu_pct_leader": round(cpu[leader], 2),
+            "rss_mb": round(max(rss.values()), 1),
+            "status_p50_ms": round(pct(latencies, 50), 2),
+            "status_p99_ms": round(pct(latencies, 99), 2),
+            "status_requests": len(latencies),
+        }
+    finally:
+        fleet.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--write-seconds", type=float, default=5.0)
+    parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--only", choices=("writes", "idle", "failover"))
+    parser.add_argument("--voter")
+    parser.add_argument("--cluster")
+    parser.add_argument("--state")
+    args = parser.parse_args()
+    if args.voter:
+        voter_main(args.voter, args.cluster, args.state)
+        return
+    result: dict[str, Any] = {"benchmark": "consensus"}
+    with tempfile.TemporaryDirectory(prefix="bench-consensus-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "writes"):
+            writes = measure_writes(work / "writes", args.write_seconds, args.writers)
+            result.update(
+                leader_sync_writes_per_s=round(writes[f"leader_{args.writers}"], 1),
+                follower_sync_writes_per_s=round(writes[f"follower_{args.writers}"], 1),
+                sync_writers=args.writers,
+                leader_sync_writes_per_s_1_writer=round(writes["leader_1"], 1),
+                follower_sync_writes_per_s_1_writer=round(writes["follower_1"], 1),
+            )
+        if args.only in (None, "idle"):
+            result.update(measure_idle_and_status(work, args.idle_seconds))
+        if args.only in (None, "failover"):
+            failover = measure_failover(work, args.kills)
+            result.update(
+                failover_p50_s=round(statistics.median(failover), 3),
+                failover_p99_s=round(pct(failover, 99), 3),
+                failover_max_s=round(max(failover), 3),
+                failover_kills=len(failover),
+            )
+    result["cpus"] = os.cpu_count()
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
