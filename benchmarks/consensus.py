@@ -70,7 +70,7 @@ def measure_failover(workdir: Path, kills: int) -> list[float]:
         for k in range(kills):
             leader = fleet.wait_leader(15)
             if leader is None:
-                raise RuntimeError("no leader before kill %d" % k)
+                raise RuntimeError(f"no leader before kill {k}")
             survivor = next(n for n in fleet.running() if n != leader)
             assert write_ok(fleet, survivor, f"pre-{k}")
             t0 = time.monotonic()
