@@ -1,0 +1,72 @@
+"""The Bully ledger's SQLite store: what survives a restart, and what never gets in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus import sqlite_ledger
+from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
+
+
+def op(name: str, **args: object) -> dict[str, object]:
+    return sm.make_op(name, now=1.0, term=1, **args)
+
+
+def test_reopening_replays_the_journal_to_the_same_state(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    for i in range(5):
+        assert store.apply(op("add_work.v1", work_id=f"w{i}", payload={"i": i}))["ok"]
+    assert store.apply(op("claim_work.v1", work_id="w2", node="a"))["ok"]
+    assert not store.apply(op("claim_work.v1", work_id="w2", node="b"))["ok"]
+    with store.reading() as state:
+        before = sm.new_state() | state
+    store.close()
+    again = SqliteStore(path)
+    with again.reading() as state:
+        assert state == before
+    again.close()
+
+
+def test_snapshots_compact_the_journal_without_losing_anything(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_ledger, "COMPACT_EVERY", 3)
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    for i in range(8):
+        assert store.apply(op("add_work.v1", work_id=f"w{i}", payload={}))["ok"]
+    store.close()
+    again = SqliteStore(path)
+    with again.reading() as state:
+        assert sorted(state["work"]) == [f"w{i}" for i in range(8)]
+    rows = again._db.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
+    assert rows < 8
+    again.close()
+
+
+def test_refused_and_unserialisable_operations_leave_no_trace(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    assert not store.apply(op("claim_work.v1", work_id="nope", node="a"))["ok"]
+    bad = store.apply(op("add_work.v1", work_id="x", payload={"f": float("inf")}))
+    assert not bad["ok"]
+    store.close()
+    again = SqliteStore(path)
+    with again.reading() as state:
+        assert state == sm.new_state()
+    assert again._db.execute("SELECT COUNT(*) FROM ops").fetchone()[0] == 0
+    again.close()
+
+
+def test_install_replaces_the_state_durably(tmp_path: Path) -> None:
+    leader_state = sm.new_state()
+    sm.apply(leader_state, op("add_work.v1", work_id="from-leader", payload={}))
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    store.apply(op("add_work.v1", work_id="stale", payload={}))
+    store.install(leader_state)
+    store.close()
+    again = SqliteStore(path)
+    with again.reading() as state:
+        assert list(state["work"]) == ["from-leader"]
+    again.close()
