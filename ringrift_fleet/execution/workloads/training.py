@@ -113,7 +113,6 @@ def run_training(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         raise WorkloadError(
             f"training {cfg}: {len(games)} games on this host, min_games is {spec.get('min_games')}"
         )
-    weights, samples = fit_weights(games, spec.get("l2", 0.01), ctx.progress)
     version = spec.get("version") or next_version(ctx.store, bt, n)
     name = model_name(bt, n, version)
     existing = ctx.store.entry(name)
@@ -121,6 +120,7 @@ def run_training(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         owner = load_model(ctx.store, name).get("job_id")
         if owner != spec.job_id:
             raise WorkloadError(f"training {cfg}: {name} already exists (made by job {owner})")
+    weights, samples = fit_weights(games, spec.get("l2", 0.01), ctx.progress)
     model = {
         "format": MODEL_FORMAT,
         "board_type": bt,

@@ -1,0 +1,177 @@
+"""Workloads without Celery: self-play files, training, evaluation, argument checks, store."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.execution.artifacts import ArtifactStore, check_name
+from ringrift_fleet.execution.jobs import fields_of, seed_from, validate_job
+from ringrift_fleet.execution.workloads import JobContext, StopRequested, WorkloadError
+from ringrift_fleet.execution.workloads.evaluation import Tally, elo_diff, run_evaluation
+from ringrift_fleet.execution.workloads.selfplay import read_games, run_selfplay
+from ringrift_fleet.execution.workloads.training import load_model, run_training
+
+
+def _ctx(tmp_path: Path, **kw: object) -> JobContext:
+    return JobContext(store=ArtifactStore(tmp_path / "art"), node="n", **kw)  # type: ignore[arg-type]
+
+
+def _selfplay(ctx: JobContext, job_id: str, games: int, bt: str = "hex8", n: int = 2) -> dict:
+    spec = validate_job(
+        "selfplay", {"board_type": bt, "num_players": n, "num_games": games, "job_id": job_id}
+    )
+    return run_selfplay(spec, ctx)
+
+
+def test_selfplay_writes_one_deterministic_file_per_job(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    a = _selfplay(ctx, "job-1", 4)
+    assert a["status"] == "completed" and a["games"] == 4
+    assert a["games_path"] == "games/hex8_2p/job-1.jsonl.gz"
+    first = ctx.store.path(a["games_path"]).read_bytes()
+    b = _selfplay(ctx, "job-1", 4)  # the same job again (a redelivery)
+    assert b["artifacts"] == a["artifacts"]
+    assert ctx.store.path(a["games_path"]).read_bytes() == first
+    assert len(read_games(ctx.store.path(a["games_path"]))) == 4
+    assert ctx.store.names("games/") == ["games/hex8_2p/job-1.jsonl.gz"]
+
+
+def test_selfplay_stops_and_keeps_finished_games(tmp_path: Path) -> None:
+    done: list[int] = []
+
+    def progress(d: int, total: int) -> None:
+        done.append(d)
+        if d == 3:
+            raise StopRequested()
+
+    out = _selfplay(_ctx(tmp_path, progress=progress), "stopped", 10)
+    assert out["status"] == "partial" and out["games"] == 3 and out["stopped"] == "StopRequested"
+    out = _selfplay(_ctx(tmp_path, should_stop=lambda: True), "flag", 10)
+    assert out["status"] == "partial" and out["games"] == 1
+
+
+def test_training_produces_a_versioned_model_that_beats_random(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    _selfplay(ctx, "g1", 60, "square8", 3)
+    _selfplay(ctx, "g2", 60, "square8", 3)
+    spec = validate_job("training", {"board_type": "square8", "num_players": 3, "job_id": "t1"})
+    t1 = run_training(spec, ctx)
+    assert t1["model"] == "models/square8_3p/v0001.json" and t1["games"] == 120
+    one_file = {**spec_kw(3), "games": ["games/square8_3p/g1.jsonl.gz"], "job_id": "t2"}
+    t2 = run_training(validate_job("training", one_file), ctx)
+    assert t2["version"] == 2 and t2["games"] == 60
+    model = load_model(ctx.store, t1["model"])
+    assert model["trained_on"]["games"] == 120 and len(model["weights"]) == 12
+    ev = validate_job(
+        "evaluation",
+        {
+            "board_type": "square8",
+            "num_players": 3,
+            "candidate": t1["model"],
+            "champion": "random",
+            "games": 12,
+            "job_id": "e1",
+        },
+    )
+    res = run_evaluation(ev, ctx)
+    assert res["games"] == 12 and res["wins"] + res["draws"] + res["losses"] == 24
+    assert res["win_rate"] > 0.75 and res["elo_diff"] > 150
+    with pytest.raises(WorkloadError, match="already exists"):
+        run_training(validate_job("training", {**spec_kw(3), "version": 1, "job_id": "t3"}), ctx)
+    with pytest.raises(WorkloadError, match="min_games is 999"):
+        run_training(
+            validate_job("training", {**spec_kw(3), "min_games": 999, "job_id": "t4"}), ctx
+        )
+
+
+def spec_kw(n: int) -> dict[str, object]:
+    return {"board_type": "square8", "num_players": n}
+
+
+def test_elo_and_tally() -> None:
+    assert elo_diff(0.5, 100) == 0
+    assert math.isclose(elo_diff(0.75, 100), 400 * math.log10(3))
+    assert elo_diff(1.0, 10) == pytest.approx(400 * math.log10(0.95 / 0.05))
+    assert Tally(3, 2, 1).win_rate == pytest.approx(4 / 6)
+
+
+def test_missing_model_is_named(tmp_path: Path) -> None:
+    spec = validate_job(
+        "evaluation",
+        {
+            "board_type": "hex8",
+            "num_players": 2,
+            "candidate": "models/x/v9.json",
+            "champion": "random",
+            "games": 2,
+        },
+        default_job_id="e",
+    )
+    with pytest.raises(ValidationError, match=r"models/x/v9\.json"):
+        run_evaluation(spec, _ctx(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("job_type", "kwargs", "message"),
+    [
+        ("selfplay", {"board_type": "hex8", "num_players": 2}, "selfplay.num_games: missing"),
+        ("selfplay", {"board_type": "hex8", "num_players": 2, "num_games": 0}, "num_games: 0"),
+        ("selfplay", {"board_type": "hex8", "num_players": 2, "num_games": "4"}, "num_games"),
+        (
+            "selfplay",
+            {"board_type": "hex8", "num_players": 2, "num_games": 1, "engine_mode": "model"},
+            "engine_mode 'model' needs a model",
+        ),
+        ("training", {"board_type": "go", "num_players": 2}, "training.board_type: 'go'"),
+        ("training", {"board_type": "hex8", "num_players": 2, "games": "a"}, "games: expected"),
+        (
+            "evaluation",
+            {
+                "board_type": "hex8",
+                "num_players": 2,
+                "candidate": "../x",
+                "champion": "random",
+                "games": 2,
+            },
+            "candidate: '../x'",
+        ),
+        ("sync", {"artifacts": [], "source": "http://h:1"}, "artifacts: expected a non-empty"),
+        ("sync", {"artifacts": ["a"], "source": "ftp://h"}, "source: 'ftp://h'"),
+        ("noop", {"fence": {"attempt": 1}}, "fence.token: missing"),
+        ("noop", {"fence": {"token": "t", "attempt": 0}}, "fence.attempt: 0"),
+        ("noop", {"job_id": "a/b"}, "job_id: 'a/b'"),
+        ("noop", {"colour": "red"}, "noop.colour: unknown field"),
+        ("mine", {}, "job_type: 'mine'"),
+    ],
+)
+def test_validation_names_the_field(job_type: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+        validate_job(job_type, kwargs, default_job_id="j")
+
+
+def test_validation_defaults() -> None:
+    spec = validate_job("noop", {}, default_job_id="task-1")
+    assert spec.job_id == "task-1" and spec.seed == seed_from("task-1") and spec.fence is None
+    spec = validate_job("noop", {"job_id": "j", "fence": {"token": "t", "attempt": 3, "term": 9}})
+    assert spec.attempt == 3 and spec.fence is not None and spec.fence.term == 9
+    assert fields_of("sync") == ("fence", "job_id", "seed", "artifacts", "source")
+
+
+def test_store_manifest_and_names(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    entry = store.put_bytes("models/a/v0001.json", b"{}")
+    assert entry["size"] == 2 and store.has("models/a/v0001.json", entry["sha256"])
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(data["artifacts"]) == {"models/a/v0001.json"}
+    assert not list((tmp_path / ".tmp").iterdir())
+    for bad in ("../x", "/etc/passwd", "a//b", ".tmp/x", "manifest.json", ""):
+        with pytest.raises(ValidationError):
+            check_name(bad)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValidationError, match=r"manifest\.json: not valid JSON"):
+        store.manifest()
