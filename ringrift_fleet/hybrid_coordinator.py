@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -105,28 +104,36 @@ class _RemoteLeadership:
 def build_membership(
     config: P2PConfig, inventory: Any, node_id: str, flags: FeatureFlags
 ) -> Any | None:
-    """The membership part's manager for the flags, or None while it is not installed."""
+    """The membership manager MEMBERSHIP_MODE asks for (None if that part is missing).
+
+    HTTP heartbeats go to every inventory host's status server; SWIM binds this
+    host's swim_port with every other host as a seed; hybrid is both, SWIM first.
+    """
     mode = flags.effective_membership_mode
-    candidates = {
-        "swim": ("ringrift_fleet.membership.swim_adapter", "SwimMembershipManager"),
-        "hybrid": ("ringrift_fleet.membership.hybrid", "HybridMembershipManager"),
-        "http": ("ringrift_fleet.membership.http", "HttpHeartbeatMembership"),
-    }
-    module_name, class_name = candidates[mode]
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        log.warning("membership %s unavailable (%s); peers come from consensus only", mode, exc)
+        from ringrift_fleet.membership.http import HttpHeartbeatMembership
+    except ImportError as exc:
+        log.warning("membership unavailable (%s); peers come from consensus only", exc)
         return None
-    for build in (
-        lambda: cls.from_inventory(inventory, node_id=node_id, config=config),
-        lambda: cls.from_distributed_hosts(node_id=node_id, inventory=inventory, config=config),
-        lambda: cls(node_id=node_id, inventory=inventory, config=config),
-    ):
-        with contextlib.suppress(AttributeError, TypeError):
-            return build()
-    log.warning("membership %s: no constructor this coordinator knows", mode)
-    return None
+    hosts = list(getattr(inventory, "hosts", ()) or ())
+    peers = {h.name: f"http://{h.address}:{h.status_port}" for h in hosts}
+    http = HttpHeartbeatMembership(node_id, peers, config)
+    if mode == "http" or inventory is None:
+        return http
+    try:
+        from ringrift_fleet.membership.swim_adapter import SwimMembershipManager
+
+        swim = SwimMembershipManager.from_distributed_hosts(
+            node_id, hosts_file=getattr(inventory, "path", None) or config.HOSTS_FILE, config=config
+        )
+    except Exception as exc:  # SWIM trouble degrades to heartbeats, loudly
+        log.error("SWIM membership could not be built (%s); using HTTP heartbeats", exc)
+        return http
+    if mode == "swim":
+        return swim
+    from ringrift_fleet.membership.hybrid import HybridMembershipManager
+
+    return HybridMembershipManager(swim, http)
 
 
 class HybridCoordinator:
@@ -168,6 +175,24 @@ class HybridCoordinator:
         self.membership_started = False
 
     # --- start / stop ---------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Build consensus and membership objects (nothing runs yet; routes are known)."""
+        if self.backend is None:
+            self.open_consensus()
+        if self.membership is None:
+            self.membership = build_membership(
+                self.config, self.inventory, self.node_id, self.flags
+            )
+
+    def heartbeat_manager(self) -> Any | None:
+        """The HTTP-heartbeat part of membership, whose /heartbeat route we serve."""
+        m = self.membership
+        if m is None:
+            return None
+        if type(m).__name__ == "HttpHeartbeatMembership":
+            return m
+        return getattr(m, "http", None)
 
     def open_consensus(self) -> None:
         """Create the consensus backend (synchronously; before the server starts)."""
@@ -224,17 +249,12 @@ class HybridCoordinator:
 
     async def start(self) -> None:
         """Start consensus and membership (the README's ``await coordinator.start()``)."""
-        if self.backend is None:
-            self.open_consensus()
+        self.prepare()
         if self._bully is not None:
             await self._bully.start()
             await self.ledger.start()  # type: ignore[union-attr]
         if self._remote is not None:
             self._tasks.append(asyncio.create_task(self._poll_remote(), name="leader-poll"))
-        if self.membership is None:
-            self.membership = build_membership(
-                self.config, self.inventory, self.node_id, self.flags
-            )
         if self.membership is not None:
             try:
                 await self.membership.start()

@@ -147,12 +147,12 @@ class CoordinatorNode:
 
     async def run(self) -> None:
         """Start everything, tick until :meth:`request_stop`, then stop everything."""
-        self.coordinator.open_consensus()
+        self.coordinator.prepare()
         self.status_server.add_routes(self.coordinator.routes())
-        membership = self.coordinator.membership
-        if membership is not None:
+        heartbeats = self.coordinator.heartbeat_manager()
+        if heartbeats is not None:
             self.status_server.add_routes(
-                _optional_routes("ringrift_fleet.membership.http", "heartbeat_routes", membership)
+                _optional_routes("ringrift_fleet.membership.http", "heartbeat_routes", heartbeats)
             )
         self.status_server.add_routes(
             _optional_routes(

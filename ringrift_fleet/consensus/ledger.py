@@ -126,6 +126,12 @@ def _add_work(state: State, op: Op, now: float) -> Result:
     if existing is not None:
         same = existing["payload"] == payload and existing["work_type"] == work_type
         return _ok(existing=True) if same else _refuse("work_id exists with other content")
+    current = state["assign"].get(work_id)
+    if current is not None and current["status"] in ACTIVE:
+        # A pending item beside a running attempt would be handed out twice.
+        return _refuse(
+            f"job is already assigned to {current['node_id']}: add work before assigning"
+        )
     state["seq"] += 1
     state["work"][work_id] = {
         "work_id": work_id,

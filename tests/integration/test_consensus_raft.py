@@ -63,6 +63,11 @@ def kill_leader_and_time(fleet: LocalFleet, leader: str) -> tuple[str | None, fl
 def test_sigkilled_leader_is_replaced_quickly_with_one_leader_per_term(fleet3: LocalFleet) -> None:
     leader = fleet3.wait_leader(10)
     assert leader, "no leader elected"
+    # membership (HTTP heartbeats through each /heartbeat route) sees the other two
+    for name in fleet3.nodes:
+        others = sorted(n for n in fleet3.nodes if n != name)
+        assert wait_for(lambda n=name, o=others: fleet3.status(n)["peers"] == o, 10), name
+        assert fleet3.status(name)["alive_peers"] == 2
     follower = next(n for n in fleet3.nodes if n != leader)
     assert fleet3.op(follower, make_op("add_work.v1", work_id="before", payload={}))["ok"]
     with LeaderWatch(fleet3) as watch:

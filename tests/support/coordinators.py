@@ -91,6 +91,8 @@ class LocalFleet:
             "RINGRIFT_CONSENSUS_MODE": self.mode,
             "RINGRIFT_SWIM_ENABLED": "false",
             "RINGRIFT_MEMBERSHIP_MODE": "http",
+            "RINGRIFT_P2P_HEARTBEAT_INTERVAL": "0.5",
+            "RINGRIFT_P2P_PEER_TIMEOUT": "2.0",
         }
         env.update(self.extra_env)
         return env
