@@ -82,8 +82,8 @@ class UsageWindow:
                 bucket[key] = bucket.get(key, 0.0) + (hi - lo) * power
 
     def totals(self, now: float) -> dict[str, float]:
-        """GPU-seconds per config in buckets that end inside ``(now - window, now]``."""
-        first = math.floor((now - self.window_s) / self.bucket_s) + 1
+        """Compute per config in the buckets that overlap ``(now - window, now]``."""
+        first = math.floor((now - self.window_s) / self.bucket_s)
         for b in [b for b in self._buckets if b < first]:
             del self._buckets[b]
         out: dict[str, float] = {}

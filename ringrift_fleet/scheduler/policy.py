@@ -351,6 +351,10 @@ class _Planner:
             if st.target_node not in self.alive:
                 self.end_cycle(c, st, f"training host {st.target_node} is gone", failed=True)
                 return
+            if st.target_node not in self.healthy:
+                why = unhealthy_reason(self.alive[st.target_node], self.policy)
+                self.end_cycle(c, st, f"training host {st.target_node}: {why}", failed=True)
+                return
             # the cursor moved but the job never reached the ledger (leader died
             # between the two writes): send it now; its slot stops a second copy
             job = self.stage_job(c, st)
@@ -368,6 +372,12 @@ class _Planner:
             self.evaluation_done(c, st, done)
 
     def next_stage(self, c: BoardConfig, new: ConfigState) -> None:
+        node = new.target_node or ""
+        if node not in self.healthy:
+            host = self.alive.get(node)
+            why = "gone" if host is None else unhealthy_reason(host, self.policy)
+            self.end_cycle(c, new, f"training host {node}: {why}", failed=True)
+            return
         self.set_state(c.key, new)
         job = self.stage_job(c, new)
         if job is not None and new.target_node:

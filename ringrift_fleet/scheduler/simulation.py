@@ -412,7 +412,7 @@ class FleetSim:
             self.intervals.append((job.config_key, start, self.now, h.power))
             prev = self.job_seconds.get(job.config_key)
             d = (self.now - start) * h.power  # H100-seconds, like the usage
-            self.job_seconds[job.config_key] = d if prev is None else 0.9 * prev + 0.1 * d
+            self.job_seconds[job.config_key] = d if prev is None else 0.98 * prev + 0.02 * d
         elif job.job_type is JobType.TRAINING:
             self.counts["trainings_done"] += 1
             result = {"model": f"{job.config_key}_g{job.kwargs.get('generation')}.npz"}
