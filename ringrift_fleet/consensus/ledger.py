@@ -425,6 +425,28 @@ def apply(state: State, op: Any) -> Result:
     return result
 
 
+BATCH = "batch.v1"
+MAX_BATCH = 512
+
+
+def apply_batch(state: State, op: Any) -> Result:
+    """Apply ``{"op": "batch.v1", "ops": [...]}`` in order: one log entry, many results.
+
+    Group commit for concurrent writers; each inner operation succeeds or is
+    refused on its own, exactly as if it had been applied alone.
+    """
+    ops = op.get("ops") if isinstance(op, Mapping) else None
+    if not isinstance(ops, list) or not 0 < len(ops) <= MAX_BATCH:
+        return _refuse(f"ops must be a list of 1 to {MAX_BATCH} operations")
+    results = [
+        _refuse("batches do not nest")
+        if isinstance(o, Mapping) and o.get("op") == BATCH
+        else apply(state, o)
+        for o in ops
+    ]
+    return _ok(results=results)
+
+
 # --- queries (pure reads) -------------------------------------------------------------
 
 

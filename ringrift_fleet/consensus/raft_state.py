@@ -71,6 +71,8 @@ class _LedgerState(SyncObjConsumer):
     @replicated
     def apply_op(self, op: Any) -> dict[str, Any]:
         with self._lock:
+            if isinstance(op, dict) and op.get("op") == sm.BATCH:
+                return sm.apply_batch(self.state, op)
             return sm.apply(self.state, op)
 
     def _deserialize(self, data: dict[str, Any]) -> None:
@@ -101,6 +103,67 @@ class RaftSettings:
             leader_fallback=config.RAFT_MAX_TIMEOUT,
             tick_period=config.RAFT_TICK_PERIOD,
         )
+
+
+@dataclass(eq=False)  # identity: two writers may send equal operations
+class _Pending:
+    op: dict[str, Any]
+    result: sm.Result | None = None
+
+
+class GroupCommit:
+    """Concurrent writers share log entries: whoever finds no flush in flight commits
+    everything queued as one ``batch.v1`` entry; the others wait for their result.
+
+    A lone writer pays nothing extra (its op goes alone, unwrapped).  Under
+    contention a caller waits at most for the flush in flight plus its own,
+    each bounded by the timeout.
+    """
+
+    def __init__(self, commit: Any, max_batch: int = sm.MAX_BATCH) -> None:
+        self._commit = commit
+        self._max = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._flushing = False
+
+    def submit(self, op: dict[str, Any], timeout: float) -> sm.Result:
+        me = _Pending(op)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queue.append(me)
+            while me.result is None and self._flushing:
+                left = deadline - time.monotonic()
+                if left <= 0 and me in self._queue:
+                    self._queue.remove(me)
+                    return {"ok": False, "reason": "no quorum within the timeout"}
+                self._cond.wait(max(left, 0.05))
+            if me.result is not None:
+                return me.result
+            self._flushing = True
+            self._queue.remove(me)  # the flusher always rides its own flush
+            batch = [me, *self._queue[: self._max - 1]]
+            self._queue = self._queue[self._max - 1 :]
+        try:
+            results = self._flush(batch, max(deadline - time.monotonic(), 0.05))
+        except Exception as exc:  # never leave the waiters hanging
+            log.exception("raft commit failed")
+            results = [{"ok": False, "reason": f"commit failed: {exc}"}] * len(batch)
+        with self._cond:
+            for pending, result in zip(batch, results, strict=True):
+                pending.result = result
+            self._flushing = False
+            self._cond.notify_all()
+        return me.result or {"ok": False, "reason": "no result"}
+
+    def _flush(self, batch: list[_Pending], timeout: float) -> list[sm.Result]:
+        if len(batch) == 1:
+            return [self._commit(batch[0].op, timeout)]
+        out = self._commit({"op": sm.BATCH, "ops": [p.op for p in batch]}, timeout)
+        results = out.get("results")
+        if out.get("ok") and isinstance(results, list) and len(results) == len(batch):
+            return results
+        return [out] * len(batch)
 
 
 class RaftLedger(Ledger):
@@ -151,6 +214,7 @@ class RaftLedger(Ledger):
         others = [v.raft_address for v in voters if v.name != node_id]
         self._sync = SyncObj(me.raft_address, others, conf=conf, consumers=[self._state])
         self._notifier = None if others else getattr(self._sync, "_SyncObj__pipeNotifier", None)
+        self._group = GroupCommit(self._propose_now)
         if not self._wait_bound(bind_wait):
             self.close()
             raise OSError(f"cannot bind the Raft port {conf.bindAddress} (in use?)")
@@ -169,7 +233,11 @@ class RaftLedger(Ledger):
     def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
         if self._on_raft_thread():
             return {"ok": False, "reason": "synchronous write from the Raft thread would deadlock"}
-        deadline = time.monotonic() + (self.op_timeout if timeout is None else timeout)
+        return self._group.submit(op, self.op_timeout if timeout is None else timeout)
+
+    def _propose_now(self, op: dict[str, Any], timeout: float) -> sm.Result:
+        """Commit one log entry, retrying only while it certainly was not appended."""
+        deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
             left = deadline - time.monotonic()
