@@ -1,0 +1,542 @@
+"""The scheduler loop: runs on every coordinator, acts only while leader, fences every effect.
+
+Each tick every coordinator re-reads the ledger into a :class:`LedgerView`
+(followers too, so a new leader plans within one tick of winning).  The leader
+then
+
+1. records what the broker says about live attempts (started, finished,
+   failed) into the ledger — results count only through ``accept_result``,
+   which refuses any attempt but the live one;
+2. on winning leadership, re-sends attempts the ledger placed but no leader
+   ever sent (a predecessor died between the two), before planning;
+3. builds a :class:`Snapshot`, calls the pure ``plan`` and applies the actions
+   in order, stopping at the first ledger write that is refused (a deposed
+   leader's writes are refused by term, so it stops there).
+
+Sending an attempt is fenced twice: ``SET NX ringrift:slot:<job>#<attempt>``
+(two leaders that both think they lead cannot both send it) and the
+attempt's fence token published before the send (a worker refuses every other
+attempt of the job).  Deaths from membership are picked up by the next tick,
+well within the 2 s the lost-job promise allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ringrift_fleet.models import JobStatus, JobType, WorkItem
+from ringrift_fleet.scheduler.actions import (
+    Action,
+    Dispatch,
+    Enqueue,
+    FailJob,
+    Notify,
+    Release,
+    SetState,
+)
+from ringrift_fleet.scheduler.fairshare import UsageWindow
+from ringrift_fleet.scheduler.policy import plan
+from ringrift_fleet.scheduler.settings import SchedulerPolicy
+from ringrift_fleet.scheduler.snapshot import ConfigState, Host, Job, Outcome, Snapshot, Stage
+
+log = logging.getLogger(__name__)
+
+RECORD_KIND = "scheduler.config"
+SLOT_PREFIX = "ringrift:slot:"
+NOTIFIED_PREFIX = "ringrift:notified:"
+_SEQ = re.compile(r"^selfplay:(?P<key>[^:]+):(?P<seq>\d+)$")
+
+
+class Sender(Protocol):
+    """How an attempt reaches the broker (the execution layer's send_job)."""
+
+    def __call__(
+        self,
+        job_type: JobType,
+        kwargs: Mapping[str, Any],
+        *,
+        queue: str,
+        job_id: str,
+        fence: Mapping[str, Any],
+    ) -> str: ...
+
+
+ResultReader = Callable[[str], "tuple[str, Any]"]  # task id -> (Celery state, result)
+
+
+# --- the ledger, parsed -----------------------------------------------------------------
+
+
+class LedgerView:
+    """The ledger as the planner needs it, kept warm on every coordinator.
+
+    Counts (games, fair-share usage, observed job lengths) are folded in once
+    per completed job, so a tick costs one pass over the live items.
+    """
+
+    def __init__(self, policy: SchedulerPolicy) -> None:
+        self.policy = policy
+        self.started: dict[str, float] = {}  # job id -> when first seen running
+        self.counted: set[str] = set()
+        self.games: Counter[str] = Counter()
+        self.usage = UsageWindow(3600.0)
+        self.job_seconds: dict[str, float] = {}
+        self.seq: Counter[str] = Counter()
+        self.items: dict[str, WorkItem] = {}
+        self.states: dict[str, ConfigState] = {}
+
+    def refresh(
+        self,
+        items: Iterable[WorkItem],
+        records: Mapping[str, Mapping[str, Any]],
+        now: float,
+        power_of: Callable[[str], float],
+    ) -> None:
+        self.items = {w.work_id: w for w in items}
+        for w in self.items.values():
+            m = _SEQ.match(w.work_id)
+            if m:
+                self.seq[m["key"]] = max(self.seq[m["key"]], int(m["seq"]))
+            if w.status is JobStatus.RUNNING:
+                self.started.setdefault(w.work_id, w.updated_at or now)
+            elif w.status is JobStatus.COMPLETED and w.work_id not in self.counted:
+                self.counted.add(w.work_id)
+                self._count(w, power_of)
+        states = {}
+        for key, raw in records.items():
+            try:
+                states[key] = ConfigState.from_dict(raw, f"{RECORD_KIND}.{key}")
+            except Exception as exc:  # a bad record must not stop scheduling
+                log.warning("ignoring malformed scheduler record %s: %s", key, exc)
+        for c in self.policy.configs:
+            st = states.get(c.key, ConfigState())
+            if self.seq[c.key] > st.selfplay_seq:
+                # ids already in the ledger are never reused, whatever the record says
+                st = st.but(selfplay_seq=self.seq[c.key])
+            states[c.key] = st
+        self.states = states
+
+    def _count(self, w: WorkItem, power_of: Callable[[str], float]) -> None:
+        if w.work_type is not JobType.SELFPLAY:
+            return
+        result = w.result or {}
+        key = str(w.payload.get("config", ""))
+        games = result.get("games")
+        if isinstance(games, int) and not isinstance(games, bool):
+            self.games[key] += games
+        end = w.updated_at or time.time()
+        start = self.started.pop(w.work_id, w.created_at)
+        node = str(result.get("node") or w.claimed_by or "")
+        power = power_of(node)
+        self.usage.add(key, start, end, power)
+        d = max(0.0, end - start) * power
+        prev = self.job_seconds.get(key)
+        self.job_seconds[key] = d if prev is None else 0.9 * prev + 0.1 * d
+
+    def live_jobs(self) -> list[Job]:
+        out = []
+        for w in self.items.values():
+            if w.status.is_terminal:
+                continue
+            p = w.payload
+            out.append(
+                Job(
+                    job_id=w.work_id,
+                    job_type=w.work_type,
+                    config_key=str(p.get("config", "")),
+                    status=w.status,
+                    attempt=w.attempts,
+                    max_attempts=w.max_attempts,
+                    node_id=w.claimed_by,
+                    enqueued_at=w.created_at,
+                    started_at=self.started.get(w.work_id)
+                    if w.status is JobStatus.RUNNING
+                    else None,
+                    hard_limit_s=float(p.get("hard_limit_s", 7200.0)),
+                    kwargs=dict(p.get("kwargs", {})),
+                )
+            )
+        return out
+
+    def outcomes(self) -> dict[str, Outcome]:
+        out = {}
+        for c in self.policy.configs:
+            job_id = self.states.get(c.key, ConfigState()).stage_job_id(c.key)
+            w = self.items.get(job_id or "")
+            if w is None or not w.status.is_terminal:
+                continue
+            out[w.work_id] = Outcome(
+                w.work_id,
+                w.status is JobStatus.COMPLETED,
+                dict(w.result or {}),
+                error=w.error or w.status.value,
+                node_id=w.claimed_by,
+            )
+        return out
+
+    def game_files(self, key: str) -> dict[str, list[str]]:
+        """Games artifacts of a config by the host that produced them."""
+        out: dict[str, list[str]] = {}
+        for w in self.items.values():
+            if w.work_type is not JobType.SELFPLAY or w.status is not JobStatus.COMPLETED:
+                continue
+            r = w.result or {}
+            if w.payload.get("config") == key and r.get("games_path"):
+                out.setdefault(str(r.get("node") or w.claimed_by), []).append(str(r["games_path"]))
+        return out
+
+
+# --- logical jobs -> task arguments --------------------------------------------------------
+
+
+def task_kwargs(
+    a: Enqueue | Dispatch,
+    view: LedgerView,
+    address: Callable[[str], str | None],
+) -> dict[str, Any] | None:
+    """The execution layer's arguments for a planned job; None when there is nothing to do."""
+    k = dict(a.kwargs)
+    base = {"board_type": k.get("board_type"), "num_players": k.get("num_players")}
+    if a.job_type is JobType.SELFPLAY:
+        return {**base, "num_games": k.get("num_games", 1)}
+    if a.job_type is JobType.TRAINING:
+        return {**base, "version": int(k.get("generation", 1)), "min_games": 1}
+    if a.job_type is JobType.EVALUATION:
+        return {
+            **base,
+            "candidate": k.get("candidate"),
+            "champion": k.get("champion") or "random",
+            "games": int(k.get("games", 20)),
+        }
+    if k.get("kind") == "model":
+        src = address(str(k.get("source")))
+        if not src or not k.get("model"):
+            return None
+        return {"artifacts": [k["model"]], "source": src}
+    # games of this config made elsewhere, from the host that made most of them
+    target = str(k.get("target", a.node_id))
+    files = {n: fs for n, fs in view.game_files(a.config_key).items() if n != target}
+    if not files:
+        return None
+    node = max(sorted(files), key=lambda n: len(files[n]))
+    src = address(node)
+    if not src:
+        return None
+    return {"artifacts": sorted(files[node]), "source": src}
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TickReport:
+    leader: bool
+    actions: Counter[str] = field(default_factory=Counter)
+    refused: list[str] = field(default_factory=list)
+    recorded: int = 0
+    error: str | None = None
+
+
+class Beat:
+    """One coordinator's scheduler.  ``tick()`` is synchronous; run it off the event loop."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Any,
+        leadership: Any,
+        redis: Any,
+        policy: SchedulerPolicy,
+        hosts: Callable[[], list[Host]],
+        send: Sender,
+        read_result: ResultReader,
+        address: Callable[[str], str | None] = lambda node: None,
+        notify: Callable[..., Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        fence_ttl_s: float | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.leadership = leadership
+        self.redis = redis
+        self.policy = policy
+        self.hosts = hosts
+        self.send = send
+        self.read_result = read_result
+        self.address = address
+        self.notify = notify
+        self.clock = clock
+        self.fence_ttl_s = fence_ttl_s or 2 * max(policy.time_limits.values()) + 600
+        self.view = LedgerView(policy)
+        self._lock = threading.Lock()
+        self._dead: dict[str, float] = {}
+        self._newly_dead: set[str] = set()
+        self._fence: str | None = None
+        self._power: dict[str, float] = {}
+        self.last: TickReport = TickReport(leader=False)
+        self.events: list[tuple[float, str]] = []  # recent notable events, newest last
+
+    # -- membership ------------------------------------------------------------------------
+
+    def on_membership(self, event: Any) -> None:
+        """A Membership listener: deaths release work at the next tick."""
+        kind, node = getattr(event, "kind", ""), getattr(event, "node", "")
+        with self._lock:
+            if kind == "dead":
+                self._dead[node] = getattr(event, "at", 0.0) or self.clock()
+                self._newly_dead.add(node)
+            elif kind in ("alive", "join"):
+                self._dead.pop(node, None)
+
+    # -- one tick ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        items = self.ledger.items()
+        records = self.ledger.records(RECORD_KIND)
+        self.view.refresh(items, records, self.clock(), lambda n: self._power.get(n, 1.0))
+
+    def tick(self) -> TickReport:
+        report = TickReport(leader=False)
+        try:
+            self.refresh()
+            if not self.leadership.is_leader():
+                self._fence = None
+                self.last = report
+                return report
+            report.leader = True
+            fence = self.leadership.fence_token()
+            newly_leader = fence != self._fence
+            self._fence = fence
+            hosts = self.hosts()
+            self._power.update({h.node_id: h.gpu_power for h in hosts})
+            report.recorded = self.collect(resend_unsent=newly_leader)
+            if report.recorded or newly_leader:
+                self.refresh()
+            with self._lock:
+                dead = frozenset(self._dead)
+                newly = frozenset(self._newly_dead)
+                self._newly_dead.clear()
+            snap = Snapshot(
+                now=self.clock(),
+                hosts=tuple(h for h in hosts if h.node_id not in dead),
+                dead=dead,
+                jobs=tuple(self.view.live_jobs()),
+                outcomes=self.view.outcomes(),
+                games=dict(self.view.games),
+                states=dict(self.view.states),
+                usage=self.view.usage.totals(self.clock()),
+                job_seconds=dict(self.view.job_seconds),
+                newly_dead=newly,
+                policy=self.policy,
+            )
+            self.apply(plan(snap), report)
+        except Exception as exc:  # a bad tick must not stop the coordinator
+            log.exception("scheduler tick failed")
+            report.error = f"{type(exc).__name__}: {exc}"
+        self.last = report
+        return report
+
+    # -- broker -> ledger ------------------------------------------------------------------------
+
+    def collect(self, *, resend_unsent: bool) -> int:
+        """Fold task states of live attempts into the ledger; returns how many changed."""
+        from ringrift_fleet.execution.dispatch import task_id_for
+
+        changed = 0
+        for w in list(self.view.items.values()):
+            if not w.status.is_active or not w.claimed_by:
+                continue
+            current = self.ledger.current(w.work_id)
+            if current is None or current.node_id != w.claimed_by:
+                continue
+            state, value = self.read_result(task_id_for(w.work_id, current.attempt))
+            if state == "PENDING":
+                if resend_unsent and not self._slot_taken(w.work_id, current.attempt):
+                    self._send(w, current.attempt, current.fence_token)
+                continue
+            if state in ("STARTED", "PROGRESS", "RETRY") and w.status is JobStatus.CLAIMED:
+                changed += bool(self.ledger.start_work(w.work_id, w.claimed_by))
+                continue
+            if state == "SUCCESS":
+                result = value if isinstance(value, dict) else {"value": value}
+                if result.get("status") == "refused":
+                    reason = str(result.get("reason", "refused by the worker"))
+                    changed += bool(self.ledger.fail_work(w.work_id, reason, current.fence_token))
+                    continue
+                if w.status is JobStatus.CLAIMED:
+                    self.ledger.start_work(w.work_id, w.claimed_by)
+                ok = self.ledger.accept_result(w.work_id, current.fence_token, _plain(result))
+                changed += bool(ok)
+                if ok:
+                    self._event(f"{w.work_type.value} {w.work_id} completed on {w.claimed_by}")
+            elif state in ("FAILURE", "REVOKED"):
+                error = f"{type(value).__name__}: {value}" if value else state.lower()
+                changed += bool(self.ledger.fail_work(w.work_id, error, current.fence_token))
+                self._event(f"{w.work_type.value} {w.work_id} failed: {error}")
+        return changed
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def apply(self, actions: list[Action], report: TickReport) -> None:
+        released_nodes: set[str] = set()
+        for a in actions:
+            ok = True
+            if isinstance(a, SetState):
+                ok = self.ledger.put_record(RECORD_KIND, a.config_key, a.state.to_dict())
+                if ok and a.state.stage is not Stage.IDLE:
+                    self._event(f"{a.config_key}: {a.state.stage.value} on {a.state.target_node}")
+            elif isinstance(a, Enqueue):
+                payload = {
+                    "config": a.config_key,
+                    "kwargs": dict(a.kwargs),
+                    "hard_limit_s": a.hard_limit_s,
+                }
+                ok = self.ledger.add_work(
+                    a.job_id, payload, work_type=a.job_type.value, max_attempts=a.max_attempts
+                )
+                if ok:
+                    self._dispatch(a)
+            elif isinstance(a, Dispatch):
+                self._dispatch(a)
+            elif isinstance(a, Release):
+                self._withdraw(a.job_id)
+                if a.node_id in self._dead:
+                    if a.node_id not in released_nodes:
+                        released_nodes.add(a.node_id)
+                        jobs = self.ledger.reassign_jobs_of(a.node_id)
+                        self._event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
+                else:
+                    current = self.ledger.current(a.job_id)
+                    token = current.fence_token if current else None
+                    self.ledger.fail_work(a.job_id, a.reason, token)
+                    self._event(f"{a.job_id} reaped: {a.reason}")
+            elif isinstance(a, FailJob):
+                self._withdraw(a.job_id)
+                self.ledger.cancel_work(a.job_id)
+                self._event(f"{a.job_id} given up: {a.reason}")
+            elif isinstance(a, Notify):
+                self._notify(a)
+            report.actions[type(a).__name__] += 1
+            if not ok:
+                # refused (deposed, or no quorum): nothing after it may go out
+                report.refused.append(f"{type(a).__name__}: {self.ledger.last_error}")
+                log.info("scheduler stopped applying: %s", report.refused[-1])
+                return
+
+    def _dispatch(self, a: Enqueue | Dispatch) -> None:
+        assignment = self.ledger.assign(a.job_id, a.node_id, a.job_type.value)
+        if assignment is None:
+            return
+        w = self.ledger.get(a.job_id)
+        if w is None:
+            return
+        kwargs = task_kwargs(a, self.view, self.address)
+        if kwargs is None:
+            # nothing to move (every game is already on the training host): done as is
+            self.ledger.start_work(a.job_id, a.node_id)
+            self.ledger.accept_result(
+                a.job_id,
+                assignment.fence_token,
+                {"status": "completed", "skipped": "nothing to do"},
+            )
+            return
+        w.payload = {**w.payload, "task_kwargs": kwargs, "queue": a.queue}
+        self._send(w, assignment.attempt, assignment.fence_token)
+
+    def _send(self, w: WorkItem, attempt: int, token: str) -> None:
+        from ringrift_fleet.execution.fencing import publish_fence
+
+        kwargs = w.payload.get("task_kwargs")
+        queue = w.payload.get("queue") or f"node.{w.claimed_by}"
+        if kwargs is None:
+            # re-sent by a new leader: rebuild the arguments as the first leader did
+            logical = Enqueue(
+                w.work_id,
+                w.work_type,
+                str(w.payload.get("config", "")),
+                str(w.claimed_by),
+                queue,
+                dict(w.payload.get("kwargs", {})),
+            )
+            kwargs = task_kwargs(logical, self.view, self.address)
+            if kwargs is None:
+                return
+        if not self.redis.set(
+            SLOT_PREFIX + f"{w.work_id}#{attempt}",
+            self._fence or "",
+            nx=True,
+            ex=int(self.fence_ttl_s),
+        ):
+            log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
+            return
+        publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
+        term = int(self.leadership.term())
+        self.send(
+            w.work_type,
+            kwargs,
+            queue=str(queue),
+            job_id=w.work_id,
+            fence={"token": token, "attempt": attempt, "term": term},
+        )
+
+    def _slot_taken(self, job_id: str, attempt: int) -> bool:
+        return bool(self.redis.exists(SLOT_PREFIX + f"{job_id}#{attempt}"))
+
+    def _withdraw(self, job_id: str) -> None:
+        from ringrift_fleet.execution.fencing import fence_key
+
+        self.redis.delete(fence_key(job_id))
+
+    def _notify(self, n: Notify) -> None:
+        if not self.redis.set(NOTIFIED_PREFIX + n.slot, self._fence or "", nx=True, ex=7 * 86400):
+            return
+        self._event(f"notify {n.event_type}: {n.title}")
+        if self.notify is not None:
+            self.notify(
+                event_type=n.event_type,
+                title=n.title,
+                message=n.message,
+                severity=n.severity,
+                details=dict(n.details),
+            )
+
+    def _event(self, text: str) -> None:
+        self.events.append((self.clock(), text))
+        del self.events[:-200]
+        log.info("%s", text)
+
+    # -- /status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "leader": self.last.leader,
+            "last_tick": {
+                "actions": dict(self.last.actions),
+                "refused": self.last.refused,
+                "recorded": self.last.recorded,
+                "error": self.last.error,
+            },
+            "games": dict(self.view.games),
+            "configs": {k: s.to_dict() for k, s in self.view.states.items()},
+            "dead_hosts": sorted(self._dead),
+            "events": [{"at": t, "text": s} for t, s in self.events[-20:]],
+        }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy (the ledger holds plain data only)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return str(value)

@@ -1,0 +1,196 @@
+"""Plugging the scheduler into a coordinator, and a coordinator process that has it.
+
+:func:`attach` is the whole integration: a tick handler (run off the event
+loop, since ledger writes block), a ``scheduler`` section in ``/status`` and a
+membership listener for deaths.  ``python -m ringrift_fleet.scheduler.service``
+runs a coordinator with the scheduler attached; ``ringrift-fleet up`` starts it
+with ``--demo`` (small thresholds, CPU training) on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ringrift_fleet.config import P2PConfig, get_feature_flags, get_p2p_config
+from ringrift_fleet.errors import ConfigError, FleetError
+from ringrift_fleet.models import JobType
+from ringrift_fleet.scheduler.beat import Beat
+from ringrift_fleet.scheduler.hosts import FleetHosts, LocalHosts
+from ringrift_fleet.scheduler.settings import SchedulerPolicy
+
+log = logging.getLogger(__name__)
+
+# The one-machine demo: small enough that a 2-core box without a GPU goes from
+# the first self-play game to a promoted model in a couple of minutes.
+DEMO_MIN_GAMES = 48
+DEMO_GAMES_PER_JOB = 8
+DEMO_EVAL_GAMES = 24
+
+
+def demo_policy(config: P2PConfig, **overrides: Any) -> SchedulerPolicy:
+    from ringrift_fleet.training import TrainingThresholds
+
+    values: dict[str, Any] = {
+        "thresholds": TrainingThresholds(
+            MIN_GAMES=DEMO_MIN_GAMES,
+            MIN_GAMES_WHEN_STALE=DEMO_MIN_GAMES,
+            STALENESS_HOURS=24.0,
+            MIN_HOURS_BETWEEN_RUNS=0.0,
+        ),
+        "allow_cpu_training": True,
+        "games_per_job": DEMO_GAMES_PER_JOB,
+        "eval_games": DEMO_EVAL_GAMES,
+        "retry_backoff_s": 5.0,
+        "load_max": 1.0,  # the demo's own jobs saturate the 2 cores; that is not overload
+        "disk_critical": 100.0,
+        "prefetch": 0.0,
+    }
+    values.update(overrides)
+    return SchedulerPolicy.from_config(config, **values)
+
+
+def _celery_reader() -> Any:
+    from celery.result import AsyncResult
+
+    from ringrift_fleet.celery import app
+
+    def read(task_id: str) -> tuple[str, Any]:
+        r = AsyncResult(task_id, app=app)
+        state = r.state
+        return state, (r.result if state in ("SUCCESS", "FAILURE", "REVOKED") else None)
+
+    return read
+
+
+def _celery_sender() -> Any:
+    from ringrift_fleet.execution.dispatch import send_job
+
+    def send(
+        job_type: JobType,
+        kwargs: Mapping[str, Any],
+        *,
+        queue: str,
+        job_id: str,
+        fence: Mapping[str, Any],
+    ) -> str:
+        return send_job(job_type, kwargs, queue=queue, job_id=job_id, fence=fence)
+
+    return send
+
+
+def build_beat(node: Any, policy: SchedulerPolicy, hosts: Any) -> Beat:
+    """A Beat on this coordinator's ledger and leadership, sending through Celery."""
+    import redis
+
+    from ringrift_fleet.notifications import send_webhook_notification
+
+    client = redis.Redis.from_url(node.config.BROKER_URL, socket_timeout=5)
+    return Beat(
+        ledger=node.ledger,
+        leadership=node.leadership,
+        redis=client,
+        policy=policy,
+        hosts=hosts,
+        send=_celery_sender(),
+        read_result=_celery_reader(),
+        address=hosts.address,
+        notify=send_webhook_notification,
+    )
+
+
+def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) -> Beat:
+    """Run the scheduler on ``node`` (a CoordinatorNode); call before ``node.run()``.
+
+    Consensus objects exist only once the node prepares, so the Beat is built
+    lazily on the first tick.
+    """
+    holder: dict[str, Beat] = {}
+    policy = policy or SchedulerPolicy.from_config(node.config)
+
+    def beat() -> Beat:
+        if "beat" not in holder:
+            directory = hosts or FleetHosts(
+                node.node_id, node.config, node.inventory, node.membership
+            )
+            holder["beat"] = build_beat(node, policy, directory)
+            if node.membership is not None:
+                node.membership.add_listener(holder["beat"].on_membership)
+        return holder["beat"]
+
+    async def on_tick() -> None:
+        if node.ledger is None or node.leadership is None:
+            return
+        b = beat()
+        await asyncio.to_thread(b.tick)
+
+    node.add_tick_handler(on_tick)
+    node.add_status_section("scheduler", lambda: holder["beat"].status() if holder else {})
+    return holder.get("beat")  # type: ignore[return-value]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m ringrift_fleet.scheduler.service",
+        description="A coordinator with the scheduler attached.",
+    )
+    ap.add_argument("--node", help="this host's name (default NODE_ID)")
+    ap.add_argument("--hosts-file", help="distributed_hosts.yaml (default HOSTS_FILE)")
+    ap.add_argument("--demo", action="store_true", help="one-machine demo thresholds")
+    ap.add_argument("--slots", type=int, default=1, help="without an inventory: worker slots")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _run(args)
+    except FleetError as exc:
+        print(f"scheduler: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from ringrift_fleet.consensus.voters import load_inventory
+    from ringrift_fleet.node import CoordinatorNode
+
+    config = get_p2p_config()
+    node_id = args.node or config.NODE_ID
+    hosts_file = args.hosts_file or config.HOSTS_FILE
+    inventory = None
+    if args.hosts_file:
+        if not os.path.exists(hosts_file):
+            raise ConfigError(f"--hosts-file {hosts_file}: no such file")
+        inventory = load_inventory(hosts_file)
+    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
+    node = CoordinatorNode(config, inventory, node_id, flags=get_feature_flags())
+    policy = demo_policy(config) if args.demo else SchedulerPolicy.from_config(config)
+    hosts = None
+    if inventory is None:
+        from ringrift_fleet.resources import probe_resources
+
+        hosts = LocalHosts(
+            node_id, config, slots=args.slots, probe=lambda: probe_resources(config.STATE_DIR)
+        )
+    attach(node, policy, hosts)
+    asyncio.run(_serve(node))
+    return 0
+
+
+async def _serve(node: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    await node.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
