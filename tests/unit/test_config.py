@@ -58,7 +58,7 @@ def _candidates(name: str, default: object) -> list[str]:
     if kind is float:
         d = float(default)  # type: ignore[arg-type]
         return [repr(min(d * 1.5, 100.0) if d else 1.5), repr(d * 0.75), repr(min(d + 0.05, 1.0))]
-    return ["custom-value", "a,b"]
+    return ["custom-value", "a,b", "user:secret"]
 
 
 @pytest.mark.parametrize("name", FIELDS)
