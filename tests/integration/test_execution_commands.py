@@ -41,7 +41,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         root,
         RINGRIFT_P2P_WORKLOADS_FILE=str(workloads),
         RINGRIFT_P2P_MAX_REDELIVERIES="2",
-        RINGRIFT_P2P_EVALUATION_TIME_LIMIT="6",  # soft limit 5.4 s
+        RINGRIFT_P2P_EVALUATION_TIME_LIMIT="12",
+        RINGRIFT_P2P_SOFT_LIMIT_FRACTION="0.4",  # soft limit 4.8 s, room to stop before 12 s
     )
     worker = None
     try:
@@ -115,7 +116,7 @@ def test_soft_time_limit_stops_the_group_and_keeps_finished_files(fleet: dict[st
     out = _outcome(fleet, _eval(fleet, "cmd-slow", "slow"), 60)
     assert out["status"] == "partial" and out["stopped"] == "SoftTimeLimitExceeded"
     parts = [a["name"] for a in out["artifacts"] if "/part-" in a["name"]]
-    assert len(parts) >= 5  # about 5 s of 0.2 s parts
+    assert len(parts) >= 3  # about 4.8 s of 0.2 s parts, fewer on a loaded machine
     assert not any(n.endswith(".tmp") for n in parts)
     pid = int((fleet["artifacts"] / "evaluations/hex8_2p/cmd-slow/pid").read_text())
     assert wait_for(lambda: not _alive(pid), 5)
@@ -133,7 +134,9 @@ def test_revoke_terminates_the_process_group(fleet: dict[str, Any]) -> None:
         lambda: (fleet["artifacts"] / "evaluations/hex8_2p/cmd-revoke/part-0.txt").exists(), 15
     )
     assert _outcome(fleet, task_id, 15)["status"] == "failed"  # Celery: REVOKED
-    kept = stored_result(fleet["redis"], "cmd-revoke")  # what finished is kept and recorded
+    # What finished is kept and recorded as a partial result.
+    assert wait_for(lambda: stored_result(fleet["redis"], "cmd-revoke") is not None, 15)
+    kept = stored_result(fleet["redis"], "cmd-revoke")
     assert kept is not None and kept["status"] == "partial" and kept["stopped"] == "Terminated"
     assert any(a["name"].endswith("/part-2.txt") for a in kept["artifacts"])
     assert fleet["worker"].proc.poll() is None
