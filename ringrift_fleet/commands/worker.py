@@ -50,27 +50,11 @@ class WorkerPlan:
     trains: bool
 
 
-def _field(obj: Any, *names: str, default: Any = None) -> Any:
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    return default
-
-
 def detected_gpus() -> list[Gpu]:
     """This host's GPUs, through the one NVML seam (resources.detect_gpus)."""
     from ringrift_fleet.resources import detect_gpus
 
-    out = []
-    for i, g in enumerate(detect_gpus()):
-        vram = _field(g, "memory_gb", "vram_gb", "memory_total_gb", default=None)
-        if vram is None:
-            mib = _field(g, "memory_mb", "memory_total_mb", default=0) or 0
-            vram = float(mib) / 1024
-        out.append(Gpu(int(_field(g, "index", default=i)), str(_field(g, "name")), float(vram)))
-    return out
+    return [Gpu(g.index, g.name, g.memory_total_gb) for g in detect_gpus()]
 
 
 def plan_worker(

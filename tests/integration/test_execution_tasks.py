@@ -254,3 +254,26 @@ def test_sync_task_pulls_artifacts_from_another_hosts_server(
     local = ArtifactStore(fleet["artifacts"])
     assert local.path(games["name"]).read_bytes() == other.path(games["name"]).read_bytes()
     assert local.entry(champion["name"])["sha256"] == champion["sha256"]  # type: ignore[index]
+
+
+def test_progress_is_visible_while_a_job_runs(fleet: dict[str, Any]) -> None:
+    app = fleet["app"]
+    task_id = send_job(
+        "selfplay",
+        {"board_type": "square19", "num_players": 4, "num_games": 200},
+        queue="any",
+        job_id="progress-1",
+        app=app,
+    )
+    result = app.AsyncResult(task_id)
+    seen: list[dict[str, Any]] = []
+
+    def progressing() -> bool:
+        if result.state == "PROGRESS" and isinstance(result.info, dict):
+            seen.append(result.info)
+        return len(seen) >= 2 and seen[-1]["done"] > seen[0]["done"]
+
+    assert wait_for(progressing, 60, 0.1), seen
+    assert seen[0]["job_id"] == "progress-1" and seen[0]["total"] == 200
+    assert 0 < seen[0]["done"] < 200
+    assert _get(fleet, task_id)["games"] == 200
