@@ -120,24 +120,35 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+# KEYS: run, done, fence, deliveries.  ARGV: lease, ttl ms, token, dead holder, count ttl s.
 _CLAIM = """
+if ARGV[3] ~= '' then
+  local fence = redis.call('GET', KEYS[3])
+  if not fence then return {'refused', 'missing'} end
+  if fence ~= ARGV[3] then return {'refused', 'stale'} end
+end
 local done = redis.call('GET', KEYS[2])
 if done then return {'done', done} end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'claimed', ''} end
-local holder = redis.call('GET', KEYS[1]) or ''
-if ARGV[3] ~= '' and holder ~= '' then
-  local fence = redis.call('GET', KEYS[3])
-  local ok, held = pcall(cjson.decode, holder)
-  if fence == ARGV[3] and ok and held['token'] ~= ARGV[3] then
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return {'claimed', holder}
+local took = ''
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local holder = redis.call('GET', KEYS[1]) or ''
+  local stale = false
+  if ARGV[3] ~= '' and holder ~= '' then
+    local ok, held = pcall(cjson.decode, holder)
+    stale = ok and type(held) == 'table' and held['token'] ~= ARGV[3]
   end
-end
-if ARGV[4] ~= '' and holder == ARGV[4] then
+  if not stale and not (ARGV[4] ~= '' and holder == ARGV[4]) then
+    return {'held', holder, tostring(redis.call('PTTL', KEYS[1]))}
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {'claimed', holder}
+  took = holder
 end
-return {'held', holder, tostring(redis.call('PTTL', KEYS[1]))}
+local n = 0
+if ARGV[5] ~= '' then
+  n = redis.call('INCR', KEYS[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
+return {'claimed', took, tostring(n)}
 """
 
 _RENEW = """
@@ -167,13 +178,17 @@ return 0
 
 @dataclass(frozen=True)
 class Claim:
-    """Outcome of :func:`claim_run`: ``claimed``, ``done`` (with ``result``) or ``held``."""
+    """Outcome of :func:`claim_run`: ``claimed``, ``done`` (with ``result``), ``held`` or
+    ``refused`` (with ``reason``: the job's fence is stale or gone)."""
 
     status: str
     lease: str = ""  # our lease value when claimed
     result: dict[str, Any] | None = None
     holder: dict[str, Any] | None = None
     ttl_ms: int = 0
+    deliveries: int = 0  # starts of this attempt, this one included (when counted)
+    reason: str = ""
+    holder_raw: str = ""
 
 
 def new_lease(owner: str, token: str | None, attempt: int) -> str:
@@ -190,6 +205,12 @@ def new_lease(owner: str, token: str | None, attempt: int) -> str:
     )
 
 
+def _refusal(job_id: str, token: str | None, kind: str) -> str:
+    if kind == "missing":
+        return f"job {job_id}: no fence is published for it (attempt withdrawn or expired)"
+    return f"job {job_id}: fence token {token!r} is stale (current attempt has another)"
+
+
 def claim_run(
     client: redis.Redis,
     job_id: str,
@@ -198,28 +219,39 @@ def claim_run(
     token: str | None,
     attempt: int,
     ttl: float,
+    count_ttl: float | None = None,
 ) -> Claim:
-    """Try once to take the run lease (see the module docstring for the rules)."""
+    """Try once to take the run lease, in one round trip: check the fence, return a
+    stored result, take the lease (or a stale attempt's), count the delivery when
+    ``count_ttl`` is given.  See the module docstring for the rules."""
     lease = new_lease(owner, token, attempt)
-    keys = [run_key(job_id), done_key(job_id), fence_key(job_id)]
+    keys = [run_key(job_id), done_key(job_id), fence_key(job_id), deliveries_key(job_id, attempt)]
     px = str(max(1, int(ttl * 1000)))
-    out = _eval(client, _CLAIM, keys, lease, px, token or "", "")
-    status = _text(out[0])
-    if status == "done":
-        return Claim("done", result=json.loads(_text(out[1])))
-    if status == "claimed":
-        return Claim("claimed", lease=lease)
-    holder_raw = _text(out[1])
-    holder = _parse_holder(holder_raw)
-    if holder and holder.get("host") == host_identity() and not _pid_alive(int(holder["pid"])):
-        # Its process is gone on this very host: no need to wait for the lease to lapse.
-        out = _eval(client, _CLAIM, keys, lease, px, token or "", holder_raw)
+    count = "" if count_ttl is None else str(max(1, int(count_ttl)))
+
+    def attempt_claim(dead_holder: str) -> Claim:
+        out = _eval(client, _CLAIM, keys, lease, px, token or "", dead_holder, count)
         status = _text(out[0])
+        if status == "refused":
+            return Claim("refused", reason=_refusal(job_id, token, _text(out[1])))
         if status == "done":
             return Claim("done", result=json.loads(_text(out[1])))
         if status == "claimed":
-            return Claim("claimed", lease=lease)
-    return Claim("held", holder=holder, ttl_ms=int(_text(out[2])) if len(out) > 2 else 0)
+            return Claim("claimed", lease=lease, deliveries=int(_text(out[2])))
+        raw = _text(out[1])
+        return Claim("held", holder=_parse_holder(raw), ttl_ms=int(_text(out[2])), holder_raw=raw)
+
+    claim = attempt_claim("")
+    holder = claim.holder
+    if (
+        claim.status == "held"
+        and holder
+        and holder.get("host") == host_identity()
+        and not _pid_alive(int(holder["pid"]))
+    ):
+        # Its process is gone on this very host: no need to wait for the lease to lapse.
+        claim = attempt_claim(claim.holder_raw)
+    return claim
 
 
 def _parse_holder(raw: str) -> dict[str, Any] | None:
@@ -238,6 +270,7 @@ def wait_and_claim(
     token: str | None,
     attempt: int,
     ttl: float,
+    count_ttl: float | None = None,
     poll: float = 0.25,
 ) -> Claim:
     """Claim, waiting (bounded) for a dead holder's lease to lapse.
@@ -248,7 +281,9 @@ def wait_and_claim(
     deadline = time.monotonic() + ttl * 2 + 2
     last_ttl: int | None = None
     while True:
-        claim = claim_run(client, job_id, owner=owner, token=token, attempt=attempt, ttl=ttl)
+        claim = claim_run(
+            client, job_id, owner=owner, token=token, attempt=attempt, ttl=ttl, count_ttl=count_ttl
+        )
         if claim.status != "held":
             return claim
         renewed = last_ttl is not None and claim.ttl_ms > last_ttl + int(poll * 1000)

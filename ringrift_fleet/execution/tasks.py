@@ -174,9 +174,6 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
     }
     client = fence_client(cfg)
     token = spec.fence.token if spec.fence else None
-    reason = fencing.fence_refusal(client, spec.job_id, token)
-    if reason:
-        return {**base, "status": "refused", "reason": reason, "artifacts": []}
     claim = fencing.wait_and_claim(
         client,
         spec.job_id,
@@ -184,7 +181,10 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
         token=token,
         attempt=spec.attempt,
         ttl=cfg.RUN_LEASE_TTL,
+        count_ttl=cfg.RESULT_EXPIRES,
     )
+    if claim.status == "refused":
+        return {**base, "status": "refused", "reason": claim.reason, "artifacts": []}
     if claim.status == "done":
         return {**(claim.result or {}), "duplicate": True}
     if claim.status == "held":
@@ -196,12 +196,11 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             "artifacts": [],
         }
     lease = claim.lease
-    starts = fencing.count_delivery(client, spec.job_id, spec.attempt, cfg.RESULT_EXPIRES)
-    if starts > cfg.MAX_REDELIVERIES:
+    if claim.deliveries > cfg.MAX_REDELIVERIES:
         fencing.release_run(client, spec.job_id, lease)
         raise WorkloadError(
-            f"job {spec.job_id} attempt {spec.attempt}: started {starts - 1} times and its "
-            f"worker was lost each time; failed after MAX_REDELIVERIES={cfg.MAX_REDELIVERIES} "
+            f"job {spec.job_id} attempt {spec.attempt}: started {claim.deliveries - 1} times and "
+            f"its worker was lost each time; failed after MAX_REDELIVERIES={cfg.MAX_REDELIVERIES} "
             "instead of killing another worker"
         )
     store = ArtifactStore(cfg.artifact_dir)

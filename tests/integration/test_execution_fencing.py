@@ -102,3 +102,16 @@ def test_delivery_count_and_release(r: redis.Redis) -> None:
     assert r.get(f.run_key("k")) is not None
     f.release_run(r, "k", c.lease)
     assert f.claim_run(r, "k", owner="b", token=None, attempt=1, ttl=60).status == "claimed"
+
+
+def test_one_round_trip_claim_checks_the_fence_and_counts(r: redis.Redis) -> None:
+    refused = f.claim_run(r, "m", owner="a", token="t1", attempt=1, ttl=30, count_ttl=60)
+    assert refused.status == "refused" and "no fence is published" in refused.reason
+    f.publish_fence(r, "m", "t2", ttl=30)
+    stale = f.claim_run(r, "m", owner="a", token="t1", attempt=1, ttl=30, count_ttl=60)
+    assert stale.status == "refused" and "'t1' is stale" in stale.reason
+    assert r.get(f.deliveries_key("m", 1)) is None  # refused copies are not counted
+    ok = f.claim_run(r, "m", owner="a", token="t2", attempt=2, ttl=30, count_ttl=60)
+    assert ok.status == "claimed" and ok.deliveries == 1
+    held = f.claim_run(r, "m", owner="b", token="t2", attempt=2, ttl=30, count_ttl=60)
+    assert held.status == "held" and int(r.get(f.deliveries_key("m", 2))) == 1
