@@ -200,23 +200,33 @@ def measure_writes(workdir: Path, seconds: float, writers: int) -> dict[str, flo
 # --- idle cost and /status latency -------------------------------------------------------------
 
 
-async def status_load(url: str, clients: int, per_client: int) -> list[float]:
+async def status_load(url: str, clients: int, per_client: int, interval: float) -> list[float]:
+    """``clients`` concurrent keep-alive clients; each sends ``per_client`` GETs, one every
+    ``interval`` seconds (0 = back to back, i.e. saturation).  Latencies in ms."""
     import aiohttp
 
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client() -> None:
+        async def client(k: int) -> None:
+            await asyncio.sleep(interval * k / clients)  # spread the clients over a period
             for _ in range(per_client):
                 t0 = time.perf_counter()
                 async with session.get(url) as resp:
                     await resp.read()
                     assert resp.status == 200
-                latencies.append((time.perf_counter() - t0) * 1000)
+                took = time.perf_counter() - t0
+                latencies.append(took * 1000)
+                if interval:
+                    await asyncio.sleep(max(0.0, interval - took))
 
-        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), 120)
+        await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(clients))), 300)
     return latencies
+
+
+EXTRA_ENV: dict[str, str] = {}  # --env K=V, for tuning runs
+STATUS_INTERVAL = 0.1  # each of the 100 clients polls 10 times a second: 1,000 req/s offered
 
 
 def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, float]:
@@ -238,14 +248,23 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
         elapsed = time.monotonic() - t0
         cpu = {n: (cpu_seconds(p) - before[n]) / elapsed * 100 for n, p in pids.items()}
         rss = {n: rss_mb(p) for n, p in pids.items()}
-        latencies = asyncio.run(status_load(fleet.nodes[leader].url + "/status", 100, 30))
+        url = fleet.nodes[leader].url + "/status"
+        paced = asyncio.run(status_load(url, 100, 50, STATUS_INTERVAL))
+        t0 = time.monotonic()
+        saturated = asyncio.run(status_load(url, 100, 30, 0.0))
+        saturated_rps = len(saturated) / (time.monotonic() - t0)
         return {
             "idle_cpu_pct": round(max(cpu.values()), 2),
             "idle_cpu_pct_leader": round(cpu[leader], 2),
             "rss_mb": round(max(rss.values()), 1),
-            "status_p50_ms": round(pct(latencies, 50), 2),
-            "status_p99_ms": round(pct(latencies, 99), 2),
-            "status_requests": len(latencies),
+            "status_p50_ms": round(pct(paced, 50), 2),
+            "status_p99_ms": round(pct(paced, 99), 2),
+            "status_clients": 100,
+            "status_client_interval_s": STATUS_INTERVAL,
+            "status_requests": len(paced),
+            "status_saturated_p50_ms": round(pct(saturated, 50), 2),
+            "status_saturated_p99_ms": round(pct(saturated, 99), 2),
+            "status_saturated_rps": round(saturated_rps),
         }
     finally:
         fleet.stop_all()
@@ -261,7 +280,9 @@ def main() -> None:
     parser.add_argument("--voter")
     parser.add_argument("--cluster")
     parser.add_argument("--state")
+    parser.add_argument("--env", action="append", default=[], help="K=V for the coordinators")
     args = parser.parse_args()
+    EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
     if args.voter:
         voter_main(args.voter, args.cluster, args.state)
         return

@@ -60,7 +60,9 @@ class CoordinatorNode:
         self.coordinator = HybridCoordinator(
             node_id=node_id, config=config, inventory=inventory, flags=flags, membership=membership
         )
-        self.status_server = StatusServer(self._snapshot, token=config.CLUSTER_KEY)
+        self.status_server = StatusServer(
+            self._snapshot, token=config.CLUSTER_KEY, version=self._status_version
+        )
         self._tick_handlers: list[TickHandler] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -105,6 +107,13 @@ class CoordinatorNode:
         return self.config.DEFAULT_PORT
 
     # --- /status ------------------------------------------------------------------------
+
+    def _status_version(self) -> Any:
+        """Changes whenever leadership or the ledger does (cheap; polled 4 times a second)."""
+        lead, ledger = self.leadership, self.ledger
+        if lead is None:
+            return None
+        return (lead.leader(), lead.term(), lead.is_leader(), ledger.version() if ledger else None)
 
     def _snapshot(self) -> dict[str, Any]:
         lead = self.leadership

@@ -1,7 +1,8 @@
 """The :8770 HTTP server: /status, /health, /metrics and the routes other parts mount.
 
 ``/status`` is answered from a snapshot that a background task rebuilds every
-``refresh`` seconds and keeps as ready-to-send bytes, so a hundred clients
+``refresh`` seconds when something changed (at least every ``max_age``
+seconds) and keeps as ready-to-send bytes, so a hundred clients
 polling at once never wait on the ledger's lock, on membership or on whatever
 slow work a status section does.  Mutating routes (anything but GET/HEAD)
 require ``Authorization: Bearer <CLUSTER_KEY>``.
@@ -107,10 +108,15 @@ class StatusServer:
         *,
         token: str,
         refresh: float = 0.25,
+        max_age: float = 1.0,
+        version: Callable[[], Any] | None = None,
         routes: Iterable[web.RouteDef] = (),
     ) -> None:
         self._snapshot = snapshot
         self._refresh = refresh
+        self._max_age = max_age
+        self._version = version or time.monotonic  # default: always changed
+        self._last_version: Any = None
         self._token = token
         self._sections: dict[str, Callable[[], Any]] = {}
         self._body = b"{}"
@@ -159,9 +165,17 @@ class StatusServer:
         self._built_at = time.monotonic()
 
     async def _refresh_loop(self) -> None:
+        """Cheap check every ``refresh`` s; full rebuild on a change or after ``max_age`` s."""
         while True:
             await asyncio.sleep(self._refresh)
-            self.rebuild()
+            try:
+                version = self._version()
+            except Exception:
+                version = None
+            stale = time.monotonic() - self._built_at >= self._max_age
+            if stale or version is None or version != self._last_version:
+                self._last_version = version
+                self.rebuild()
 
     async def _get_status(self, request: web.Request) -> web.Response:
         return web.Response(body=self._body, content_type="application/json")

@@ -97,6 +97,10 @@ class Ledger(ABC):
     def fence_token(self) -> str:
         return leadership_fence(self.term(), self.leader())
 
+    def version(self) -> Any:
+        """Something that changes whenever the local replica does (None: unknown)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background threads and release files."""
 

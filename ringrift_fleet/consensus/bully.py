@@ -350,6 +350,9 @@ class BullyLedger(Ledger):
     def fence_token(self) -> str:
         return self.election.fence_token()
 
+    def version(self) -> Any:
+        return self.store.seq
+
     # --- standby copies and hand-over ------------------------------------------------------
 
     async def start(self) -> None:

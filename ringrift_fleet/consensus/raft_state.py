@@ -298,6 +298,9 @@ class RaftLedger(Ledger):
     def term(self) -> int:
         return int(self._sync.raftCurrentTerm)
 
+    def version(self) -> Any:
+        return self._sync.raftLastApplied
+
     def has_quorum(self) -> bool:
         return bool(self._sync.hasQuorum)
 

@@ -154,6 +154,9 @@ class RemoteLedger(Ledger):
         with self._lock:
             yield self._copy
 
+    def version(self) -> Any:
+        return self.copied_at
+
     def is_leader(self) -> bool:
         return False
 
