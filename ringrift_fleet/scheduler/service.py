@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hosts-file", help="distributed_hosts.yaml (default HOSTS_FILE)")
     ap.add_argument("--demo", action="store_true", help="one-machine demo thresholds")
     ap.add_argument("--slots", type=int, default=1, help="without an inventory: worker slots")
+    ap.add_argument("--gpu-type", default="CPU", help="without an inventory: this host's GPU")
+    ap.add_argument("--gpu-vram-gb", type=float, default=0.0, help="… and its VRAM")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -178,7 +180,12 @@ def _run(args: argparse.Namespace) -> int:
         from ringrift_fleet.resources import probe_resources
 
         hosts = LocalHosts(
-            node_id, config, slots=args.slots, probe=lambda: probe_resources(config.STATE_DIR)
+            node_id,
+            config,
+            slots=args.slots,
+            gpu=args.gpu_type,
+            vram_gb=args.gpu_vram_gb,
+            probe=lambda: probe_resources(config.STATE_DIR),
         )
     attach(node, policy, hosts)
     asyncio.run(_serve(node))
