@@ -277,3 +277,47 @@ def test_progress_is_visible_while_a_job_runs(fleet: dict[str, Any]) -> None:
     assert seen[0]["job_id"] == "progress-1" and seen[0]["total"] == 200
     assert 0 < seen[0]["done"] < 200
     assert _get(fleet, task_id)["games"] == 200
+
+
+def test_whole_worker_killed_next_attempt_runs_at_once_old_one_refused(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """A host dies (its whole worker, SIGKILL): the leader re-sends under a new fence."""
+    app, r = fleet["app"], fleet["redis"]
+    victim = start_worker(
+        ["--cpu", "--node", "victim", "--concurrency", "1", "--queues", "node.victim"],
+        fleet["env"],
+        tmp_path / "victim.log",
+        "victim@cpu",
+    )
+    job = "host-died"
+    kwargs = {"board_type": "square19", "num_players": 2, "num_games": 150}
+    try:
+        publish_fence(r, job, "attempt-1", ttl=600)
+        send_job(
+            "selfplay", kwargs, queue="node.victim", job_id=job,
+            fence={"token": "attempt-1", "attempt": 1}, app=app,
+        )  # fmt: skip
+        assert wait_for(lambda: lease_holder_pid(r, job) is not None, 30, 0.02)
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+    finally:
+        stop(victim.proc)
+    publish_fence(r, job, "attempt-2", ttl=600)  # what the leader does on the host's death
+    started = time.monotonic()
+    second = send_job(
+        "selfplay", kwargs, queue="any", job_id=job,
+        fence={"token": "attempt-2", "attempt": 2}, app=app,
+    )  # fmt: skip
+    out = _get(fleet, second, 120)
+    assert out["status"] == "completed" and out["attempt"] == 2 and out["games"] == 150
+    assert time.monotonic() - started < 60  # no wait for Redis's visibility timeout
+    # The first attempt's message, should it ever be delivered again, does nothing.
+    old = app.send_task(
+        "ringrift.selfplay",
+        kwargs={**kwargs, "job_id": job, "fence": {"token": "attempt-1", "attempt": 1}},
+        queue="any",
+    )
+    assert _get(fleet, old.id)["status"] == "refused"
+    files = list((fleet["artifacts"] / "games" / "square19_2p").glob(f"{job}*"))
+    assert [f.name for f in files] == [f"{job}.jsonl.gz"]
