@@ -12,7 +12,7 @@ CACHE=${RINGRIFT_TESTBED_CACHE:-/var/cache/ringrift-fleet-testbed}
 SUITE=bookworm
 PACKAGES=(
   systemd systemd-sysv dbus libpam-systemd openssh-server openssh-client
-  python3 python3-venv python3-pip redis-server iproute2 iputils-ping sudo
+  python3 python3-apt python3-venv python3-pip redis-server iproute2 iputils-ping sudo
   curl ca-certificates procps less
 )
 # Bump when the customisation below changes, so the cache key changes with it.

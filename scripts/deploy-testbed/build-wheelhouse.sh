@@ -13,7 +13,11 @@ CACHE=${RINGRIFT_TESTBED_CACHE:-/var/cache/ringrift-fleet-testbed}
 PIP=${PIP:-$REPO/.venv/bin/pip}
 [ -x "$PIP" ] || { echo "build-wheelhouse: $PIP missing (make deps)" >&2; exit 1; }
 
-key=$(sha256sum "$REPO/pyproject.toml" | cut -c1-16)
+# Hosts may run an older patch release than this machine (Debian bookworm: 3.11.2),
+# and some requirements differ by it (redis needs async-timeout below 3.11.3), so
+# the wheelhouse also gets what the hosts' Python version resolves to.
+TARGET_PY=${RINGRIFT_WHEELHOUSE_PYTHON:-3.11.2}
+key=$( (cat "$REPO/pyproject.toml"; echo "$TARGET_PY") | sha256sum | cut -c1-16)
 deps="$CACHE/wheelhouse-deps-$key"
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.wheelhouse.lock"
@@ -24,7 +28,36 @@ if [ ! -f "$deps/.ready" ]; then
   rm -rf "$tmp"; mkdir -p "$tmp"
   echo "build-wheelhouse: fetching dependency wheels into $deps" >&2
   timeout 900 "$PIP" wheel --quiet --wheel-dir "$tmp" "$REPO" >&2
-  rm -f "$tmp"/ringrift_fleet-*.whl
+  # pip evaluates environment markers against this interpreter only, so add what
+  # the hosts' version needs: requirements whose markers hold there, not here.
+  for _ in 1 2 3; do
+    "$REPO/.venv/bin/python" - "$tmp" "$TARGET_PY" >"$tmp/missing.txt" <<'PY'
+import pathlib, sys, zipfile
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+wheels = list(pathlib.Path(sys.argv[1]).glob("*.whl"))
+env = default_environment()
+env.update(python_full_version=sys.argv[2], python_version=".".join(sys.argv[2].split(".")[:2]))
+have = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
+for w in wheels:
+    with zipfile.ZipFile(w) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        text = z.read(meta).decode()
+    for line in text.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.marker and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        if canonicalize_name(req.name) not in have:
+            print(f"{req.name}{req.specifier}")
+PY
+    [ -s "$tmp/missing.txt" ] || break
+    timeout 600 "$PIP" wheel --quiet --no-deps --wheel-dir "$tmp" -r "$tmp/missing.txt" >&2
+  done
+  rm -f "$tmp"/ringrift_fleet-*.whl "$tmp/missing.txt"
   touch "$tmp/.ready"
   rm -rf "$deps"; mv "$tmp" "$deps"
 fi

@@ -1,0 +1,187 @@
+"""The deployment test bed from Python: nspawn hosts, SSH, ansible from the controller namespace.
+
+``scripts/deploy-testbed/up.sh`` and ``down.sh`` do the work (and clean up after
+themselves on failure); this wraps them for pytest fixtures and runs commands
+inside the controller namespace, the only place that addresses the hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts" / "deploy-testbed"
+VENV_BIN = REPO / ".venv" / "bin"
+VAULT_PASSWORD = "testbed-vault-password"
+SECRETS = {
+    "vault_cluster_key": "testbed-cluster-key-0123456789abcdef",
+    "vault_broker_password": "testbedBrokerPassword0123456789",
+    "vault_flower_password": "testbedFlowerPw0123",
+}
+
+
+@dataclass
+class TestBed:
+    rundir: Path
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+    ctl_ns: str = "rrdep-ctl"
+
+    @classmethod
+    def up(cls, rundir: Path, count: int = 3, timeout: float = 900) -> TestBed:
+        subprocess.run(
+            [str(SCRIPTS / "up.sh"), str(rundir), str(count)], check=True, timeout=timeout
+        )
+        env = dict(
+            line.split("=", 1)
+            for line in (rundir / "testbed.env").read_text().splitlines()
+            if "=" in line
+        )
+        hosts = {f"h{i}": env[f"HOST_{i}"] for i in range(1, count + 1)}
+        return cls(rundir=rundir, hosts=hosts, ctl_ns=env["CTL_NS"])
+
+    def down(self) -> None:
+        subprocess.run([str(SCRIPTS / "down.sh"), str(self.rundir)], check=False, timeout=120)
+
+    @property
+    def key(self) -> Path:
+        return self.rundir / "id_ed25519"
+
+    def ctl(
+        self, argv: list[str], timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the controller namespace (output captured, never raises on rc)."""
+        full_env = dict(os.environ)
+        full_env["PATH"] = f"{VENV_BIN}:{full_env.get('PATH', '')}"
+        full_env.update(env or {})
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ctl_ns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+            cwd=REPO,
+        )
+
+    def ssh(self, host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.ctl(
+            [
+                "ssh",
+                "-q",
+                "-i",
+                str(self.key),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+                f"root@{self.hosts[host]}",
+                command,
+            ],
+            timeout=timeout,
+        )
+
+    def write_inventory(self, wheelhouse: Path) -> Path:
+        """A YAML inventory with the secrets in an Ansible Vault file, as docs/deploy.md shows."""
+        inv = self.rundir / "inventory"
+        all_vars = inv / "group_vars" / "all"
+        all_vars.mkdir(parents=True, exist_ok=True)
+        hosts: dict[str, dict[str, object]] = {}
+        for name, addr in self.hosts.items():
+            hosts[name] = {"ansible_host": addr, "memory_gb": 2, "cpus": 1}
+        hosts["h1"]["selfplay_enabled"] = True  # the broker host also runs a worker
+        doc = {
+            "all": {
+                "hosts": hosts,
+                "children": {
+                    "voters": {"hosts": {n: None for n in self.hosts}},
+                    "broker": {"hosts": {"h1": None}},
+                },
+            }
+        }
+        (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        settings = {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "common_install_source": "wheelhouse",
+            "common_wheelhouse_dir": str(wheelhouse),
+            "common_fleet_cli": str(VENV_BIN / "ringrift-fleet"),
+            "common_build_dir": str(self.rundir / "build"),
+            "common_cluster_key": "{{ vault_cluster_key }}",
+            "common_broker_password": "{{ vault_broker_password }}",
+            "flower_password": "{{ vault_flower_password }}",
+            # Leader election within seconds in the test bed.
+            "coordinator_leader_wait_retries": 90,
+            "coordinator_leader_wait_delay": 1,
+        }
+        (all_vars / "main.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        password_file = self.rundir / "vault-password"
+        password_file.write_text(VAULT_PASSWORD)
+        password_file.chmod(0o600)
+        plain = all_vars / "vault.yml"
+        plain.write_text(yaml.safe_dump(SECRETS))
+        subprocess.run(
+            [
+                str(VENV_BIN / "ansible-vault"),
+                "encrypt",
+                "--vault-password-file",
+                str(password_file),
+                str(plain),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return inv / "hosts.yml"
+
+    def ansible_env(self) -> dict[str, str]:
+        return {
+            "ANSIBLE_VAULT_PASSWORD_FILE": str(self.rundir / "vault-password"),
+            "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+
+    def playbook(
+        self, inventory: Path, *extra: str, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        return self.ctl(
+            [
+                str(VENV_BIN / "ansible-playbook"),
+                "-i",
+                str(inventory),
+                str(REPO / "ansible" / "deploy.yml"),
+                *extra,
+            ],
+            timeout=timeout,
+            env=self.ansible_env(),
+        )
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP lines -> {host: {ok: n, changed: n, failed: n, …}}."""
+    result: dict[str, dict[str, int]] = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and ":" in line:
+            host, _, counts = line.partition(":")
+            fields = dict(part.split("=") for part in counts.split() if "=" in part)
+            result[host.strip()] = {k: int(v) for k, v in fields.items()}
+    return result
+
+
+def quote(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
