@@ -249,15 +249,23 @@ def _exit_terminated_pool_process() -> None:
         os._exit(0)
 
 
+def _task_body(job_type: str, name: str) -> Callable[..., dict[str, Any]]:
+    def run(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if args:
+            raise ValidationError(
+                f"{name}: takes keyword arguments only (got {len(args)} positional); "
+                "use --kwargs '{...}'"
+            )
+        return execute(self, job_type, kwargs)
+
+    run.__name__ = run.__qualname__ = job_type
+    return run
+
+
 def register_tasks(app: Celery, cfg: P2PConfig) -> None:
     """Define the fleet's tasks on ``app`` with per-type time limits."""
     for job_type, name in TASK_NAMES.items():
-        limit_type = job_type if job_type != "noop" else "sync"
-        soft, hard = time_limits(cfg, limit_type)
-
-        def run(self: Task, _job_type: str = job_type, **kwargs: Any) -> dict[str, Any]:
-            return execute(self, _job_type, kwargs)
-
+        soft, hard = time_limits(cfg, job_type if job_type != "noop" else "sync")
         app.task(
             name=name,
             bind=True,
@@ -269,7 +277,7 @@ def register_tasks(app: Celery, cfg: P2PConfig) -> None:
             # User mistakes and workload failures are expected outcomes: logged as one
             # line, not as a worker traceback.
             throws=(ValidationError, WorkloadError),
-        )(run)
+        )(_task_body(job_type, name))
 
     @app.task(name="ringrift.plain_noop", typing=False)
     def plain_noop(**kwargs: Any) -> dict[str, Any]:
