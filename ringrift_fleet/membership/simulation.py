@@ -82,9 +82,9 @@ class Simulation:
         for name in names:
             self.nodes[name] = self._make(name, seeds, incarnation=0)
         if bootstrap == "full":
+            everyone = [(other, self.addr_of[other]) for other in names]
             for node in self.nodes.values():
-                for other in names:
-                    node.learn(0.0, other, self.addr_of[other])
+                node.learn_many(0.0, everyone)
         for name, node in self.nodes.items():
             self._apply(name, node.start(self.now))
 

@@ -219,7 +219,7 @@ def decode(data: bytes, key: bytes) -> Message:
         return Message(kind, sender, seq, updates=_updates(raw[3]))
     if kind == SYNC and len(raw) == 7:
         digest = raw[4]
-        if not isinstance(digest, str) or len(digest) > 256:
+        if not isinstance(digest, str) or len(digest) > 600:
             raise DecodeError("malformed", "bad digest")
         return Message(
             kind,

@@ -190,6 +190,7 @@ class Member:
     metadata: Mapping[str, Any]
     since: float  # when the state last changed (local clock)
     suspicion: Suspicion | None = None
+    wire: tuple[tuple[str, int], bytes] | None = None  # cached full-state entry
 
 
 @dataclass(slots=True)
@@ -239,7 +240,7 @@ class Stats:
         return sum(self.dropped.values())
 
 
-N_BUCKETS = 32  # push-pull compares this many digests before sending entries
+N_BUCKETS = 128  # push-pull compares this many digests before sending entries
 
 _LIVE = (ALIVE, SUSPECT)
 
@@ -302,6 +303,8 @@ class SwimNode:
         self._full_sent: dict[Addr, float] = {}
         self._digest: str | None = None
         self._buckets: str | None = None
+        self._sums = [0] * N_BUCKETS  # per bucket, the sum of live members' entry hashes
+        self._track(name, None, incarnation)
         self._out: list[tuple[Addr, bytes]] = []
         self._events: list[MembershipEvent] = []
         self._next_probe = 0.0
@@ -341,7 +344,7 @@ class SwimNode:
         self._check_metadata(metadata)
         self.metadata = dict(metadata)
         self.incarnation += 1
-        self._digest = None
+        self._track(self.name, self.incarnation - 1, self.incarnation)
         self._enqueue(self._self_update())
         return self._flush()
 
@@ -357,6 +360,18 @@ class SwimNode:
             return
         self.members[name] = Member(name, addr, incarnation, ALIVE, dict(meta), now)
         self._live_add(name)
+        self._track(name, None, incarnation)
+
+    def learn_many(self, now: float, members: Iterable[tuple[str, Addr]]) -> None:
+        """:meth:`learn` for a whole cluster at once (a 1,000-node bootstrap is 10⁶ of these)."""
+        known, live, pos, sums = self.members, self._live, self._live_pos, self._sums
+        for name, addr in members:
+            if name == self.name or name in known:
+                continue
+            known[name] = Member(name, addr, 0, ALIVE, {}, now)
+            pos[name] = len(live)
+            live.append(name)
+            sums[_bucket(name)] += _entry_hash(name, 0)
         self._digest = None
 
     def handle(self, now: float, data: bytes, src: Addr) -> Output:
@@ -400,7 +415,12 @@ class SwimNode:
             self._sync_random(now)
             self._forget(now)
         if now >= self._next_reconnect:
-            self._next_reconnect = now + self.config.reconnect_interval * self.rng.uniform(0.8, 1.2)
+            # Scaled by cluster size so the whole cluster makes about one reconnect
+            # attempt per reconnect_interval per 10 members, whatever N is: one
+            # successful cross-partition sync is enough to start the heal cascade.
+            scale = max(1.0, (len(self._live) + 1) / 10)
+            jitter = self.rng.uniform(0.5, 1.5)
+            self._next_reconnect = now + self.config.reconnect_interval * scale * jitter
             self._reconnect(now)
         return self._flush()
 
@@ -457,15 +477,19 @@ class SwimNode:
         return self._buckets
 
     def _refresh_digests(self) -> None:
-        if self._digest is not None:
-            return
-        sums = [0] * N_BUCKETS
-        items = [(n, self.members[n].incarnation) for n in self._live]
-        items.append((self.name, self.incarnation))
-        for n, inc in items:
-            sums[_bucket(n)] += _entry_hash(n, inc)
-        self._buckets = "".join(f"{v & 0xFFFF:04x}" for v in sums)
-        self._digest = f"{sum(sums) & 0xFFFFFFFFFFFFFFFF:016x}"
+        if self._digest is None:
+            sums = self._sums
+            self._buckets = "".join(f"{v & 0xFFFF:04x}" for v in sums)
+            self._digest = f"{sum(sums) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+    def _track(self, name: str, before: int | None, after: int | None) -> None:
+        """Keep the digest sums current: ``name`` was live at ``before``, is at ``after``."""
+        b = _bucket(name)
+        if before is not None:
+            self._sums[b] -= _entry_hash(name, before)
+        if after is not None:
+            self._sums[b] += _entry_hash(name, after)
+        self._digest = None
 
     # --- incoming messages -------------------------------------------------------------------
 
@@ -502,11 +526,15 @@ class SwimNode:
             self._apply(now, u, gossip=False, source=msg.sender)
         flags = msg.flags
         if flags & SYNC_REPLY_ALWAYS:
-            last = self._full_sent.get(src, -math.inf)
-            if now - last < min(1.0, self.config.sync_interval / 2):
+            # Joins (strangers) are answered per sender; requests from members we
+            # know share one budget, so a healed partition's many reconnects cannot
+            # make the few members of the smaller side stream their state non-stop.
+            slot: Addr = ("", 0) if msg.sender in self.members else src
+            gap = min(1.0, self.config.sync_interval / 2)
+            if now - self._full_sent.get(slot, -math.inf) < gap:
                 self.stats.drop("sync_rate_limited")
                 return
-            self._full_sent[src] = now
+            self._full_sent[slot] = now
             # A bare request (reconnect) is answered with ours and a request for theirs.
             back = 0 if msg.entries else SYNC_REPLY_ALWAYS
             self._send_state(src, msg.sender, back, None)
@@ -571,7 +599,7 @@ class SwimNode:
             self.members[u.node] = m
             self._live_add(u.node)
             self._probe_insert(u.node)
-            self._digest = None
+            self._track(u.node, None, u.incarnation)
             self._emit("join", m, now)
             self._enqueue(u)
             return
@@ -582,12 +610,12 @@ class SwimNode:
                 self._revive.append(u.node)
             return
         changed_meta = meta != dict(m.metadata)
-        m.addr, m.metadata = u.addr, meta
+        m.addr, m.metadata, m.wire = u.addr, meta, None
         if m.state != ALIVE:
             self._set_state(now, m, ALIVE, u.incarnation)
         else:
+            self._track(m.name, m.incarnation, u.incarnation)
             m.incarnation = u.incarnation
-            self._digest = None
         if changed_meta:
             self._emit("metadata", m, now)
         self._enqueue(u)
@@ -597,8 +625,8 @@ class SwimNode:
             return
         if u.kind == ALIVE:
             if u.incarnation > self.incarnation:  # an older life of ours is still gossiped
+                self._track(self.name, self.incarnation, u.incarnation + 1)
                 self.incarnation = u.incarnation + 1
-                self._digest = None
                 self._enqueue(self._self_update())
             return
         if u.incarnation < self.incarnation:
@@ -607,8 +635,8 @@ class SwimNode:
             self._enqueue(self._self_update())
             return
         if u.incarnation >= self.incarnation:
+            self._track(self.name, self.incarnation, u.incarnation + 1)
             self.incarnation = u.incarnation + 1
-            self._digest = None
             self.stats.refutations += 1
             self.lhm = min(self.config.lhm_max, self.lhm + 1)
             self._enqueue(self._self_update())
@@ -624,10 +652,14 @@ class SwimNode:
 
     def _set_state(self, now: float, m: Member, state: str, incarnation: int) -> None:
         was = m.state
+        self._track(
+            m.name,
+            m.incarnation if was in _LIVE else None,
+            incarnation if state in _LIVE else None,
+        )
         m.state, m.incarnation, m.since = state, incarnation, now
         m.suspicion = None
         self._suspects.discard(m.name)
-        self._digest = None
         if state in _LIVE and was in _GONE:
             self._gone.discard(m.name)
             self._live_add(m.name)
@@ -746,6 +778,8 @@ class SwimNode:
         if not self._revive or now < self._next_revive:
             return
         self._next_revive = now + self.config.ping_interval
+        # Random picks: peers that revive in parallel then cover different members.
+        self.rng.shuffle(self._revive)
         batch, self._revive = (
             self._revive[: self.config.revivals_per_period],
             self._revive[self.config.revivals_per_period :],
@@ -839,16 +873,20 @@ class SwimNode:
         members: list[Update] = []
         if buckets is None or _bucket(self.name) in buckets:
             members.append(self._self_update())
+        entries = [codec.encode_update(u) for u in members]
         for m in self.members.values():
             if buckets is not None and _bucket(m.name) not in buckets:
                 continue
-            if m.state == ALIVE:
-                members.append(Update(ALIVE, m.name, m.incarnation, m.addr, m.metadata))
-            elif m.state == LEFT:
-                members.append(Update(LEFT, m.name, m.incarnation))
-            else:
-                members.append(Update(m.state, m.name, m.incarnation, origin=self.name))
-        entries = [codec.encode_update(u) for u in members]
+            key = (m.state, m.incarnation)
+            if m.wire is None or m.wire[0] != key:
+                if m.state == ALIVE:
+                    u = Update(ALIVE, m.name, m.incarnation, m.addr, m.metadata)
+                elif m.state == LEFT:
+                    u = Update(LEFT, m.name, m.incarnation)
+                else:
+                    u = Update(m.state, m.name, m.incarnation, origin=self.name)
+                m.wire = (key, codec.encode_update(u))
+            entries.append(m.wire[1])
         entries.reverse()  # popped from the end: self first
         digest = self.bucket_digests() if flags & SYNC_ENTRIES else self.digest()
         verdict = self._verdict_on(dest) if dest else None
