@@ -115,3 +115,16 @@ def test_one_round_trip_claim_checks_the_fence_and_counts(r: redis.Redis) -> Non
     assert ok.status == "claimed" and ok.deliveries == 1
     held = f.claim_run(r, "m", owner="b", token="t2", attempt=2, ttl=30, count_ttl=60)
     assert held.status == "held" and int(r.get(f.deliveries_key("m", 2))) == 1
+
+
+def test_queue_depths_count_every_priority_level(r: redis.Redis) -> None:
+    from ringrift_fleet.execution.dispatch import queue_depths
+
+    r.rpush("selfplay.t1", "a", "b")
+    r.rpush("selfplay.t1\x06\x163", "c")
+    r.rpush("cpu", "d")
+    assert queue_depths(r, ["selfplay.t1", "cpu", "training.t1"]) == {
+        "selfplay.t1": 3,
+        "cpu": 1,
+        "training.t1": 0,
+    }
