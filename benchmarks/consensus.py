@@ -86,6 +86,8 @@ def measure_failover(workdir: Path, kills: int) -> list[float]:
             if not fleet.wait_up(leader, 20):
                 raise RuntimeError(f"{leader} did not restart: {fleet.log(leader)}")
             time.sleep(1.0)  # let it reconnect and catch up before the next kill
+        same = wait_for(lambda: len({json.dumps(fleet.ledger(n)) for n in fleet.nodes}) == 1, 10)
+        RAW["replicas_identical_after_failover"] = [float(same)]
     finally:
         fleet.stop_all()
     return times
@@ -113,6 +115,12 @@ def voter_main(name: str, cluster: str, state_dir: str) -> None:
         elif cmd[0] == "bench":
             seconds, writers = float(cmd[1]), int(cmd[2])
             print(f"done {bench_writes(ledger, name, seconds, writers):.1f}", flush=True)
+        elif cmd[0] == "hash":
+            import hashlib
+
+            with ledger.reading() as state:
+                text = json.dumps(state, sort_keys=True)
+            print(hashlib.sha256(text.encode()).hexdigest(), flush=True)
         elif cmd[0] == "quit":
             break
     ledger.close()
@@ -177,10 +185,18 @@ def measure_writes(workdir: Path, seconds: float, writers: int) -> dict[str, flo
             raise RuntimeError(f"no leader among bench voters: {roles}")
         leader = next(n for n, r in roles.items() if r == "leader")
         follower = next(n for n in names if n != leader)
-        out = {}
+        out: dict[str, float] = {}
         for who, node in (("leader", leader), ("follower", follower)):
             for w in (1, writers):
                 out[f"{who}_{w}"] = float(ask(node, f"bench {seconds} {w}").split()[1])
+        # every replica must hold the same ledger after all that
+        hashes: set[str] = set()
+        for _ in range(50):
+            time.sleep(0.1)
+            hashes = {ask(n, "hash") for n in names}
+            if len(hashes) == 1:
+                break
+        out["replicas_identical"] = float(len(hashes) == 1)
         return out
     finally:
         for p in procs.values():
@@ -226,6 +242,7 @@ async def status_load(url: str, clients: int, per_client: int, interval: float) 
 
 
 EXTRA_ENV: dict[str, str] = {}  # --env K=V, for tuning runs
+RAW: dict[str, list[float]] = {}  # series behind the summary, for --plot
 STATUS_INTERVAL = 0.1  # each of the 100 clients polls 10 times a second: 1,000 req/s offered
 
 
@@ -249,10 +266,13 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
         cpu = {n: (cpu_seconds(p) - before[n]) / elapsed * 100 for n, p in pids.items()}
         rss = {n: rss_mb(p) for n, p in pids.items()}
         url = fleet.nodes[leader].url + "/status"
+        slow = asyncio.run(status_load(url, 100, 10, 1.0))
         paced = asyncio.run(status_load(url, 100, 50, STATUS_INTERVAL))
+        RAW["status_paced_ms"] = paced
         t0 = time.monotonic()
         saturated = asyncio.run(status_load(url, 100, 30, 0.0))
         saturated_rps = len(saturated) / (time.monotonic() - t0)
+        RAW["status_saturated_ms"] = saturated
         return {
             "idle_cpu_pct": round(max(cpu.values()), 2),
             "idle_cpu_pct_leader": round(cpu[leader], 2),
@@ -262,6 +282,8 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
             "status_clients": 100,
             "status_client_interval_s": STATUS_INTERVAL,
             "status_requests": len(paced),
+            "status_1hz_p50_ms": round(pct(slow, 50), 2),
+            "status_1hz_p99_ms": round(pct(slow, 99), 2),
             "status_saturated_p50_ms": round(pct(saturated, 50), 2),
             "status_saturated_p99_ms": round(pct(saturated, 99), 2),
             "status_saturated_rps": round(saturated_rps),
@@ -281,6 +303,7 @@ def main() -> None:
     parser.add_argument("--cluster")
     parser.add_argument("--state")
     parser.add_argument("--env", action="append", default=[], help="K=V for the coordinators")
+    parser.add_argument("--plot", help="write a PNG of failover times and /status latency here")
     args = parser.parse_args()
     EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
     if args.voter:
@@ -297,20 +320,64 @@ def main() -> None:
                 sync_writers=args.writers,
                 leader_sync_writes_per_s_1_writer=round(writes["leader_1"], 1),
                 follower_sync_writes_per_s_1_writer=round(writes["follower_1"], 1),
+                replicas_identical_after_writes=bool(writes["replicas_identical"]),
             )
         if args.only in (None, "idle"):
             result.update(measure_idle_and_status(work, args.idle_seconds))
         if args.only in (None, "failover"):
             failover = measure_failover(work, args.kills)
+            RAW["failover_s"] = failover
             result.update(
                 failover_p50_s=round(statistics.median(failover), 3),
                 failover_p99_s=round(pct(failover, 99), 3),
                 failover_max_s=round(max(failover), 3),
                 failover_kills=len(failover),
+                replicas_identical_after_failover=bool(RAW["replicas_identical_after_failover"][0]),
             )
     result["cpus"] = os.cpu_count()
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    if args.plot:
+        plot(args.plot, result)
     print(json.dumps(result))
+
+
+def plot(path: str, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    failover = RAW.get("failover_s", [])
+    if failover:
+        left.bar(range(1, len(failover) + 1), failover, color="tab:blue")
+        left.axhline(1.0, color="tab:orange", linestyle="--", label="p50 target 1 s")
+        left.axhline(2.0, color="tab:red", linestyle="--", label="max target 2 s")
+        left.set_xlabel("leader kill (SIGKILL)")
+        left.set_ylabel("seconds until a survivor commits a write")
+        left.set_title("Raft failover, 3 coordinator processes")
+        left.legend()
+    for key, label in (
+        ("status_paced_ms", "100 clients, 10 req/s each"),
+        ("status_saturated_ms", "100 clients, back to back"),
+    ):
+        series = sorted(RAW.get(key, []))
+        if series:
+            ys = [i / len(series) for i in range(1, len(series) + 1)]
+            right.plot(series, ys, label=label)
+    right.axvline(20, color="tab:red", linestyle="--", label="p99 target 20 ms")
+    right.set_xscale("log")
+    right.set_xlabel("GET /status latency (ms)")
+    right.set_ylabel("fraction of requests")
+    right.set_title("/status under 100 concurrent clients")
+    right.legend()
+    fig.suptitle(
+        f"benchmarks/consensus.py on {result.get('cpus')} shared cores, "
+        f"load avg {result.get('load_avg_1m')}"
+    )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
