@@ -146,3 +146,12 @@ def test_flower_without_credentials_binds_loopback_only(redis_server: Any) -> No
         timeout=30,
     )
     assert ok.returncode == 0 and "--address=127.0.0.1" in ok.stdout
+
+
+def test_without_a_cluster_key_only_loopback_is_served(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "open")
+    store.put_bytes("models/sq/v0001.json", b"{}")
+    with ArtifactServer(store.root, "") as server:
+        dest = ArtifactStore(tmp_path / "dest")
+        report = sync_artifacts(dest, server.url, ["models/sq/v0001.json"], token="")
+        assert [a["name"] for a in report.fetched] == ["models/sq/v0001.json"]
