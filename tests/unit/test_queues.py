@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringrift_fleet.config import P2PConfig
@@ -83,6 +83,7 @@ TIERS = st.sampled_from([*GPU_TIERS, "cpu", None])
 SIZES = st.sampled_from(["small", "normal", "large"])
 
 
+@settings(deadline=None, max_examples=300)
 @given(
     gpu=GPUS, vram=st.sampled_from([8.0, 16.0, 24.0, 48.0, 80.0]), job=JOBS, tier=TIERS, size=SIZES
 )
