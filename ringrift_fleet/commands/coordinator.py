@@ -53,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
                 f"--node {node_id!r} is not a host in {hosts_file} "
                 f"(hosts: {', '.join(inventory.names())})"
             )
+    if inventory is not None and len(inventory.hosts) > 1 and not config.CLUSTER_KEY:
+        raise ConfigError(
+            f"RINGRIFT_CLUSTER_KEY is empty but {hosts_file} lists {len(inventory.hosts)} hosts: "
+            "set the same secret on every host (it authenticates Raft's pickle wire format, "
+            "SWIM and every mutating HTTP route)"
+        )
     config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
     node = CoordinatorNode(config, inventory, node_id, flags=flags)
     asyncio.run(_serve(node))

@@ -166,3 +166,39 @@ def test_five_voters_survive_two_leader_kills(tmp_path: Path) -> None:
         assert fleet.op(third, make_op("claim_work.v1", work_id="x", node=third))["ok"]
     finally:
         fleet.stop_all()
+
+
+@pytest.mark.timeout(90)
+def test_a_non_voter_follows_the_leader_and_forwards_writes(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, non_voters=1)
+    try:
+        fleet.start_all()
+        leader = fleet.wait_leader(10)
+        assert leader
+        assert wait_for(lambda: fleet.status("n3")["leader_id"] == leader, 10)
+        s = fleet.status("n3")
+        assert s["is_voter"] is False and s["role"] == "follower"
+        assert s["swim_raft"]["consensus_backend"] == "remote"
+        assert fleet.op("n3", make_op("add_work.v1", work_id="via-n3", payload={}))["ok"]
+        assert "via-n3" in fleet.ledger(leader)["work"]
+        new, _ = kill_leader_and_time(fleet, leader)
+        assert new
+        assert wait_for(lambda: fleet.status("n3")["leader_id"] == new, 10)
+        assert wait_for(
+            lambda: fleet.op("n3", make_op("claim_work.v1", work_id="via-n3", node="n3"))["ok"],
+            10,
+        )
+    finally:
+        fleet.stop_all()
+
+
+@pytest.mark.timeout(30)
+def test_a_multi_host_fleet_without_a_cluster_key_refuses_to_start(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env={"RINGRIFT_CLUSTER_KEY": ""})
+    try:
+        proc = fleet.start("n0").proc
+        assert proc is not None and proc.wait(20) == 2
+        log = fleet.log("n0")
+        assert "RINGRIFT_CLUSTER_KEY is empty" in log and "Traceback" not in log
+    finally:
+        fleet.stop_all()
