@@ -14,7 +14,8 @@ then
    leader's writes are refused by term, so it stops there).
 
 Sending an attempt is fenced twice: ``SET NX ringrift:slot:<job>#<attempt>``
-(two leaders that both think they lead cannot both send it) and the
+(two leaders that both think they lead cannot both send it; the value moves
+from ``<leader fence>|claimed`` to ``|sent`` once the send returned) and the
 attempt's fence token published before the send (a worker refuses every other
 attempt of the job).  Deaths from membership are picked up by the next tick,
 well within the 2 s the lost-job promise allows.
@@ -281,6 +282,8 @@ class Beat:
         self._power: dict[str, float] = {}
         self.last: TickReport = TickReport(leader=False)
         self.events: list[tuple[float, str]] = []  # recent notable events, newest last
+        self.slots_refused = 0  # sends another leader had already made
+        self.ledger_refusals = 0  # results the ledger would not take from us (fence, term)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -357,8 +360,8 @@ class Beat:
                 continue
             state, value = self.read_result(task_id_for(w.work_id, current.attempt))
             if state == "PENDING":
-                if resend_unsent and not self._slot_taken(w.work_id, current.attempt):
-                    self._send(w, current.attempt, current.fence_token)
+                if resend_unsent:
+                    changed += self._reconcile_unsent(w, current.attempt, current.fence_token)
                 continue
             if state in ("STARTED", "PROGRESS", "RETRY") and w.status is JobStatus.CLAIMED:
                 changed += bool(self.ledger.start_work(w.work_id, w.claimed_by))
@@ -371,8 +374,15 @@ class Beat:
                     continue
                 if w.status is JobStatus.CLAIMED:
                     self.ledger.start_work(w.work_id, w.claimed_by)
-                ok = self.ledger.accept_result(w.work_id, current.fence_token, _plain(result))
+                # the token the attempt ran under, not ours: a result sent by another
+                # leader's assignment is refused by this ledger's fence
+                fence = result.get("fence")
+                token = fence.get("token") if isinstance(fence, dict) else None
+                ok = self.ledger.accept_result(
+                    w.work_id, str(token or current.fence_token), _plain(result)
+                )
                 changed += bool(ok)
+                self.ledger_refusals += not ok
                 if ok:
                     self._event(f"{w.work_type.value} {w.work_id} completed on {w.claimed_by}")
             elif state in ("FAILURE", "REVOKED"):
@@ -467,26 +477,54 @@ class Beat:
             kwargs = task_kwargs(logical, self.view, self.address)
             if kwargs is None:
                 return
-        if not self.redis.set(
-            SLOT_PREFIX + f"{w.work_id}#{attempt}",
-            self._fence or "",
-            nx=True,
-            ex=int(self.fence_ttl_s),
-        ):
+        slot = SLOT_PREFIX + f"{w.work_id}#{attempt}"
+        ttl = int(self.fence_ttl_s)
+        if not self.redis.set(slot, f"{self._fence}|claimed", nx=True, ex=ttl):
             log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
+            self.slots_refused += 1
             return
         publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
         term = int(self.leadership.term())
-        self.send(
-            w.work_type,
-            kwargs,
-            queue=str(queue),
-            job_id=w.work_id,
-            fence={"token": token, "attempt": attempt, "term": term},
-        )
+        try:
+            self.send(
+                w.work_type,
+                kwargs,
+                queue=str(queue),
+                job_id=w.work_id,
+                fence={"token": token, "attempt": attempt, "term": term},
+            )
+        except Exception as exc:  # broker trouble: give the attempt back, try again later
+            self.redis.delete(slot)
+            self._withdraw(w.work_id)
+            self.ledger.fail_work(w.work_id, f"send failed: {exc}", token)
+            self._event(f"{w.work_id}: send failed ({exc}); will place it again")
+            return
+        self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=ttl)
 
-    def _slot_taken(self, job_id: str, attempt: int) -> bool:
-        return bool(self.redis.exists(SLOT_PREFIX + f"{job_id}#{attempt}"))
+    def _slot(self, job_id: str, attempt: int) -> str | None:
+        raw = self.redis.get(SLOT_PREFIX + f"{job_id}#{attempt}")
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def _reconcile_unsent(self, w: WorkItem, attempt: int, token: str) -> int:
+        """A placed attempt with no task state, seen by a new leader.
+
+        No slot: no leader ever sent it — send it now.  Slot taken but never
+        marked sent: a leader died between taking the slot and the send, so
+        nobody knows if a copy is on the broker — void the attempt; the next
+        attempt has a new fence, which any lost copy fails.
+        """
+        slot = self._slot(w.work_id, attempt)
+        if slot is None:
+            self._send(w, attempt, token)
+            return 0
+        if slot.endswith("|sent"):
+            return 0
+        self._withdraw(w.work_id)
+        reason = "its leader died while sending it"
+        ok = bool(self.ledger.fail_work(w.work_id, reason, token))
+        if ok:
+            self._event(f"{w.work_id} attempt {attempt}: {reason}; placed again")
+        return int(ok)
 
     def _withdraw(self, job_id: str) -> None:
         from ringrift_fleet.execution.fencing import fence_key

@@ -1,0 +1,51 @@
+"""The real ledger state machine in one process: a replica without replication.
+
+Scheduler tests use it where the point is what the scheduler does with a
+ledger (two leaders with diverged replicas, a leader dying mid-plan), not how
+Raft replicates it; the consensus tests cover replication.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus.api import Ledger
+
+
+class MemoryLedger(Ledger):
+    def __init__(self, node_id: str, term: int = 1, *, leading: bool = True, state: Any = None):
+        super().__init__()
+        self.node_id = node_id
+        self.state = sm.new_state() if state is None else state
+        self.lock = threading.RLock()
+        self._term = term
+        self.leading = leading
+
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        with self.lock:
+            return sm.apply(self.state, op)
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        with self.lock:
+            yield self.state
+
+    def is_leader(self) -> bool:
+        return self.leading
+
+    def leader(self) -> str | None:
+        return self.node_id if self.leading else None
+
+    def term(self) -> int:
+        return self._term
+
+
+def sharing(other: MemoryLedger, node_id: str, term: int) -> MemoryLedger:
+    """A second leader on the same replicated state (what Raft would give both)."""
+    led = MemoryLedger(node_id, term, state=other.state)
+    led.lock = other.lock
+    return led
