@@ -7,6 +7,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,31 @@ def test_status_p99_under_concurrent_clients(single: LocalFleet) -> None:
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         results = list(pool.map(lambda _: get_json(url, timeout=10)["node_id"], range(200)))
     assert results == ["n0"] * 200
+
+
+def coordinator_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "ringrift_fleet", "coordinator", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+@pytest.mark.timeout(60)
+def test_coordinator_names_a_bad_hosts_file_or_node_in_one_line(tmp_path: Path) -> None:
+    missing = coordinator_cli("--hosts-file", str(tmp_path / "nope.yaml"), "--node", "a")
+    assert missing.returncode == 2 and "nope.yaml: no such file" in missing.stderr
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts:\n  a: {address: 127.0.0.1}\nraft_voters: [a]\n")
+    unknown = coordinator_cli("--hosts-file", str(hosts), "--node", "zz")
+    assert unknown.returncode == 2
+    assert "'zz' is not a host" in unknown.stderr and "Traceback" not in unknown.stderr
+    bad_env = coordinator_cli(
+        "--hosts-file", str(hosts), "--node", "a", env={"RINGRIFT_P2P_RAFT_MIN_TIMEOUT": "soon"}
+    )
+    assert bad_env.returncode == 2 and "RINGRIFT_P2P_RAFT_MIN_TIMEOUT" in bad_env.stderr
