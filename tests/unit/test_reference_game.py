@@ -19,6 +19,7 @@ from ringrift_fleet.execution.workloads.reference_game import (
     linear_engine,
     play_game,
     random_engine,
+    replay_batch,
     replay_samples,
 )
 
@@ -110,3 +111,27 @@ def test_replay_samples_and_linear_engine() -> None:
     assert greedy(s, np.random.default_rng(0)) in (1, 8, 10, 17)  # next to the lone ring
     with pytest.raises(ValidationError, match="weights"):
         linear_engine([1.0, 2.0])
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    board_type=st.sampled_from(["square8", "hex8"]),
+    players=st.sampled_from([2, 3, 4]),
+    seed=st.integers(0, 2**31),
+)
+def test_lockstep_replay_gives_the_same_samples(board_type: str, players: int, seed: int) -> None:
+    games = [play_game(board_type, [random_engine] * players, seed=seed + i) for i in range(5)]
+    x_batch, y_batch = replay_batch(games, chunk=2)
+    singles = [replay_samples(g) for g in games]
+    assert np.allclose(x_batch, np.concatenate([x for x, _ in singles]))
+    assert np.allclose(y_batch, np.concatenate([y for _, y in singles]))
+
+
+def test_lockstep_replay_rejects_mixed_or_illegal_games() -> None:
+    a = play_game("hex8", [random_engine] * 2, seed=1)
+    b = play_game("square8", [random_engine] * 2, seed=1)
+    with pytest.raises(ValidationError, match="share board type"):
+        replay_batch([a, b])
+    bad = GameRecord("hex8", 2, 9, [0] * 61, a.scores, [])
+    with pytest.raises(ValidationError, match="game seed 9: move 0 is not legal"):
+        replay_batch([a, bad])

@@ -317,3 +317,78 @@ def replay_samples(game: GameRecord) -> tuple[NDArray[np.float64], NDArray[np.fl
         ys.append(game.scores[state.to_move] / total)
         state.play(int(cell))
     return np.asarray(xs), np.asarray(ys)
+
+
+def replay_batch(
+    games: Sequence[GameRecord], chunk: int = 256
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`replay_samples` for many games of one board and player count at once.
+
+    Every game of a configuration lasts exactly ``board.size`` moves with seats in
+    the same order, so the games can be replayed in lockstep as one array per
+    step: the same samples, an order of magnitude faster than game by game.
+    Samples come game-major (all of game 0's moves, then game 1's, …).
+    """
+    if not games:
+        return np.zeros((0, len(FEATURES))), np.zeros(0)
+    bt, n = games[0].board_type, games[0].num_players
+    if any(g.board_type != bt or g.num_players != n for g in games):
+        raise ValidationError("replay_batch: games must share board type and player count")
+    xs, ys = [], []
+    for start in range(0, len(games), chunk):
+        x, y = _replay_chunk(games[start : start + chunk], board(bt), n)
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _replay_chunk(
+    games: Sequence[GameRecord], b: Board, n: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    g_count, size, width = len(games), b.size, b.max_degree
+    moves = np.asarray([g.moves for g in games], dtype=np.int64)  # (G, size)
+    scores = np.asarray([g.scores for g in games], dtype=np.float64)
+    shares = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1.0)
+    owner = np.full((g_count, size + 1), EMPTY, dtype=np.int64)
+    rows = np.arange(g_count)
+    real = b.neighbours < size  # (size, width)
+    edge = (b.degree < b.max_degree).astype(np.float64)
+    scale = float(width)
+    x_out = np.empty((g_count, size, len(FEATURES)))
+    y_out = np.empty((g_count, size))
+    for t in range(size):
+        me = t % n
+        nb_owner = owner[:, b.neighbours]  # (G, size, width)
+        occupied = nb_owner != EMPTY
+        same = (nb_owner == owner[:, :size, None]) & occupied
+        same_count = np.concatenate([same.sum(axis=2), np.zeros((g_count, 1), np.int64)], axis=1)
+        cn_same = same_count[:, b.neighbours]
+        opp = occupied & (nb_owner != me)
+        mine = nb_owner == me
+        base = np.stack(
+            [
+                (opp & (cn_same < ANCHOR)).sum(axis=2) / scale,
+                mine.sum(axis=2) / scale,
+                (real & ~occupied).sum(axis=2) / scale,
+                (opp & (cn_same >= ANCHOR)).sum(axis=2) / scale,
+                np.broadcast_to(edge, (g_count, size)),
+                (mine & (cn_same == ANCHOR - 1)).sum(axis=2) / scale,
+            ],
+            axis=2,
+        )  # (G, size, 6)
+        feats = np.concatenate([base, base * (t / size)], axis=2)
+        empty = (owner[:, :size] == EMPTY)[:, :, None]
+        mean = (feats * empty).sum(axis=1) / empty.sum(axis=1)
+        cell = moves[:, t]
+        if np.any(owner[rows, cell] != EMPTY):
+            bad = int(np.flatnonzero(owner[rows, cell] != EMPTY)[0])
+            raise ValidationError(f"game seed {games[bad].seed}: move {cell[bad]} is not legal")
+        x_out[:, t] = feats[rows, cell] - mean
+        y_out[:, t] = shares[:, me]
+        # Play the move: flip unanchored opponent neighbours (counts from before the move).
+        nbs = b.neighbours[cell]  # (G, width)
+        o = owner[rows[:, None], nbs]
+        flip = (nbs < size) & (o != EMPTY) & (o != me) & (same_count[rows[:, None], nbs] < ANCHOR)
+        owner[rows, cell] = me
+        owner[rows[:, None], nbs] = np.where(flip, me, o)
+    return x_out.reshape(-1, len(FEATURES)), y_out.reshape(-1)

@@ -2,8 +2,9 @@
 
 Each move of each game gives one sample: the chosen move's features minus the
 mean over all legal moves (what the mover *chose*), labelled with the mover's
-final share of the rings.  The fitted weights score candidate moves; scaled so
-one unit is one standard deviation of the training scores, a softmax
+final share of the rings; games of a config are replayed in lockstep
+(``reference_game.replay_batch``).  The fitted weights score candidate moves;
+scaled so one unit is one standard deviation of the training scores, a softmax
 temperature means the same thing for every model.  A few hundred games train
 in about a second and the model beats random play nearly always.
 """
@@ -26,11 +27,12 @@ from ringrift_fleet.execution.workloads.reference_game import (
     FEATURES,
     GameRecord,
     config_key,
-    replay_samples,
+    replay_batch,
 )
 
 MODEL_FORMAT = "ringrift-ringflip-linear-v1"
 MAX_TRAINING_GAMES = 1000  # newest files first; keeps a training run to seconds
+REPLAY_CHUNK = 128  # games replayed in lockstep at once (memory: chunk × cells × 6)
 _VERSION = re.compile(r"/v(\d+)\.json$")
 
 
@@ -50,13 +52,20 @@ def fit_weights(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Weights over FEATURES fitted to ``games`` (pure), and the number of samples."""
+    groups: dict[tuple[str, int], list[GameRecord]] = {}
+    for game in games:
+        groups.setdefault((game.board_type, game.num_players), []).append(game)
     xs, ys = [], []
-    for i, game in enumerate(games):
-        x, y = replay_samples(game)
-        xs.append(x)
-        ys.append(y)
-        if progress:
-            progress(i + 1, len(games))
+    done = 0
+    for group in groups.values():
+        for start in range(0, len(group), REPLAY_CHUNK):
+            part = group[start : start + REPLAY_CHUNK]
+            x, y = replay_batch(part, chunk=REPLAY_CHUNK)
+            xs.append(x)
+            ys.append(y)
+            done += len(part)
+            if progress:
+                progress(done, len(games))
     x_all, y_all = np.concatenate(xs), np.concatenate(ys)
     y_all = y_all - y_all.mean()
     gram = x_all.T @ x_all + l2 * len(x_all) * np.eye(len(FEATURES))
