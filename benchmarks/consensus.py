@@ -267,6 +267,7 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
         rss = {n: rss_mb(p) for n, p in pids.items()}
         url = fleet.nodes[leader].url + "/status"
         slow = asyncio.run(status_load(url, 100, 10, 1.0))
+        RAW["status_1hz_ms"] = slow
         paced = asyncio.run(status_load(url, 100, 50, STATUS_INTERVAL))
         RAW["status_paced_ms"] = paced
         t0 = time.monotonic()
@@ -358,6 +359,7 @@ def plot(path: str, result: dict[str, Any]) -> None:
         left.set_title("Raft failover, 3 coordinator processes")
         left.legend()
     for key, label in (
+        ("status_1hz_ms", "100 clients, 1 req/s each"),
         ("status_paced_ms", "100 clients, 10 req/s each"),
         ("status_saturated_ms", "100 clients, back to back"),
     ):
