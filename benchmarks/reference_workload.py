@@ -1,8 +1,9 @@
 """The reference workload's speed and strength, on one core, without Celery.
 
 Measures what the end-to-end demo relies on: a 4-game hex8 self-play, one game
-on each board, training on 300 games, and how often the trained model beats the
-random champion.  Prints one JSON line.
+on each board, replaying games for training (game by game and in lockstep, on
+the same games), training, and how often the trained model beats the random
+champion.  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ringrift_fleet.execution.workloads.reference_game import (  # noqa: E402
     linear_engine,
     play_game,
     random_engine,
+    replay_batch,
+    replay_samples,
 )
 from ringrift_fleet.execution.workloads.selfplay import play_games, run_selfplay  # noqa: E402
 from ringrift_fleet.execution.workloads.training import fit_weights  # noqa: E402
@@ -54,6 +57,13 @@ def main() -> int:
     win_rates: dict[str, float] = {}
     for bt, n_games in (("hex8", 300), ("square8", 300), ("square19", 40), ("hexagonal", 30)):
         games = list(play_games(bt, 2, n_games, seed=11))
+        # Same games, same moment: game-by-game replay against lockstep replay.
+        out[f"{bt}_replay_{n_games}_single_s"] = round(
+            _best_of(1, lambda games=games: [replay_samples(g) for g in games]), 3
+        )
+        out[f"{bt}_replay_{n_games}_lockstep_s"] = round(
+            _best_of(1, lambda games=games: replay_batch(games)), 3
+        )
         t = time.perf_counter()
         weights, _ = fit_weights(games)
         train_s = time.perf_counter() - t
