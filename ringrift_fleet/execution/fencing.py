@@ -110,10 +110,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_scripts: dict[tuple[int, str], Any] = {}
+
+
 def _eval(client: redis.Redis, script: str, keys: list[str], *args: str) -> Any:
-    """Run a Lua script (the synchronous client; typed loosely by redis-py)."""
-    result: Any = client.eval(script, len(keys), *keys, *args)
-    return result
+    """Run a Lua script by its SHA (EVALSHA; redis-py reloads it after a server restart)."""
+    key = (id(client), script)
+    runner = _scripts.get(key)
+    if runner is None:
+        runner = _scripts[key] = client.register_script(script)
+    return runner(keys=keys, args=list(args), client=client)
 
 
 def _text(raw: Any) -> str:
