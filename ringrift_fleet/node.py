@@ -68,6 +68,8 @@ class CoordinatorNode:
         self.started = asyncio.Event()
         self.ticks = 0
         self._published: dict[str, Any] = {}
+        self._dead: set[str] = set()  # hosts membership declares dead right now
+        self.reassigned: list[dict[str, Any]] = []  # recent reassignments, for /status
 
     # --- what the scheduler uses ---------------------------------------------------------
 
@@ -147,6 +149,7 @@ class CoordinatorNode:
             "raft_detail": self.coordinator.raft_detail(),
             "membership": membership,
             "ticks": self.ticks,
+            "reassigned": self.reassigned,
         }
 
     # --- running ----------------------------------------------------------------------------
@@ -171,6 +174,8 @@ class CoordinatorNode:
                 self.config.CLUSTER_KEY,
             )
         )
+        if self.membership is not None:
+            self.membership.add_listener(self._on_membership)
         await self.status_server.start(self.config.BIND_HOST, self.status_port)
         try:
             await self.coordinator.start()
@@ -191,6 +196,7 @@ class CoordinatorNode:
         while not self._stop.is_set():
             started = time.monotonic()
             self._publish_leader()
+            await self._reassign_dead()
             for handler in list(self._tick_handlers):
                 try:
                     await handler()
@@ -200,6 +206,34 @@ class CoordinatorNode:
             left = max(0.0, period - (time.monotonic() - started))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=left)
+
+    def _on_membership(self, event: Any) -> None:
+        kind, host = getattr(event, "kind", None), getattr(event, "node", None)
+        if host == self.node_id or not isinstance(host, str):
+            return
+        if kind in ("dead", "left"):
+            self._dead.add(host)
+        elif kind in ("alive", "join"):
+            self._dead.discard(host)
+
+    async def _reassign_dead(self) -> None:
+        """On the leader: void the attempts running on hosts membership declares dead.
+
+        Their jobs go back to pending under a new attempt; a result from the old
+        attempt is refused by its fence.  The dead set is kept (not consumed), so
+        a leader elected after the death still acts; the call is idempotent.
+        """
+        lead, ledger = self.leadership, self.ledger
+        if not self._dead or lead is None or ledger is None or not lead.is_leader():
+            return
+        for host in sorted(self._dead):
+            if not ledger.jobs_of(host):  # local read: nothing to do
+                continue
+            jobs = await asyncio.to_thread(ledger.reassign_jobs_of, host)
+            if jobs:
+                log.warning("host %s is dead: %d job(s) back to pending: %s", host, len(jobs), jobs)
+                entry = {"host": host, "jobs": jobs, "at": time.time()}
+                self.reassigned = [*self.reassigned, entry][-20:]
 
     def _publish_leader(self) -> None:
         membership, lead = self.membership, self.leadership

@@ -202,3 +202,28 @@ def test_a_multi_host_fleet_without_a_cluster_key_refuses_to_start(tmp_path: Pat
         assert "RINGRIFT_CLUSTER_KEY is empty" in log and "Traceback" not in log
     finally:
         fleet.stop_all()
+
+
+@pytest.mark.timeout(90)
+def test_the_leader_reassigns_the_jobs_of_a_host_membership_declares_dead(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, non_voters=1)
+    try:
+        fleet.start_all()
+        leader = fleet.wait_leader(10)
+        assert leader
+        assert fleet.op(leader, make_op("add_work.v1", work_id="g", payload={}))["ok"]
+        placed = fleet.op(leader, make_op("assign.v1", job_id="g", node="n3", job_type="selfplay"))
+        assert placed["ok"]
+        old_fence = placed["assignment"]["fence_token"]
+        assert wait_for(lambda: "n3" in fleet.status(leader)["peers"], 10)
+        fleet.kill("n3")
+        # PEER_TIMEOUT is 2 s in the local fleet; the leader then voids the attempt
+        assert wait_for(lambda: fleet.ledger(leader)["work"]["g"]["status"] == "pending", 15)
+        assert fleet.ledger(leader)["assign"]["g"]["status"] == "failed"
+        assert wait_for(
+            lambda: [r["host"] for r in fleet.status(leader)["reassigned"]] == ["n3"], 5
+        )
+        late = make_op("accept_result.v1", job_id="g", fence=old_fence, result={"x": 1})
+        assert fleet.op(leader, late)["ok"] is False  # the dead attempt's result is refused
+    finally:
+        fleet.stop_all()
