@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ringrift_fleet.scheduler.fairshare import share_ratios, window_totals
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
-from ringrift_fleet.scheduler.simulation import SimParams, simulate
+from ringrift_fleet.scheduler.simulation import FleetSim, SimParams
 
 
 def main() -> int:
@@ -31,12 +32,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hosts", type=int, default=50)
     ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--plot", metavar="PNG", help="also draw each config's hourly share ratio")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    result = simulate(
+    sim = FleetSim(
         SimParams(hosts=args.hosts, duration_s=args.hours * 3600.0, seed=args.seed),
         SchedulerPolicy(),
     )
+    result = sim.run()
+    if args.plot:
+        plot(sim, Path(args.plot))
     out = result.to_json()
     out.update(
         {
@@ -49,6 +54,36 @@ def main() -> int:
     print(json.dumps(out))
     ok = out["lost_jobs"] == 0 and out["duplicate_executions"] == 0
     return 0 if ok else 1
+
+
+def plot(sim: FleetSim, path: Path) -> None:
+    """Each config's share of self-play compute over the trailing hour, ÷ its weight's share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window, step = sim.p.share_window_s, sim.p.share_step_s
+    times, series = [], {c.key: [] for c in sim.policy.configs}
+    t = window
+    while t <= sim.p.duration_s:
+        ratios = share_ratios(window_totals(sim.intervals, t - window, t), sim.policy.configs)
+        times.append(t / 3600.0)
+        for k in series:
+            series[k].append(ratios.get(k, 0.0))
+        t += step
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for k, ys in sorted(series.items()):
+        ax.plot(times, ys, linewidth=1, label=k)
+    ax.axhline(0.5, color="red", linestyle="--", linewidth=1, label="floor (half its weight)")
+    ax.set_xlabel("simulated hour")
+    ax.set_ylabel("share over the last hour ÷ weight share")
+    ax.set_ylim(0, 1.6)
+    ax.set_title(f"Fair share, {sim.p.hosts} hosts, seed {sim.p.seed}")
+    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

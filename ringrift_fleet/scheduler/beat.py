@@ -87,7 +87,7 @@ class LedgerView:
         self.started: dict[str, float] = {}  # job id -> when first seen running
         self.counted: set[str] = set()
         self.games: Counter[str] = Counter()
-        self.usage = UsageWindow(3600.0)
+        self.usage = UsageWindow(policy.fairshare_window_s)
         self.job_seconds: dict[str, float] = {}
         self.seq: Counter[str] = Counter()
         self.items: dict[str, WorkItem] = {}

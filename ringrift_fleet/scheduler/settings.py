@@ -30,6 +30,7 @@ class SchedulerPolicy:
     load_max: float = 0.8  # LOAD_MAX_FOR_NEW_JOBS
     disk_critical: float = 70.0  # DISK_CRITICAL_THRESHOLD, percent
     prefetch: float = 0.25  # queued jobs per host beyond its free slots, × its slots
+    fairshare_window_s: float = 3600.0  # self-play history fair share looks at
     games_per_job: int = 16  # on the cheapest board; larger boards get fewer per job
     seconds_per_game: float = 10.0  # first guess at one cheapest game on one GPU
     eval_games: int = 40
@@ -70,6 +71,7 @@ class SchedulerPolicy:
             "load_max": cfg.LOAD_MAX_FOR_NEW_JOBS,
             "disk_critical": cfg.DISK_CRITICAL_THRESHOLD,
             "prefetch": cfg.SCHEDULER_PREFETCH,
+            "fairshare_window_s": cfg.SCHEDULER_FAIRSHARE_WINDOW,
             "games_per_job": cfg.SELFPLAY_GAMES_PER_JOB,
             "eval_games": cfg.EVAL_GAMES,
             "promotion_margin": cfg.EVAL_PROMOTION_MARGIN,

@@ -153,7 +153,7 @@ class FleetSim:
         self.states: dict[str, ConfigState] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.games: Counter[str] = Counter()
-        self.usage = UsageWindow(self.policy_window())
+        self.usage = UsageWindow(self.policy.fairshare_window_s)
         self.job_seconds: dict[str, float] = {}
         self.intervals: list[tuple[str, float, float, float]] = []
         self.dead_at: dict[str, float] = {}  # host -> when membership declared it dead
@@ -170,9 +170,6 @@ class FleetSim:
         self.slot_samples = 0  # healthy, reachable GPU slots seen at each tick
         self.busy_samples = 0  # … of which running a job
         self._make_hosts()
-
-    def policy_window(self) -> float:
-        return 3600.0
 
     # -- set-up ---------------------------------------------------------------------------
 
