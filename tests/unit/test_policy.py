@@ -372,3 +372,23 @@ def test_default_configs_are_the_twelve_boards_with_weights_applied() -> None:
     assert len(configs) == 12
     assert {c.key for c in configs} >= {"square8_2p", "hexagonal_4p", "hex8_3p", "square19_2p"}
     assert next(c for c in configs if c.key == "square19_4p").weight == 3.0
+
+
+def test_policy_from_the_environment_names_the_bad_variable() -> None:
+    from ringrift_fleet.config import load_config
+
+    cfg = load_config({"RINGRIFT_P2P_SCHEDULER_CONFIG_WEIGHTS": "hex8_2p=lots"})
+    with pytest.raises(ConfigError) as err:
+        SchedulerPolicy.from_config(cfg)
+    assert "RINGRIFT_P2P_SCHEDULER_CONFIG_WEIGHTS" in str(err.value)
+    good = SchedulerPolicy.from_config(
+        load_config(
+            {
+                "RINGRIFT_P2P_SCHEDULER_BOARD_CONFIGS": "hex8_2p,square19_4p",
+                "RINGRIFT_P2P_SCHEDULER_CONFIG_WEIGHTS": "square19_4p=3",
+                "RINGRIFT_P2P_EVAL_PROMOTION_MARGIN": "0.1",
+            }
+        )
+    )
+    assert [(c.key, c.weight) for c in good.configs] == [("hex8_2p", 1.0), ("square19_4p", 3.0)]
+    assert good.promotion_margin == 0.1
