@@ -35,8 +35,10 @@ def test_crashed_members_are_dead_everywhere_and_a_restart_is_alive_everywhere(n
     back = victims[0]
     sim.restart(back, incarnation=0)
     took = sim.run_until_true(
-        lambda: sim.all_see(back, ("alive",))
-        and all(sim.state(back, o) == "alive" for o in sim.survivors() if o != back),
+        lambda: (
+            sim.all_see(back, ("alive",))
+            and all(sim.state(back, o) == "alive" for o in sim.survivors() if o != back)
+        ),
         30.0,
     )
     assert took is not None, "the restarted member is not alive everywhere"
@@ -46,7 +48,7 @@ def test_crashed_members_are_dead_everywhere_and_a_restart_is_alive_everywhere(n
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize(("n", "seconds"), [(10, 120.0), (100, 60.0), (1000, 8.0)])
+@pytest.mark.parametrize(("n", "seconds"), [(10, 120.0), (100, 60.0), (1000, 5.0)])
 def test_no_live_member_is_declared_dead_at_ten_percent_loss(n: int, seconds: float) -> None:
     sim = Simulation(n, seed=23, loss=0.10)
     sim.run_for(seconds)

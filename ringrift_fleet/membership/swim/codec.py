@@ -125,7 +125,8 @@ def assemble(prefix: bytes, entries: list[bytes] | None, updates: list[bytes]) -
 
 def overhead(prefix: bytes, with_entries: bool) -> int:
     """Bytes a datagram with this prefix takes before any entry or update."""
-    return HEADER_LEN + len(assemble(prefix, [] if with_entries else None, []))
+    # ``,[]`` for the entries when present, ``,[]]`` for the updates: see assemble().
+    return HEADER_LEN + len(prefix) + (3 if with_entries else 0) + 4
 
 
 def seal(key: bytes, body: bytes) -> bytes:
@@ -163,13 +164,28 @@ def _addr(host: Any, port: Any) -> Addr:
 
 
 def _update(raw: Any) -> Update:
-    if not isinstance(raw, list) or not raw or raw[0] not in _KIND:
+    if type(raw) is not list or not raw:
         raise DecodeError("malformed", f"bad update {raw!r:.60}")
-    kind = _KIND[raw[0]]
-    if kind == ALIVE:
-        if len(raw) != 6 or not isinstance(raw[5], dict):
+    kind = _KIND.get(raw[0]) if type(raw[0]) is str else None
+    if kind is None:
+        raise DecodeError("malformed", f"bad update {raw!r:.60}")
+    if kind == ALIVE:  # the common case, checked inline: it dominates decoding time
+        if len(raw) != 6:
             raise DecodeError("malformed", "bad alive update")
-        return Update(ALIVE, _name(raw[1]), _int(raw[2]), _addr(raw[3], raw[4]), raw[5])
+        _, node, inc, host, port, meta = raw
+        if (
+            type(node) is str
+            and 0 < len(node) <= MAX_NAME
+            and type(inc) is int
+            and 0 <= inc <= MAX_INT
+            and type(host) is str
+            and 0 < len(host) <= 255
+            and type(port) is int
+            and 0 < port < 65536
+            and type(meta) is dict
+        ):
+            return Update(ALIVE, node, inc, (host, port), meta)
+        raise DecodeError("malformed", f"bad alive update {raw!r:.60}")
     if kind == LEFT:
         if len(raw) != 3:
             raise DecodeError("malformed", "bad left update")
