@@ -86,9 +86,20 @@ def _finished(client: redis.Redis, ids: list[str]) -> int:
     return sum(int(x) for x in pipe.execute())
 
 
-def _measure(client: redis.Redis, send: Callable[[int], str]) -> float:
+def _completed(client: redis.Redis, ids: list[str]) -> int:
+    """How many of these tasks stored a result whose status is "completed"."""
+    raws = client.mget([f"celery-task-meta-{tid}" for tid in ids])
+    return sum(
+        1
+        for raw in raws
+        if raw and (json.loads(raw).get("result") or {}).get("status") == "completed"
+    )
+
+
+def _measure(client: redis.Redis, send: Callable[[int], str], sent: list[str]) -> float:
     started = time.perf_counter()
     ids = [send(i) for i in range(TASKS)]
+    sent.extend(ids)
     pending = ids
     deadline = time.monotonic() + DEADLINE_S
     while pending:
@@ -169,10 +180,15 @@ def main() -> int:
             plain(-1)
         time.sleep(1)
         fleet_rates, plain_rates = [], []
+        fleet_ids: list[str] = []
+        plain_ids: list[str] = []
         for rnd in range(ROUNDS):
             round_no[0] = rnd
-            fleet_rates.append(_measure(client, fleet))
-            plain_rates.append(_measure(client, plain))
+            fleet_rates.append(_measure(client, fleet, fleet_ids))
+            plain_rates.append(_measure(client, plain, plain_ids))
+        fleet_done = _completed(client, fleet_ids)
+        if fleet_done != len(fleet_ids):
+            raise RuntimeError(f"only {fleet_done} of {len(fleet_ids)} fleet tasks completed")
         best_fleet, best_plain = max(fleet_rates), max(plain_rates)
         print(
             json.dumps(
@@ -180,6 +196,7 @@ def main() -> int:
                     "fleet_tasks_per_s": round(best_fleet, 1),
                     "celery_tasks_per_s": round(best_plain, 1),
                     "ratio": round(best_fleet / best_plain, 3),
+                    "fleet_completed": fleet_done,
                     "tasks_per_round": TASKS,
                     "rounds": ROUNDS,
                     "worker_concurrency": CONCURRENCY,
