@@ -43,7 +43,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
-from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.errors import ConfigError, ValidationError
 from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
@@ -211,7 +211,6 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             progress=_progress(task, spec.job_id),
             should_stop=keeper.lost.is_set,
             interrupts=(SoftTimeLimitExceeded, Terminated, StopRequested),
-            workloads_file=cfg.WORKLOADS_FILE,
         )
         try:
             with sigterm_raises():
@@ -276,7 +275,7 @@ def register_tasks(app: Celery, cfg: P2PConfig) -> None:
             typing=False,
             # User mistakes and workload failures are expected outcomes: logged as one
             # line, not as a worker traceback.
-            throws=(ValidationError, WorkloadError),
+            throws=(ValidationError, ConfigError, WorkloadError),
         )(_task_body(job_type, name))
 
     @app.task(name="ringrift.plain_noop", typing=False)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ringrift_fleet.cli import main
 from ringrift_fleet.commands.flower import plan_flower
 from ringrift_fleet.commands.worker import Gpu, plan_worker
+from ringrift_fleet.config import reload_p2p_config
 from ringrift_fleet.errors import ConfigError
 
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", 80.0)
@@ -91,3 +94,16 @@ def test_flower_plans() -> None:
             plan_flower(addr, 5555, "")
     with pytest.raises(ConfigError, match="entry 2 is not user:password"):
         plan_flower("127.0.0.1", 5555, "a:b,nopassword")
+
+
+def test_worker_refuses_a_bad_workloads_file_before_starting(
+    fresh_config: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "workloads.yaml"
+    bad.write_text("training:\n  command: train --cfg {confg}\n")
+    fresh_config.setenv("RINGRIFT_P2P_WORKLOADS_FILE", str(bad))
+    reload_p2p_config()
+    assert main(["worker", "--cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "workloads.yaml:2: training.command: unknown field {confg}" in err
+    assert "Traceback" not in err

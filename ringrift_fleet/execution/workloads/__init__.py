@@ -41,4 +41,3 @@ class JobContext:
     should_stop: Callable[[], bool] = _never
     # Exceptions that mean "stop now, keep what you have" (soft time limit, revoke).
     interrupts: tuple[type[BaseException], ...] = field(default=(StopRequested,))
-    workloads_file: str = ""

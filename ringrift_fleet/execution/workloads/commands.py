@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from ringrift_fleet.errors import ConfigError
-from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, fields_of
+from ringrift_fleet.execution.jobs import JobSpec, fields_of
 from ringrift_fleet.execution.workloads import JobContext, WorkloadError
 from ringrift_fleet.execution.workloads.reference_game import config_key
 
@@ -295,4 +295,4 @@ def templates_for(path: str) -> dict[str, CommandTemplate]:
     return load_templates(path) if path else {}
 
 
-__all__ = ["TASK_NAMES", "CommandTemplate", "load_templates", "run_command", "templates_for"]
+__all__ = ["CommandTemplate", "load_templates", "run_command", "templates_for"]
