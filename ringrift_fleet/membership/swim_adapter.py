@@ -6,6 +6,7 @@ underneath is the sans-I/O core (``swim/protocol.py``) in its UDP shell.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -148,6 +149,10 @@ class SwimMembershipManager:
             await transport.leave(linger=self.swim_config.ping_interval)
         transport.close()
         self._transport = None
+        # asyncio closes the socket on the next loop turns; let it, so that a
+        # restart (check_and_recover) can bind the same port straight away.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     @property
     def started(self) -> bool:
