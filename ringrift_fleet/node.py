@@ -53,8 +53,10 @@ class CoordinatorNode:
         *,
         flags: FeatureFlags | None = None,
         membership: Any = None,
+        reassign_dead: bool = False,
     ) -> None:
         self.config = config
+        self.reassign_dead = reassign_dead  # off when a scheduler owns that decision
         self.inventory = inventory
         self.node_id = node_id
         self.coordinator = HybridCoordinator(
@@ -208,6 +210,7 @@ class CoordinatorNode:
                 await asyncio.wait_for(self._stop.wait(), timeout=left)
 
     def _on_membership(self, event: Any) -> None:
+        """Track who membership declares dead (used only with ``reassign_dead``)."""
         kind, host = getattr(event, "kind", None), getattr(event, "node", None)
         if host == self.node_id or not isinstance(host, str):
             return
@@ -224,7 +227,13 @@ class CoordinatorNode:
         a leader elected after the death still acts; the call is idempotent.
         """
         lead, ledger = self.leadership, self.ledger
-        if not self._dead or lead is None or ledger is None or not lead.is_leader():
+        if (
+            not self.reassign_dead
+            or not self._dead
+            or lead is None
+            or ledger is None
+            or not lead.is_leader()
+        ):
             return
         for host in sorted(self._dead):
             if not ledger.jobs_of(host):  # local read: nothing to do

@@ -26,6 +26,12 @@ def register(subparsers: Any) -> None:
         "--hosts-file", help="distributed_hosts.yaml (default: RINGRIFT_P2P_HOSTS_FILE)"
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="membership and consensus only: do not attach the scheduler (the leader then "
+        "only re-enqueues the jobs of hosts membership declares dead)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,9 +66,26 @@ def run(args: argparse.Namespace) -> int:
             "SWIM and every mutating HTTP route)"
         )
     config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
-    node = CoordinatorNode(config, inventory, node_id, flags=flags)
+    scheduler = None if args.no_scheduler or inventory is None else _scheduler()
+    node = CoordinatorNode(config, inventory, node_id, flags=flags, reassign_dead=scheduler is None)
+    if scheduler is not None:
+        scheduler(node)
+    elif not args.no_scheduler:
+        logging.getLogger("ringrift_fleet").warning(
+            "no inventory: the scheduler is not attached (use `ringrift-fleet up` on one machine)"
+        )
     asyncio.run(_serve(node))
     return 0
+
+
+def _scheduler() -> Any:
+    """The scheduler's ``attach(node)``, or None (logged) if it cannot be imported."""
+    try:
+        from ringrift_fleet.scheduler.service import attach
+    except ImportError as exc:
+        logging.getLogger("ringrift_fleet").error("scheduler unavailable: %s", exc)
+        return None
+    return attach
 
 
 async def _serve(node: Any) -> None:

@@ -40,7 +40,7 @@ class NsFleet:
             "RINGRIFT_P2P_SCHEDULER_TICK": "0.2",
         }
         argv = [PYTHON, "-m", "ringrift_fleet", "coordinator", "--node", name]
-        argv += ["--hosts-file", str(self.hosts_file)]
+        argv += ["--hosts-file", str(self.hosts_file), "--no-scheduler"]
         self.lab.spawn(self.hosts[name], argv, env, self.workdir / f"{name}.log")
 
     def status(self, name: str) -> dict[str, Any] | None:

@@ -51,9 +51,11 @@ def test_bully_leader_loss_elects_one_new_leader_and_keeps_the_ledger(tmp_path: 
         # the old leader comes back: it does not take over, it follows and catches up
         fleet.start("n0")
         assert fleet.wait_up("n0", 15)
-        assert wait_for(lambda: fleet.status("n0")["leader_id"] == "n1", 5)
+        assert wait_for(lambda: fleet.status("n0")["leader_id"] == "n1", 10)
         assert fleet.leaders() == {"n1": fleet.status("n1")["term"]}
-        assert wait_for(lambda: fleet.ledger("n0")["work"]["w1"]["claimed_by"] == "n2", 5)
+        assert wait_for(lambda: fleet.ledger("n0")["work"]["w1"]["claimed_by"] == "n2", 15), (
+            fleet.log("n0")
+        )
     finally:
         fleet.stop_all()
 

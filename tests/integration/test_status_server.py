@@ -159,3 +159,22 @@ def test_coordinator_names_a_bad_hosts_file_or_node_in_one_line(tmp_path: Path) 
         "--hosts-file", str(hosts), "--node", "a", env={"RINGRIFT_P2P_RAFT_MIN_TIMEOUT": "soon"}
     )
     assert bad_env.returncode == 2 and "RINGRIFT_P2P_RAFT_MIN_TIMEOUT" in bad_env.stderr
+
+
+@pytest.mark.timeout(90)
+def test_the_coordinator_command_attaches_the_scheduler(tmp_path: Path, redis_server) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.procs import wait_for
+
+    fleet = LocalFleet(
+        tmp_path / "fleet",
+        voters=1,
+        scheduler=True,
+        extra_env={"RINGRIFT_BROKER_URL": redis_server.url},
+    )
+    try:
+        fleet.start_all()
+        assert fleet.wait_leader(10), fleet.log("n0")
+        assert wait_for(lambda: bool(fleet.status("n0").get("scheduler")), 15), fleet.log("n0")
+        assert "error" not in fleet.status("n0")["scheduler"]
+    finally:
+        fleet.stop_all()

@@ -59,6 +59,7 @@ class LocalFleet:
     non_voters: int = 0
     mode: str = "raft"  # raft | bully | hybrid
     extra_env: dict[str, str] = field(default_factory=dict)
+    scheduler: bool = False  # attach the scheduler (needs a broker in extra_env)
     nodes: dict[str, Coordinator] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +102,8 @@ class LocalFleet:
         c = self.nodes[name]
         argv = [PYTHON, "-m", "ringrift_fleet", "coordinator", "--node", name]
         argv += ["--hosts-file", str(self.hosts_file), "--log-level", "INFO"]
+        if not self.scheduler:
+            argv.append("--no-scheduler")
         c.proc = spawn(argv, env=self.env(name), log=self.workdir / f"{name}.log")
         return c
 
