@@ -109,6 +109,7 @@ class BullyElection:
         self._lease_until = 0.0  # while leader: our lease ends here (our clock)
         self._leader_name: str | None = None
         self._deferred_since: float | None = None
+        self._quiet_until = 0.0  # after losing to a live holder: no campaign before this
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_change: list[Callable[[bool], None]] = []
@@ -231,6 +232,8 @@ class BullyElection:
             self._leader_name = held.holder
             self._deferred_since = None
             return
+        if now < self._quiet_until:
+            return
         if await self._higher_ranked_alive():
             if self._deferred_since is None:
                 self._deferred_since = now
@@ -251,6 +254,7 @@ class BullyElection:
         asked_at = self.clock()
         body = {"candidate": self.node_id, "epoch": epoch, "duration": self.lease}
         others = [v for v in self.voters if v.name != self.node_id]
+        prev_max = self.book.max_epoch
         mine = self.book.request(self.node_id, epoch, self.lease, asked_at)
         answers = await asyncio.gather(
             *(self._call(v, "POST", "/consensus/bully/lease", body) for v in others)
@@ -266,12 +270,16 @@ class BullyElection:
         elif self.is_leader() and self.clock() >= self._lease_until:
             self._set_leader(False)
         if not self.is_leader():
-            # Lost: take back the vote we gave ourselves, so we can grant the real leader.
+            # Lost: take back the vote we gave ourselves (and the epoch it raised), so
+            # we can grant the real leader's renewals.
             if self.book.grant is not None and self.book.grant.holder == self.node_id:
                 self.book.grant = None
+                self.book.max_epoch = prev_max
             holders = [a.get("holder") for a in answers if a and a.get("holder")]
             others_hold = [h for h in holders if h != self.node_id]
             self._leader_name = others_hold[0] if others_hold else None
+            if others_hold:  # someone holds a majority lease: follow it, stop campaigning
+                self._quiet_until = self.clock() + self.lease
 
     async def _call(
         self, voter: Voter, method: str, path: str, body: dict[str, Any] | None = None

@@ -53,6 +53,11 @@ def test_bully_leader_loss_elects_one_new_leader_and_keeps_the_ledger(tmp_path: 
         assert fleet.wait_up("n0", 15)
         assert wait_for(lambda: fleet.status("n0")["leader_id"] == "n1", 10)
         assert fleet.leaders() == {"n1": fleet.status("n1")["term"]}
+        # no epoch inflation by the returning voter: it agrees on the leader's epoch
+        epoch = fleet.status("n1")["term"]
+        assert wait_for(lambda: fleet.status("n0")["term"] == epoch, 5)
+        time.sleep(1.0)
+        assert fleet.status("n1")["term"] == epoch and fleet.leaders() == {"n1": epoch}
         assert wait_for(lambda: fleet.ledger("n0")["work"]["w1"]["claimed_by"] == "n2", 15), (
             fleet.log("n0")
         )
