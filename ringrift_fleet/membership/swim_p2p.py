@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,6 +52,18 @@ def _import_swim() -> tuple[Any, Any]:
     return node_mod.Node, udp_mod.UDPTransport
 
 
+def _drop_some_sends(transport: Any, fraction: float) -> None:
+    """Tests and the benchmark: lose ``fraction`` of outgoing datagrams, as our transport can."""
+    rng = random.Random()
+    send = transport.send
+
+    async def lossy_send(data: bytes, dest: tuple[str, int]) -> None:
+        if rng.random() >= fraction:
+            await send(data, dest)
+
+    transport.send = lossy_send
+
+
 class SwimP2PMembership:
     """swim-p2p, wrapped so the fleet cannot tell it from our SWIM (except by its limits)."""
 
@@ -66,6 +79,7 @@ class SwimP2PMembership:
         suspect_timeout: float = 2.0,
         poll_interval: float = 0.1,
         metadata: Mapping[str, Any] | None = None,
+        inject_loss: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.bind = bind
@@ -76,6 +90,7 @@ class SwimP2PMembership:
         self.suspect_timeout = suspect_timeout
         self.poll_interval = poll_interval
         self._metadata = dict(metadata or {})
+        self.inject_loss = inject_loss
         self._listeners = ListenerSet()
         self._node: Any = None
         self._poller: asyncio.Task[None] | None = None
@@ -96,8 +111,11 @@ class SwimP2PMembership:
             "METRICS_ENABLED": False,
             "PORT_VALIDATION_ENABLED": False,
         }
+        transport = udp_cls()
+        if self.inject_loss:
+            _drop_some_sends(transport, self.inject_loss)
         try:
-            node = await node_cls.create(self.bind, udp_cls(), self.seeds, config=config)
+            node = await node_cls.create(self.bind, transport, self.seeds, config=config)
         except Exception as exc:  # the library raises its own and RuntimeError for binds
             self.last_error = str(exc)
             raise ConfigError(f"swim-p2p could not start on {self.bind}: {exc}") from None

@@ -75,6 +75,7 @@ def _make_manager(args: argparse.Namespace) -> Membership:
             ping_interval=args.ping_interval,
             ping_timeout=args.ping_timeout,
             metadata=args.metadata,
+            inject_loss=loss,
         )
     cfg = SwimConfig(
         ping_interval=args.ping_interval,
