@@ -259,12 +259,15 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
             )
         time.sleep(2.0)
         pids = {n: c.proc.pid for n, c in fleet.nodes.items() if c.proc is not None}
+        term_before = max((fleet.status(n) or {}).get("term", 0) for n in fleet.nodes)
         before = {n: cpu_seconds(p) for n, p in pids.items()}
         t0 = time.monotonic()
         time.sleep(idle_seconds)
         elapsed = time.monotonic() - t0
         cpu = {n: (cpu_seconds(p) - before[n]) / elapsed * 100 for n, p in pids.items()}
         rss = {n: rss_mb(p) for n, p in pids.items()}
+        # elections while nothing failed: the price of short timeouts on a busy machine
+        term_after = max((fleet.status(n) or {}).get("term", 0) for n in fleet.nodes)
         url = fleet.nodes[leader].url + "/status"
         slow = asyncio.run(status_load(url, 100, 10, 1.0))
         RAW["status_1hz_ms"] = slow
@@ -278,6 +281,7 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
             "idle_cpu_pct": round(max(cpu.values()), 2),
             "idle_cpu_pct_leader": round(cpu[leader], 2),
             "rss_mb": round(max(rss.values()), 1),
+            "idle_spurious_elections": term_after - term_before,
             "status_p50_ms": round(pct(paced, 50), 2),
             "status_p99_ms": round(pct(paced, 99), 2),
             "status_clients": 100,
