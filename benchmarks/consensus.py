@@ -63,7 +63,7 @@ def write_ok(fleet: LocalFleet, name: str, work_id: str) -> bool:
 
 
 def measure_failover(workdir: Path, kills: int) -> list[float]:
-    fleet = LocalFleet(workdir / "failover", voters=3)
+    fleet = LocalFleet(workdir / "failover", voters=3, extra_env=dict(EXTRA_ENV))
     times: list[float] = []
     try:
         fleet.start_all()
