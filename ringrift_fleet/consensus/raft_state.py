@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +120,9 @@ class GroupCommit:
     each bounded by the timeout.
     """
 
-    def __init__(self, commit: Any, max_batch: int = sm.MAX_BATCH) -> None:
+    def __init__(
+        self, commit: Callable[[dict[str, Any], float], sm.Result], max_batch: int = sm.MAX_BATCH
+    ) -> None:
         self._commit = commit
         self._max = max_batch
         self._cond = threading.Condition()
