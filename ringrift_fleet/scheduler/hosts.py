@@ -3,14 +3,16 @@
 Two sources, one shape (``list[Host]`` of alive hosts):
 
 * :class:`FleetHosts` — a coordinator in a real fleet: the inventory says what
-  each host has (GPUs, slots, status), membership says who is alive, and a
-  host's published metadata (``metrics``) says how loaded it is;
+  each host has (GPUs, slots, status), membership says who is alive, and the
+  metrics each coordinator publishes (:class:`MetricsBoard`, or membership
+  metadata ``metrics``) say how loaded it is;
 * :class:`LocalHosts` — ``ringrift-fleet up``: this machine only, probed directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +24,35 @@ from ringrift_fleet.placement import can_train, gpu_power, normalize_gpu_name
 from ringrift_fleet.scheduler.snapshot import Host
 
 PROBE_EVERY_S = 5.0
+METRICS_PREFIX = "ringrift:metrics:"
+METRICS_TTL_S = 30  # a host that stops reporting falls back to "no figures" after this
+
+
+class MetricsBoard:
+    """Every coordinator posts its host's ResourceMetrics to Redis; the leader reads them.
+
+    Soft state with a TTL (Redis is transport, not truth): a malformed or
+    missing entry just means no figures for that host.
+    """
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def publish(self, node: str, metrics: ResourceMetrics) -> None:
+        self.redis.set(METRICS_PREFIX + node, json.dumps(metrics.to_dict()), ex=METRICS_TTL_S)
+
+    def read(self, nodes: list[str]) -> dict[str, ResourceMetrics]:
+        if not nodes:
+            return {}
+        out = {}
+        for node, raw in zip(
+            nodes, self.redis.mget([METRICS_PREFIX + n for n in nodes]), strict=True
+        ):
+            if raw is None:
+                continue
+            with contextlib.suppress(ValueError, ValidationError):
+                out[node] = ResourceMetrics.from_dict(json.loads(raw), f"{node}.metrics")
+        return out
 
 
 class LocalHosts:
@@ -76,11 +107,19 @@ class LocalHosts:
 class FleetHosts:
     """Alive hosts from membership, described by the inventory and their metadata."""
 
-    def __init__(self, node_id: str, config: P2PConfig, inventory: Any, membership: Any) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        config: P2PConfig,
+        inventory: Any,
+        membership: Any,
+        board: MetricsBoard | None = None,
+    ) -> None:
         self.node_id = node_id
         self.config = config
         self.inventory = inventory
         self.membership = membership
+        self.board = board
 
     def _spec(self, name: str) -> Any:
         if self.inventory is None:
@@ -109,7 +148,12 @@ class FleetHosts:
 
     def __call__(self) -> list[Host]:
         out = []
-        for name in self.alive():
+        names = self.alive()
+        posted: dict[str, ResourceMetrics] = {}
+        if self.board is not None:
+            with contextlib.suppress(Exception):  # no figures beats no scheduling
+                posted = self.board.read(names)
+        for name in names:
             spec = self._spec(name)
             if spec is None and self.inventory is not None:
                 continue  # not one of ours: membership may know coordinators we do not run work on
@@ -124,6 +168,7 @@ class FleetHosts:
             if isinstance(meta.get("metrics"), Mapping):
                 with contextlib.suppress(ValidationError):  # a malformed report is ignored
                     metrics = ResourceMetrics.from_dict(meta["metrics"], f"{name}.metrics")
+            metrics = posted.get(name, metrics)
             out.append(
                 Host(
                     node_id=name,

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from ringrift_fleet.config import P2PConfig, get_feature_flags, get_p2p_config
 from ringrift_fleet.errors import ConfigError, FleetError
 from ringrift_fleet.models import JobType
 from ringrift_fleet.scheduler.beat import Beat
-from ringrift_fleet.scheduler.hosts import FleetHosts, LocalHosts
+from ringrift_fleet.scheduler.hosts import PROBE_EVERY_S, FleetHosts, LocalHosts, MetricsBoard
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 
 log = logging.getLogger(__name__)
@@ -110,20 +111,38 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
     Consensus objects exist only once the node prepares, so the Beat is built
     lazily on the first tick.
     """
+    import redis
+
     holder: dict[str, Beat] = {}
     policy = policy or SchedulerPolicy.from_config(node.config)
+    board = MetricsBoard(redis.Redis.from_url(node.config.BROKER_URL, socket_timeout=5))
+    last_post = {"at": -PROBE_EVERY_S}
 
     def beat() -> Beat:
         if "beat" not in holder:
             directory = hosts or FleetHosts(
-                node.node_id, node.config, node.inventory, node.membership
+                node.node_id, node.config, node.inventory, node.membership, board
             )
             holder["beat"] = build_beat(node, policy, directory)
             if node.membership is not None:
                 node.membership.add_listener(holder["beat"].on_membership)
         return holder["beat"]
 
+    def post_metrics() -> None:
+        """Every coordinator tells the leader how loaded its host is (every few seconds)."""
+        now = time.monotonic()
+        if now - last_post["at"] < PROBE_EVERY_S:
+            return
+        last_post["at"] = now
+        from ringrift_fleet.resources import probe_resources
+
+        try:
+            board.publish(node.node_id, probe_resources(str(node.config.state_dir)))
+        except Exception as exc:  # the broker may be down; scheduling goes on without figures
+            log.debug("could not post metrics: %s", exc)
+
     async def on_tick() -> None:
+        await asyncio.to_thread(post_metrics)
         if node.ledger is None or node.leadership is None:
             return
         b = beat()
