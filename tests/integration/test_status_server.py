@@ -75,6 +75,12 @@ def test_mutating_routes_need_the_cluster_token(single: LocalFleet) -> None:
     assert http_error(lambda: get_json(ledger_url)).code == 401
     assert "sneaky" not in single.ledger("n0")["work"]
     assert post_json(url, body, token=CLUSTER_KEY)["ok"]
+    # the other parts' routes are mounted (and guard themselves the same way)
+    artifacts = single.nodes["n0"].url + "/artifacts"
+    assert http_error(lambda: get_json(artifacts)).code == 401
+    assert isinstance(get_json(artifacts, token=CLUSTER_KEY), (dict, list))
+    heartbeat = single.nodes["n0"].url + "/heartbeat"
+    assert http_error(lambda: post_json(heartbeat, {"node_id": "x"}, token=None)).code == 401
 
 
 @pytest.mark.timeout(60)
