@@ -112,7 +112,7 @@ class P2PConfig:
     SWIM_PORT: int = 7946
     SWIM_PING_INTERVAL: float = 0.5  # protocol period, s
     SWIM_PING_TIMEOUT: float = 0.2  # direct-ping timeout, s
-    SWIM_SUSPICION_MULT: float = 2.0  # suspicion timeout multiplier (× log N × period)
+    SWIM_SUSPICION_MULT: float = 1.5  # min suspicion = this × log N × period (measured)
     SWIM_INDIRECT_PROBES: int = 3
 
     # --- Raft / Bully consensus ----------------------------------------------------

@@ -70,7 +70,7 @@ class SwimConfig:
     ping_timeout: float = 0.2  # direct ack wait before asking others, s
     indirect_probes: int = 3  # k members asked to ping on our behalf
     # minimum suspicion timeout = suspicion_mult × max(1, log10 N) × ping_interval
-    suspicion_mult: float = 2.0
+    suspicion_mult: float = 1.5
     # the timeout starts at suspicion_max_mult × minimum, shrinking with confirmations
     suspicion_max_mult: float = 3.0
     # when set, the *longest* suspicion timeout in seconds (the minimum follows from it)
@@ -297,6 +297,7 @@ class SwimNode:
         self._probe_order: list[str] = []
         self._probe_idx = 0
         self._probe: _Probe | None = None
+        self._suspect_ping: tuple[int, str, float] | None = None  # (seq, member, deadline)
         self._forwards: dict[int, _Forward] = {}
         self._queue: dict[str, _Queued] = {}
         self._revive: list[str] = []
@@ -408,6 +409,7 @@ class SwimNode:
         self._tick_join(now)
         self._tick_probe(now)
         self._tick_forwards(now)
+        self._tick_suspect_ping(now)
         self._tick_suspicions(now)
         self._tick_revive(now)
         if now >= self._next_sync:
@@ -438,6 +440,8 @@ class SwimNode:
             times.append(self._next_join)
         if self._revive:
             times.append(self._next_revive)
+        if self._suspect_ping is not None:
+            times.append(self._suspect_ping[2])
         times.extend(f.nack_deadline for f in self._forwards.values())
         for name in self._suspects:
             s = self.members[name].suspicion
@@ -504,6 +508,8 @@ class SwimNode:
         if fwd is not None:
             self._send(fwd.requester, fwd.requester_name, Message(ACK, self.name, fwd.seq))
             return
+        if self._suspect_ping is not None and msg.seq == self._suspect_ping[0]:
+            self._suspect_ping = None
         p = self._probe
         if p is not None and msg.seq == p.seq and not p.acked:
             p.acked = True
@@ -715,19 +721,33 @@ class SwimNode:
             target = self._next_target()
             if target is not None:
                 self._start_probe(now, target)
-            self._ping_a_suspect(target.name if target else "")
+            self._ping_a_suspect(now, target.name if target else "")
 
-    def _ping_a_suspect(self, probed: str) -> None:
+    def _ping_a_suspect(self, now: float, probed: str) -> None:
         """Each period also ping one suspect, our verdict attached.
 
         Gossip alone can miss a suspecter under loss once the refutation has used
         up its retransmissions; this way the suspect answers us directly with its
-        new incarnation well before our timer runs out.  It never delays a real
-        death: the timer keeps running."""
+        new incarnation well before our timer runs out.  Silence is our own,
+        independent confirmation (Lifeguard), which shortens the timeout for a
+        member that is really gone."""
         cands = [n for n in self._suspects if n != probed]
         if cands:
             m = self.members[self.rng.choice(cands)]
-            self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
+            seq = self._next_seq()
+            self._suspect_ping = (seq, m.name, now + self.config.ping_timeout * self.scale)
+            self._send(m.addr, m.name, Message(PING, self.name, seq, target=m.name))
+
+    def _tick_suspect_ping(self, now: float) -> None:
+        sp = self._suspect_ping
+        if sp is None or now < sp[2]:
+            return
+        self._suspect_ping = None
+        m = self.members.get(sp[1])
+        if m is None or m.state != SUSPECT or m.suspicion is None:
+            return
+        if m.suspicion.confirm(self.name):
+            self._enqueue(Update(SUSPECT, m.name, m.incarnation, origin=self.name))
 
     def _start_probe(self, now: float, target: Member) -> None:
         cfg = self.config
