@@ -50,6 +50,7 @@ from ringrift_fleet.scheduler.snapshot import ConfigState, Host, Job, Outcome, S
 log = logging.getLogger(__name__)
 
 RECORD_KIND = "scheduler.config"
+LEADER_KIND = "scheduler.leader"
 SLOT_PREFIX = "ringrift:slot:"
 NOTIFIED_PREFIX = "ringrift:notified:"
 _SEQ = re.compile(r"^selfplay:(?P<key>[^:]+):(?P<seq>\d+)$")
@@ -315,6 +316,17 @@ class Beat:
             report.leader = True
             fence = self.leadership.fence_token()
             newly_leader = fence != self._fence
+            if newly_leader:
+                # like Raft's no-op entry: the first write of a new term, so a
+                # deposed leader's writes are refused from here on
+                mark = {"node": getattr(self.ledger, "node_id", ""), "fence": fence}
+                if not self.ledger.put_record(
+                    LEADER_KIND, "current", {**mark, "since": self.clock()}
+                ):
+                    report.refused.append(f"leader record: {self.ledger.last_error}")
+                    self.last = report
+                    return report
+                self._event(f"leading with fence {fence}")
             self._fence = fence
             hosts = self.hosts()
             self._power.update({h.node_id: h.gpu_power for h in hosts})
