@@ -23,7 +23,8 @@ from tests.support.procs import free_port
 
 pytestmark = pytest.mark.integration
 
-FAST = SwimConfig(ping_interval=0.2, ping_timeout=0.08, sync_interval=1.0)
+# Quick but tolerant of a loaded 2-core CI box (suspicion lasts 1-3 s).
+FAST = SwimConfig(ping_interval=0.25, ping_timeout=0.12, suspicion_mult=4.0, sync_interval=1.0)
 
 
 async def until(predicate: Callable[[], bool], timeout: float) -> bool:
