@@ -73,7 +73,7 @@ def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
             spec.get("artifacts"),
             token=cfg.CLUSTER_KEY,
             progress=ctx.progress,
-            should_stop=ctx.should_stop,
+            should_stop=ctx.superseded,
         )
     except SyncError as exc:
         raise WorkloadError(f"sync from {spec.get('source')}: {exc}") from None
@@ -209,7 +209,7 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             store=store,
             node=node,
             progress=_progress(task, spec.job_id),
-            should_stop=keeper.lost.is_set,
+            superseded=keeper.lost.is_set,
             interrupts=(SoftTimeLimitExceeded, Terminated, StopRequested),
         )
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -323,3 +324,39 @@ def test_whole_worker_killed_next_attempt_runs_at_once_old_one_refused(
     assert _get(fleet, old.id)["status"] == "refused"
     files = list((fleet["artifacts"] / "games" / "square19_2p").glob(f"{job}*"))
     assert [f.name for f in files] == [f"{job}.jsonl.gz"]
+
+
+def test_newer_attempt_takes_over_a_live_stale_run_which_writes_nothing(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two leaders overlapped: the old attempt still runs when the new one starts."""
+    app, r = fleet["app"], fleet["redis"]
+    stale_worker = start_worker(
+        ["--cpu", "--node", "stale", "--concurrency", "1", "--queues", "node.stale"],
+        fleet["env"],
+        tmp_path / "stale.log",
+        "stale@cpu",
+    )
+    job = "overlap"
+    kwargs = {"board_type": "square19", "num_players": 2, "num_games": 300}
+    try:
+        publish_fence(r, job, "old", ttl=600)
+        first = send_job(
+            "selfplay", kwargs, queue="node.stale", job_id=job,
+            fence={"token": "old", "attempt": 1}, app=app,
+        )  # fmt: skip
+        assert wait_for(lambda: lease_holder_pid(r, job) is not None, 30, 0.02)
+        publish_fence(r, job, "new", ttl=600)
+        second = send_job(
+            "selfplay", kwargs, queue="any", job_id=job,
+            fence={"token": "new", "attempt": 2}, app=app,
+        )  # fmt: skip
+        new = _get(fleet, second, 120)
+        old = _get(fleet, first, 120)
+    finally:
+        stop(stale_worker.proc, timeout=15)
+    assert new["status"] == "completed" and new["attempt"] == 2 and new["games"] == 300
+    assert old["status"] == "refused" and old["attempt"] == 1
+    path = fleet["artifacts"] / new["games_path"]
+    assert len(gzip.decompress(path.read_bytes()).splitlines()) == 300
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == new["artifacts"][0]["sha256"]

@@ -51,8 +51,10 @@ def test_selfplay_stops_and_keeps_finished_games(tmp_path: Path) -> None:
 
     out = _selfplay(_ctx(tmp_path, progress=progress), "stopped", 10)
     assert out["status"] == "partial" and out["games"] == 3 and out["stopped"] == "StopRequested"
-    out = _selfplay(_ctx(tmp_path, should_stop=lambda: True), "flag", 10)
-    assert out["status"] == "partial" and out["games"] == 1
+    ctx = _ctx(tmp_path, superseded=lambda: True)  # another copy took the job over
+    out = _selfplay(ctx, "taken-over", 10)
+    assert out["status"] == "refused" and out["artifacts"] == []
+    assert not ctx.store.path("games/hex8_2p/taken-over.jsonl.gz").exists()
 
 
 def test_training_produces_a_versioned_model_that_beats_random(tmp_path: Path) -> None:

@@ -23,6 +23,9 @@ class StopRequested(Exception):
     """Raised inside a workload to make it stop and keep what it finished."""
 
 
+SUPERSEDED = "superseded: another copy of this job took over its run lease"
+
+
 def _never() -> bool:
     return False
 
@@ -38,6 +41,8 @@ class JobContext:
     store: ArtifactStore
     node: str = ""
     progress: Callable[[int, int], None] = _no_progress
-    should_stop: Callable[[], bool] = _never
+    # True once another copy of the job has taken it over (a newer attempt took the
+    # run lease): stop at once and write nothing, that copy's results are the ones.
+    superseded: Callable[[], bool] = _never
     # Exceptions that mean "stop now, keep what you have" (soft time limit, revoke).
     interrupts: tuple[type[BaseException], ...] = field(default=(StopRequested,))

@@ -47,7 +47,7 @@ import yaml
 
 from ringrift_fleet.errors import ConfigError
 from ringrift_fleet.execution.jobs import JobSpec, fields_of
-from ringrift_fleet.execution.workloads import JobContext, WorkloadError
+from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext, WorkloadError
 from ringrift_fleet.execution.workloads.reference_game import config_key
 
 EXTRA_FIELDS = (
@@ -248,10 +248,9 @@ def run_command(template: CommandTemplate, spec: JobSpec, ctx: JobContext) -> di
             raise WorkloadError(f"{template.source}: cannot start {argv[0]!r}: {exc}") from None
         try:
             while proc.poll() is None:
-                if ctx.should_stop():
-                    stopped = "stop requested"
+                if ctx.superseded():
                     stop_group(proc)
-                    break
+                    return {"status": "refused", "reason": SUPERSEDED, "artifacts": []}
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.2)
         except ctx.interrupts as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, JobSpec
-from ringrift_fleet.execution.workloads import JobContext
+from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext
 from ringrift_fleet.execution.workloads.reference_game import (
     Engine,
     config_key,
@@ -93,9 +93,8 @@ def run_evaluation(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
             tally = play_match(bt, n, cand, champ, 1, spec.seed, tally, start=i)
             played += 1
             ctx.progress(played, total)
-            if ctx.should_stop():
-                stopped = "stop requested"
-                break
+            if ctx.superseded():
+                return {"status": "refused", "reason": SUPERSEDED, "games": 0, "artifacts": []}
     except ctx.interrupts as exc:
         stopped = type(exc).__name__
     return {

@@ -19,7 +19,7 @@ import numpy as np
 from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, JobSpec
-from ringrift_fleet.execution.workloads import JobContext
+from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext
 from ringrift_fleet.execution.workloads.reference_game import (
     Engine,
     GameRecord,
@@ -99,9 +99,8 @@ def run_selfplay(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         for game in play_games(bt, n, total, spec.seed, engine, engine_name):
             games.append(game)
             ctx.progress(len(games), total)
-            if ctx.should_stop():
-                stopped = "stop requested"
-                break
+            if ctx.superseded():
+                return {"status": "refused", "reason": SUPERSEDED, "games": 0, "artifacts": []}
     except ctx.interrupts as exc:
         stopped = type(exc).__name__
     artifacts = []

@@ -22,7 +22,7 @@ import numpy as np
 from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.jobs import JobSpec
-from ringrift_fleet.execution.workloads import JobContext, WorkloadError
+from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext, WorkloadError
 from ringrift_fleet.execution.workloads.reference_game import (
     FEATURES,
     GameRecord,
@@ -130,6 +130,8 @@ def run_training(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         if owner != spec.job_id:
             raise WorkloadError(f"training {cfg}: {name} already exists (made by job {owner})")
     weights, samples = fit_weights(games, spec.get("l2", 0.01), ctx.progress)
+    if ctx.superseded():
+        return {"status": "refused", "reason": SUPERSEDED, "artifacts": []}
     model = {
         "format": MODEL_FORMAT,
         "board_type": bt,
