@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 #: suspicion or death; ``join`` is the first time a member is seen.
 EVENT_KINDS = ("join", "suspect", "dead", "alive", "left", "metadata")
 
-#: Emitted (kind ``"metadata"`` is not used for it) when ``check_and_recover``
-#: restarted an unhealthy SWIM; listeners see it as a MembershipEvent of this kind.
+#: The kind of the event ``check_and_recover`` emits (about the local node)
+#: after it restarted an unhealthy SWIM; it is also logged under this name.
 SWIM_RECOVERED = "SWIM_RECOVERED"
 
 
