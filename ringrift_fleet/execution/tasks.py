@@ -267,6 +267,7 @@ def register_tasks(app: Celery, cfg: P2PConfig) -> None:
         soft, hard = time_limits(cfg, job_type if job_type != "noop" else "sync")
         app.task(
             name=name,
+            shared=False,  # each app (one per config in tests) keeps its own limits
             bind=True,
             acks_late=True,
             reject_on_worker_lost=True,
@@ -278,7 +279,7 @@ def register_tasks(app: Celery, cfg: P2PConfig) -> None:
             throws=(ValidationError, ConfigError, WorkloadError),
         )(_task_body(job_type, name))
 
-    @app.task(name="ringrift.plain_noop", typing=False)
+    @app.task(name="ringrift.plain_noop", typing=False, shared=False)
     def plain_noop(**kwargs: Any) -> dict[str, Any]:
         """Baseline for benchmarks/dispatch.py: no validation, no guards."""
         return {"status": "completed"}
