@@ -73,6 +73,9 @@ class SwimConfig:
     suspicion_mult: float = 1.5
     # the timeout starts at suspicion_max_mult × minimum, shrinking with confirmations
     suspicion_max_mult: float = 3.0
+    # independent confirmations that bring the timeout down to its minimum (Lifeguard's K;
+    # memberlist's default is 2 as well): more is slower to convict, fewer is jumpier
+    suspicion_confirmations: int = 2
     # when set, the *longest* suspicion timeout in seconds (the minimum follows from it)
     failure_timeout: float | None = None
     retransmit_mult: float = 3.0  # λ: each update is sent about λ·log10(N+1) times
@@ -114,7 +117,12 @@ class SwimConfig:
             raise ValidationError(
                 f"SwimConfig.failure_timeout={self.failure_timeout!r}: expected a positive number"
             )
-        for name in ("indirect_probes", "lhm_max", "revivals_per_period"):
+        for name in (
+            "indirect_probes",
+            "suspicion_confirmations",
+            "lhm_max",
+            "revivals_per_period",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 raise ValidationError(f"SwimConfig.{name}={value!r}: expected an integer >= 0")
@@ -650,7 +658,7 @@ class SwimNode:
     def _suspect(self, now: float, m: Member, incarnation: int, origin: str) -> None:
         n = len(self._live) + 1
         lo, hi = self.config.suspicion_bounds(n)
-        k = max(0, min(self.config.indirect_probes, n - 2))
+        k = max(0, min(self.config.suspicion_confirmations, n - 2))
         self._set_state(now, m, SUSPECT, incarnation)
         m.suspicion = Suspicion(now, lo, hi, k, {origin})
         self._suspects.add(m.name)
