@@ -183,6 +183,23 @@ class LedgerView:
             )
         return out
 
+    def model_hosts(self, key: str, model: str | None) -> frozenset[str]:
+        """Hosts that hold ``model``: where it was trained, and where a sync delivered it."""
+        if not model:
+            return frozenset()
+        out = set()
+        for w in self.items.values():
+            if w.status is not JobStatus.COMPLETED or w.payload.get("config") != key:
+                continue
+            r, kw = w.result or {}, w.payload.get("kwargs", {})
+            trained = w.work_type is JobType.TRAINING and r.get("model") == model
+            synced = (
+                w.work_type is JobType.SYNC and kw.get("model") == model and not r.get("skipped")
+            )
+            if (trained or synced) and w.claimed_by:
+                out.add(w.claimed_by)
+        return frozenset(out)
+
     def game_files(self, key: str) -> dict[str, list[str]]:
         """Games artifacts of a config by the host that produced them."""
         out: dict[str, list[str]] = {}
@@ -207,7 +224,10 @@ def task_kwargs(
     k = dict(a.kwargs)
     base = {"board_type": k.get("board_type"), "num_players": k.get("num_players")}
     if a.job_type is JobType.SELFPLAY:
-        return {**base, "num_games": k.get("num_games", 1)}
+        out = {**base, "num_games": k.get("num_games", 1)}
+        if k.get("model"):
+            out["model"] = k["model"]
+        return out
     if a.job_type is JobType.TRAINING:
         return {**base, "version": int(k.get("generation", 1)), "min_games": 1}
     if a.job_type is JobType.EVALUATION:
@@ -349,6 +369,11 @@ class Beat:
                 job_seconds=dict(self.view.job_seconds),
                 newly_dead=newly,
                 policy=self.policy,
+                champion_hosts={
+                    k: self.view.model_hosts(k, st.champion)
+                    for k, st in self.view.states.items()
+                    if st.champion
+                },
             )
             self.apply(plan(snap), report)
         except Exception as exc:  # a bad tick must not stop the coordinator

@@ -546,6 +546,10 @@ class _Planner:
             assert c is not None
             seqs[key] += 1
             self.place(host.node_id)
+            kwargs: dict[str, Any] = {**_config_kwargs(c), "num_games": policy.games_for(c)}
+            champion = self.states[key].champion
+            if champion and host.node_id in self.snap.champion_hosts.get(key, frozenset()):
+                kwargs["model"] = champion  # play the champion where it is on disk
             new.append(
                 Enqueue(
                     selfplay_id(key, seqs[key]),
@@ -553,7 +557,7 @@ class _Planner:
                     key,
                     host.node_id,
                     host.pinned_queue,
-                    {**_config_kwargs(c), "num_games": policy.games_for(c)},
+                    kwargs,
                     max_attempts=policy.max_attempts,
                     hard_limit_s=policy.hard_limit("selfplay"),
                 )

@@ -208,6 +208,8 @@ class Snapshot:
     # observed compute of one self-play job per config, in H100-seconds
     job_seconds: Mapping[str, float] = field(default_factory=dict)
     newly_dead: frozenset[str] = frozenset()  # declared dead since the last plan
+    # hosts known to hold each config's current champion (trained there, or synced to)
+    champion_hosts: Mapping[str, frozenset[str]] = field(default_factory=dict)
     policy: SchedulerPolicy = field(default_factory=lambda: _default_policy())
 
     @property

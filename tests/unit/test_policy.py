@@ -392,3 +392,17 @@ def test_policy_from_the_environment_names_the_bad_variable() -> None:
     )
     assert [(c.key, c.weight) for c in good.configs] == [("hex8_2p", 1.0), ("square19_4p", 3.0)]
     assert good.promotion_margin == 0.1
+
+
+def test_self_play_plays_the_champion_only_where_it_is_on_disk() -> None:
+    st = ConfigState(champion="hex8_2p_v3.npz", promotions=1)
+    snap = Snapshot(
+        now=0.0,
+        hosts=(gpu("has"), gpu("lacks")),
+        states={"hex8_2p": st},
+        champion_hosts={"hex8_2p": frozenset({"has"})},
+        policy=policy(),
+    )
+    by_node = {e.node_id: e.kwargs for e in of(plan(snap), Enqueue)}
+    assert by_node["has"]["model"] == "hex8_2p_v3.npz"
+    assert "model" not in by_node["lacks"]

@@ -112,3 +112,39 @@ def test_task_arguments_match_the_execution_schema() -> None:
         lambda n: None,
     )
     assert ev is not None and ev["champion"] == "random"
+
+
+def test_the_champion_is_known_where_it_was_trained_or_synced() -> None:
+    from ringrift_fleet.execution.jobs import validate_job
+
+    trained = item("training:hex8_2p:g1", JobStatus.COMPLETED, node="t", model="m1")
+    synced = WorkItem(
+        "distribute:hex8_2p:g1:b",
+        JobType.SYNC,
+        payload={"config": "hex8_2p", "kwargs": {"kind": "model", "model": "m1"}},
+        status=JobStatus.COMPLETED,
+        claimed_by="b",
+        result={"fetched": ["m1"]},
+    )
+    pending = WorkItem(
+        "distribute:hex8_2p:g1:c",
+        JobType.SYNC,
+        payload={"config": "hex8_2p", "kwargs": {"kind": "model", "model": "m1"}},
+        status=JobStatus.CLAIMED,
+        claimed_by="c",
+    )
+    view = LedgerView(POLICY)
+    view.refresh([trained, synced, pending], {}, 0.0, lambda n: 1.0)
+    assert view.model_hosts("hex8_2p", "m1") == {"t", "b"}
+    assert view.model_hosts("hex8_2p", "m0") == frozenset()
+    sp = Enqueue(
+        "selfplay:hex8_2p:9",
+        JobType.SELFPLAY,
+        "hex8_2p",
+        "b",
+        "node.b",
+        {"board_type": "hex8", "num_players": 2, "num_games": 4, "model": "m1"},
+    )
+    built = task_kwargs(sp, view, lambda n: None)
+    assert built is not None and built["model"] == "m1"
+    validate_job("selfplay", {**built, "job_id": "x"})
