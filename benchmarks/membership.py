@@ -281,7 +281,47 @@ def measure_sim(n: int, seed: int = 3) -> dict[str, float]:
     }
 
 
+def plot(result_file: str, out_png: str) -> None:
+    """Draw a result line (saved from a run) for docs/bench/membership.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(Path(result_file).read_text())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    keys = ["detect_p50_s", "detect_p99_s", "detect_max_s", "rejoin_p50_s"]
+    labels = ["detect p50", "detect p99", "detect max", "rejoin p50"]
+    width = 0.38
+    for i, (backend, colour) in enumerate((("swim", "tab:blue"), ("swim_p2p", "tab:orange"))):
+        values = [res[backend].get(k, float("nan")) for k in keys]
+        xs = [x + (i - 0.5) * width for x in range(len(keys))]
+        left.bar(xs, values, width, label=backend.replace("_", "-"), color=colour)
+    left.axhline(2.0, color="grey", ls="--", lw=1)
+    left.axhline(4.0, color="grey", ls=":", lw=1)
+    left.set_xticks(range(len(keys)), labels)
+    left.set_ylabel("seconds (N = 5 processes)")
+    left.set_yscale("log")
+    left.set_title("kill → dead, restart → alive")
+    left.legend()
+    ns = sorted(res["sim"], key=int)
+    right.plot([int(n) for n in ns], [res["sim"][n]["bytes_per_node_s"] for n in ns], "o-")
+    base = res["sim"][ns[0]]["bytes_per_node_s"]
+    right.axhline(2 * base, color="grey", ls="--", lw=1, label="2× the N=10 figure")
+    right.set_xscale("log")
+    right.set_ylim(0, 2.4 * base)
+    right.set_xlabel("members (simulation)")
+    right.set_ylabel("bytes sent per node per second")
+    right.set_title("our SWIM: load per node vs N")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--plot":
+        plot(sys.argv[2], sys.argv[3])
+        return 0
     kills = int(os.environ.get("MEMBERSHIP_BENCH_KILLS", "10"))
     p2p_kills = int(os.environ.get("MEMBERSHIP_BENCH_P2P_KILLS", "3"))
     loss_window = float(os.environ.get("MEMBERSHIP_BENCH_LOSS_WINDOW", "40"))
