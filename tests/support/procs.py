@@ -56,14 +56,18 @@ def spawn(
     full_env.setdefault("PYTHONPATH", str(REPO))
     if env:
         full_env.update(env)
-    return subprocess.Popen(
-        list(argv),
-        env=full_env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=cwd or REPO,
-        start_new_session=True,
-    )
+    try:
+        return subprocess.Popen(
+            list(argv),
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd or REPO,
+            start_new_session=True,
+        )
+    finally:
+        if log:  # the child holds its own copy of the descriptor
+            out.close()  # type: ignore[union-attr]
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
