@@ -213,6 +213,7 @@ def test_a_killed_worker_host_has_its_job_finished_elsewhere_once(
     assert int(r.get(f"ringrift:deliveries:{job}:2") or 0) == 1
     games = [p for p in Path(fleet["artifacts"]).rglob("*.jsonl.gz") if job in p.name]
     assert len(games) == 1
+    assert any("notify node_offline" in text for _, text in b.events)
 
 
 class LeaderKilled(BaseException):
