@@ -30,6 +30,7 @@ hosts:
 """
 
 
+@pytest.mark.timeout(60)
 def test_posted_metrics_gate_new_work(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
     board = MetricsBoard(client)

@@ -121,6 +121,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert not left, [(p.pid, p.cmdline()) for p in left]
 
 
+@pytest.mark.timeout(60)
 def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     r = subprocess.run(
         [PYTHON, "-m", "ringrift_fleet", "up", "--until-promotions", "0"],
