@@ -306,6 +306,7 @@ class SwimNode:
         self._probe_idx = 0
         self._probe: _Probe | None = None
         self._suspect_ping: tuple[int, str, float] | None = None  # (seq, member, deadline)
+        self._told: dict[str, float] = {}  # accuser -> when we last pinged it our refutation
         self._forwards: dict[int, _Forward] = {}
         self._queue: dict[str, _Queued] = {}
         self._revive: list[str] = []
@@ -647,13 +648,24 @@ class SwimNode:
             # Someone still holds a verdict we already refuted: tell them again,
             # first thing, since our refutation may have run out of retransmits.
             self._enqueue(self._self_update())
-            return
-        if u.incarnation >= self.incarnation:
+        else:
             self._track(self.name, self.incarnation, u.incarnation + 1)
             self.incarnation = u.incarnation + 1
             self.stats.refutations += 1
             self.lhm = min(self.config.lhm_max, self.lhm + 1)
             self._enqueue(self._self_update())
+        self._tell_accuser(now, u.origin)
+
+    def _tell_accuser(self, now: float, origin: str) -> None:
+        """Ping whoever suspected us, so our refutation reaches it in one round trip
+        (it rides first on the ping) rather than whenever gossip gets there."""
+        m = self.members.get(origin) if origin and origin != self.name else None
+        if m is None or m.state not in _LIVE:
+            return
+        if now - self._told.get(origin, -math.inf) < self.config.ping_interval:
+            return
+        self._told[origin] = now
+        self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
 
     def _suspect(self, now: float, m: Member, incarnation: int, origin: str) -> None:
         n = len(self._live) + 1
@@ -844,6 +856,7 @@ class SwimNode:
             self._gone.discard(name)
             del self.members[name]
             self._queue.pop(name, None)
+            self._told.pop(name, None)
 
     # --- sending --------------------------------------------------------------------------------
 
