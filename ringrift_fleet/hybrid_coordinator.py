@@ -245,6 +245,7 @@ class HybridCoordinator:
         out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY)
         if self._bully is not None:
             out += self._bully.routes()
+            out += self.ledger.routes()  # type: ignore[union-attr]
         return out
 
     async def start(self) -> None:

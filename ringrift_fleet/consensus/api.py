@@ -70,6 +70,7 @@ class Ledger(ABC):
 
     node_id: str
     op_timeout: float = 2.0
+    forwards_over_http = False  # True where writes hop to the leader's /consensus/op
 
     def __init__(self) -> None:
         self.last_error: str | None = None

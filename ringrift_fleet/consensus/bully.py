@@ -17,13 +17,15 @@ standby copy, pulled every lease period and once more at hand-over.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,7 @@ class BullyElection:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_change: list[Callable[[bool], None]] = []
+        self.ping_extra: Callable[[], dict[str, Any]] = dict  # the ledger adds its version
 
     # --- Leadership --------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class BullyElection:
                     "is_leader": self.is_leader(),
                     "leader": self.leader(),
                     "epoch": self.term(),
+                    **self.ping_extra(),
                 }
             )
 
@@ -189,6 +193,8 @@ class BullyElection:
         self._lease_until = until if leading else 0.0
         if leading:
             self._leader_name = self.node_id
+        elif self._leader_name == self.node_id:
+            self._leader_name = None  # never point followers (or ourselves) at a lapsed lease
         if was != leading:
             for cb in list(self.on_change):
                 try:
@@ -260,7 +266,8 @@ class BullyElection:
             *(self._call(v, "POST", "/consensus/bully/lease", body) for v in others)
         )
         grants = int(mine["granted"]) + sum(1 for a in answers if a and a.get("granted"))
-        seen = [mine["max_epoch"], *(a.get("max_epoch", 0) for a in answers if a)]
+        # epochs others granted (not our own bid: a cut-off voter must not inflate its epoch)
+        seen = [prev_max, *(a.get("max_epoch", 0) for a in answers if a)]
         self.epoch = max(self.epoch, *(e for e in seen if isinstance(e, int)))
         if grants > len(self.voters) // 2:
             self.epoch = epoch
@@ -298,8 +305,23 @@ class BullyElection:
             return None
 
 
+MAX_BACKLOG = 4  # pushes in flight to one follower before it is skipped
+
+
 class BullyLedger(Ledger):
-    """The ledger in Bully mode: SQLite on the leader, forwarded writes elsewhere."""
+    """The ledger in Bully mode: SQLite on the leader, replicated to the followers.
+
+    A write is applied on the leader, then pushed to every follower with its
+    operation number and the leader's epoch; it succeeds once a majority of the
+    voters (the leader included) hold it.  Followers refuse pushes from an
+    epoch older than the newest lease they granted, so a deposed leader's
+    writes fail.  The first push of a new epoch makes a follower take a full
+    copy from the leader (which also drops any unconfirmed tail of a deposed
+    leader).  A new leader starts from the newest copy among the voters it can
+    reach, newest by (term of the last write, operation number).
+    """
+
+    forwards_over_http = True
 
     def __init__(
         self,
@@ -316,30 +338,101 @@ class BullyLedger(Ledger):
         self.token = token
         self.store = SqliteStore(Path(state_dir) / "bully" / f"{election.node_id}.sqlite")
         self._sync_task: asyncio.Task[None] | None = None
-        self._last_leader: str | None = None
         self._handover = threading.Event()
         self._handover.set()
+        self._write_lock = threading.Lock()
+        self._synced_epoch = -1  # the leader epoch whose full copy we hold
+        self._pull_lock = asyncio.Lock()
+        self._others = [v for v in election.voters if v.name != election.node_id]
+        # one pusher per follower, so a follower that hangs cannot delay the others;
+        # a follower with a backlog is skipped (it re-syncs by a full copy later)
+        self._pushers = {
+            v.name: ThreadPoolExecutor(1, thread_name_prefix=f"bully-push-{v.name}")
+            for v in self._others
+        }
+        self._backlog = dict.fromkeys(self._pushers, 0)
+        self._backlog_lock = threading.Lock()
         election.on_change.append(self._on_leadership)
+        election.ping_extra = lambda: {"version": self.store.seq}
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
             self._handover.clear()  # writes wait until the hand-over pull is done
+
+    # --- writes ------------------------------------------------------------------------------
 
     def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
         wait = self.op_timeout if timeout is None else timeout
         if self.election.is_leader():
             if not self._handover.wait(wait):
                 return {"ok": False, "reason": "taking over the ledger; try again"}
-            if not self.election.is_leader():
-                return {"ok": False, "reason": "lost the lease"}
-            return self.store.apply(op)
+            with self._write_lock:  # pushes leave in operation order
+                if not self.election.is_leader():
+                    return {"ok": False, "reason": "lost the lease"}
+                result = self.store.apply(op)
+                if not result["ok"]:
+                    return result  # refused: nothing to replicate
+                acks = 1 + self._replicate(op, self.store.seq, wait)
+            need = len(self.election.voters) // 2 + 1
+            if acks < need:
+                return {
+                    "ok": False,
+                    "reason": f"applied on the leader but held by {acks} of "
+                    f"{len(self.election.voters)} voters (needs {need}): outcome unknown",
+                }
+            return result
+        leader = self.election.leader()
         url = self.election.leader_url()
-        if url is None:
+        if url is None or leader == self.node_id:
             return {"ok": False, "reason": "no leader (no majority of voters)"}
-        status, body = http_json(url + "/consensus/op", token=self.token, body=op, timeout=wait)
+        status, body = http_json(
+            url + "/consensus/op", token=self.token, body=op, timeout=wait, forwarded=True
+        )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
             return body
         return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
+
+    def _replicate(self, op: dict[str, Any], seq: int, timeout: float) -> int:
+        """Push to every follower; the number that acknowledged once a majority did
+        (or everyone answered, or the timeout passed)."""
+        if not self._others:
+            return 0
+        body = {"op": op, "seq": seq, "epoch": self.election.term(), "leader": self.node_id}
+        pending = set()
+        for v in self._others:
+            with self._backlog_lock:
+                if self._backlog[v.name] >= MAX_BACKLOG:
+                    continue
+                self._backlog[v.name] += 1
+            future = self._pushers[v.name].submit(
+                http_json,
+                v.status_url + "/consensus/bully/replicate",
+                token=self.token,
+                body=body,
+                timeout=timeout,
+            )
+            future.add_done_callback(partial(self._pushed, v.name))
+            pending.add(future)
+        need = len(self.election.voters) // 2  # besides ourselves
+        acks = 0
+        deadline = time.monotonic() + timeout
+        while pending and acks < need:
+            done, pending = wait_futures(
+                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for f in done:
+                status, answer = f.result()
+                if status == 200 and isinstance(answer, dict) and answer.get("ack") is True:
+                    acks += 1
+        return acks
+
+    def _pushed(self, name: str, _future: Any = None) -> None:
+        with self._backlog_lock:
+            self._backlog[name] -= 1
+
+    # --- Ledger --------------------------------------------------------------------------------
 
     @contextmanager
     def reading(self) -> Iterator[sm.State]:
@@ -361,7 +454,84 @@ class BullyLedger(Ledger):
     def version(self) -> Any:
         return self.store.seq
 
-    # --- standby copies and hand-over ------------------------------------------------------
+    # --- the follower side ------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        from ringrift_fleet.server import read_json_object
+
+        async def post_replicate(request: web.Request) -> web.Response:
+            body = await read_json_object(request)
+            op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
+            if not isinstance(op, dict):
+                return web.json_response({"error": "field 'op': expected an object"}, status=400)
+            for name, value in (("seq", seq), ("epoch", epoch)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    return web.json_response(
+                        {"error": f"field '{name}': expected an integer"}, status=400
+                    )
+            assert isinstance(seq, int) and isinstance(epoch, int)
+            if epoch < self.election.term() or self.election.is_leader():
+                return web.json_response({"ack": False, "reason": "stale epoch"})
+            if epoch != self._synced_epoch:
+                await self._pull_from_leader(body.get("leader"))
+            outcome = "gap"
+            if epoch == self._synced_epoch:
+                outcome = await asyncio.to_thread(self.store.apply_at, op, seq)
+                if outcome == "gap":  # we missed one: catch up with a full copy, then retry
+                    await self._pull_from_leader(body.get("leader"))
+                    outcome = await asyncio.to_thread(self.store.apply_at, op, seq)
+            return web.json_response({"ack": outcome != "gap", "seq": self.store.seq})
+
+        return [web.post("/consensus/bully/replicate", post_replicate)]
+
+    async def _fetch(self, voter: Voter) -> dict[str, Any] | None:
+        status, body = await asyncio.to_thread(
+            http_json, voter.status_url + "/consensus/ledger", token=self.token, timeout=1.0
+        )
+        ok = status == 200 and isinstance(body, dict) and isinstance(body.get("state"), dict)
+        return body if ok and isinstance(body.get("version"), int) else None
+
+    async def _pull_from_leader(self, name: Any) -> None:
+        """Take the leader's full copy (the leader is the truth for its epoch)."""
+        voter = next((v for v in self._others if v.name == name), None)
+        if voter is None:
+            return
+        async with self._pull_lock:
+            body = await self._fetch(voter)
+            if body is None or not isinstance(body.get("term"), int):
+                return
+            if body["term"] < self.election.term():
+                return  # not the leader we follow any more
+            # a new epoch replaces whatever we hold; within one, only move forward
+            if body["term"] != self._synced_epoch or body["version"] > self.store.seq:
+                await asyncio.to_thread(self.store.install, body["state"], body["version"])
+            self._synced_epoch = body["term"]
+
+    async def _behind(self, leader: str) -> bool:
+        """True when the leader holds operations we missed (a skipped or lost push)."""
+        voter = next((v for v in self._others if v.name == leader), None)
+        if voter is None:
+            return False
+        status, body = await asyncio.to_thread(
+            http_json, voter.status_url + "/consensus/bully/ping", token=self.token, timeout=0.5
+        )
+        version = body.get("version") if status == 200 and isinstance(body, dict) else None
+        return isinstance(version, int) and version > self.store.seq
+
+    async def _take_over(self) -> None:
+        """New leader: start from the newest copy among the voters that answer."""
+        bodies = await asyncio.gather(*(self._fetch(v) for v in self._others))
+        with self.store.reading() as mine:
+            best_key, best = (mine.get("term", 0), self.store.seq), None
+        for body in bodies:
+            if body is None:
+                continue
+            key = (body["state"].get("term", 0), body["version"])
+            if key > best_key:
+                best_key, best = key, body
+        if best is not None:
+            await asyncio.to_thread(self.store.install, best["state"], best["version"])
+        self._synced_epoch = self.election.term()
 
     async def start(self) -> None:
         self._sync_task = asyncio.create_task(self._sync_loop(), name="bully-ledger-sync")
@@ -370,36 +540,24 @@ class BullyLedger(Ledger):
         if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.gather(self._sync_task, return_exceptions=True)
+        for pusher in self._pushers.values():
+            pusher.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
-    async def _pull_from(self, name: str | None) -> bool:
-        voter = next((v for v in self.election.voters if v.name == name), None)
-        if voter is None or name == self.node_id:
-            return False
-        status, body = await asyncio.to_thread(
-            http_json, voter.status_url + "/consensus/ledger", token=self.token, timeout=1.0
-        )
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("state"), dict):
-            return False
-        # The current leader's copy is the truth; so is the last leader's at hand-over,
-        # since nobody could write between the end of its lease and the start of ours.
-        self.store.install(body["state"])
-        return True
-
     async def _sync_loop(self) -> None:
+        """Hand-over on the new leader; followers re-sync whenever the epoch moved."""
         while True:
             try:
-                leader = self.election.leader()
                 if self.election.is_leader():
                     if not self._handover.is_set():
-                        # One last pull from whoever led before us, if it still answers.
-                        with contextlib.suppress(Exception):
-                            await self._pull_from(self._last_leader)
+                        await self._take_over()
                         self._handover.set()
-                elif leader is not None:
-                    await self._pull_from(leader)
-                if leader is not None:
-                    self._last_leader = leader
+                else:
+                    leader = self.election.leader()
+                    if leader is not None and (
+                        self._synced_epoch != self.election.term() or await self._behind(leader)
+                    ):
+                        await self._pull_from_leader(leader)
             except Exception:
                 log.exception("bully ledger sync failed")
             await asyncio.sleep(self.election.period)

@@ -42,6 +42,10 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
         ledger = get_ledger()
         if ledger is None:
             return web.json_response({"ok": False, "reason": "no ledger on this node"}, status=503)
+        if request.headers.get(FORWARDED) and ledger.forwards_over_http and not ledger.is_leader():
+            # one hop only: a write forwarded to a node that no longer leads fails now,
+            # rather than wandering on and landing after its sender gave up
+            return web.json_response({"ok": False, "reason": "not the leader (forwarded write)"})
         # A forwarded write speaks for a non-leader, whose idea of the term may lag
         # one election: stamp it with ours.  Results stay fenced by their tokens.
         term = op.get("term")
@@ -58,11 +62,20 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
             return web.json_response({"error": "no ledger on this node"}, status=503)
         with ledger.reading() as state:
             body = json.dumps(
-                {"term": ledger.term(), "leader": ledger.leader(), "state": state}, default=str
+                {
+                    "term": ledger.term(),
+                    "leader": ledger.leader(),
+                    "version": ledger.version(),
+                    "state": state,
+                },
+                default=str,
             )
         return web.Response(text=body, content_type="application/json")
 
     return [web.post("/consensus/op", post_op), web.get("/consensus/ledger", get_state)]
+
+
+FORWARDED = "X-Ringrift-Forwarded"
 
 
 def http_json(
@@ -71,11 +84,14 @@ def http_json(
     token: str,
     body: dict[str, Any] | None = None,
     timeout: float = 2.0,
+    forwarded: bool = False,
 ) -> tuple[int, Any]:
     """One blocking request; (status, decoded body), (0, reason) when unreachable."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
     req.add_header("Content-Type", "application/json")
+    if forwarded:
+        req.add_header(FORWARDED, "1")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -97,6 +113,8 @@ class RemoteLedger(Ledger):
     metadata, a voter's /status, or the Bully election); ``None`` means no
     leader is known and every write fails at once.
     """
+
+    forwards_over_http = True
 
     def __init__(
         self,
@@ -128,6 +146,7 @@ class RemoteLedger(Ledger):
             token=self._token,
             body=op,
             timeout=self.op_timeout if timeout is None else timeout,
+            forwarded=True,
         )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
             return body
@@ -144,7 +163,7 @@ class RemoteLedger(Ledger):
         self.install(body["state"])
         return True
 
-    def install(self, state: sm.State) -> None:
+    def install(self, state: sm.State) -> None:  # a read copy: no numbering to keep
         with self._lock:
             self._copy = copy.deepcopy(state)
             self.copied_at = time.time()

@@ -92,11 +92,22 @@ class SqliteStore:
                 raise
             self._since_snapshot = 0
 
-    def install(self, state: sm.State) -> None:
-        """Replace everything with ``state`` (a copy taken from the leader), atomically."""
+    def apply_at(self, op: dict[str, Any], seq: int) -> str:
+        """Apply the leader's operation number ``seq``: "applied", "have" (already
+        had it) or "gap" (an earlier one is missing: fetch a full copy)."""
+        with self.lock:
+            if seq <= self.seq:
+                return "have"
+            if seq != self.seq + 1:
+                return "gap"
+            self.apply(op)  # refused ones are never sent; seq advances only on success
+            return "applied" if self.seq == seq else "gap"
+
+    def install(self, state: sm.State, seq: int) -> None:
+        """Replace everything with ``state`` at operation number ``seq``, atomically."""
         with self.lock:
             self.state = json.loads(json.dumps(state))
-            self.seq += 1
+            self.seq = seq
             self._snapshot()
 
     @contextmanager

@@ -37,7 +37,10 @@ def test_bully_leader_loss_elects_one_new_leader_and_keeps_the_ledger(tmp_path: 
         assert not fleet.op("n1", make_op("claim_work.v1", work_id="w0", node="n1"))["ok"]
         before = fleet.ledger(leader)
         # standby copies reach the followers within a lease period or two
-        assert wait_for(lambda: fleet.ledger("n1")["work"] == before["work"], 5)
+        assert wait_for(lambda: fleet.ledger("n1")["work"] == before["work"], 5), (
+            fleet.ledger("n1")["work"],
+            before["work"],
+        )
         with LeaderWatch(fleet) as watch:
             new, took = kill_leader_and_time(fleet, leader)
             time.sleep(0.5)

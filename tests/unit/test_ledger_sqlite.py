@@ -64,9 +64,22 @@ def test_install_replaces_the_state_durably(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     store = SqliteStore(path)
     store.apply(op("add_work.v1", work_id="stale", payload={}))
-    store.install(leader_state)
+    store.install(leader_state, seq=7)
     store.close()
     again = SqliteStore(path)
     with again.reading() as state:
         assert list(state["work"]) == ["from-leader"]
+    assert again.seq == 7
     again.close()
+
+
+def test_apply_at_takes_the_leaders_operations_in_order_only(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "l.sqlite")
+    assert store.apply_at(op("add_work.v1", work_id="a", payload={}), 1) == "applied"
+    assert store.apply_at(op("add_work.v1", work_id="a", payload={}), 1) == "have"
+    assert store.apply_at(op("add_work.v1", work_id="c", payload={}), 3) == "gap"
+    with store.reading() as state:
+        assert sorted(state["work"]) == ["a"]
+    assert store.apply_at(op("add_work.v1", work_id="b", payload={}), 2) == "applied"
+    assert store.seq == 2
+    store.close()
