@@ -9,9 +9,9 @@ cannot reach a majority it stops acting as leader by the time its lease ends.
 Each new lease raises the epoch, which is the Bully mode's term and fence.
 
 :class:`LeaseBook` (the granting rule) and :func:`rank` are pure; the asyncio
-loop around them is :class:`BullyElection`.  The ledger lives in SQLite on the
-leader (:class:`BullyLedger`); followers forward writes to it and keep a
-standby copy, pulled every lease period and once more at hand-over.
+loop around them is :class:`BullyElection`.  The ledger (:class:`BullyLedger`)
+lives in SQLite on every voter: the leader applies writes and pushes them to
+the followers, and a write counts once a majority of voters hold it.
 """
 
 from __future__ import annotations
