@@ -27,13 +27,13 @@ SECRETS = {
 
 
 @dataclass
-class TestBed:
+class NspawnTestbed:
     rundir: Path
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     ctl_ns: str = "rrdep-ctl"
 
     @classmethod
-    def up(cls, rundir: Path, count: int = 3, timeout: float = 900) -> TestBed:
+    def up(cls, rundir: Path, count: int = 3, timeout: float = 900) -> NspawnTestbed:
         subprocess.run(
             [str(SCRIPTS / "up.sh"), str(rundir), str(count)], check=True, timeout=timeout
         )
@@ -120,9 +120,14 @@ class TestBed:
             "common_cluster_key": "{{ vault_cluster_key }}",
             "common_broker_password": "{{ vault_broker_password }}",
             "flower_password": "{{ vault_flower_password }}",
-            # Leader election within seconds in the test bed.
+            # Raft among the three voters: a new leader within seconds of a kill.
+            "common_raft_enabled": True,
+            "common_consensus_mode": "raft",
             "coordinator_leader_wait_retries": 90,
             "coordinator_leader_wait_delay": 1,
+            # Long enough that the survivors elect a new leader before systemd
+            # brings the killed coordinator back.
+            "coordinator_restart_sec": 15,
         }
         (all_vars / "main.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
         password_file = self.rundir / "vault-password"

@@ -1,0 +1,238 @@
+"""The real deployment: `ansible-playbook deploy.yml` over SSH into three
+systemd-nspawn containers running real systemd, each in its own network
+namespace; ansible, celery and curl run in a controller namespace.
+
+One fleet for the module (booting and deploying is the expensive part); the
+tests run in file order and each checks what a user would see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.testbed import SCRIPTS, SECRETS, VENV_BIN, NspawnTestbed, recap
+from tests.support.prereq import need, need_root
+
+pytestmark = pytest.mark.deploy
+
+BROKER_URL = f"redis://:{SECRETS['vault_broker_password']}@10.203.0.11:6379/0"
+
+
+@dataclass
+class Fleet:
+    bed: NspawnTestbed
+    inventory: Path
+    first: subprocess.CompletedProcess[str]
+
+
+def _status(bed: NspawnTestbed, host: str) -> dict[str, object] | None:
+    proc = bed.ctl(["curl", "-sS", "-m", "2", f"http://{bed.hosts[host]}:8770/status"], timeout=10)
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _unit(bed: NspawnTestbed, host: str, unit: str) -> dict[str, str]:
+    out = bed.ssh(host, f"systemctl show -p ActiveState -p MainPID -p NRestarts {unit}").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _poll(what: str, predicate, timeout: float, interval: float = 1.0):  # type: ignore[no-untyped-def]
+    """Bounded poll; returns the first truthy value or fails naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    need_root("network namespaces and systemd-nspawn")
+    for cmd in ("systemd-nspawn", "debootstrap", "ssh", "ssh-keygen", "ip", "curl"):
+        need(
+            shutil.which(cmd) is not None or os.path.exists(f"/usr/sbin/{cmd}"),
+            f"command {cmd!r} (make deps)",
+        )
+    wheelhouse = subprocess.run(
+        [str(SCRIPTS / "build-wheelhouse.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout.strip()
+    bed = NspawnTestbed.up(tmp_path_factory.mktemp("testbed"))
+    try:
+        inventory = bed.write_inventory(Path(wheelhouse))
+        first = bed.playbook(inventory, timeout=600)
+        yield Fleet(bed=bed, inventory=inventory, first=first)
+    finally:
+        bed.down()
+
+
+@pytest.mark.timeout(1500)
+def test_deploy_brings_up_broker_coordinators_and_workers(fleet: Fleet) -> None:
+    out = fleet.first.stdout + fleet.first.stderr
+    assert fleet.first.returncode == 0, out[-6000:]
+    counts = recap(fleet.first.stdout)
+    assert set(counts) >= {"h1", "h2", "h3"}
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
+    bed = fleet.bed
+    for host in ("h1", "h2", "h3"):
+        units = "ringrift-fleet.target ringrift-coordinator.service ringrift-worker@cpu.service"
+        proc = bed.ssh(host, f"systemctl is-active {units}")
+        assert proc.stdout.split() == ["active"] * 3, (host, proc.stdout, proc.stderr)
+        mode = bed.ssh(host, "stat -c '%a %U' /etc/ringrift/fleet.env").stdout.strip()
+        assert mode == "600 root", (host, mode)
+        # The generated host list names all three hosts and the voters.
+        hosts_yaml = bed.ssh(host, "cat /etc/ringrift/distributed_hosts.yaml").stdout
+        for name in ("h1", "h2", "h3", "raft_voters"):
+            assert name in hosts_yaml, (host, hosts_yaml)
+    proc = bed.ssh("h1", "systemctl is-active redis-server.service ringrift-flower.service")
+    assert proc.stdout.split() == ["active", "active"], proc.stdout + proc.stderr
+    # No secret in the play's output (no_log); the vault held them.
+    for secret in SECRETS.values():
+        assert secret not in out
+
+
+@pytest.mark.timeout(120)
+def test_broker_is_private_password_protected_and_never_evicts(fleet: Fleet) -> None:
+    bed = fleet.bed
+    cli = ["redis-cli", "-h", "10.203.0.11", "-p", "6379"]
+    if shutil.which("redis-cli") is None:
+        cli = [str(VENV_BIN / "redis-cli"), "-h", "10.203.0.11", "-p", "6379"]
+    anonymous = bed.ctl([*cli, "ping"])
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    authed = [*cli, "--no-auth-warning", "-a", SECRETS["vault_broker_password"]]
+    assert bed.ctl([*authed, "ping"]).stdout.strip() == "PONG"
+    policy = bed.ctl([*authed, "config", "get", "maxmemory-policy"]).stdout.split()
+    assert policy == ["maxmemory-policy", "noeviction"]
+    aof = bed.ctl([*authed, "config", "get", "appendonly"]).stdout.split()
+    assert aof == ["appendonly", "yes"]
+    bind = bed.ctl([*authed, "config", "get", "bind"]).stdout
+    assert "10.203.0.11" in bind and "0.0.0.0" not in bind
+
+
+@pytest.mark.timeout(120)
+def test_flower_answers_with_basic_auth_only(fleet: Fleet) -> None:
+    bed = fleet.bed
+    url = "http://10.203.0.11:5555/api/workers"
+
+    def code(*auth: str) -> str:
+        proc = bed.ctl(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", *auth, url]
+        )
+        return proc.stdout.strip()
+
+    _poll("Flower to answer", lambda: code() not in ("", "000"), 60)
+    assert code() == "401"
+    assert code("-u", f"admin:{SECRETS['vault_flower_password']}") == "200"
+
+
+@pytest.mark.timeout(900)
+def test_second_run_changes_nothing(fleet: Fleet) -> None:
+    second = fleet.bed.playbook(fleet.inventory, timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-6000:]
+    counts = recap(second.stdout)
+    changed = {host: c["changed"] for host, c in counts.items() if c["changed"]}
+    assert changed == {}, (changed, second.stdout[-6000:])
+
+
+@pytest.mark.timeout(300)
+def test_selfplay_called_from_the_controller_runs_on_a_container_worker(fleet: Fleet) -> None:
+    bed = fleet.bed
+    env = {"RINGRIFT_BROKER_URL": BROKER_URL}
+    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": 2}
+    call = bed.ctl(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "ringrift_fleet",
+            "call",
+            "ringrift.selfplay",
+            "--kwargs",
+            json.dumps(kwargs),
+        ],
+        env=env,
+        timeout=60,
+    )
+    assert call.returncode == 0, call.stdout + call.stderr
+    task_id = call.stdout.strip().splitlines()[-1]
+    result = bed.ctl(
+        [str(VENV_BIN / "celery"), "-A", "ringrift_fleet", "result", task_id],
+        env=env,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    node = next((h for h in ("h1", "h2", "h3") if f"'node': '{h}'" in text), None)
+    assert node is not None, text
+    assert "'games': 2" in text, text
+    # The games are on that container's disk, written by the worker there.
+    listing = bed.ssh(node, f"find /var/lib/ringrift/artifacts -name '{task_id}*'").stdout
+    assert task_id in listing, (node, listing)
+    journal = bed.ssh(node, "journalctl -u 'ringrift-worker@*' --no-pager").stdout
+    assert f"ringrift.selfplay[{task_id}] succeeded" in journal
+
+
+@pytest.mark.timeout(300)
+def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
+    fleet: Fleet,
+) -> None:
+    bed = fleet.bed
+    hosts = ("h1", "h2", "h3")
+
+    def leader() -> tuple[str, int] | None:
+        for h in hosts:
+            s = _status(bed, h)
+            if s and s.get("leader_id"):
+                return str(s["leader_id"]), int(s.get("term") or 0)
+        return None
+
+    old_leader, old_term = _poll("a leader", leader, 90)
+    before = _unit(bed, old_leader, "ringrift-coordinator.service")
+    # The exact command of the issue.  Its exit status is not asserted: systemd 252
+    # in these containers kills the main process but reports EIO for the rest of the
+    # cgroup; what counts is below (the process died, a new one runs).
+    bed.ssh(old_leader, "systemctl kill -s KILL ringrift-coordinator")
+    survivors = [h for h in hosts if h != old_leader]
+
+    def new_leader() -> str | None:
+        for h in survivors:
+            s = _status(bed, h)
+            if s and s.get("leader_id") not in (None, "", old_leader):
+                assert int(s.get("term") or 0) > old_term, s
+                return str(s["leader_id"])
+        return None
+
+    elected = _poll(f"a leader other than {old_leader}", new_leader, 60, 0.5)
+    assert elected in survivors
+
+    def restarted() -> bool:
+        now = _unit(bed, old_leader, "ringrift-coordinator.service")
+        return (
+            now.get("ActiveState") == "active"
+            and int(now.get("NRestarts", "0")) > int(before.get("NRestarts", "0"))
+            and now.get("MainPID") not in ("0", before.get("MainPID"))
+        )
+
+    _poll(f"systemd to restart {old_leader}'s coordinator", restarted, 90)
+    _poll(
+        f"{old_leader}'s coordinator to answer /status again", lambda: _status(bed, old_leader), 60
+    )
