@@ -11,6 +11,7 @@ Prints ONE JSON line.  Everything runs as real processes on 127.0.0.1:
 * idle: CPU and RSS of each idle coordinator (status server, ticks, Raft
   heartbeats) over IDLE_SECONDS.
 * /status: 100 concurrent clients, keep-alive, against one coordinator.
+* Bully (CONSENSUS_MODE=bully, 1 s lease): the same kill loop, fewer kills.
 
 Usage: python benchmarks/consensus.py [--kills N] [--quick]
 """
@@ -62,8 +63,12 @@ def write_ok(fleet: LocalFleet, name: str, work_id: str) -> bool:
         return False
 
 
-def measure_failover(workdir: Path, kills: int) -> list[float]:
-    fleet = LocalFleet(workdir / "failover", voters=3, extra_env=dict(EXTRA_ENV))
+def measure_failover(
+    workdir: Path, kills: int, mode: str = "raft", env: dict[str, str] | None = None
+) -> list[float]:
+    fleet = LocalFleet(
+        workdir / f"failover-{mode}", voters=3, mode=mode, extra_env={**EXTRA_ENV, **(env or {})}
+    )
     times: list[float] = []
     try:
         fleet.start_all()
@@ -303,7 +308,8 @@ def main() -> None:
     parser.add_argument("--write-seconds", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--writers", type=int, default=16)
-    parser.add_argument("--only", choices=("writes", "idle", "failover"))
+    parser.add_argument("--only", choices=("writes", "idle", "failover", "bully"))
+    parser.add_argument("--bully-kills", type=int, default=6)
     parser.add_argument("--voter")
     parser.add_argument("--cluster")
     parser.add_argument("--state")
@@ -329,6 +335,20 @@ def main() -> None:
             )
         if args.only in (None, "idle"):
             result.update(measure_idle_and_status(work, args.idle_seconds))
+        if args.only in (None, "bully"):
+            lease = "1.0"
+            bully = measure_failover(
+                work, args.bully_kills, "bully", {"RINGRIFT_P2P_LEADER_LEASE_DURATION": lease}
+            )
+            result.update(
+                bully_lease_s=float(lease),
+                bully_failover_p50_s=round(statistics.median(bully), 3),
+                bully_failover_max_s=round(max(bully), 3),
+                bully_failover_kills=len(bully),
+                bully_replicas_identical_after_failover=bool(
+                    RAW["replicas_identical_after_failover"][0]
+                ),
+            )
         if args.only in (None, "failover"):
             failover = measure_failover(work, args.kills)
             RAW["failover_s"] = failover
