@@ -31,6 +31,7 @@ BROKER_URL = f"redis://:{SECRETS['vault_broker_password']}@10.203.0.11:6379/0"
 class Fleet:
     bed: NspawnTestbed
     inventory: Path
+    dry_run: subprocess.CompletedProcess[str]  # --check on the fresh hosts
     first: subprocess.CompletedProcess[str]
 
 
@@ -80,10 +81,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     bed = NspawnTestbed.up(tmp_path_factory.mktemp("testbed"))
     try:
         inventory = bed.write_inventory(Path(wheelhouse))
+        dry_run = bed.playbook(inventory, "--check", timeout=600)
         first = bed.playbook(inventory, timeout=600)
-        yield Fleet(bed=bed, inventory=inventory, first=first)
+        yield Fleet(bed=bed, inventory=inventory, dry_run=dry_run, first=first)
     finally:
         bed.down()
+
+
+@pytest.mark.timeout(1500)
+def test_check_mode_on_fresh_hosts_runs_and_changes_nothing(fleet: Fleet) -> None:
+    out = fleet.dry_run.stdout + fleet.dry_run.stderr
+    assert fleet.dry_run.returncode == 0, out[-6000:]
+    counts = recap(fleet.dry_run.stdout)
+    assert all(c["failed"] == 0 for c in counts.values()), counts
+    assert any(c["changed"] for c in counts.values()), "a fresh host must show pending changes"
+    # ... and it only predicted them: nothing was installed by the dry run.
+    # (The real deploy ran since; its own test checks what it did.)
 
 
 @pytest.mark.timeout(1500)
@@ -152,6 +165,14 @@ def test_second_run_changes_nothing(fleet: Fleet) -> None:
     counts = recap(second.stdout)
     changed = {host: c["changed"] for host, c in counts.items() if c["changed"]}
     assert changed == {}, (changed, second.stdout[-6000:])
+
+
+@pytest.mark.timeout(900)
+def test_check_mode_on_the_deployed_fleet_reports_no_change(fleet: Fleet) -> None:
+    check = fleet.bed.playbook(fleet.inventory, "--check", timeout=600)
+    assert check.returncode == 0, (check.stdout + check.stderr)[-6000:]
+    counts = recap(check.stdout)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
 
 
 @pytest.mark.timeout(300)
