@@ -85,6 +85,22 @@ for i in $(seq 1 "$N"); do
   echo "HOST_$i=10.203.0.1$i" >>"$RUNDIR/testbed.env"
 done
 
+diagnose() {  # what a failed boot looked like, for the test's output
+  local i=$1 pid init
+  pid=$(cat "$RUNDIR/h$i/nspawn.pid")
+  init=$(pgrep -P "$pid" | head -n1)
+  tail -n 20 "$RUNDIR/h$i/console.log" >&2
+  if [ -n "$init" ]; then
+    echo "--- h$i: is-system-running / failed units / ssh:" >&2
+    timeout 10 nsenter -t "$init" -a systemctl is-system-running >&2
+    timeout 10 nsenter -t "$init" -a systemctl --failed --no-legend >&2
+    timeout 10 nsenter -t "$init" -a systemctl status --no-pager -n 10 ssh.service >&2
+  fi
+  timeout 10 ip netns exec "$CTL_NS" ssh -v -i "$RUNDIR/id_ed25519" -o BatchMode=yes \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=3 \
+    "root@10.203.0.1$i" true 2>&1 | tail -n 8 >&2
+}
+
 ssh_ok() {
   ip netns exec "$CTL_NS" ssh -q -i "$RUNDIR/id_ed25519" -o BatchMode=yes \
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=3 \
@@ -101,7 +117,7 @@ for i in $(seq 1 "$N"); do
       exit 1
     fi
     if [ $SECONDS -ge $deadline ]; then
-      tail -n 20 "$RUNDIR/h$i/console.log" >&2
+      diagnose "$i"
       echo "up.sh: h$i not up with sshd within ${BOOT_TIMEOUT}s" >&2
       exit 1
     fi
