@@ -34,4 +34,5 @@ done
 ip netns list | grep -qw "$CTL_NS" && ip netns del "$CTL_NS"
 ip route del blackhole 10.203.0.0/24 2>/dev/null
 rm -f "$RUNDIR/blackhole"
+[ "$(cat /run/ringrift-deploy-testbed.rundir 2>/dev/null)" = "$RUNDIR" ] && rm -f /run/ringrift-deploy-testbed.rundir
 exit 0

@@ -24,11 +24,17 @@ BOOT_TIMEOUT=${RINGRIFT_TESTBED_BOOT_TIMEOUT:-120}
 mkdir -p "$RUNDIR"
 RUNDIR=$(cd "$RUNDIR" && pwd)
 
-# A previous run that died without tearing down leaves these behind.
+# One test bed per machine (fixed names and range): callers serialise on
+# /run/lock/ringrift-deploy-testbed.lock (the pytest fixture holds it from up to
+# down).  A test bed found here anyway was left by a run that died: tear it down,
+# using the run directory it recorded, so its containers end by their PIDs.
+ACTIVE=/run/ringrift-deploy-testbed.rundir
 if ip netns list | grep -qw "$CTL_NS"; then
-  echo "up.sh: stale test bed found; tearing it down first" >&2
-  "$HERE/down.sh" "${RINGRIFT_TESTBED_STALE_RUNDIR:-$RUNDIR}" "$N" || true
+  stale=$(cat "$ACTIVE" 2>/dev/null || echo "$RUNDIR")
+  echo "up.sh: stale test bed found (from $stale); tearing it down first" >&2
+  "$HERE/down.sh" "$stale" "$N" || true
 fi
+echo "$RUNDIR" >"$ACTIVE"
 
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "up.sh: failed (rc=$rc); tearing down" >&2; "$HERE/down.sh" "$RUNDIR" "$N"; fi' EXIT
 

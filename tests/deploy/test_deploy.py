@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.testbed import SCRIPTS, SECRETS, VENV_BIN, NspawnTestbed, recap
+from tests.deploy.testbed import SCRIPTS, SECRETS, VENV_BIN, NspawnTestbed, exclusive, recap
 from tests.support.prereq import need, need_root
 
 pytestmark = pytest.mark.deploy
@@ -78,14 +78,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         timeout=900,
         check=True,
     ).stdout.strip()
-    bed = NspawnTestbed.up(tmp_path_factory.mktemp("testbed"))
-    try:
-        inventory = bed.write_inventory(Path(wheelhouse))
-        dry_run = bed.playbook(inventory, "--check", timeout=600)
-        first = bed.playbook(inventory, timeout=600)
-        yield Fleet(bed=bed, inventory=inventory, dry_run=dry_run, first=first)
-    finally:
-        bed.down()
+    with exclusive():
+        bed = NspawnTestbed.up(tmp_path_factory.mktemp("testbed"))
+        try:
+            inventory = bed.write_inventory(Path(wheelhouse))
+            dry_run = bed.playbook(inventory, "--check", timeout=600)
+            first = bed.playbook(inventory, timeout=600)
+            yield Fleet(bed=bed, inventory=inventory, dry_run=dry_run, first=first)
+        finally:
+            bed.down()
 
 
 @pytest.mark.timeout(1500)

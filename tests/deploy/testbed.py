@@ -7,9 +7,13 @@ inside the controller namespace, the only place that addresses the hosts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +23,33 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "deploy-testbed"
 VENV_BIN = REPO / ".venv" / "bin"
 VAULT_PASSWORD = "testbed-vault-password"
+# One test bed per machine: its namespaces, bridge and 10.203.0.0/24 are fixed.
+LOCK_FILE = Path("/run/lock/ringrift-deploy-testbed.lock")
 SECRETS = {
     "vault_cluster_key": "testbed-cluster-key-0123456789abcdef",
     "vault_broker_password": "testbedBrokerPassword0123456789",
     "vault_flower_password": "testbedFlowerPw0123",
 }
+
+
+@contextlib.contextmanager
+def exclusive(timeout: float = 1200) -> Iterator[None]:
+    """Hold the machine-wide test bed lock (another `make test` may be running)."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "w") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{LOCK_FILE} held for over {timeout:.0f}s") from None
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass
