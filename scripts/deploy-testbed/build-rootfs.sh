@@ -99,4 +99,8 @@ rm -rf "$work/var/cache/apt/archives/"*.deb "$work/var/lib/apt/lists/"*
 touch "$work/.ringrift-testbed-ready"
 mv "$work" "$target"
 trap - EXIT
+# Older recipes' root filesystems are dead weight now (a few hundred MB each).
+for old in "$CACHE"/rootfs-*; do
+  [ "$old" = "$target" ] || rm -rf --one-file-system "$old"
+done
 echo "$target"

@@ -28,11 +28,20 @@ for i in $(seq 1 9); do
   if mountpoint -q "$dir/root" 2>/dev/null; then
     umount "$dir/root" 2>/dev/null || umount -l "$dir/root"
   fi
+done
+# The namespaces, bridge and route carry fixed names: leave them alone when a
+# newer test bed (another run directory) owns them now.
+ACTIVE=/run/ringrift-deploy-testbed.rundir
+owner=$(cat "$ACTIVE" 2>/dev/null || true)
+if [ -n "$owner" ] && [ "$owner" != "$RUNDIR" ]; then
+  echo "down.sh: the network belongs to $owner now; removed only this run's containers" >&2
+  exit 0
+fi
+for i in $(seq 1 9); do
   rm -rf "/run/systemd/nspawn/propagate/$PREFIX-h$i" 2>/dev/null
   ip netns list | grep -qw "$PREFIX-h$i" && ip netns del "$PREFIX-h$i"
 done
 ip netns list | grep -qw "$CTL_NS" && ip netns del "$CTL_NS"
 ip route del blackhole 10.203.0.0/24 2>/dev/null
-rm -f "$RUNDIR/blackhole"
-[ "$(cat /run/ringrift-deploy-testbed.rundir 2>/dev/null)" = "$RUNDIR" ] && rm -f /run/ringrift-deploy-testbed.rundir
+rm -f "$RUNDIR/blackhole" "$ACTIVE"
 exit 0
