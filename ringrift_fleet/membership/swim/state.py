@@ -1,0 +1,77 @@
+"""What a SWIM node remembers: members, suspicions, counters, and what a step returns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ringrift_fleet.membership.base import MembershipEvent
+from ringrift_fleet.membership.swim.codec import Addr
+
+
+class Output(NamedTuple):
+    datagrams: list[tuple[Addr, bytes]]
+    events: list[MembershipEvent]
+
+
+@dataclass(slots=True)
+class Suspicion:
+    start: float
+    lo: float
+    hi: float
+    k: int  # confirmations that bring the timeout down to ``lo``
+    confirmers: set[str]
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._recompute()
+
+    def confirm(self, origin: str) -> bool:
+        if origin in self.confirmers:
+            return False
+        self.confirmers.add(origin)
+        self._recompute()
+        return True
+
+    def _recompute(self) -> None:
+        c = len(self.confirmers) - 1  # the first suspecter is not a confirmation
+        if self.k <= 0 or c <= 0:
+            timeout = self.hi if self.k > 0 else self.lo
+        else:
+            frac = math.log(c + 1) / math.log(self.k + 1)
+            timeout = max(self.lo, self.hi - (self.hi - self.lo) * frac)
+        self.deadline = self.start + timeout
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    addr: Addr
+    incarnation: int
+    state: str  # ALIVE | SUSPECT | DEAD | LEFT
+    metadata: Mapping[str, Any]
+    since: float  # when the state last changed (local clock)
+    suspicion: Suspicion | None = None
+    wire: tuple[tuple[str, int], bytes] | None = None  # cached full-state entry
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    probes: int = 0
+    probe_failures: int = 0
+    refutations: int = 0
+    full_syncs_sent: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
