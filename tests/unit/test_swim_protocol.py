@@ -198,3 +198,23 @@ def test_joining_retries_unanswered_seeds_with_back_off() -> None:
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
     assert gaps[:4] == [0.5, 1.0, 2.0, 4.0]
     assert max(gaps) <= 15.1
+
+
+def test_an_update_is_piggybacked_about_lambda_log_n_times_then_dropped() -> None:
+    node = _node("a", 1)
+    for i in range(9):
+        node.learn(0.0, f"m{i}", ("127.0.0.1", 100 + i))
+    limit = node.config.retransmits(10)  # ceil(3 × log10(11)) = 4
+    assert limit == 4
+    verdict = codec.Update(codec.DEAD, "m0", 0, origin="x")
+    node.handle(
+        0.0,
+        codec.encode(codec.Message(codec.ACK, "m1", 999, updates=[verdict]), KEY),
+        ("127.0.0.1", 101),
+    )
+    carried = 0
+    for seq in range(20):  # answer 20 pings from m2: each ack piggybacks what is queued
+        ping = codec.encode(codec.Message(codec.PING, "m2", seq, target="a"), KEY)
+        for _, data in node.handle(0.1, ping, ("127.0.0.1", 102)).datagrams:
+            carried += verdict in codec.decode(data, KEY).updates
+    assert carried == limit
