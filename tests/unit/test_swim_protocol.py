@@ -204,14 +204,15 @@ def test_an_update_is_piggybacked_about_lambda_log_n_times_then_dropped() -> Non
     node = _node("a", 1)
     for i in range(9):
         node.learn(0.0, f"m{i}", ("127.0.0.1", 100 + i))
-    limit = node.config.retransmits(10)  # ceil(3 × log10(11)) = 4
-    assert limit == 4
     verdict = codec.Update(codec.DEAD, "m0", 0, origin="x")
     node.handle(
         0.0,
         codec.encode(codec.Message(codec.ACK, "m1", 999, updates=[verdict]), KEY),
         ("127.0.0.1", 101),
     )
+    assert node.state_of("m0") == "dead"
+    limit = node.config.retransmits(len(node.live_names()) + 1)  # ceil(3 × log10(9 + 1))
+    assert limit == 3
     carried = 0
     for seq in range(20):  # answer 20 pings from m2: each ack piggybacks what is queued
         ping = codec.encode(codec.Message(codec.PING, "m2", seq, target="a"), KEY)
