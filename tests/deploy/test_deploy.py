@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +26,7 @@ from tests.support.prereq import need, need_root
 
 pytestmark = pytest.mark.deploy
 
+T = TypeVar("T")
 BROKER_URL = f"redis://:{SECRETS['vault_broker_password']}@10.203.0.11:6379/0"
 
 
@@ -51,7 +54,18 @@ def _unit(bed: NspawnTestbed, host: str, unit: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def _poll(what: str, predicate, timeout: float, interval: float = 1.0):  # type: ignore[no-untyped-def]
+def _run_seconds(bed: NspawnTestbed, task_id: str) -> float | None:
+    """How long a task ran, from its worker's "succeeded in Xs" log line."""
+    pattern = re.compile(re.escape(f"ringrift.selfplay[{task_id}] succeeded in ") + r"([0-9.]+)s")
+    for h in bed.hosts:
+        log = bed.ssh(h, "journalctl -u 'ringrift-worker@*' --no-pager -n 300").stdout
+        match = pattern.search(log)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _poll(what: str, predicate: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
     """Bounded poll; returns the first truthy value or fails naming what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
@@ -224,7 +238,7 @@ def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
         for h in hosts:
             s = _status(bed, h)
             if s and s.get("leader_id"):
-                return str(s["leader_id"]), int(s.get("term") or 0)
+                return str(s["leader_id"]), int(str(s.get("term") or 0))
         return None
 
     old_leader, old_term = _poll("a leader", leader, 90)
@@ -239,7 +253,7 @@ def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
         for h in survivors:
             s = _status(bed, h)
             if s and s.get("leader_id") not in (None, "", old_leader):
-                assert int(s.get("term") or 0) > old_term, s
+                assert int(str(s.get("term") or 0)) > old_term, s
                 return str(s["leader_id"])
         return None
 
@@ -258,3 +272,61 @@ def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
     _poll(
         f"{old_leader}'s coordinator to answer /status again", lambda: _status(bed, old_leader), 60
     )
+
+
+@pytest.mark.timeout(600)
+def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
+    """A unit change restarts the workers batch by batch, each with a warm
+    shutdown: the job running during the deploy finishes on its first attempt."""
+    bed = fleet.bed
+    env = {"RINGRIFT_BROKER_URL": BROKER_URL}
+    celery = [str(VENV_BIN / "celery"), "-A", "ringrift_fleet"]
+
+    def selfplay(games: int) -> str:
+        kwargs = {"board_type": "hex8", "num_players": 2, "num_games": games}
+        call = bed.ctl(
+            [*celery, "call", "ringrift.selfplay", "--kwargs", json.dumps(kwargs)], env=env
+        )
+        assert call.returncode == 0, call.stdout + call.stderr
+        return call.stdout.strip().splitlines()[-1]
+
+    # Size the job to outlast the play's first steps: time a small one first.
+    probe = selfplay(400)
+    bed.ctl([*celery, "result", probe], env=env, timeout=120)
+    took = _poll("the probe job's run time", lambda: _run_seconds(bed, probe), 60)
+    games = max(400, min(100_000, int(400 * 45 / max(took, 0.01))))
+    task_id = selfplay(games)
+
+    def running_on() -> str | None:
+        for h in ("h1", "h2", "h3"):
+            log = bed.ssh(h, "journalctl -u 'ringrift-worker@*' --no-pager -n 200").stdout
+            if f"ringrift.selfplay[{task_id}] received" in log:
+                return h
+        return None
+
+    node = _poll("the long job to start on a worker", running_on, 60)
+    # A changed unit (restart delay) makes every worker restart, drained first.
+    deploy = bed.playbook(
+        fleet.inventory,
+        "--tags",
+        "workers",
+        "--limit",
+        f"{node},localhost",  # that host's batch drains while the job still runs
+        "-e",
+        "worker_restart_sec=6",
+    )
+    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
+    assert "Drain the workers before they restart" in deploy.stdout
+    journal = bed.ssh(node, "journalctl -u 'ringrift-worker@*' --no-pager").stdout
+    received = journal.find(f"ringrift.selfplay[{task_id}] received")
+    done = journal.find(f"ringrift.selfplay[{task_id}] succeeded")
+    drain = journal.lower().find("warm shutdown", received)
+    assert received >= 0 and done >= 0 and drain >= 0, journal[-3000:]
+    # The shutdown began while the job ran, and waited for it to finish.
+    assert received < drain < done, journal[-3000:]
+    result = bed.ctl([*celery, "result", task_id], env=env, timeout=120)
+    assert "'status': 'completed'" in result.stdout, result.stdout + result.stderr
+    assert f"'games': {games}" in result.stdout and "'attempt': 1" in result.stdout, result.stdout
+    units = "ringrift-worker@cpu.service"
+    for h in ("h1", "h2", "h3"):
+        assert bed.ssh(h, f"systemctl is-active {units}").stdout.strip() == "active", h
