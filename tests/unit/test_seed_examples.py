@@ -29,6 +29,7 @@ EXAMPLES = Path(__file__).parent / "seed_examples"
 REFERENCE_DIRS = (
     Path("/work/shared/reference"),
     Path(__file__).parents[2] / "shared" / "reference",
+    Path(__file__).parents[3] / "shared" / "reference",  # shared/ beside the clone (CI)
 )
 ORCHESTRATION = "001_02381373b298663c.txt"
 ADAPTER = "000_1b0aaf31d1295677.txt"
