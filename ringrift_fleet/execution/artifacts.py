@@ -145,25 +145,9 @@ class ArtifactStore:
         return {"name": name, "size": info["size"], "sha256": digest}
 
     # --- writing ------------------------------------------------------------------------
-    def _atomic_write(self, dest: Path, data: bytes) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp_dir / f"{uuid.uuid4().hex}-{dest.name}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
     @contextlib.contextmanager
-    def writing(self, name: str) -> Iterator[Path]:
-        """Yield a temporary path; on success it is renamed to ``name`` (then call ``register``)."""
-        dest = self.path(name)
+    def _replacing(self, dest: Path) -> Iterator[Path]:
+        """Yield a temporary path; on success it is synced and renamed over ``dest``."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}-{dest.name}"
         try:
@@ -176,6 +160,14 @@ class ArtifactStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _atomic_write(self, dest: Path, data: bytes) -> None:
+        with self._replacing(dest) as tmp:
+            tmp.write_bytes(data)
+
+    def writing(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """Yield a temporary path; on success it is renamed to ``name`` (then call ``register``)."""
+        return self._replacing(self.path(name))
 
     def put_bytes(self, name: str, data: bytes) -> dict[str, Any]:
         self._atomic_write(self.path(name), data)
