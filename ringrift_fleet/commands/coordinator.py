@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 from typing import Any
 
 from ringrift_fleet.config import get_feature_flags, get_p2p_config
@@ -74,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("ringrift_fleet").warning(
             "no inventory: the scheduler is not attached (use `ringrift-fleet up` on one machine)"
         )
+    import asyncio  # with ssl, a tenth of --help's import time: only when serving
+
     asyncio.run(_serve(node))
     return 0
 
@@ -89,6 +89,9 @@ def _scheduler() -> Any:
 
 
 async def _serve(node: Any) -> None:
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.request_stop)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ringrift_fleet import inventory
 from ringrift_fleet.config import get_p2p_config
 from ringrift_fleet.errors import InventoryError
+
+if TYPE_CHECKING:  # the loader pulls in PyYAML: imported by run(), not to build --help
+    from ringrift_fleet import inventory
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +47,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ringrift_fleet import inventory
+
     get_p2p_config()  # a bad RINGRIFT_P2P_* variable fails here, before any file is read
     try:
         if args.action == "generate":
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(source: str, output: str) -> int:
+    from ringrift_fleet import inventory
+
     inv = inventory.from_ansible(source, warn=False)
     text = inventory.dump(inv)
     _print_warnings(inv)

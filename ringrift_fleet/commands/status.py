@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from ringrift_fleet.config import get_p2p_config
@@ -39,6 +37,9 @@ def status_url(host: str | None, default_port: int) -> str:
 
 
 def fetch_status(url: str, timeout: float) -> dict[str, Any]:
+    import urllib.error  # http.client and email: only when a status is fetched
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = json.loads(resp.read())

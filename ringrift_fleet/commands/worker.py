@@ -27,7 +27,6 @@ from typing import Any
 from ringrift_fleet.config import get_p2p_config
 from ringrift_fleet.errors import ConfigError
 from ringrift_fleet.execution.queues import worker_queues
-from ringrift_fleet.execution.workloads.commands import load_templates
 from ringrift_fleet.placement import can_train, gpu_tier, normalize_gpu_name
 
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
@@ -161,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = get_p2p_config()
     node = args.node or cfg.NODE_ID
     if cfg.WORKLOADS_FILE:  # a bad template stops the worker here, not its first job
+        # Imported here: the workloads pull in numpy and aiohttp, which --help must not.
+        from ringrift_fleet.execution.workloads.commands import load_templates
+
         load_templates(cfg.WORKLOADS_FILE)
     if args.gpu_vram_gb is not None and not args.gpu_type:
         raise ConfigError("--gpu-vram-gb needs --gpu-type")

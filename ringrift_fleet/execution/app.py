@@ -40,11 +40,23 @@ def pin_gpu(**_: Any) -> None:
 
 
 def create_app(cfg: P2PConfig | None = None) -> Celery:
-    from ringrift_fleet.execution.tasks import register_tasks
+    """The app, with the fleet's tasks defined when it finalizes.
 
+    A coordinator only sends tasks by name and reads results, which never
+    finalizes the app; deferring the task definitions keeps the workloads (numpy,
+    the artifact store) out of its memory.  A worker, ``celery call`` and
+    ``app.tasks`` finalize it, and so see every task.
+    """
     cfg = cfg or get_p2p_config()
     app = Celery("ringrift_fleet", set_as_current=False)
     app.conf.update(celery_settings(cfg))
     app.conf.task_routes = (route_task,)
-    register_tasks(app, cfg)
+    limits_cfg = cfg
+
+    def define_tasks(sender: Celery, **_: Any) -> None:
+        from ringrift_fleet.execution.tasks import register_tasks
+
+        register_tasks(sender, limits_cfg)
+
+    app.on_after_finalize.connect(define_tasks, weak=False)
     return app

@@ -31,9 +31,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.execution.boards import BOARD_TYPES as BOARD_TYPES  # re-exported
+from ringrift_fleet.execution.boards import PLAYER_COUNTS as PLAYER_COUNTS
+from ringrift_fleet.execution.boards import check_board as check_board
+from ringrift_fleet.execution.boards import config_key as config_key
 
-BOARD_TYPES: tuple[str, ...] = ("square8", "square19", "hex8", "hexagonal")
-PLAYER_COUNTS: tuple[int, ...] = (2, 3, 4)
 EMPTY = -1
 ANCHOR = 2  # a ring with this many same-colour neighbours cannot be flipped
 
@@ -49,23 +51,6 @@ BASE_FEATURES: tuple[str, ...] = (
 # Each base feature also enters multiplied by the game phase (share of the
 # board filled), so a model can value e.g. exposure differently late on.
 FEATURES: tuple[str, ...] = BASE_FEATURES + tuple(f"{f}*phase" for f in BASE_FEATURES)
-
-
-def config_key(board_type: str, num_players: int) -> str:
-    """The board configuration's name used in paths and queues, e.g. ``hex8_2p``."""
-    return f"{board_type}_{num_players}p"
-
-
-def check_board(board_type: Any, num_players: Any, ctx: str = "") -> tuple[str, int]:
-    """Validate a board type and player count; the error names the field."""
-    pre = f"{ctx}." if ctx else ""
-    if board_type not in BOARD_TYPES:
-        raise ValidationError(
-            f"{pre}board_type: {board_type!r} is not one of {', '.join(BOARD_TYPES)}"
-        )
-    if isinstance(num_players, bool) or num_players not in PLAYER_COUNTS:
-        raise ValidationError(f"{pre}num_players: {num_players!r} is not one of 2, 3, 4")
-    return str(board_type), int(num_players)
 
 
 @dataclass(frozen=True)
