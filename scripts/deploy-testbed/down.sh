@@ -25,6 +25,22 @@ for i in $(seq 1 9); do
     fi
     rm -f "$pidfile"
   fi
+  # The container's own cgroups (up.sh made them): end what is left in them by
+  # PID (only the container's processes can be there), then remove them.
+  if [ -f "$RUNDIR/h$i.cgroups" ]; then
+    for cg in $(cat "$RUNDIR/h$i.cgroups"); do
+      [ -d "$cg" ] || continue
+      for _ in $(seq 1 20); do
+        pids=$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
+        [ -z "$pids" ] && break
+        kill -KILL $pids 2>/dev/null
+        sleep 0.25
+      done
+      find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+      rmdir "$(dirname "$cg")" 2>/dev/null
+    done
+    rm -f "$RUNDIR/h$i.cgroups"
+  fi
   if mountpoint -q "$dir/root" 2>/dev/null; then
     umount "$dir/root" 2>/dev/null || umount -l "$dir/root"
   fi

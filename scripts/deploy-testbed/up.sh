@@ -62,9 +62,29 @@ for i in $(seq 1 "$N"); do hosts_lines+=$'\n'"10.203.0.1$i h$i"; done
   echo "N=$N"
 } >"$RUNDIR/testbed.env"
 
+# Each container runs in a cgroup of its own.  With no systemd on the host,
+# nspawn puts a container in <its own cgroup>/payload, so containers started from
+# one cgroup would share payload/system.slice and remove each other's unit
+# cgroups while booting (units then fail with status=219/CGROUP; seen in CI).
+# The hierarchies that matter are the writable ones systemd uses for its units:
+# cgroup2 and the legacy name=systemd one.
+cgroup_roots() {
+  awk '{ split($0, p, " - "); split(p[1], a, " "); split(p[2], b, " ")
+         if (b[1] == "cgroup2" || (b[1] == "cgroup" && b[3] ~ /(^|,)name=systemd(,|$)/)) print a[5] }' \
+    /proc/self/mountinfo
+}
+CGROUP_ROOTS=$(cgroup_roots)
+[ -n "$CGROUP_ROOTS" ] || { echo "up.sh: no cgroup2 or name=systemd hierarchy mounted" >&2; exit 1; }
+
 for i in $(seq 1 "$N"); do
   name="$PREFIX-h$i"
   dir="$RUNDIR/h$i"
+  cgdirs=""
+  for root in $CGROUP_ROOTS; do
+    mkdir -p "$root/ringrift-testbed/h$i"
+    cgdirs+="$root/ringrift-testbed/h$i "
+  done
+  echo "$cgdirs" >"$RUNDIR/h$i.cgroups"
   mkdir -p "$dir/upper" "$dir/work" "$dir/root"
   ip netns add "$name"
   ip -n "$name" link set lo up
@@ -84,7 +104,9 @@ for i in $(seq 1 "$N"); do
 
   # No systemd as PID 1 on the host: no machined to register with, no scope to
   # allocate, so the container stays in our own cgroup (--keep-unit).
-  setsid systemd-nspawn -q -D "$dir/root" -b --register=no --keep-unit \
+  # bash joins the container's cgroups, then becomes nspawn (same PID).
+  CGDIRS="$cgdirs" setsid bash -c 'for d in $CGDIRS; do echo $$ >"$d/cgroup.procs"; done; exec "$@"' nspawn \
+    systemd-nspawn -q -D "$dir/root" -b --register=no --keep-unit \
     --network-namespace-path="/run/netns/$name" -M "$name" --hostname="h$i" \
     </dev/null >"$dir/console.log" 2>&1 &
   echo $! >"$dir/nspawn.pid"
@@ -94,32 +116,41 @@ done
 diagnose() {  # what a failed boot looked like, for the test's output
   local i=$1 pid init
   pid=$(cat "$RUNDIR/h$i/nspawn.pid")
-  init=$(pgrep -P "$pid" | head -n1)
+  init=$(pgrep -P "$pid" | head -n1 || true)
   tail -n 20 "$RUNDIR/h$i/console.log" >&2
   if [ -n "$init" ]; then
     echo "--- h$i: is-system-running / failed units / ssh:" >&2
-    timeout 10 nsenter -t "$init" -a systemctl is-system-running >&2
-    timeout 10 nsenter -t "$init" -a systemctl --failed --no-legend >&2
-    timeout 10 nsenter -t "$init" -a systemctl status --no-pager -n 10 ssh.service >&2
+    timeout 10 nsenter -t "$init" -a systemctl is-system-running >&2 || true
+    timeout 10 nsenter -t "$init" -a systemctl --failed --no-legend >&2 || true
+    timeout 10 nsenter -t "$init" -a systemctl status --no-pager -n 10 ssh.service >&2 || true
   fi
   timeout 10 ip netns exec "$CTL_NS" ssh -v -i "$RUNDIR/id_ed25519" -o BatchMode=yes \
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=3 \
-    "root@10.203.0.1$i" true 2>&1 | tail -n 8 >&2
+    "root@10.203.0.1$i" true 2>&1 | tail -n 8 >&2 || true
 }
 
-ssh_ok() {
+system_state() {  # what the host's systemd says, over SSH (empty when SSH fails)
   ip netns exec "$CTL_NS" ssh -q -i "$RUNDIR/id_ed25519" -o BatchMode=yes \
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=3 \
-    "root@$1" systemctl is-system-running 2>/dev/null | grep -qE '^(running|degraded)$'
+    "root@$1" systemctl is-system-running 2>/dev/null || true
 }
 
+# A host is up when SSH answers and systemd has finished booting with no failed
+# unit: a degraded host would fail the deployment later, less clearly.
 deadline=$((SECONDS + BOOT_TIMEOUT))
 for i in $(seq 1 "$N"); do
-  until ssh_ok "10.203.0.1$i"; do
+  while :; do
+    state=$(system_state "10.203.0.1$i")
+    [ "$state" = running ] && break
     pid=$(cat "$RUNDIR/h$i/nspawn.pid")
     if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$RUNDIR/h$i/console.log" >&2
       echo "up.sh: container h$i exited during boot" >&2
+      exit 1
+    fi
+    if [ "$state" = degraded ]; then
+      diagnose "$i"
+      echo "up.sh: h$i booted with failed units" >&2
       exit 1
     fi
     if [ $SECONDS -ge $deadline ]; then
