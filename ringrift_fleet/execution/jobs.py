@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ringrift_fleet.errors import ValidationError
-from ringrift_fleet.execution.workloads.reference_game import check_board
+from ringrift_fleet.execution.boards import check_board
 from ringrift_fleet.models import as_float, as_int, as_str
 
 TASK_NAMES: dict[str, str] = {

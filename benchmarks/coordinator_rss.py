@@ -1,0 +1,287 @@
+"""Coordinator memory benchmark: resident set size of a real coordinator and CLI weight.
+
+Prints ONE JSON line.  A coordinator runs on every GPU host beside the
+workers, so what it holds resident (and whether that grows) is memory the
+GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
+
+* rss_start_mb / rss_end_mb / rss_growth_mb / rss_peak_mb: VmRSS of a real
+  ``ringrift-fleet coordinator`` process (one-host inventory on 127.0.0.1, a
+  real redis-server as broker, the scheduler attached: the leader plans and
+  sends Celery tasks), sampled every second.  "start" is the first sample
+  after a warm-up (the scheduler imports Celery on its first leader tick),
+  "end" the last; growth = end - start.
+* nosched_*: the same with ``--no-scheduler`` (membership, consensus, server).
+* rss_at_health_mb: the first sample, as soon as /health answers.
+* python_floor_rss_mb: a bare interpreter (``import time; sleep``), the floor.
+* coordinator_modules / coordinator_heavy: modules the scheduler-attached
+  coordinator imported over its whole run (from ``-X importtime``), and which
+  of the heavy third-party packages are among them.
+* cli_help_s: median wall time of ``python -m ringrift_fleet --help`` (5 runs,
+  interpreter start included); import_modules: modules in ``sys.modules``
+  after ``import ringrift_fleet.cli; build_parser()``; help_heavy: heavy
+  packages imported for that (should be none).
+
+Usage: python benchmarks/coordinator_rss.py [--duration S] [--warmup S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ringrift_fleet.localhost import free_port, redis_argv, redis_binary  # noqa: E402
+
+PYTHON = sys.executable
+HEAVY = (
+    "numpy",
+    "celery",
+    "kombu",
+    "aiohttp",
+    "pysyncobj",
+    "matplotlib",
+    "redis",
+    "yaml",
+    "psutil",
+    "pynvml",
+)
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.update(extra or {})
+    return env
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this benchmark started (its own group), by PID; bounded."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _wait(pred: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def _round(x: float) -> float:
+    return round(x, 1)
+
+
+def sample(pid: int, seconds: float) -> list[float]:
+    """VmRSS once a second for ``seconds`` (bounded); stops early if the process ends."""
+    out: list[float] = []
+    for _ in range(int(seconds) + 1):
+        v = rss_mb(pid)
+        if v is None:
+            break
+        out.append(v)
+        time.sleep(1.0)
+    return out
+
+
+def run_coordinator(
+    workdir: Path, *, scheduler: bool, broker_url: str, duration: float, warmup: float
+) -> dict[str, Any]:
+    """One coordinator, one-host inventory: RSS samples and imported modules."""
+    name = "h0"
+    status_port = free_port()
+    hosts = {
+        "hosts": {
+            name: {
+                "address": "127.0.0.1",
+                "gpu": "NVIDIA H100 80GB HBM3",
+                "gpu_count": 1,
+                "status_port": status_port,
+                "raft_port": free_port(),
+                "swim_port": free_port(socket.SOCK_DGRAM),
+            }
+        },
+        "raft_voters": [name],
+    }
+    hosts_file = workdir / "distributed_hosts.yaml"
+    hosts_file.write_text(yaml.safe_dump(hosts))
+    log = workdir / "coordinator.log"
+    env = _env(
+        {
+            "RINGRIFT_P2P_STATE_DIR": str(workdir / "state"),
+            "RINGRIFT_P2P_BIND_HOST": "127.0.0.1",
+            "RINGRIFT_BROKER_URL": broker_url,
+            "PYTHONPROFILEIMPORTTIME": "1",
+        }
+    )
+    argv = [PYTHON, "-m", "ringrift_fleet", "coordinator", "--node", name]
+    argv += ["--hosts-file", str(hosts_file), "--log-level", "WARNING"]
+    if not scheduler:
+        argv.append("--no-scheduler")
+    proc = _spawn(argv, env, log)
+    try:
+        if not _wait(lambda: _healthy(status_port) or proc.poll() is not None, 60):
+            raise RuntimeError(f"coordinator did not answer /health in 60 s; see {log}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"coordinator exited {proc.returncode}; see {log}")
+        at_health = rss_mb(proc.pid) or 0.0
+        warm = sample(proc.pid, warmup)
+        steady = sample(proc.pid, duration)
+        if len(steady) < 2 or proc.poll() is not None:
+            raise RuntimeError(f"coordinator ended during sampling; see {log}")
+    finally:
+        _stop(proc)
+    modules = [
+        line.rsplit("|", 1)[1].strip()
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("import time:") and "|" in line and "imported package" not in line
+    ][:100000]
+    tops = {m.split(".")[0] for m in modules}
+    return {
+        "rss_at_health_mb": _round(at_health),
+        "rss_start_mb": _round(steady[0]),
+        "rss_end_mb": _round(steady[-1]),
+        "rss_growth_mb": _round(steady[-1] - steady[0]),
+        "rss_peak_mb": _round(max(warm + steady)),
+        "modules": len(set(modules)),
+        "heavy": sorted(h for h in HEAVY if h in tops),
+    }
+
+
+def python_floor() -> float:
+    proc = subprocess.Popen(
+        [PYTHON, "-c", "import time; time.sleep(30)"], env=_env(), start_new_session=True
+    )
+    try:
+        time.sleep(1.0)
+        return _round(rss_mb(proc.pid) or 0.0)
+    finally:
+        _stop(proc)
+
+
+def cli_weight() -> dict[str, Any]:
+    code = (
+        "import sys, json, ringrift_fleet.cli as c; c.build_parser(); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=_env(), capture_output=True, text=True, timeout=60, check=True
+    )
+    mods = json.loads(out.stdout)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [PYTHON, "-m", "ringrift_fleet", "--help"],
+            env=_env(),
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        times.append(time.perf_counter() - t0)
+    return {
+        "cli_help_s": round(statistics.median(times), 3),
+        "import_modules": len(mods),
+        "help_heavy": sorted({m.split(".")[0] for m in mods} & set(HEAVY)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--duration", type=float, default=60.0, help="sampling seconds per run")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds before 'start'")
+    args = ap.parse_args()
+    result: dict[str, Any] = {}
+    result.update(cli_weight())
+    result["python_floor_rss_mb"] = python_floor()
+    with tempfile.TemporaryDirectory(prefix="coord-rss-") as tmp:
+        root = Path(tmp)
+        port = free_port()
+        redis = _spawn(redis_argv(redis_binary(), port, root), _env(), root / "redis.log")
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            if not _wait(lambda: _port_open(port), 10):
+                raise RuntimeError("redis-server did not open its port")
+            for sched in (True, False):
+                workdir = root / ("sched" if sched else "nosched")
+                workdir.mkdir()
+                r = run_coordinator(
+                    workdir,
+                    scheduler=sched,
+                    broker_url=url,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                )
+                prefix = "" if sched else "nosched_"
+                result[prefix + "rss_at_health_mb"] = r["rss_at_health_mb"]
+                result[prefix + "rss_start_mb"] = r["rss_start_mb"]
+                result[prefix + "rss_end_mb"] = r["rss_end_mb"]
+                result[prefix + "rss_growth_mb"] = r["rss_growth_mb"]
+                result[prefix + "rss_peak_mb"] = r["rss_peak_mb"]
+                result[prefix + "coordinator_modules"] = r["modules"]
+                result[prefix + "coordinator_heavy"] = r["heavy"]
+        finally:
+            _stop(redis)
+    result["duration_s"] = args.duration
+    print(json.dumps(result))
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+if __name__ == "__main__":
+    main()
