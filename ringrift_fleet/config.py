@@ -133,6 +133,7 @@ class P2PConfig:
     SCHEDULER_FAIRSHARE_WINDOW: float = 3600.0  # s of self-play history fair share looks at
     SCHEDULER_PREFETCH: float = 0.25  # queued self-play beyond free slots, × tier capacity
     SCHEDULER_REAP_GRACE: float = 60.0  # s past a job's hard limit before it is reaped
+    SCHEDULER_LEDGER_RETENTION: float = 86400.0  # s a finished job stays in the ledger
     SELFPLAY_GAMES_PER_JOB: int = 16  # games per self-play job on the smallest board
     EVAL_GAMES: int = 40  # games a candidate plays against the champion
     EVAL_PROMOTION_MARGIN: float = 0.05  # candidate promoted when its win rate >= 0.5 + this

@@ -60,6 +60,15 @@ E = TypeVar("E", bound=Enum)
 # --- field readers: each names the field it rejects ---------------------------------
 
 
+def games_prefix(config: str) -> str:
+    """Where a board config's games files live among the artifacts (``games/hex8_2p/``).
+
+    Self-play writes there, training reads everything there, and a games sync
+    fetches everything there that it lacks.
+    """
+    return f"games/{config}/"
+
+
 def _where(ctx: str, name: str) -> str:
     return f"{ctx}.{name}" if ctx else name
 

@@ -12,8 +12,9 @@ import copy
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ringrift_fleet.consensus import ledger as sm
@@ -37,6 +38,17 @@ class Leadership(Protocol):
 
 def leadership_fence(term: int, leader: str | None) -> str:
     return f"{term}:{leader or '-'}"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A reader's catch-up with the replica (``Ledger.read_since``)."""
+
+    items: list[WorkItem]  # work items changed after the revision asked about
+    ids: frozenset[str]  # every work item held now: the others were forgotten
+    records: dict[str, dict[str, Any]]  # the records of the kinds asked for
+    rev: int  # the replica's revision now
+    pruned: int  # finished jobs forgotten so far (changes when a prune applies)
 
 
 def _work_item(d: dict[str, Any]) -> WorkItem:
@@ -71,6 +83,7 @@ class Ledger(ABC):
     node_id: str
     op_timeout: float = 2.0
     forwards_over_http = False  # True where writes hop to the leader's /consensus/op
+    clock: Callable[[], float] = staticmethod(time.time)  # stamps each operation's "now"
 
     def __init__(self) -> None:
         self.last_error: str | None = None
@@ -108,7 +121,7 @@ class Ledger(ABC):
     # --- the typed interface -------------------------------------------------------------
 
     def _do(self, name: str, **args: Any) -> sm.Result:
-        op = sm.make_op(name, now=time.time(), term=self.term(), **args)
+        op = sm.make_op(name, now=self.clock(), term=self.term(), **args)
         result = self.propose(op)
         self.last_error = None if result.get("ok") else str(result.get("reason"))
         if not result.get("ok"):
@@ -177,7 +190,53 @@ class Ledger(ABC):
     def delete_record(self, kind: str, key: str) -> bool:
         return bool(self._do("delete_record.v1", kind=kind, key=key)["ok"])
 
+    def prune_work(
+        self, ids: Sequence[str], records: Sequence[tuple[str, str, dict[str, Any]]] = ()
+    ) -> int | None:
+        """Forget finished jobs, writing ``records`` (kind, key, value) in the same step.
+
+        Returns how many were forgotten, or None when refused (a listed job is live).
+        """
+        recs = [{"kind": k, "key": key, "value": v} for k, key, v in records]
+        result = self._do("prune_work.v1", ids=list(ids), records=recs)
+        return int(result.get("pruned", 0)) if result["ok"] else None
+
     # --- reads from the local replica ------------------------------------------------------
+
+    def read_view(
+        self, kinds: tuple[str, ...], ids: Sequence[str] | None = None
+    ) -> tuple[list[WorkItem], dict[str, dict[str, Any]]]:
+        """The work items (all, or those of ``ids``) and the records of ``kinds``,
+        read in one consistent step."""
+        with self.reading() as state:
+            work = state["work"]
+            if ids is None:
+                rows = sorted(work.values(), key=lambda d: d["seq"])
+            else:
+                rows = [work[i] for i in dict.fromkeys(ids) if i in work]
+            items = [_work_item(d) for d in rows]
+            recs = {k: copy.deepcopy(state["records"].get(k, {})) for k in kinds}
+        return items, recs
+
+    def read_since(self, kinds: tuple[str, ...], rev: int) -> Changes:
+        """What changed after revision ``rev``, read in one consistent step.
+
+        Costs a scan of the ids plus copies of the changed items only, so a
+        coordinator's every-tick read stays cheap however many jobs the ledger
+        holds.
+        """
+        with self.reading() as state:
+            return Changes(
+                items=[_work_item(d) for d in sm.changed_since(state, rev)],
+                ids=frozenset(state["work"]),
+                records={k: copy.deepcopy(state["records"].get(k, {})) for k in kinds},
+                rev=int(state.get("rev", 0)),
+                pruned=int(state.get("pruned", 0)),
+            )
+
+    def prunable(self, before: float, keep: frozenset[str] = frozenset()) -> list[str]:
+        with self.reading() as state:
+            return sm.prunable(state, before, keep)
 
     def get(self, work_id: str) -> WorkItem | None:
         with self.reading() as state:
@@ -216,6 +275,7 @@ class Ledger(ABC):
         with self.reading() as state:
             c = sm.counts(state)
             total = len(state["work"])
+            pruned = int(state.get("pruned", 0))
         return {
             "pending": c["pending"],
             "claimed": c["claimed"],
@@ -224,6 +284,7 @@ class Ledger(ABC):
             "failed": c["failed"],
             "cancelled": c["cancelled"],
             "total": total,
+            "pruned": pruned,
             "is_leader": self.is_leader(),
             "leader": self.leader(),
             "term": self.term(),

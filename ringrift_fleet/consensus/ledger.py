@@ -39,7 +39,15 @@ MAX_ID_LEN = 256
 
 
 def new_state() -> State:
-    return {"v": STATE_VERSION, "work": {}, "assign": {}, "records": {}, "term": 0, "seq": 0}
+    return {
+        "v": STATE_VERSION,
+        "work": {},
+        "assign": {},
+        "records": {},
+        "term": 0,
+        "seq": 0,
+        "rev": 0,
+    }
 
 
 def fence_for(term: int, job_id: str, attempt: int) -> str:
@@ -91,6 +99,13 @@ def _bad_dict(value: Any, name: str) -> str | None:
     if not isinstance(value, dict):
         return f"{name} must be an object"
     return _bad_plain(value, name)
+
+
+def _change(state: State, item: dict[str, Any], **changes: Any) -> None:
+    """Every change to a work item stamps it with the state's next revision, so a
+    reader can fetch only what changed since it last looked (``changed_since``)."""
+    item.update(changes)
+    state["rev"] = item["rev"] = state.get("rev", 0) + 1
 
 
 def _refuse(reason: str) -> Result:
@@ -148,6 +163,7 @@ def _add_work(state: State, op: Op, now: float) -> Result:
         "error": None,
         "seq": state["seq"],
     }
+    _change(state, state["work"][work_id])
     return _ok()
 
 
@@ -165,8 +181,14 @@ def _claim_work(state: State, op: Op, now: float) -> Result:
         return _refuse(f"work is {item['status']}")
     if item["attempts"] >= item["max_attempts"]:
         return _refuse("no attempts left")
-    item.update(status=JobStatus.CLAIMED.value, claimed_by=node, updated_at=now)
-    item["attempts"] += 1
+    _change(
+        state,
+        item,
+        status=JobStatus.CLAIMED.value,
+        claimed_by=node,
+        updated_at=now,
+        attempts=item["attempts"] + 1,
+    )
     return _ok(attempt=item["attempts"])
 
 
@@ -182,7 +204,7 @@ def _start_work(state: State, op: Op, now: float) -> Result:
         return _refuse("work is not claimed by this node")
     if item["status"] == JobStatus.RUNNING.value:
         return _ok(existing=True)
-    item.update(status=JobStatus.RUNNING.value, updated_at=now)
+    _change(state, item, status=JobStatus.RUNNING.value, updated_at=now)
     current = state["assign"].get(work_id)
     if current is not None and current["node_id"] == node and current["status"] in ACTIVE:
         current["status"] = JobStatus.RUNNING.value
@@ -222,7 +244,7 @@ def _complete_work(state: State, op: Op, now: float) -> Result:
         return _ok(existing=True)
     if item["status"] not in ACTIVE:
         return _refuse(f"work is {item['status']}")
-    item.update(status=JobStatus.COMPLETED.value, result=result, updated_at=now)
+    _change(state, item, status=JobStatus.COMPLETED.value, result=result, updated_at=now)
     _finish_assignment(state, work_id, JobStatus.COMPLETED.value)
     return _ok()
 
@@ -241,14 +263,16 @@ def _fail_work(state: State, op: Op, now: float) -> Result:
     if item["status"] not in ACTIVE:
         return _refuse(f"work is {item['status']}")
     _finish_assignment(state, work_id, JobStatus.FAILED.value)
-    _requeue(item, error, now)
+    _requeue(state, item, error, now)
     return _ok(status=item["status"])
 
 
-def _requeue(item: dict[str, Any], error: str, now: float) -> None:
+def _requeue(state: State, item: dict[str, Any], error: str, now: float) -> None:
     """Back to pending while attempts remain, failed for good otherwise."""
     retry = item["attempts"] < item["max_attempts"]
-    item.update(
+    _change(
+        state,
+        item,
         status=JobStatus.PENDING.value if retry else JobStatus.FAILED.value,
         claimed_by=None,
         error=error,
@@ -268,7 +292,7 @@ def _cancel_work(state: State, op: Op, now: float) -> Result:
         return _ok(existing=True)
     if item["status"] in TERMINAL:
         return _refuse(f"work is {item['status']}")
-    item.update(status=JobStatus.CANCELLED.value, updated_at=now)
+    _change(state, item, status=JobStatus.CANCELLED.value, updated_at=now)
     _finish_assignment(state, work_id, JobStatus.CANCELLED.value)
     return _ok()
 
@@ -307,8 +331,13 @@ def _assign(state: State, op: Op, now: float) -> Result:
     }
     state["assign"][job_id] = assignment
     if item is not None:
-        item.update(
-            status=JobStatus.CLAIMED.value, claimed_by=node, attempts=attempt, updated_at=now
+        _change(
+            state,
+            item,
+            status=JobStatus.CLAIMED.value,
+            claimed_by=node,
+            attempts=attempt,
+            updated_at=now,
         )
     return _ok(assignment=dict(assignment))
 
@@ -325,7 +354,7 @@ def _reassign_jobs_of(state: State, op: Op, now: float) -> Result:
         current["status"] = JobStatus.FAILED.value
         item = state["work"].get(job_id)
         if item is not None and item["status"] in ACTIVE:
-            _requeue(item, f"node {node} lost", now)
+            _requeue(state, item, f"node {node} lost", now)
         voided.append(job_id)
     return _ok(jobs=voided)
 
@@ -349,7 +378,7 @@ def _accept_result(state: State, op: Op, now: float) -> Result:
     current["status"] = JobStatus.COMPLETED.value
     item = state["work"].get(job_id)
     if item is not None:
-        item.update(status=JobStatus.COMPLETED.value, result=result, updated_at=now)
+        _change(state, item, status=JobStatus.COMPLETED.value, result=result, updated_at=now)
     return _ok()
 
 
@@ -377,6 +406,53 @@ def _delete_record(state: State, op: Op, now: float) -> Result:
     return _ok()
 
 
+# --- forgetting finished jobs -----------------------------------------------------------
+
+
+def _prune_work(state: State, op: Op, now: float) -> Result:
+    """Forget finished jobs for good, and write the records that summarise them.
+
+    Both happen in one step, so a reader never sees a job gone before its
+    summary counts it (or counted twice).  Record values are absolute, not
+    increments: a retried operation writes the same values again.  All or
+    nothing: a listed job that is still live refuses the whole operation (the
+    proposer's view was stale); a listed job already gone is skipped.
+    """
+    ids, records = op.get("ids"), op.get("records", [])
+    if not isinstance(ids, list) or not 0 < len(ids) <= MAX_BATCH:
+        return _refuse(f"ids must be a list of 1 to {MAX_BATCH} work ids")
+    if not isinstance(records, list) or len(records) > MAX_BATCH:
+        return _refuse(f"records must be a list of at most {MAX_BATCH} records")
+    for i, work_id in enumerate(ids):
+        err = _bad_id(work_id, f"ids[{i}]")
+        if err:
+            return _refuse(err)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            return _refuse(f"records[{i}] must be an object with kind, key and value")
+        err = (
+            _bad_id(rec.get("kind"), f"records[{i}].kind")
+            or _bad_id(rec.get("key"), f"records[{i}].key")
+            or _bad_dict(rec.get("value"), f"records[{i}].value")
+        )
+        if err:
+            return _refuse(err)
+    for work_id in ids:
+        item, current = state["work"].get(work_id), state["assign"].get(work_id)
+        if item is not None and item["status"] not in TERMINAL:
+            return _refuse(f"work {work_id} is {item['status']}")
+        if current is not None and current["status"] in ACTIVE:
+            return _refuse(f"job {work_id} is {current['status']} on {current['node_id']}")
+    pruned = 0
+    for work_id in ids:
+        gone = state["work"].pop(work_id, None), state["assign"].pop(work_id, None)
+        pruned += gone != (None, None)
+    for rec in records:
+        state["records"].setdefault(rec["kind"], {})[rec["key"]] = rec["value"]
+    state["pruned"] = state.get("pruned", 0) + pruned
+    return _ok(pruned=pruned)
+
+
 OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
     "add_work.v1": _add_work,
     "claim_work.v1": _claim_work,
@@ -389,6 +465,7 @@ OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
     "accept_result.v1": _accept_result,
     "put_record.v1": _put_record,
     "delete_record.v1": _delete_record,
+    "prune_work.v1": _prune_work,
 }
 
 
@@ -462,6 +539,32 @@ def pending(
     ]
     items.sort(key=lambda w: (-w["priority"], w["seq"]))
     return items if limit is None else items[: max(limit, 0)]
+
+
+def prunable(state: State, before: float, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Ids of finished jobs last changed before ``before``, oldest first (``keep`` excepted)."""
+    out = [
+        w
+        for w in state["work"].values()
+        if w["status"] in TERMINAL and w["updated_at"] < before and w["work_id"] not in keep
+    ]
+    out.sort(key=lambda w: (w["updated_at"], w["seq"]))
+    ids = [w["work_id"] for w in out]
+    ids = [i for i in ids if state["assign"].get(i, {}).get("status") not in ACTIVE]
+    lone = [
+        a["job_id"]
+        for a in state["assign"].values()
+        if a["job_id"] not in state["work"]
+        and a["status"] not in ACTIVE
+        and a["assigned_at"] < before
+        and a["job_id"] not in keep
+    ]
+    return ids + sorted(lone)
+
+
+def changed_since(state: State, rev: int) -> list[dict[str, Any]]:
+    """Work items changed after revision ``rev``, in ledger order (a cheap scan, no copies)."""
+    return [w for w in state["work"].values() if w.get("rev", 0) > rev]
 
 
 def counts(state: State) -> dict[str, int]:

@@ -20,8 +20,9 @@ Per type (``*`` = required):
 * ``ringrift.evaluation``: ``candidate*``, ``champion*`` (artifact names, or
   ``"random"`` for the untrained player), ``board_type*``, ``num_players*``,
   ``games*`` (1–10000), ``temperature`` (default 0.25).
-* ``ringrift.sync``: ``artifacts*`` (non-empty list of names), ``source*``
-  (``http://host:port`` of a host serving ``/artifacts``).
+* ``ringrift.sync``: ``artifacts`` (non-empty list of names) or ``prefix`` (every
+  artifact the source holds under it, e.g. ``games/hex8_2p/``; exactly one of the
+  two), ``source*`` (``http://host:port`` of a host serving ``/artifacts``).
 * ``ringrift.noop``: nothing else.
 
 Unknown fields are rejected too: a typo (``boardtype``) must not silently run a default.
@@ -75,7 +76,7 @@ _FIELDS: dict[str, dict[str, bool]] = {  # field -> required
         "games": True,
         "temperature": False,
     },
-    "sync": {"artifacts": True, "source": True},
+    "sync": {"artifacts": False, "prefix": False, "source": True},
     "noop": {},
 }
 
@@ -213,10 +214,22 @@ def validate_job(job_type: str, kwargs: Mapping[str, Any], *, default_job_id: st
             kwargs.get("temperature", 0.25), "temperature", ctx, lo=0.0, hi=100.0
         )
     elif job_type == "sync":
-        names = kwargs["artifacts"]
-        if not isinstance(names, list) or not names:
-            raise ValidationError(f"{ctx}.artifacts: expected a non-empty list of artifact names")
-        out["artifacts"] = [_artifact_name(n, f"artifacts[{i}]", ctx) for i, n in enumerate(names)]
+        names, prefix = kwargs.get("artifacts"), kwargs.get("prefix")
+        if (names is None) == (prefix is None):
+            raise ValidationError(f"{ctx}.artifacts: give either artifacts (a list) or prefix")
+        if names is not None:
+            if not isinstance(names, list) or not names:
+                raise ValidationError(
+                    f"{ctx}.artifacts: expected a non-empty list of artifact names"
+                )
+            names = [_artifact_name(n, f"artifacts[{i}]", ctx) for i, n in enumerate(names)]
+        else:
+            text = as_str(prefix, "prefix", ctx)
+            if not text.endswith("/"):
+                raise ValidationError(f"{ctx}.prefix: {text!r} must end with '/' (a folder)")
+            prefix = _artifact_name(text[:-1], "prefix", ctx) + "/"
+        out["artifacts"] = names
+        out["prefix"] = prefix
         source = as_str(kwargs["source"], "source", ctx)
         url = urlparse(source)
         if url.scheme not in ("http", "https") or not url.hostname:

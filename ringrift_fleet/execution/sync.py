@@ -110,17 +110,25 @@ def _download(
 def sync_artifacts(
     store: ArtifactStore,
     source: str,
-    names: list[str],
+    names: list[str] | None,
     *,
+    prefix: str | None = None,
     token: str,
     timeout: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SyncReport:
-    """Fetch each of ``names`` that is missing (or differs) locally from ``source``."""
-    for n in names:
+    """Fetch each of ``names`` that is missing (or differs) locally from ``source``.
+
+    With ``prefix`` instead of ``names``: every artifact ``source`` holds under it.
+    """
+    for n in names or ():
         check_name(n)
     remote = fetch_manifest(source, token, timeout)
+    if names is None:
+        names = sorted(n for n in remote if prefix and n.startswith(prefix))
+        for n in names:
+            check_name(n)  # the source's manifest is input too
     missing = [n for n in names if n not in remote]
     if missing:
         raise ValidationError(f"ringrift.sync.artifacts: {source} has no artifact {missing[0]!r}")

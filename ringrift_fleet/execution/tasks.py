@@ -71,6 +71,7 @@ def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
             ctx.store,
             spec.get("source"),
             spec.get("artifacts"),
+            prefix=spec.get("prefix"),
             token=cfg.CLUSTER_KEY,
             progress=ctx.progress,
             should_stop=ctx.superseded,

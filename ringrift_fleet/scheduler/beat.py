@@ -24,7 +24,6 @@ well within the 2 s the lost-job promise allows.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ringrift_fleet.models import JobStatus, JobType, WorkItem
+from ringrift_fleet.models import JobStatus, JobType, WorkItem, games_prefix
 from ringrift_fleet.scheduler.actions import (
     Action,
     Dispatch,
@@ -43,6 +42,7 @@ from ringrift_fleet.scheduler.actions import (
     SetState,
 )
 from ringrift_fleet.scheduler.fairshare import UsageWindow
+from ringrift_fleet.scheduler.history import SUMMARY_KIND, History, config_of, fold, summarise
 from ringrift_fleet.scheduler.policy import plan
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 from ringrift_fleet.scheduler.snapshot import ConfigState, Host, Job, Outcome, Snapshot, Stage
@@ -51,9 +51,9 @@ log = logging.getLogger(__name__)
 
 RECORD_KIND = "scheduler.config"
 LEADER_KIND = "scheduler.leader"
+FULL_READ_EVERY_S = 300.0  # the view re-reads the whole ledger this often anyway
 SLOT_PREFIX = "ringrift:slot:"
 NOTIFIED_PREFIX = "ringrift:notified:"
-_SEQ = re.compile(r"^selfplay:(?P<key>[^:]+):(?P<seq>\d+)$")
 
 
 class Sender(Protocol):
@@ -79,8 +79,12 @@ ResultReader = Callable[[str], "tuple[str, Any]"]  # task id -> (Celery state, r
 class LedgerView:
     """The ledger as the planner needs it, kept warm on every coordinator.
 
-    Counts (games, fair-share usage, observed job lengths) are folded in once
-    per completed job, so a tick costs one pass over the live items.
+    Counts that outlive a job (games, hosts holding games and models, self-play
+    ids) come from the history records plus the jobs the ledger still holds;
+    fair-share usage and observed job lengths are folded in once per completed
+    job.  A tick reads only the items changed since the last one (plus the ids
+    held) and adds each newly finished job's part once; only a prune (jobs
+    leaving for the records) costs a pass over every item.
     """
 
     def __init__(self, policy: SchedulerPolicy) -> None:
@@ -90,9 +94,11 @@ class LedgerView:
         self.games: Counter[str] = Counter()
         self.usage = UsageWindow(policy.fairshare_window_s)
         self.job_seconds: dict[str, float] = {}
-        self.seq: Counter[str] = Counter()
         self.items: dict[str, WorkItem] = {}
         self.states: dict[str, ConfigState] = {}
+        self.history: dict[str, History] = {}
+        self._recorded: dict[str, Any] = {}
+        self._live: dict[str, History] = {}  # what the held jobs add up to, per config
 
     def refresh(
         self,
@@ -100,17 +106,67 @@ class LedgerView:
         records: Mapping[str, Mapping[str, Any]],
         now: float,
         power_of: Callable[[str], float],
+        history: Mapping[str, Any] | None = None,
     ) -> None:
-        self.items = {w.work_id: w for w in items}
-        for w in self.items.values():
-            m = _SEQ.match(w.work_id)
-            if m:
-                self.seq[m["key"]] = max(self.seq[m["key"]], int(m["seq"]))
+        """Read the whole ledger afresh."""
+        items = list(items)
+        ids = frozenset(w.work_id for w in items)
+        self.counted &= ids
+        for gone in [k for k in self.started if k not in ids]:
+            del self.started[gone]
+        self.items = {}
+        self._live = {}
+        self.update(items, ids, records, now, power_of, history)
+
+    def update(
+        self,
+        changed: Iterable[WorkItem],
+        ids: frozenset[str],
+        records: Mapping[str, Mapping[str, Any]],
+        now: float,
+        power_of: Callable[[str], float],
+        history: Mapping[str, Any] | None = None,
+        *,
+        forgot: bool = False,
+    ) -> None:
+        """Take in what changed: ``changed`` items, ``ids`` of every item the ledger
+        holds now (the others were forgotten: their history records count them).
+        ``forgot``: the ledger forgot jobs since the last update, whether or not
+        their ids are gone (one may have been added anew already)."""
+        dirty = False
+        if not ids.issuperset(self.items):
+            for gone in [k for k in self.items if k not in ids]:
+                del self.items[gone]
+                self.counted.discard(gone)
+                self.started.pop(gone, None)
+            forgot = True
+        for w in changed:
+            dirty = True
+            old = self.items.get(w.work_id)
+            self.items[w.work_id] = w
+            if w.status is not JobStatus.COMPLETED:
+                self.counted.discard(w.work_id)  # a new job under a forgotten job's id
+            if not forgot and (old is None or not old.status.is_terminal):
+                # a finished job never changes again: its part is added once
+                self._live.setdefault(config_of(w), History()).add(w)
             if w.status is JobStatus.RUNNING:
                 self.started.setdefault(w.work_id, w.updated_at or now)
             elif w.status is JobStatus.COMPLETED and w.work_id not in self.counted:
                 self.counted.add(w.work_id)
                 self._count(w, power_of)
+        if forgot:
+            # jobs left for the history records: the one pass over every item,
+            # once per prune rather than once per tick
+            self._live = summarise(self.items.values())
+            dirty = True
+        recorded = dict(history or {})
+        if dirty or recorded != self._recorded:
+            self.history = {
+                k: History.from_dict(recorded.get(k)).merged(self._live.get(k, History()))
+                for k in sorted(set(recorded) | set(self._live))
+            }
+            self.games = Counter({k: h.games for k, h in self.history.items() if h.games})
+            self._recorded = recorded
         states = {}
         for key, raw in records.items():
             try:
@@ -119,9 +175,10 @@ class LedgerView:
                 log.warning("ignoring malformed scheduler record %s: %s", key, exc)
         for c in self.policy.configs:
             st = states.get(c.key, ConfigState())
-            if self.seq[c.key] > st.selfplay_seq:
-                # ids already in the ledger are never reused, whatever the record says
-                st = st.but(selfplay_seq=self.seq[c.key])
+            seq = self.history[c.key].selfplay_seq if c.key in self.history else 0
+            if seq > st.selfplay_seq:
+                # ids the ledger has seen are never reused, whatever the record says
+                st = st.but(selfplay_seq=seq)
             states[c.key] = st
         self.states = states
 
@@ -130,9 +187,6 @@ class LedgerView:
             return
         result = w.result or {}
         key = str(w.payload.get("config", ""))
-        games = result.get("games")
-        if isinstance(games, int) and not isinstance(games, bool):
-            self.games[key] += games
         end = w.updated_at or time.time()
         start = self.started.pop(w.work_id, w.created_at)
         node = str(result.get("node") or w.claimed_by or "")
@@ -185,31 +239,15 @@ class LedgerView:
 
     def model_hosts(self, key: str, model: str | None) -> frozenset[str]:
         """Hosts that hold ``model``: where it was trained, and where a sync delivered it."""
-        if not model:
+        h = self.history.get(key)
+        if not model or h is None:
             return frozenset()
-        out = set()
-        for w in self.items.values():
-            if w.status is not JobStatus.COMPLETED or w.payload.get("config") != key:
-                continue
-            r, kw = w.result or {}, w.payload.get("kwargs", {})
-            trained = w.work_type is JobType.TRAINING and r.get("model") == model
-            synced = (
-                w.work_type is JobType.SYNC and kw.get("model") == model and not r.get("skipped")
-            )
-            if (trained or synced) and w.claimed_by:
-                out.add(w.claimed_by)
-        return frozenset(out)
+        return frozenset(h.models.get(model, ()))
 
-    def game_files(self, key: str) -> dict[str, list[str]]:
-        """Games artifacts of a config by the host that produced them."""
-        out: dict[str, list[str]] = {}
-        for w in self.items.values():
-            if w.work_type is not JobType.SELFPLAY or w.status is not JobStatus.COMPLETED:
-                continue
-            r = w.result or {}
-            if w.payload.get("config") == key and r.get("games_path"):
-                out.setdefault(str(r.get("node") or w.claimed_by), []).append(str(r["games_path"]))
-        return out
+    def game_sources(self, key: str) -> dict[str, int]:
+        """Hosts that made games files of a config, with how many each made."""
+        h = self.history.get(key)
+        return dict(h.game_nodes) if h else {}
 
 
 # --- logical jobs -> task arguments --------------------------------------------------------
@@ -242,16 +280,17 @@ def task_kwargs(
         if not src or not k.get("model"):
             return None
         return {"artifacts": [k["model"]], "source": src}
-    # games of this config made elsewhere, from the host that made most of them
+    # games of this config made elsewhere: every games file the host that made
+    # most of them holds (it may hold more, synced to it for an earlier training)
     target = str(k.get("target", a.node_id))
-    files = {n: fs for n, fs in view.game_files(a.config_key).items() if n != target}
-    if not files:
+    sources = {n: c for n, c in view.game_sources(a.config_key).items() if n != target}
+    if not sources:
         return None
-    node = max(sorted(files), key=lambda n: len(files[n]))
+    node = max(sorted(sources), key=lambda n: sources[n])
     src = address(node)
     if not src:
         return None
-    return {"artifacts": sorted(files[node]), "source": src}
+    return {"prefix": games_prefix(a.config_key), "source": src}
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -263,6 +302,7 @@ class TickReport:
     actions: Counter[str] = field(default_factory=Counter)
     refused: list[str] = field(default_factory=list)
     recorded: int = 0
+    pruned: int = 0
     error: str | None = None
 
 
@@ -305,6 +345,12 @@ class Beat:
         self.events: list[tuple[float, str]] = []  # recent notable events, newest last
         self.slots_refused = 0  # sends another leader had already made
         self.ledger_refusals = 0  # results the ledger would not take from us (fence, term)
+        self.pruned_total = 0  # finished jobs this coordinator folded away as leader
+        self._rev = -1  # the replica revision the view has taken in
+        self._pruned = 0  # the ledger's count of forgotten jobs at that revision
+        self.full_read_every_s = FULL_READ_EVERY_S
+        self._next_full_read = 0.0
+        self._next_prune = 0.0
 
     # -- membership ------------------------------------------------------------------------
 
@@ -321,9 +367,27 @@ class Beat:
     # -- one tick ----------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        items = self.ledger.items()
-        records = self.ledger.records(RECORD_KIND)
-        self.view.refresh(items, records, self.clock(), lambda n: self._power.get(n, 1.0))
+        """Bring the view up to the local replica: only what changed, except for a
+        full read now and then (and whenever the replica's revision went back,
+        i.e. it was replaced by a snapshot), so nothing can drift for long."""
+        now = self.clock()
+        since = self._rev
+        if now >= self._next_full_read:
+            since = -1
+            self._next_full_read = now + self.full_read_every_s
+        kinds = (RECORD_KIND, SUMMARY_KIND)
+        c = self.ledger.read_since(kinds, since)
+        if c.rev < self._rev:
+            c, since = self.ledger.read_since(kinds, -1), -1
+        power = lambda n: self._power.get(n, 1.0)  # noqa: E731
+        recs, hist = c.records[RECORD_KIND], c.records[SUMMARY_KIND]
+        if since < 0:
+            self.view.refresh(c.items, recs, now, power, hist)
+        else:
+            forgot = c.pruned != self._pruned  # a forgotten id may even be back already
+            self.view.update(c.items, c.ids, recs, now, power, hist, forgot=forgot)
+        self._pruned = c.pruned
+        self._rev = c.rev
 
     def tick(self) -> TickReport:
         report = TickReport(leader=False)
@@ -376,11 +440,37 @@ class Beat:
                 },
             )
             self.apply(plan(snap), report)
+            if self.clock() >= self._next_prune:
+                self._next_prune = self.clock() + self.policy.prune_interval_s
+                report.pruned = self.prune()
         except Exception as exc:  # a bad tick must not stop the coordinator
             log.exception("scheduler tick failed")
             report.error = f"{type(exc).__name__}: {exc}"
         self.last = report
         return report
+
+    # -- forgetting finished jobs --------------------------------------------------------------
+
+    def prune(self) -> int:
+        """Fold jobs finished over ``ledger_retention_s`` ago into the history records
+        and forget them, one bounded batch at a time (leader only; see history.py).
+
+        Jobs a config's training cycle still points at are kept whatever their age.
+        """
+        before = self.clock() - self.policy.ledger_retention_s
+        keep = frozenset(
+            j for k, st in self.view.states.items() if (j := st.stage_job_id(k)) is not None
+        )
+        ids = self.ledger.prunable(before, keep)[: self.policy.prune_batch]
+        if not ids:
+            return 0
+        forgotten, recs = self.ledger.read_view((SUMMARY_KIND,), ids)
+        pruned = self.ledger.prune_work(ids, fold(recs[SUMMARY_KIND], forgotten))
+        if pruned is None:
+            log.warning("pruning %d finished jobs refused: %s", len(ids), self.ledger.last_error)
+            return 0
+        self.pruned_total += pruned
+        return pruned
 
     # -- broker -> ledger ------------------------------------------------------------------------
 
@@ -595,9 +685,11 @@ class Beat:
                 "actions": dict(self.last.actions),
                 "refused": self.last.refused,
                 "recorded": self.last.recorded,
+                "pruned": self.last.pruned,
                 "error": self.last.error,
             },
             "games": dict(self.view.games),
+            "pruned_jobs": self.pruned_total,
             "configs": {k: s.to_dict() for k, s in self.view.states.items()},
             "dead_hosts": sorted(self._dead),
             "events": [{"at": t, "text": s} for t, s in self.events[-20:]],

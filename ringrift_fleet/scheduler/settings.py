@@ -41,6 +41,19 @@ class SchedulerPolicy:
     max_attempts: int = 3
     thresholds: Any = None  # a training.TrainingThresholds; None = its defaults
     allow_cpu_training: bool = False  # the one-machine demo trains on a CPU
+    # finished jobs stay in the ledger this long, then only their summary does
+    ledger_retention_s: float = 86400.0
+    prune_interval_s: float = 60.0
+    prune_batch: int = 512  # jobs forgotten per ledger operation
+
+    def __post_init__(self) -> None:
+        floor = max(self.fairshare_window_s, max(self.time_limits.values()) + self.reap_grace_s)
+        if not self.ledger_retention_s >= floor:
+            raise ConfigError(
+                f"RINGRIFT_P2P_SCHEDULER_LEDGER_RETENTION={self.ledger_retention_s:g}: must be "
+                f"at least {floor:g} s (the fair-share window and the longest job's hard limit "
+                "plus the reap grace), so no job is forgotten while its result may still arrive"
+            )
 
     def config(self, key: str) -> BoardConfig | None:
         for c in self.configs:
@@ -77,6 +90,7 @@ class SchedulerPolicy:
             "promotion_margin": cfg.EVAL_PROMOTION_MARGIN,
             "reap_grace_s": cfg.SCHEDULER_REAP_GRACE,
             "max_attempts": cfg.MAX_REDELIVERIES,
+            "ledger_retention_s": cfg.SCHEDULER_LEDGER_RETENTION,
             "time_limits": MappingProxyType(
                 {t: cfg.time_limit(t) for t in ("selfplay", "training", "evaluation", "sync")}
             ),

@@ -49,6 +49,20 @@ def test_sync_fetches_missing_verifies_and_skips_present(
     assert not list(dest.partial_dir.iterdir())
 
 
+def test_sync_by_prefix_fetches_every_games_file_the_source_holds_there(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
+) -> None:
+    src, server = source
+    src.put_bytes("games/hex8_2p/small.jsonl.gz", b"one game")
+    src.put_bytes("games/hex8_2pX/other.jsonl.gz", b"another config")
+    dest = ArtifactStore(tmp_path / "dest")
+    dest.put_bytes("games/hex8_2p/small.jsonl.gz", b"one game")  # made here already
+    report = sync_artifacts(dest, server.url, None, prefix="games/hex8_2p/", token=TOKEN)
+    assert [a["name"] for a in report.fetched] == ["games/hex8_2p/big.jsonl.gz"]
+    assert report.skipped == ["games/hex8_2p/small.jsonl.gz"]
+    assert dest.names("games/") == ["games/hex8_2p/big.jsonl.gz", "games/hex8_2p/small.jsonl.gz"]
+
+
 def test_sync_resumes_a_partial_download_with_range(
     source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
 ) -> None:

@@ -144,6 +144,54 @@ def test_records_put_and_delete() -> None:
     assert state["records"] == {}
 
 
+def _finished(work_id: str, now: float, node: str = "a") -> list[dict[str, Any]]:
+    """Ops that add ``work_id``, place it on ``node`` and complete it at ``now``."""
+    return [
+        op("add_work.v1", now=now - 10, work_id=work_id, payload={"work_type": "selfplay"}),
+        op("assign.v1", now=now - 9, job_id=work_id, node=node, job_type="selfplay"),
+        op("start_work.v1", now=now - 8, work_id=work_id, node=node),
+        op("accept_result.v1", now=now, job_id=work_id, fence=f"t1:{work_id}:a1", result={}),
+    ]
+
+
+def test_pruning_forgets_finished_jobs_and_writes_their_summary_in_the_same_step() -> None:
+    state = fresh(
+        *_finished("old", 100.0),
+        *_finished("new", 500.0),
+        op("add_work.v1", work_id="live", payload={}),
+    )
+    assert sm.prunable(state, before=200.0) == ["old"]
+    assert sm.prunable(state, before=1000.0) == ["old", "new"]
+    assert sm.prunable(state, before=1000.0, keep=frozenset({"old"})) == ["new"]
+    summary = {"kind": "history", "key": "hex8_2p", "value": {"jobs": 1}}
+    result = sm.apply(state, op("prune_work.v1", ids=["old"], records=[summary]))
+    assert result == {"ok": True, "pruned": 1}
+    assert "old" not in state["work"] and "old" not in state["assign"]
+    assert state["records"]["history"]["hex8_2p"] == {"jobs": 1}
+    assert state["pruned"] == 1 and set(state["work"]) == {"new", "live"}
+    # a late result of the forgotten attempt is refused, as any stale fence is
+    late = sm.apply(state, op("accept_result.v1", job_id="old", fence="t1:old:a1", result={}))
+    assert not late["ok"] and "stale fence" in late["reason"]
+
+
+def test_pruning_a_live_job_refuses_the_whole_operation_and_changes_nothing() -> None:
+    state = fresh(
+        *_finished("done", 100.0),
+        op("add_work.v1", work_id="queued", payload={}),
+        op("assign.v1", job_id="placed", node="b", job_type="training"),
+    )
+    before = copy.deepcopy(state)
+    for live in ("queued", "placed"):
+        result = sm.apply(state, op("prune_work.v1", ids=["done", live], records=[]))
+        assert not result["ok"] and live in result["reason"]
+        assert state == before
+    for bad in ([], ["x"] * (sm.MAX_BATCH + 1), "done", [""], [7]):
+        assert not sm.apply(state, op("prune_work.v1", ids=bad))["ok"]
+    bad_record = sm.apply(state, op("prune_work.v1", ids=["done"], records=[{"kind": "k"}]))
+    assert not bad_record["ok"] and "records[0].key" in bad_record["reason"]
+    assert state == before
+
+
 # --- properties over random operation sequences ------------------------------------------
 
 IDS = st.sampled_from(["j1", "j2", "j3"])
@@ -181,6 +229,16 @@ def _ops() -> st.SearchStrategy[dict[str, Any]]:
             term,
             IDS,
             st.integers(1, 3),
+        ),
+        st.builds(
+            lambda t, ids: op(
+                "prune_work.v1",
+                term=t,
+                ids=ids,
+                records=[{"kind": "history", "key": "k", "value": {"ids": sorted(ids)}}],
+            ),
+            term,
+            st.lists(IDS, min_size=1, max_size=3),
         ),
         st.builds(lambda x: x, st.none() | st.integers() | st.dictionaries(st.text(), st.text())),
     )

@@ -64,6 +64,8 @@ def test_stage_outcomes_come_from_terminal_items() -> None:
 
 
 def test_games_sync_pulls_from_the_host_with_most_games_elsewhere() -> None:
+    from ringrift_fleet.execution.jobs import validate_job
+
     view = LedgerView(POLICY)
     items = [
         item("selfplay:hex8_2p:1", JobStatus.COMPLETED, node="a", games=1, games_path="g/1"),
@@ -81,10 +83,9 @@ def test_games_sync_pulls_from_the_host_with_most_games_elsewhere() -> None:
         {"board_type": "hex8", "num_players": 2, "kind": "games", "target": "t"},
     )
     urls = {"a": "http://10.0.0.1:8770", "b": "http://10.0.0.2:8770"}
-    assert task_kwargs(sync, view, urls.get) == {
-        "artifacts": ["g/2", "g/3"],
-        "source": "http://10.0.0.2:8770",
-    }
+    built = task_kwargs(sync, view, urls.get)
+    assert built == {"prefix": "games/hex8_2p/", "source": "http://10.0.0.2:8770"}
+    validate_job("sync", {**built, "job_id": "s"})
     # every game already on the training host: nothing to send
     only_local = LedgerView(POLICY)
     only_local.refresh(items[3:], {}, 0.0, lambda n: 1.0)

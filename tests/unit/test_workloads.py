@@ -144,6 +144,18 @@ def test_missing_model_is_named(tmp_path: Path) -> None:
         ),
         ("sync", {"artifacts": [], "source": "http://h:1"}, "artifacts: expected a non-empty"),
         ("sync", {"artifacts": ["a"], "source": "ftp://h"}, "source: 'ftp://h'"),
+        ("sync", {"source": "http://h:1"}, "give either artifacts .a list. or prefix"),
+        ("sync", {"artifacts": ["a"], "prefix": "g/", "source": "http://h:1"}, "either artifacts"),
+        (
+            "sync",
+            {"prefix": "games/hex8_2p", "source": "http://h:1"},
+            "prefix: 'games/hex8_2p' must end",
+        ),
+        (
+            "sync",
+            {"prefix": "../etc/", "source": "http://h:1"},
+            "prefix: '../etc' is not a relative",
+        ),
         ("noop", {"fence": {"attempt": 1}}, "fence.token: missing"),
         ("noop", {"fence": {"token": "t", "attempt": 0}}, "fence.attempt: 0"),
         ("noop", {"job_id": "a/b"}, "job_id: 'a/b'"),
@@ -161,7 +173,7 @@ def test_validation_defaults() -> None:
     assert spec.job_id == "task-1" and spec.seed == seed_from("task-1") and spec.fence is None
     spec = validate_job("noop", {"job_id": "j", "fence": {"token": "t", "attempt": 3, "term": 9}})
     assert spec.attempt == 3 and spec.fence is not None and spec.fence.term == 9
-    assert fields_of("sync") == ("fence", "job_id", "seed", "artifacts", "source")
+    assert fields_of("sync") == ("fence", "job_id", "seed", "artifacts", "prefix", "source")
 
 
 def test_store_manifest_and_names(tmp_path: Path) -> None:

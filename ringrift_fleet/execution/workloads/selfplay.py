@@ -29,6 +29,7 @@ from ringrift_fleet.execution.workloads.reference_game import (
     random_engine,
 )
 from ringrift_fleet.execution.workloads.training import load_model
+from ringrift_fleet.models import games_prefix
 
 
 def game_seed(seed: int, index: int) -> int:
@@ -37,7 +38,7 @@ def game_seed(seed: int, index: int) -> int:
 
 
 def games_name(board_type: str, num_players: int, job_id: str) -> str:
-    return f"games/{config_key(board_type, num_players)}/{job_id}.jsonl.gz"
+    return f"{games_prefix(config_key(board_type, num_players))}{job_id}.jsonl.gz"
 
 
 def play_games(

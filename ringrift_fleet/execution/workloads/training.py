@@ -29,6 +29,7 @@ from ringrift_fleet.execution.workloads.reference_game import (
     config_key,
     replay_batch,
 )
+from ringrift_fleet.models import games_prefix
 
 MODEL_FORMAT = "ringrift-ringflip-linear-v1"
 MAX_TRAINING_GAMES = 1000  # newest files first; keeps a training run to seconds
@@ -102,7 +103,7 @@ def run_training(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     if names is None:
         manifest = ctx.store.manifest()
         names = sorted(
-            (k for k in manifest if k.startswith(f"games/{cfg}/")),
+            (k for k in manifest if k.startswith(games_prefix(cfg))),
             key=lambda k: manifest[k].get("created", 0),
             reverse=True,
         )

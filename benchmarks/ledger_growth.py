@@ -1,0 +1,163 @@
+"""A week of a 50-host fleet's finished jobs: does the coordinator's ledger stay bounded?
+
+Drives the real ledger state machine (the one Raft and SQLite replicate, in
+one process: tests/support/memory_ledger.py) and the real scheduler beat with
+a simulated clock: every job is added, placed, started and completed through
+the ``Ledger`` API with a result shaped like a real self-play result.  Once a
+simulated hour the leader prunes (``Beat.prune``, as its tick does every
+minute).  The same week runs twice, with pruning and without.
+
+At each simulated day it records the jobs the ledger holds, the size of the
+pickled state (what pysyncobj's dump and each follower's replica hold) and
+the time of ``Beat.refresh`` (what every coordinator does every tick): a full
+read (a new leader's first), a tick with nothing changed, and a tick after one
+more job finished.
+
+Prints one JSON line: ``{"days", "jobs_per_hour", "jobs", "prune": {...},
+"no_prune": {...}}`` with ``items``, ``state_mb``, ``full_read_ms``,
+``idle_tick_ms`` and ``busy_tick_ms`` per day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ringrift_fleet.scheduler.beat import Beat  # noqa: E402
+from ringrift_fleet.scheduler.settings import SchedulerPolicy  # noqa: E402
+from tests.support.memory_ledger import MemoryLedger  # noqa: E402
+
+HOUR = 3600.0
+CONFIGS = [f"{b}_{p}p" for b in ("square8", "square19", "hex8", "hexagonal") for p in (2, 3, 4)]
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _result(job_id: str, config: str, node: str, attempt: int) -> dict[str, Any]:
+    """Shaped like ringrift.selfplay's result (docs/execution.md)."""
+    name = f"games/{config}/{job_id.replace(':', '_')}.jsonl.gz"
+    return {
+        "job_id": job_id,
+        "job_type": "selfplay",
+        "attempt": attempt,
+        "fence": f"t1:{job_id}:a{attempt}",
+        "node": node,
+        "worker": f"{node}@gpu0",
+        "status": "completed",
+        "artifacts": [{"name": name, "size": 52311, "sha256": "ab" * 32}],
+        "games": 16,
+        "games_path": name,
+        "config": config,
+    }
+
+
+def finish(ledger: MemoryLedger, seq: int, clock: Clock) -> None:
+    """One self-play job through the Ledger API: added, placed, started, completed."""
+    config = CONFIGS[seq % len(CONFIGS)]
+    job_id = f"selfplay:{config}:{seq}"
+    node = f"gpu-{seq % 50:02d}"
+    payload = {
+        "config": config,
+        "kwargs": {"board_type": config.rsplit("_", 1)[0], "num_games": 16},
+        "hard_limit_s": 7200.0,
+    }
+    ledger.add_work(job_id, payload, work_type="selfplay")
+    a = ledger.assign(job_id, node, "selfplay")
+    assert a is not None
+    ledger.start_work(job_id, node)
+    ledger.accept_result(job_id, a.fence_token, _result(job_id, config, node, 1))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
+    clock = Clock(1_800_000_000.0)
+    ledger = MemoryLedger("leader")
+    ledger.clock = clock
+    policy = SchedulerPolicy()
+    beat = Beat(
+        ledger=ledger,
+        leadership=ledger,
+        redis=None,
+        policy=policy,
+        hosts=lambda: [],
+        send=lambda *a, **k: "",
+        read_result=lambda task_id: ("PENDING", None),
+        clock=clock,
+    )
+    seq = 0
+    out: dict[str, list[float]] = {
+        "items": [],
+        "state_mb": [],
+        "full_read_ms": [],
+        "idle_tick_ms": [],
+        "busy_tick_ms": [],
+    }
+    step = HOUR / jobs_per_hour
+    for _day in range(days):
+        for _hour in range(24):
+            for _ in range(jobs_per_hour):
+                seq += 1
+                finish(ledger, seq, clock)
+                clock.t += step
+            if prune:
+                for _ in range(10):  # bounded: a batch of 512 per call
+                    if beat.prune() == 0:
+                        break
+        with ledger.reading() as state:
+            out["items"].append(len(state["work"]))
+            out["state_mb"].append(round(len(pickle.dumps(state)) / 2**20, 2))
+        beat._next_full_read = 0.0  # this one reads everything, as a new leader does
+        out["full_read_ms"].append(_timed(beat.refresh))
+        out["idle_tick_ms"].append(_timed(beat.refresh))  # nothing changed since
+        seq += 1
+        finish(ledger, seq, clock)  # a typical tick: one job finished since the last
+        out["busy_tick_ms"].append(_timed(beat.refresh))
+    games = sum(beat.view.games.values())
+    assert games == 16 * seq, f"games counted {games}, played {16 * seq}"
+    return {**out, "games_counted": games}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--jobs-per-hour", type=int, default=600)
+    args = parser.parse_args()
+    if not (1 <= args.days <= 30 and 1 <= args.jobs_per_hour <= 5000):
+        parser.error("--days 1..30, --jobs-per-hour 1..5000")
+    pruned = run(args.days, args.jobs_per_hour, prune=True)
+    kept = run(args.days, args.jobs_per_hour, prune=False)
+    print(
+        json.dumps(
+            {
+                "days": args.days,
+                "jobs_per_hour": args.jobs_per_hour,
+                "jobs": args.days * 24 * args.jobs_per_hour,
+                "prune": pruned,
+                "no_prune": kept,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
