@@ -11,6 +11,10 @@ GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
   after a warm-up (the scheduler imports Celery on its first leader tick),
   "end" the last; growth = end - start.
 * nosched_*: the same with ``--no-scheduler`` (membership, consensus, server).
+* busy_*: the coordinator of ``ringrift-fleet up`` (demo profile, one CPU
+  worker running the reference workload) while the loop really runs:
+  self-play results come back, training, evaluation and promotions happen.
+  busy_games / busy_promotions say how much happened while it was sampled.
 * rss_at_health_mb: the first sample, as soon as /health answers.
 * python_floor_rss_mb: a bare interpreter (``import time; sleep``), the floor.
 * coordinator_modules / coordinator_heavy: modules the scheduler-attached
@@ -21,7 +25,11 @@ GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
   after ``import ringrift_fleet.cli; build_parser()``; help_heavy: heavy
   packages imported for that (should be none).
 
-Usage: python benchmarks/coordinator_rss.py [--duration S] [--warmup S]
+Usage: python benchmarks/coordinator_rss.py [--duration S] [--warmup S] [--busy]
+           [--samples FILE] [--baseline FILE --plot PNG]
+
+``--samples`` writes this run's per-second RSS series (JSON) so a later run
+can draw it as its ``--baseline`` on the ``--plot``.
 """
 
 from __future__ import annotations
@@ -196,6 +204,58 @@ def run_coordinator(
         "rss_peak_mb": _round(max(warm + steady)),
         "modules": len(set(modules)),
         "heavy": sorted(h for h in HEAVY if h in tops),
+        "series": [round(v, 2) for v in warm + steady],
+    }
+
+
+def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]:
+    """The coordinator of a one-machine fleet doing real work (what `up` starts)."""
+    import io
+
+    from ringrift_fleet.local_fleet import LocalFleet, UpOptions
+
+    opts = UpOptions(
+        state_dir=workdir,
+        flower=False,
+        cpu_workers=1,
+        node_id="bench",
+        env={"PYTHONPROFILEIMPORTTIME": "1", "PYTHONPATH": str(REPO)},
+    )
+    fleet = LocalFleet(opts, out=io.StringIO())
+    try:
+        fleet.start()
+        coord = next(c for c in fleet.children if c.name == "coordinator")
+        at_health = rss_mb(coord.proc.pid) or 0.0
+        warm = sample(coord.proc.pid, warmup)
+        before = fleet.status() or {}
+        steady = sample(coord.proc.pid, duration)
+        after = fleet.status() or {}
+        if len(steady) < 2 or coord.proc.poll() is not None:
+            raise RuntimeError(f"coordinator ended during sampling; see {coord.log}")
+    finally:
+        fleet.stop()
+
+    def games(status: dict[str, Any]) -> int:
+        counts = (status.get("scheduler") or {}).get("games") or {}
+        return sum(int(v) for v in counts.values())
+
+    modules = [
+        line.rsplit("|", 1)[1].strip()
+        for line in coord.log.read_text(errors="replace").splitlines()
+        if line.startswith("import time:") and "|" in line and "imported package" not in line
+    ]
+    tops = {m.split(".")[0] for m in modules}
+    return {
+        "rss_at_health_mb": _round(at_health),
+        "rss_start_mb": _round(steady[0]),
+        "rss_end_mb": _round(steady[-1]),
+        "rss_growth_mb": _round(steady[-1] - steady[0]),
+        "rss_peak_mb": _round(max(warm + steady)),
+        "games": games(after) - games(before),
+        "promotions": fleet.promotions(after),
+        "modules": len(set(modules)),
+        "heavy": sorted(h for h in HEAVY if h in tops),
+        "series": [round(v, 2) for v in warm + steady],
     }
 
 
@@ -241,7 +301,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--duration", type=float, default=60.0, help="sampling seconds per run")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before 'start'")
+    ap.add_argument(
+        "--busy", action="store_true", help="also measure `up`'s coordinator with a worker"
+    )
+    ap.add_argument("--samples", type=Path, help="write the RSS series (JSON) here")
+    ap.add_argument("--baseline", type=Path, help="a --samples file to draw beside this run")
+    ap.add_argument("--plot", type=Path, help="draw the RSS series to this PNG")
     args = ap.parse_args()
+    series: dict[str, list[float]] = {}
     result: dict[str, Any] = {}
     result.update(cli_weight())
     result["python_floor_rss_mb"] = python_floor()
@@ -271,10 +338,52 @@ def main() -> None:
                 result[prefix + "rss_peak_mb"] = r["rss_peak_mb"]
                 result[prefix + "coordinator_modules"] = r["modules"]
                 result[prefix + "coordinator_heavy"] = r["heavy"]
+                series["scheduler" if sched else "no_scheduler"] = r["series"]
         finally:
             _stop(redis)
+        if args.busy:
+            r = run_busy(root / "busy", duration=args.duration, warmup=args.warmup)
+            for key in ("rss_at_health_mb", "rss_start_mb", "rss_end_mb", "rss_growth_mb"):
+                result["busy_" + key] = r[key]
+            result["busy_rss_peak_mb"] = r["rss_peak_mb"]
+            result["busy_games"] = r["games"]
+            result["busy_promotions"] = r["promotions"]
+            result["busy_coordinator_heavy"] = r["heavy"]
+            series["busy"] = r["series"]
     result["duration_s"] = args.duration
+    if args.samples:
+        args.samples.write_text(json.dumps(series))
+    if args.plot:
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
+        plot(series, baseline, args.plot)
     print(json.dumps(result))
+
+
+def plot(series: dict[str, list[float]], baseline: dict[str, list[float]], path: Path) -> None:
+    """RSS over time per mode: this run solid, the baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    colours = {"scheduler": "tab:blue", "no_scheduler": "tab:orange", "busy": "tab:green"}
+    for mode, colour in colours.items():
+        if mode in baseline:
+            ys = baseline[mode]
+            ax.plot(range(len(ys)), ys, "--", color=colour, label=f"{mode}, before")
+        if mode in series:
+            ys = series[mode]
+            ax.plot(range(len(ys)), ys, "-", color=colour, label=f"{mode}, after")
+    ax.set_xlabel("seconds after /health answered")
+    ax.set_ylabel("coordinator VmRSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _port_open(port: int) -> bool:
