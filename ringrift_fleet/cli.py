@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from ringrift_fleet.errors import FleetError
 
 # Subcommand modules under ringrift_fleet.commands, in the order --help lists them.
+# Every one is imported to build the parser, so each keeps its module-level imports
+# light and imports Celery, aiohttp, numpy, Redis, PyYAML... inside run()
+# (tests/unit/test_import_weight.py holds them to that).
 COMMANDS = ("up", "worker", "coordinator", "status", "inventory", "flower")
 
 
