@@ -36,6 +36,7 @@ WORK_TYPES = frozenset(t.value for t in JobType)
 ACTIVE = (JobStatus.CLAIMED.value, JobStatus.RUNNING.value)
 TERMINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 MAX_ID_LEN = 256
+FORGOT_KEPT = 32  # prunes whose forgotten ids a catching-up reader can still be told
 
 
 def new_state() -> State:
@@ -102,8 +103,9 @@ def _bad_dict(value: Any, name: str) -> str | None:
 
 
 def _change(state: State, item: dict[str, Any], **changes: Any) -> None:
-    """Every change to a work item stamps it with the state's next revision, so a
-    reader can fetch only what changed since it last looked (``changed_since``)."""
+    """Every change to a work item or an assignment stamps it with the state's next
+    revision, so a reader can fetch only what changed since it last looked
+    (``changed_since``, ``changes``)."""
     item.update(changes)
     state["rev"] = item["rev"] = state.get("rev", 0) + 1
 
@@ -207,7 +209,7 @@ def _start_work(state: State, op: Op, now: float) -> Result:
     _change(state, item, status=JobStatus.RUNNING.value, updated_at=now)
     current = state["assign"].get(work_id)
     if current is not None and current["node_id"] == node and current["status"] in ACTIVE:
-        current["status"] = JobStatus.RUNNING.value
+        _change(state, current, status=JobStatus.RUNNING.value)
     return _ok()
 
 
@@ -226,7 +228,7 @@ def _fence_mismatch(state: State, work_id: Any, fence: Any) -> str | None:
 def _finish_assignment(state: State, work_id: Any, status: str) -> None:
     current = state["assign"].get(work_id)
     if current is not None and current["status"] in ACTIVE:
-        current["status"] = status
+        _change(state, current, status=status)
 
 
 def _complete_work(state: State, op: Op, now: float) -> Result:
@@ -330,6 +332,7 @@ def _assign(state: State, op: Op, now: float) -> Result:
         "job_type": job_type,
     }
     state["assign"][job_id] = assignment
+    _change(state, assignment)
     if item is not None:
         _change(
             state,
@@ -351,7 +354,7 @@ def _reassign_jobs_of(state: State, op: Op, now: float) -> Result:
     for job_id, current in sorted(state["assign"].items()):
         if current["node_id"] != node or current["status"] not in ACTIVE:
             continue
-        current["status"] = JobStatus.FAILED.value
+        _change(state, current, status=JobStatus.FAILED.value)
         item = state["work"].get(job_id)
         if item is not None and item["status"] in ACTIVE:
             _requeue(state, item, f"node {node} lost", now)
@@ -375,7 +378,7 @@ def _accept_result(state: State, op: Op, now: float) -> Result:
         return _ok(existing=True)
     if current["status"] not in ACTIVE:
         return _refuse(f"attempt is {current['status']}")
-    current["status"] = JobStatus.COMPLETED.value
+    _change(state, current, status=JobStatus.COMPLETED.value)
     item = state["work"].get(job_id)
     if item is not None:
         _change(state, item, status=JobStatus.COMPLETED.value, result=result, updated_at=now)
@@ -443,14 +446,23 @@ def _prune_work(state: State, op: Op, now: float) -> Result:
             return _refuse(f"work {work_id} is {item['status']}")
         if current is not None and current["status"] in ACTIVE:
             return _refuse(f"job {work_id} is {current['status']} on {current['node_id']}")
-    pruned = 0
+    gone = []
     for work_id in ids:
-        gone = state["work"].pop(work_id, None), state["assign"].pop(work_id, None)
-        pruned += gone != (None, None)
+        removed = state["work"].pop(work_id, None), state["assign"].pop(work_id, None)
+        if removed != (None, None):
+            gone.append(work_id)
     for rec in records:
         state["records"].setdefault(rec["kind"], {})[rec["key"]] = rec["value"]
-    state["pruned"] = state.get("pruned", 0) + pruned
-    return _ok(pruned=pruned)
+    if gone:
+        state["pruned"] = state.get("pruned", 0) + len(gone)
+        state["rev"] = state.get("rev", 0) + 1
+        # what a reader catching up by revision must drop (bounded: an older
+        # reader takes a full copy instead, see ``changes``)
+        forgot = state.setdefault("forgot", [])
+        forgot.append([state["rev"], gone])
+        while len(forgot) > FORGOT_KEPT:
+            state["forgot_floor"] = forgot.pop(0)[0]
+    return _ok(pruned=len(gone))
 
 
 OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
@@ -565,6 +577,39 @@ def prunable(state: State, before: float, keep: frozenset[str] = frozenset()) ->
 def changed_since(state: State, rev: int) -> list[dict[str, Any]]:
     """Work items changed after revision ``rev``, in ledger order (a cheap scan, no copies)."""
     return [w for w in state["work"].values() if w.get("rev", 0) > rev]
+
+
+def changes(state: State, rev: int) -> dict[str, Any] | None:
+    """Everything a copy at revision ``rev`` lacks, as plain data; None when the
+    forgotten ids since then are no longer known (the copy must be replaced).
+
+    ``apply_changes`` brings the copy to this state's revision; records are
+    small and travel whole.
+    """
+    if rev < state.get("forgot_floor", 0) or rev > state.get("rev", 0):
+        return None
+    forgotten = [i for r, ids in state.get("forgot", []) if r > rev for i in ids]
+    return {
+        "work": changed_since(state, rev),
+        "assign": [a for a in state["assign"].values() if a.get("rev", 0) > rev],
+        "forgotten": forgotten,
+        "records": state["records"],
+        "counters": {k: state.get(k, 0) for k in ("term", "seq", "rev", "pruned")},
+    }
+
+
+def apply_changes(copy: State, delta: Mapping[str, Any]) -> None:
+    """Bring a read copy up to date with a ``changes`` delta (taken as trusted data
+    from this ledger's leader, already JSON-decoded)."""
+    for work_id in delta["forgotten"]:
+        copy["work"].pop(work_id, None)
+        copy["assign"].pop(work_id, None)
+    for w in delta["work"]:
+        copy["work"][w["work_id"]] = w
+    for a in delta["assign"]:
+        copy["assign"][a["job_id"]] = a
+    copy["records"] = delta["records"]
+    copy.update(delta["counters"])
 
 
 def counts(state: State) -> dict[str, int]:

@@ -60,14 +60,20 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
         ledger = get_ledger()
         if ledger is None:
             return web.json_response({"error": "no ledger on this node"}, status=503)
+        raw = request.query.get("since", "")
+        try:
+            since = int(raw) if raw else None
+        except ValueError:
+            return web.json_response(
+                {"error": f"query 'since': {raw!r} is not a revision number"}, status=400
+            )
         with ledger.reading() as state:
+            head = {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
+            # a copy that says where it is gets only what it lacks (small); the
+            # whole replica goes out only to a new copy or one too far behind
+            delta = None if since is None else sm.changes(state, since)
             body = json.dumps(
-                {
-                    "term": ledger.term(),
-                    "leader": ledger.leader(),
-                    "version": ledger.version(),
-                    "state": state,
-                },
+                {**head, "changes": delta} if delta is not None else {**head, "state": state},
                 default=str,
             )
         return web.Response(text=body, content_type="application/json")
@@ -153,12 +159,33 @@ class RemoteLedger(Ledger):
         return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
 
     def refresh(self, timeout: float = 2.0) -> bool:
-        """Fetch the leader's replica into the local read copy."""
+        """Bring the local read copy up to the leader's replica: what changed since
+        the copy's revision when the leader can say, the whole replica otherwise."""
         url = self._leader_url()
         if url is None:
             return False
-        status, body = http_json(url + "/consensus/ledger", token=self._token, timeout=timeout)
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("state"), dict):
+        with self._lock:
+            rev = int(self._copy.get("rev", 0))
+        query = f"?since={rev}" if rev > 0 else ""
+        status, body = http_json(
+            url + "/consensus/ledger" + query, token=self._token, timeout=timeout
+        )
+        if status != 200 or not isinstance(body, dict):
+            return False
+        delta = body.get("changes")
+        if isinstance(delta, dict):
+            with self._lock:  # readers hold the lock too: they never see half of it
+                try:
+                    sm.apply_changes(self._copy, delta)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    log.warning(
+                        "ledger changes from %s unusable (%s): next time a full copy", url, exc
+                    )
+                    self._copy = sm.new_state()
+                    return False
+                self.copied_at = time.time()
+            return True
+        if not isinstance(body.get("state"), dict):
             return False
         self.install(body["state"])
         return True

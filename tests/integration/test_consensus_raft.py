@@ -181,11 +181,17 @@ def test_a_non_voter_follows_the_leader_and_forwards_writes(tmp_path: Path) -> N
         assert s["swim_raft"]["consensus_backend"] == "remote"
         assert fleet.op("n3", make_op("add_work.v1", work_id="via-n3", payload={}))["ok"]
         assert "via-n3" in fleet.ledger(leader)["work"]
+        # n3's own read copy catches up by changes (its first copy was whole)
+        assert wait_for(lambda: "via-n3" in fleet.ledger("n3")["work"], 10)
+        assert fleet.op(leader, make_op("claim_work.v1", work_id="via-n3", node="n0"))["ok"]
+        assert wait_for(lambda: fleet.ledger("n3")["work"]["via-n3"]["status"] == "claimed", 10)
+        assert fleet.op(leader, make_op("cancel_work.v1", work_id="via-n3"))["ok"]
         new, _ = kill_leader_and_time(fleet, leader)
         assert new
         assert wait_for(lambda: fleet.status("n3")["leader_id"] == new, 10)
+        assert fleet.op("n3", make_op("add_work.v1", work_id="via-n3b", payload={}))["ok"]
         assert wait_for(
-            lambda: fleet.op("n3", make_op("claim_work.v1", work_id="via-n3", node="n3"))["ok"],
+            lambda: fleet.op("n3", make_op("claim_work.v1", work_id="via-n3b", node="n3"))["ok"],
             10,
         )
     finally:

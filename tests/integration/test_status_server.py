@@ -75,6 +75,15 @@ def test_mutating_routes_need_the_cluster_token(single: LocalFleet) -> None:
     assert http_error(lambda: get_json(ledger_url)).code == 401
     assert "sneaky" not in single.ledger("n0")["work"]
     assert post_json(url, body, token=CLUSTER_KEY)["ok"]
+    # a copy that gives its revision gets only what changed since
+    rev = single.ledger("n0")["rev"]
+    assert post_json(url, make_op("add_work.v1", work_id="later", payload={}), token=CLUSTER_KEY)[
+        "ok"
+    ]
+    delta = get_json(f"{ledger_url}?since={rev}", token=CLUSTER_KEY)["changes"]
+    assert [w["work_id"] for w in delta["work"]] == ["later"] and delta["forgotten"] == []
+    err = http_error(lambda: get_json(f"{ledger_url}?since=yesterday", token=CLUSTER_KEY))
+    assert err.code == 400 and "'since'" in json.loads(err.read())["error"]
     # the other parts' routes are mounted (and guard themselves the same way)
     artifacts = single.nodes["n0"].url + "/artifacts"
     assert http_error(lambda: get_json(artifacts)).code == 401

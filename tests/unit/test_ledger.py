@@ -283,3 +283,59 @@ def test_replaying_a_log_gives_the_same_state_and_repeats_change_nothing(ops: li
             assert a == once, f"{o} is not idempotent"
             sm.apply(b, o)
     assert a == b
+
+
+COPIED = ("work", "assign", "records", "term", "seq", "rev", "pruned")
+
+
+def _lifecycles() -> st.SearchStrategy[dict[str, Any]]:
+    """One term, jobs that get somewhere: placed, run, ended, forgotten, added again."""
+    return st.one_of(
+        st.builds(lambda w: op("add_work.v1", work_id=w, payload={}), IDS),
+        st.builds(lambda w, n: op("assign.v1", job_id=w, node=n, job_type="selfplay"), IDS, NODES),
+        st.builds(lambda w, n: op("claim_work.v1", work_id=w, node=n), IDS, NODES),
+        st.builds(lambda w, n: op("start_work.v1", work_id=w, node=n), IDS, NODES),
+        st.builds(
+            lambda w, a: op("accept_result.v1", job_id=w, fence=f"t1:{w}:a{a}", result={}),
+            IDS,
+            st.integers(1, 2),
+        ),
+        st.builds(lambda w: op("complete_work.v1", work_id=w, result={"g": 1}), IDS),
+        st.builds(lambda w: op("fail_work.v1", work_id=w, error="e"), IDS),
+        st.builds(lambda w: op("cancel_work.v1", work_id=w), IDS),
+        st.builds(lambda n: op("reassign_jobs_of.v1", node=n), NODES),
+        st.builds(lambda ids: op("prune_work.v1", ids=ids), st.lists(IDS, min_size=1, max_size=3)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_lifecycles(), max_size=60),
+    st.sets(st.integers(0, 59), max_size=8),
+)
+def test_a_copy_kept_up_by_changes_equals_the_replica(ops: list[Any], syncs: set[int]) -> None:
+    import json
+
+    state, sparse, eager = sm.new_state(), sm.new_state(), sm.new_state()
+    for i, o in enumerate([*ops, None]):
+        if o is not None:
+            sm.apply(state, o)
+        # one copy catches up after every operation, one now and then (and at the end)
+        for copy_ in (eager, sparse) if i in syncs or o is None else (eager,):
+            delta = sm.changes(state, copy_["rev"])
+            assert delta is not None
+            sm.apply_changes(copy_, json.loads(json.dumps(delta)))  # as it travels
+    for copy_ in (eager, sparse):
+        assert {k: copy_.get(k, 0) for k in COPIED} == {k: state.get(k, 0) for k in COPIED}
+
+
+def test_a_copy_too_far_behind_is_told_to_take_a_whole_copy() -> None:
+    state = sm.new_state()
+    for n in range(sm.FORGOT_KEPT + 2):
+        for o in _finished(f"j{n}", 100.0 + n):
+            sm.apply(state, o)
+        assert sm.apply(state, op("prune_work.v1", now=500.0 + n, ids=[f"j{n}"]))["pruned"] == 1
+    assert sm.changes(state, 0) is None  # the first prunes' ids are no longer listed
+    recent = sm.changes(state, state["rev"] - 1)
+    assert recent is not None and recent["forgotten"] == [f"j{sm.FORGOT_KEPT + 1}"]
+    assert sm.changes(state, state["rev"] + 5) is None  # a copy from another history
