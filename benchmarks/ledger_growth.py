@@ -13,6 +13,10 @@ the time of ``Beat.refresh`` (what every coordinator does every tick): a full
 read (a new leader's first), a tick with nothing changed, and a tick after one
 more job finished (medians of 9 ticks each).
 
+It also records what a non-voter's read copy fetches from the leader each
+second: the whole replica (``copy_whole_kb``, as before) or the changes since
+its revision (``copy_delta_kb``, after one more job finished).
+
 Prints one JSON line: ``{"days", "jobs_per_hour", "jobs", "prune": {...},
 "no_prune": {...}}`` with ``items``, ``state_mb``, ``full_read_ms``,
 ``idle_tick_ms`` and ``busy_tick_ms`` per day.
@@ -33,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ringrift_fleet.consensus.ledger import changes  # noqa: E402
 from ringrift_fleet.scheduler.beat import Beat  # noqa: E402
 from ringrift_fleet.scheduler.settings import SchedulerPolicy  # noqa: E402
 from tests.support.memory_ledger import MemoryLedger  # noqa: E402
@@ -113,6 +118,8 @@ def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
         "full_read_ms": [],
         "idle_tick_ms": [],
         "busy_tick_ms": [],
+        "copy_whole_kb": [],
+        "copy_delta_kb": [],
     }
     step = HOUR / jobs_per_hour
     for _day in range(days):
@@ -128,6 +135,13 @@ def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
         with ledger.reading() as state:
             out["items"].append(len(state["work"]))
             out["state_mb"].append(round(len(pickle.dumps(state)) / 2**20, 2))
+            # what a non-voter's read copy fetches: the whole replica, or a second's changes
+            out["copy_whole_kb"].append(round(len(json.dumps(state)) / 1024))
+            rev = state["rev"]
+        finish(ledger, seq + 1, clock)  # about a second's changes at this rate, and more
+        seq += 1
+        with ledger.reading() as state:
+            out["copy_delta_kb"].append(round(len(json.dumps(changes(state, rev))) / 1024, 1))
         beat._next_full_read = 0.0  # this one reads everything, as a new leader does
         out["full_read_ms"].append(_timed(beat.refresh))
         idle, busy = [], []
