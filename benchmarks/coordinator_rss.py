@@ -297,6 +297,39 @@ def cli_weight() -> dict[str, Any]:
     }
 
 
+def idle_runs(
+    root: Path, args: argparse.Namespace, result: dict[str, Any], series: dict[str, list[float]]
+) -> None:
+    """The `ringrift-fleet coordinator` runs, with and without the scheduler, on one Redis."""
+    port = free_port()
+    redis = _spawn(redis_argv(redis_binary(), port, root), _env(), root / "redis.log")
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        if not _wait(lambda: _port_open(port), 10):
+            raise RuntimeError("redis-server did not open its port")
+        for sched in (True, False):
+            workdir = root / ("sched" if sched else "nosched")
+            workdir.mkdir()
+            r = run_coordinator(
+                workdir,
+                scheduler=sched,
+                broker_url=url,
+                duration=args.duration,
+                warmup=args.warmup,
+            )
+            prefix = "" if sched else "nosched_"
+            result[prefix + "rss_at_health_mb"] = r["rss_at_health_mb"]
+            result[prefix + "rss_start_mb"] = r["rss_start_mb"]
+            result[prefix + "rss_end_mb"] = r["rss_end_mb"]
+            result[prefix + "rss_growth_mb"] = r["rss_growth_mb"]
+            result[prefix + "rss_peak_mb"] = r["rss_peak_mb"]
+            result[prefix + "coordinator_modules"] = r["modules"]
+            result[prefix + "coordinator_heavy"] = r["heavy"]
+            series["scheduler" if sched else "no_scheduler"] = r["series"]
+    finally:
+        _stop(redis)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--duration", type=float, default=60.0, help="sampling seconds per run")
@@ -304,6 +337,7 @@ def main() -> None:
     ap.add_argument(
         "--busy", action="store_true", help="also measure `up`'s coordinator with a worker"
     )
+    ap.add_argument("--only-busy", action="store_true", help="the busy run alone (long runs)")
     ap.add_argument("--samples", type=Path, help="write the RSS series (JSON) here")
     ap.add_argument("--baseline", type=Path, help="a --samples file to draw beside this run")
     ap.add_argument("--plot", type=Path, help="draw the RSS series to this PNG")
@@ -314,34 +348,9 @@ def main() -> None:
     result["python_floor_rss_mb"] = python_floor()
     with tempfile.TemporaryDirectory(prefix="coord-rss-") as tmp:
         root = Path(tmp)
-        port = free_port()
-        redis = _spawn(redis_argv(redis_binary(), port, root), _env(), root / "redis.log")
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            if not _wait(lambda: _port_open(port), 10):
-                raise RuntimeError("redis-server did not open its port")
-            for sched in (True, False):
-                workdir = root / ("sched" if sched else "nosched")
-                workdir.mkdir()
-                r = run_coordinator(
-                    workdir,
-                    scheduler=sched,
-                    broker_url=url,
-                    duration=args.duration,
-                    warmup=args.warmup,
-                )
-                prefix = "" if sched else "nosched_"
-                result[prefix + "rss_at_health_mb"] = r["rss_at_health_mb"]
-                result[prefix + "rss_start_mb"] = r["rss_start_mb"]
-                result[prefix + "rss_end_mb"] = r["rss_end_mb"]
-                result[prefix + "rss_growth_mb"] = r["rss_growth_mb"]
-                result[prefix + "rss_peak_mb"] = r["rss_peak_mb"]
-                result[prefix + "coordinator_modules"] = r["modules"]
-                result[prefix + "coordinator_heavy"] = r["heavy"]
-                series["scheduler" if sched else "no_scheduler"] = r["series"]
-        finally:
-            _stop(redis)
-        if args.busy:
+        if not args.only_busy:
+            idle_runs(root, args, result, series)
+        if args.busy or args.only_busy:
             r = run_busy(root / "busy", duration=args.duration, warmup=args.warmup)
             for key in ("rss_at_health_mb", "rss_start_mb", "rss_end_mb", "rss_growth_mb"):
                 result["busy_" + key] = r[key]
