@@ -14,7 +14,9 @@ GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
 * busy_*: the coordinator of ``ringrift-fleet up`` (demo profile, one CPU
   worker running the reference workload) while the loop really runs:
   self-play results come back, training, evaluation and promotions happen.
-  busy_games / busy_promotions say how much happened while it was sampled.
+  busy_games / busy_promotions say how much happened while it was sampled;
+  busy_ledger_start_kb / busy_ledger_end_kb: the replicated ledger's size as
+  JSON, the state a busy coordinator rightly grows with (jobs, history).
 * rss_at_health_mb: the first sample, as soon as /health answers.
 * python_floor_rss_mb: a bare interpreter (``import time; sleep``), the floor.
 * coordinator_modules / coordinator_heavy: modules the scheduler-attached
@@ -208,6 +210,20 @@ def run_coordinator(
     }
 
 
+BENCH_KEY = "coordinator-rss-bench"
+
+
+def ledger_kb(port: int) -> float | None:
+    """Size of the coordinator's ledger replica as JSON (its job state), in kB."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/consensus/ledger")
+    req.add_header("Authorization", f"Bearer {BENCH_KEY}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return round(len(resp.read()) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+
+
 def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]:
     """The coordinator of a one-machine fleet doing real work (what `up` starts)."""
     import io
@@ -219,7 +235,11 @@ def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]
         flower=False,
         cpu_workers=1,
         node_id="bench",
-        env={"PYTHONPROFILEIMPORTTIME": "1", "PYTHONPATH": str(REPO)},
+        env={
+            "PYTHONPROFILEIMPORTTIME": "1",
+            "PYTHONPATH": str(REPO),
+            "RINGRIFT_CLUSTER_KEY": BENCH_KEY,
+        },
     )
     fleet = LocalFleet(opts, out=io.StringIO())
     try:
@@ -228,8 +248,10 @@ def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]
         at_health = rss_mb(coord.proc.pid) or 0.0
         warm = sample(coord.proc.pid, warmup)
         before = fleet.status() or {}
+        ledger_start = ledger_kb(fleet.status_port)
         steady = sample(coord.proc.pid, duration)
         after = fleet.status() or {}
+        ledger_end = ledger_kb(fleet.status_port)
         if len(steady) < 2 or coord.proc.poll() is not None:
             raise RuntimeError(f"coordinator ended during sampling; see {coord.log}")
     finally:
@@ -252,6 +274,8 @@ def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]
         "rss_growth_mb": _round(steady[-1] - steady[0]),
         "rss_peak_mb": _round(max(warm + steady)),
         "games": games(after) - games(before),
+        "ledger_start_kb": ledger_start,
+        "ledger_end_kb": ledger_end,
         "promotions": fleet.promotions(after),
         "modules": len(set(modules)),
         "heavy": sorted(h for h in HEAVY if h in tops),
@@ -357,6 +381,8 @@ def main() -> None:
             result["busy_rss_peak_mb"] = r["rss_peak_mb"]
             result["busy_games"] = r["games"]
             result["busy_promotions"] = r["promotions"]
+            result["busy_ledger_start_kb"] = r["ledger_start_kb"]
+            result["busy_ledger_end_kb"] = r["ledger_end_kb"]
             result["busy_coordinator_heavy"] = r["heavy"]
             series["busy"] = r["series"]
     result["duration_s"] = args.duration
