@@ -22,6 +22,9 @@ GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
 * coordinator_modules / coordinator_heavy: modules the scheduler-attached
   coordinator imported over its whole run (from ``-X importtime``), and which
   of the heavy third-party packages are among them.
+* import_mb: what each piece adds to a fresh interpreter's RSS, imported in
+  the coordinator's order (each figure is the increment over those before it;
+  numpy and pysyncobj last: what was cut, and what only Raft voters load).
 * cli_help_s: median wall time of ``python -m ringrift_fleet --help`` (5 runs,
   interpreter start included); import_modules: modules in ``sys.modules``
   after ``import ringrift_fleet.cli; build_parser()``; help_heavy: heavy
@@ -294,6 +297,50 @@ def python_floor() -> float:
         _stop(proc)
 
 
+# What a coordinator loads, in the order it loads it; the last two for reference.
+IMPORT_STEPS = (
+    "asyncio",
+    "yaml",
+    "aiohttp.web",
+    "ringrift_fleet.node",
+    "redis",
+    "celery.result",
+    "ringrift_fleet.execution.dispatch",
+    "ringrift_fleet.scheduler.service",
+    "ringrift_fleet.resources",
+    "numpy",
+    "pysyncobj",
+)
+
+
+def import_costs() -> dict[str, float]:
+    """RSS increment (MB) of each step of IMPORT_STEPS in one fresh interpreter."""
+    code = (
+        "import importlib, json, sys, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'):\n"
+        "            return int(line.split()[1]) / 1024\n"
+        "out, prev = {}, rss()\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "    now = rss()\n"
+        "    out[name], prev = round(now - prev, 1), now\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code, *IMPORT_STEPS],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    costs: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return costs
+
+
 def cli_weight() -> dict[str, Any]:
     code = (
         "import sys, json, ringrift_fleet.cli as c; c.build_parser(); "
@@ -370,6 +417,7 @@ def main() -> None:
     result: dict[str, Any] = {}
     result.update(cli_weight())
     result["python_floor_rss_mb"] = python_floor()
+    result["import_mb"] = import_costs()
     with tempfile.TemporaryDirectory(prefix="coord-rss-") as tmp:
         root = Path(tmp)
         if not args.only_busy:
