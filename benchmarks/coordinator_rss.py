@@ -11,6 +11,8 @@ GPU jobs do not get; ``ringrift-fleet --help`` is what an operator feels first.
   after a warm-up (the scheduler imports Celery on its first leader tick),
   "end" the last; growth = end - start.
 * nosched_*: the same with ``--no-scheduler`` (membership, consensus, server).
+  Consensus is the default (Bully); ``--raft`` runs both with Raft and SWIM
+  (what voter hosts run; pysyncobj is then loaded).
 * busy_*: the coordinator of ``ringrift-fleet up`` (demo profile, one CPU
   worker running the reference workload) while the loop really runs:
   self-play results come back, training, evaluation and promotions happen.
@@ -148,8 +150,22 @@ def sample(pid: int, seconds: float) -> list[float]:
     return out
 
 
+RAFT_ENV = {
+    "RINGRIFT_RAFT_ENABLED": "true",
+    "RINGRIFT_CONSENSUS_MODE": "raft",
+    "RINGRIFT_SWIM_ENABLED": "true",
+    "RINGRIFT_MEMBERSHIP_MODE": "swim",
+}
+
+
 def run_coordinator(
-    workdir: Path, *, scheduler: bool, broker_url: str, duration: float, warmup: float
+    workdir: Path,
+    *,
+    scheduler: bool,
+    broker_url: str,
+    duration: float,
+    warmup: float,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One coordinator, one-host inventory: RSS samples and imported modules."""
     name = "h0"
@@ -176,6 +192,7 @@ def run_coordinator(
             "RINGRIFT_P2P_BIND_HOST": "127.0.0.1",
             "RINGRIFT_BROKER_URL": broker_url,
             "PYTHONPROFILEIMPORTTIME": "1",
+            **(extra_env or {}),
         }
     )
     argv = [PYTHON, "-m", "ringrift_fleet", "coordinator", "--node", name]
@@ -387,6 +404,7 @@ def idle_runs(
                 broker_url=url,
                 duration=args.duration,
                 warmup=args.warmup,
+                extra_env=RAFT_ENV if args.raft else None,
             )
             prefix = "" if sched else "nosched_"
             result[prefix + "rss_at_health_mb"] = r["rss_at_health_mb"]
@@ -408,6 +426,7 @@ def main() -> None:
     ap.add_argument(
         "--busy", action="store_true", help="also measure `up`'s coordinator with a worker"
     )
+    ap.add_argument("--raft", action="store_true", help="idle runs with Raft and SWIM")
     ap.add_argument("--only-busy", action="store_true", help="the busy run alone (long runs)")
     ap.add_argument("--samples", type=Path, help="write the RSS series (JSON) here")
     ap.add_argument("--baseline", type=Path, help="a --samples file to draw beside this run")
@@ -434,6 +453,7 @@ def main() -> None:
             result["busy_coordinator_heavy"] = r["heavy"]
             series["busy"] = r["series"]
     result["duration_s"] = args.duration
+    result["consensus"] = "raft+swim" if args.raft else "bully+http"
     if args.samples:
         args.samples.write_text(json.dumps(series))
     if args.plot:
