@@ -38,21 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ringrift_fleet.consensus.ledger import changes  # noqa: E402
-from ringrift_fleet.scheduler.beat import Beat  # noqa: E402
 from ringrift_fleet.scheduler.settings import SchedulerPolicy  # noqa: E402
-from tests.support.memory_ledger import MemoryLedger  # noqa: E402
+from tests.support.memory_ledger import Clock, MemoryLedger, idle_beat  # noqa: E402
 
 HOUR = 3600.0
 SAMPLES = 9  # ticks timed per day; the median is reported
 CONFIGS = [f"{b}_{p}p" for b in ("square8", "square19", "hex8", "hexagonal") for p in (2, 3, 4)]
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _result(job_id: str, config: str, node: str, attempt: int) -> dict[str, Any]:
@@ -100,17 +91,7 @@ def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
     clock = Clock(1_800_000_000.0)
     ledger = MemoryLedger("leader")
     ledger.clock = clock
-    policy = SchedulerPolicy()
-    beat = Beat(
-        ledger=ledger,
-        leadership=ledger,
-        redis=None,
-        policy=policy,
-        hosts=lambda: [],
-        send=lambda *a, **k: "",
-        read_result=lambda task_id: ("PENDING", None),
-        clock=clock,
-    )
+    beat = idle_beat(ledger, SchedulerPolicy(), clock)
     seq = 0
     out: dict[str, list[float]] = {
         "items": [],

@@ -49,3 +49,30 @@ def sharing(other: MemoryLedger, node_id: str, term: int) -> MemoryLedger:
     led = MemoryLedger(node_id, term, state=other.state)
     led.lock = other.lock
     return led
+
+
+class Clock:
+    """A clock a test or benchmark moves by hand (``clock.t += 86400``)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def idle_beat(ledger: MemoryLedger, policy: Any, clock: Clock) -> Any:
+    """A scheduler beat on ``ledger`` with no hosts, sending nothing, reading no
+    results: what is under test is how it reads, folds and prunes the ledger."""
+    from ringrift_fleet.scheduler.beat import Beat
+
+    return Beat(
+        ledger=ledger,
+        leadership=ledger,
+        redis=None,
+        policy=policy,
+        hosts=lambda: [],
+        send=lambda *a, **k: "",
+        read_result=lambda task_id: ("PENDING", None),
+        clock=clock,
+    )

@@ -16,17 +16,9 @@ from ringrift_fleet.scheduler.beat import RECORD_KIND, Beat
 from ringrift_fleet.scheduler.history import SUMMARY_KIND
 from ringrift_fleet.scheduler.settings import SchedulerPolicy, parse_board_configs
 from ringrift_fleet.scheduler.snapshot import ConfigState, Stage
-from tests.support.memory_ledger import MemoryLedger
+from tests.support.memory_ledger import Clock, MemoryLedger, idle_beat
 
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def finish(ledger: MemoryLedger, job_id: str, node: str, result: dict[str, Any]) -> None:
@@ -38,16 +30,8 @@ def finish(ledger: MemoryLedger, job_id: str, node: str, result: dict[str, Any])
 
 
 def beat_on(ledger: MemoryLedger, clock: Clock, **policy: Any) -> Beat:
-    pol = SchedulerPolicy(configs=parse_board_configs("hex8_2p", ""), **policy)
-    return Beat(
-        ledger=ledger,
-        leadership=ledger,
-        redis=None,
-        policy=pol,
-        hosts=lambda: [],
-        send=lambda *a, **k: "",
-        read_result=lambda task_id: ("PENDING", None),
-        clock=clock,
+    return idle_beat(
+        ledger, SchedulerPolicy(configs=parse_board_configs("hex8_2p", ""), **policy), clock
     )
 
 
