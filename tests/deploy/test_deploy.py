@@ -329,3 +329,28 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     units = "ringrift-worker@cpu.service"
     for h in ("h1", "h2", "h3"):
         assert bed.ssh(h, f"systemctl is-active {units}").stdout.strip() == "active", h
+
+
+@pytest.mark.timeout(300)
+def test_old_releases_are_pruned_but_never_the_current_one(fleet: Fleet) -> None:
+    """Every deploy adds a venv; a host keeps the newest few and always its current one."""
+    bed = fleet.bed
+    root = "/opt/ringrift/releases"
+    current = bed.ssh("h1", "readlink -f /opt/ringrift/venv").stdout.strip()
+    assert current.startswith(root), current
+    # four older releases, and the current one made to look oldest of all
+    made = bed.ssh(
+        "h1",
+        f'for i in 1 2 3 4; do mkdir -p {root}/old-$i/venv && touch -d "$i days ago" {root}/old-$i; '
+        f"done; touch -d '30 days ago' {current.rsplit('/', 1)[0]}",
+    )
+    assert made.returncode == 0, made.stderr
+    run = bed.playbook(fleet.inventory, "--tags", "prune", "--limit", "h1,localhost")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    left = sorted(bed.ssh("h1", f"ls {root}").stdout.split())
+    # the newest three by age (old-1, old-2, old-3), plus the current one kept whatever its age
+    assert left == sorted(["old-1", "old-2", "old-3", current.split("/")[-2]]), left
+    assert bed.ssh("h1", "systemctl is-active ringrift-coordinator").stdout.strip() == "active"
+    again = bed.playbook(fleet.inventory, "--tags", "prune", "--limit", "h1,localhost")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    assert all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[-3000:]
