@@ -22,7 +22,8 @@ Per type (``*`` = required):
   ``games*`` (1–10000), ``temperature`` (default 0.25).
 * ``ringrift.sync``: ``artifacts`` (non-empty list of names) or ``prefix`` (every
   artifact the source holds under it, e.g. ``games/hex8_2p/``; exactly one of the
-  two), ``source*`` (``http://host:port`` of a host serving ``/artifacts``).
+  two), ``source*`` (``http://host:port`` of a host serving ``/artifacts``; with
+  ``prefix`` also a list of them, each adding what the earlier ones lacked).
 * ``ringrift.noop``: nothing else.
 
 Unknown fields are rejected too: a typo (``boardtype``) must not silently run a default.
@@ -230,9 +231,26 @@ def validate_job(job_type: str, kwargs: Mapping[str, Any], *, default_job_id: st
             prefix = _artifact_name(text[:-1], "prefix", ctx) + "/"
         out["artifacts"] = names
         out["prefix"] = prefix
-        source = as_str(kwargs["source"], "source", ctx)
-        url = urlparse(source)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValidationError(f"{ctx}.source: {source!r} is not an http(s)://host:port URL")
-        out["source"] = source.rstrip("/")
+        raw = kwargs["source"]
+        if isinstance(raw, list):
+            if prefix is None:
+                raise ValidationError(
+                    f"{ctx}.source: a list of sources needs prefix, not artifacts"
+                )
+            if not 0 < len(raw) <= MAX_SOURCES:
+                raise ValidationError(f"{ctx}.source: expected 1 to {MAX_SOURCES} URLs")
+            out["source"] = [_source_url(u, f"source[{i}]", ctx) for i, u in enumerate(raw)]
+        else:
+            out["source"] = _source_url(raw, "source", ctx)
     return JobSpec(job_type, job_id, fence, seed, out)
+
+
+MAX_SOURCES = 64
+
+
+def _source_url(value: Any, name: str, ctx: str) -> str:
+    source = as_str(value, name, ctx)
+    url = urlparse(source)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValidationError(f"{ctx}.{name}: {source!r} is not an http(s)://host:port URL")
+    return source.rstrip("/")

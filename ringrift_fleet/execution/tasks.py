@@ -55,6 +55,8 @@ from ringrift_fleet.execution.workloads.evaluation import run_evaluation
 from ringrift_fleet.execution.workloads.selfplay import run_selfplay
 from ringrift_fleet.execution.workloads.training import run_training
 
+log = logging.getLogger(__name__)
+
 PROGRESS_STATE = "PROGRESS"
 PROGRESS_EVERY_S = 0.5
 NODE_ENV = "RINGRIFT_WORKER_NODE"
@@ -65,25 +67,43 @@ class Terminated(Exception):
 
 
 def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
+    """From one source, or (by prefix) from several in turn: each adds what the
+    host still lacks, and one unreachable source does not lose the others' files."""
     cfg = get_p2p_config()
-    try:
-        report = sync_artifacts(
-            ctx.store,
-            spec.get("source"),
-            spec.get("artifacts"),
-            prefix=spec.get("prefix"),
-            token=cfg.CLUSTER_KEY,
-            progress=ctx.progress,
-            should_stop=ctx.superseded,
-        )
-    except SyncError as exc:
-        raise WorkloadError(f"sync from {spec.get('source')}: {exc}") from None
+    given = spec.get("source")
+    sources = given if isinstance(given, list) else [given]
+    fetched: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    failed: dict[str, str] = {}
+    for source in sources:
+        try:
+            report = sync_artifacts(
+                ctx.store,
+                source,
+                spec.get("artifacts"),
+                prefix=spec.get("prefix"),
+                token=cfg.CLUSTER_KEY,
+                progress=ctx.progress,
+                should_stop=ctx.superseded,
+            )
+        except SyncError as exc:
+            if len(sources) == 1:
+                raise WorkloadError(f"sync from {source}: {exc}") from None
+            log.warning("sync from %s failed: %s", source, exc)
+            failed[source] = str(exc)
+            continue
+        fetched += report.fetched
+        skipped += [n for n in report.skipped if n not in skipped]
+    if len(failed) == len(sources):
+        raise WorkloadError(f"sync: every source failed: {failed}")
+    got = {a["name"] for a in fetched}
     return {
         "status": "completed",
-        "source": spec.get("source"),
-        "fetched": [a["name"] for a in report.fetched],
-        "skipped": report.skipped,
-        "artifacts": report.fetched,
+        "source": given,
+        "fetched": [a["name"] for a in fetched],
+        "skipped": [n for n in skipped if n not in got],
+        "failed_sources": failed,
+        "artifacts": fetched,
     }
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ringrift_fleet.execution.jobs import MAX_SOURCES
 from ringrift_fleet.models import JobStatus, JobType, WorkItem, games_prefix
 from ringrift_fleet.scheduler.actions import (
     Action,
@@ -280,17 +281,14 @@ def task_kwargs(
         if not src or not k.get("model"):
             return None
         return {"artifacts": [k["model"]], "source": src}
-    # games of this config made elsewhere: every games file the host that made
-    # most of them holds (it may hold more, synced to it for an earlier training)
+    # games of this config made elsewhere: every games file each host that made
+    # some holds, the host that made most first (each adds what the others lacked)
     target = str(k.get("target", a.node_id))
-    sources = {n: c for n, c in view.game_sources(a.config_key).items() if n != target}
-    if not sources:
+    made = {n: c for n, c in view.game_sources(a.config_key).items() if n != target}
+    urls = [u for n in sorted(made, key=lambda n: (-made[n], n)) if (u := address(n))]
+    if not urls:
         return None
-    node = max(sorted(sources), key=lambda n: sources[n])
-    src = address(node)
-    if not src:
-        return None
-    return {"prefix": games_prefix(a.config_key), "source": src}
+    return {"prefix": games_prefix(a.config_key), "source": urls[:MAX_SOURCES]}
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -63,6 +63,36 @@ def test_sync_by_prefix_fetches_every_games_file_the_source_holds_there(
     assert dest.names("games/") == ["games/hex8_2p/big.jsonl.gz", "games/hex8_2p/small.jsonl.gz"]
 
 
+def test_sync_by_prefix_from_several_sources_takes_each_ones_files_and_survives_a_dead_one(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ringrift_fleet.config import reload_p2p_config
+    from ringrift_fleet.execution.jobs import validate_job
+    from ringrift_fleet.execution.tasks import run_sync
+    from ringrift_fleet.execution.workloads import JobContext
+
+    _, first = source
+    other = ArtifactStore(tmp_path / "other")
+    other.put_bytes("games/hex8_2p/from-other.jsonl.gz", b"games made on the other host")
+    dest = ArtifactStore(tmp_path / "dest")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("RINGRIFT_CLUSTER_KEY", TOKEN)
+    reload_p2p_config()
+    try:
+        with ArtifactServer(other.root, TOKEN) as second:
+            kwargs = {"prefix": "games/hex8_2p/", "source": [first.url, dead, second.url]}
+            result = run_sync(validate_job("sync", {**kwargs, "job_id": "s1"}), JobContext(dest))
+    finally:
+        monkeypatch.delenv("RINGRIFT_CLUSTER_KEY")
+        reload_p2p_config()
+    assert sorted(result["fetched"]) == [
+        "games/hex8_2p/big.jsonl.gz",
+        "games/hex8_2p/from-other.jsonl.gz",
+    ]
+    assert list(result["failed_sources"]) == [dead]
+    assert dest.names("games/") == sorted(result["fetched"])
+
+
 def test_sync_resumes_a_partial_download_with_range(
     source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
 ) -> None:

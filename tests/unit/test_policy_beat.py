@@ -84,7 +84,11 @@ def test_games_sync_pulls_from_the_host_with_most_games_elsewhere() -> None:
     )
     urls = {"a": "http://10.0.0.1:8770", "b": "http://10.0.0.2:8770"}
     built = task_kwargs(sync, view, urls.get)
-    assert built == {"prefix": "games/hex8_2p/", "source": "http://10.0.0.2:8770"}
+    # every host with games but the target, the one that made most first
+    assert built == {
+        "prefix": "games/hex8_2p/",
+        "source": ["http://10.0.0.2:8770", "http://10.0.0.1:8770"],
+    }
     validate_job("sync", {**built, "job_id": "s"})
     # every game already on the training host: nothing to send
     only_local = LedgerView(POLICY)
