@@ -75,8 +75,10 @@ def render(status: dict[str, Any]) -> str:
     if any(isinstance(queue.get(s), int) for s in states):
         lines.append("")
         lines.append("work queue")
-        lines.append("  ".join(f"{s:>9}" for s in states))
-        lines.append("  ".join(f"{queue.get(s, 0):>9}" for s in states))
+        # finished jobs leave the ledger a day after they end (history keeps the counts)
+        shown = (*states, "pruned")
+        lines.append("  ".join(f"{s:>9}" for s in shown))
+        lines.append("  ".join(f"{queue.get(s, 0):>9}" for s in shown))
     for warning in sr.get("warnings") or []:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

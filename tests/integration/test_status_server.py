@@ -123,7 +123,7 @@ def test_status_command_prints_a_table_and_json(single: LocalFleet) -> None:
     table = cli("--host", host)
     assert table.returncode == 0, table.stderr
     assert "leader" in table.stdout and "n0" in table.stdout
-    assert "work queue" in table.stdout and "pending" in table.stdout
+    assert "work queue" in table.stdout and "pending" in table.stdout and "pruned" in table.stdout
     raw = cli("--host", host, "--json")
     assert raw.returncode == 0
     assert json.loads(raw.stdout)["leader_id"] == "n0"
