@@ -62,20 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ringrift_fleet.localhost import free_port, redis_argv, redis_binary  # noqa: E402
+from tests.support.imports import HEAVY, imported, one_host_inventory, tops  # noqa: E402
 
 PYTHON = sys.executable
-HEAVY = (
-    "numpy",
-    "celery",
-    "kombu",
-    "aiohttp",
-    "pysyncobj",
-    "matplotlib",
-    "redis",
-    "yaml",
-    "psutil",
-    "pynvml",
-)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -158,6 +147,21 @@ RAFT_ENV = {
 }
 
 
+def _summary(log: Path, at_health: float, warm: list[float], steady: list[float]) -> dict[str, Any]:
+    """RSS over the run, and what the process imported (its ``-X importtime`` log)."""
+    modules = imported(log.read_text(errors="replace"))
+    return {
+        "rss_at_health_mb": _round(at_health),
+        "rss_start_mb": _round(steady[0]),
+        "rss_end_mb": _round(steady[-1]),
+        "rss_growth_mb": _round(steady[-1] - steady[0]),
+        "rss_peak_mb": _round(max(warm + steady)),
+        "modules": len(modules),
+        "heavy": sorted(set(HEAVY) & tops(modules)),
+        "series": [round(v, 2) for v in warm + steady],
+    }
+
+
 def run_coordinator(
     workdir: Path,
     *,
@@ -170,19 +174,7 @@ def run_coordinator(
     """One coordinator, one-host inventory: RSS samples and imported modules."""
     name = "h0"
     status_port = free_port()
-    hosts = {
-        "hosts": {
-            name: {
-                "address": "127.0.0.1",
-                "gpu": "NVIDIA H100 80GB HBM3",
-                "gpu_count": 1,
-                "status_port": status_port,
-                "raft_port": free_port(),
-                "swim_port": free_port(socket.SOCK_DGRAM),
-            }
-        },
-        "raft_voters": [name],
-    }
+    hosts = one_host_inventory(name, status_port)
     hosts_file = workdir / "distributed_hosts.yaml"
     hosts_file.write_text(yaml.safe_dump(hosts))
     log = workdir / "coordinator.log"
@@ -212,22 +204,7 @@ def run_coordinator(
             raise RuntimeError(f"coordinator ended during sampling; see {log}")
     finally:
         _stop(proc)
-    modules = [
-        line.rsplit("|", 1)[1].strip()
-        for line in log.read_text(errors="replace").splitlines()
-        if line.startswith("import time:") and "|" in line and "imported package" not in line
-    ][:100000]
-    tops = {m.split(".")[0] for m in modules}
-    return {
-        "rss_at_health_mb": _round(at_health),
-        "rss_start_mb": _round(steady[0]),
-        "rss_end_mb": _round(steady[-1]),
-        "rss_growth_mb": _round(steady[-1] - steady[0]),
-        "rss_peak_mb": _round(max(warm + steady)),
-        "modules": len(set(modules)),
-        "heavy": sorted(h for h in HEAVY if h in tops),
-        "series": [round(v, 2) for v in warm + steady],
-    }
+    return _summary(log, at_health, warm, steady)
 
 
 BENCH_KEY = "coordinator-rss-bench"
@@ -281,25 +258,12 @@ def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]
         counts = (status.get("scheduler") or {}).get("games") or {}
         return sum(int(v) for v in counts.values())
 
-    modules = [
-        line.rsplit("|", 1)[1].strip()
-        for line in coord.log.read_text(errors="replace").splitlines()
-        if line.startswith("import time:") and "|" in line and "imported package" not in line
-    ]
-    tops = {m.split(".")[0] for m in modules}
     return {
-        "rss_at_health_mb": _round(at_health),
-        "rss_start_mb": _round(steady[0]),
-        "rss_end_mb": _round(steady[-1]),
-        "rss_growth_mb": _round(steady[-1] - steady[0]),
-        "rss_peak_mb": _round(max(warm + steady)),
+        **_summary(coord.log, at_health, warm, steady),
         "games": games(after) - games(before),
         "ledger_start_kb": ledger_start,
         "ledger_end_kb": ledger_end,
         "promotions": fleet.promotions(after),
-        "modules": len(set(modules)),
-        "heavy": sorted(h for h in HEAVY if h in tops),
-        "series": [round(v, 2) for v in warm + steady],
     }
 
 
@@ -381,7 +345,7 @@ def cli_weight() -> dict[str, Any]:
     return {
         "cli_help_s": round(statistics.median(times), 3),
         "import_modules": len(mods),
-        "help_heavy": sorted({m.split(".")[0] for m in mods} & set(HEAVY)),
+        "help_heavy": sorted(tops(set(mods)) & set(HEAVY)),
     }
 
 

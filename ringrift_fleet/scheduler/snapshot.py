@@ -15,10 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.execution.boards import BOARD_TYPES, PLAYER_COUNTS
 from ringrift_fleet.models import JobStatus, JobType, NodeHealth, ResourceMetrics
-
-BOARD_TYPES = ("square8", "square19", "hex8", "hexagonal")
-PLAYER_COUNTS = (2, 3, 4)
 
 # Relative cost of one self-play game, square8 2-player = 1.  Cells grow with
 # the board and turns with the players; the numbers only shape job sizes and

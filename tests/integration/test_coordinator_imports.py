@@ -8,7 +8,6 @@ the process itself list every module it imported, over its whole run.
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import redis
 import yaml
 
 from tests.support.coordinators import get_json
+from tests.support.imports import imported, one_host_inventory
 from tests.support.procs import PYTHON, free_port, spawn, stop, wait_for
 from tests.support.redis_server import RedisServer
 
@@ -28,37 +28,13 @@ def queued_messages(client: redis.Redis) -> int:
     return sum(int(client.llen(k)) for k in keys if client.type(k) == b"list")
 
 
-def imported(log: str) -> set[str]:
-    return {
-        line.rsplit("|", 1)[1].strip()
-        for line in log.splitlines()
-        if line.startswith("import time:") and "imported package" not in line
-    }
-
-
 @pytest.mark.timeout(90)
 def test_leading_coordinator_sends_jobs_without_numpy(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     status_port = free_port()
     hosts_file = tmp_path / "distributed_hosts.yaml"
-    hosts_file.write_text(
-        yaml.safe_dump(
-            {
-                "hosts": {
-                    "h0": {
-                        "address": "127.0.0.1",
-                        "gpu": "NVIDIA H100 80GB HBM3",
-                        "gpu_count": 1,
-                        "status_port": status_port,
-                        "raft_port": free_port(),
-                        "swim_port": free_port(socket.SOCK_DGRAM),
-                    }
-                },
-                "raft_voters": ["h0"],
-            }
-        )
-    )
+    hosts_file.write_text(yaml.safe_dump(one_host_inventory("h0", status_port)))
     env = {
         "RINGRIFT_P2P_STATE_DIR": str(tmp_path / "state"),
         "RINGRIFT_P2P_BIND_HOST": "127.0.0.1",

@@ -12,20 +12,8 @@ import sys
 
 import pytest
 
+from tests.support.imports import HEAVY, tops
 from tests.support.procs import REPO
-
-# Packages a parser or a help text has no use for; each costs megabytes resident.
-HEAVY = (
-    "numpy",
-    "celery",
-    "kombu",
-    "aiohttp",
-    "pysyncobj",
-    "matplotlib",
-    "redis",
-    "pynvml",
-    "psutil",
-)
 
 
 def modules_after(code: str) -> set[str]:
@@ -40,10 +28,6 @@ def modules_after(code: str) -> set[str]:
         check=True,
     )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def tops(modules: set[str]) -> set[str]:
-    return {m.split(".")[0] for m in modules}
 
 
 @pytest.mark.timeout(60)
