@@ -19,20 +19,27 @@ its revision (``copy_delta_kb``, after one more job finished).
 
 Prints one JSON line: ``{"days", "jobs_per_hour", "jobs", "prune": {...},
 "no_prune": {...}}`` with ``items``, ``state_mb``, ``full_read_ms``,
-``idle_tick_ms`` and ``busy_tick_ms`` per day.
+``idle_tick_ms``, ``busy_tick_ms``, ``copy_whole_kb``, ``copy_delta_kb`` and
+``rss_mb`` (the whole process: ledger replica, scheduler view, interpreter) per
+day.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import multiprocessing
 import pickle
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,6 +108,7 @@ def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
         "busy_tick_ms": [],
         "copy_whole_kb": [],
         "copy_delta_kb": [],
+        "rss_mb": [],
     }
     step = HOUR / jobs_per_hour
     for _day in range(days):
@@ -133,6 +141,8 @@ def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
             busy.append(_timed(beat.refresh))
         out["idle_tick_ms"].append(statistics.median(idle))
         out["busy_tick_ms"].append(statistics.median(busy))
+        gc.collect()
+        out["rss_mb"].append(round(psutil.Process().memory_info().rss / 2**20, 1))
     games = sum(beat.view.games.values())
     assert games == 16 * seq, f"games counted {games}, played {16 * seq}"
     return {**out, "games_counted": games}
@@ -146,8 +156,12 @@ def main() -> None:
     args = parser.parse_args()
     if not (1 <= args.days <= 30 and 1 <= args.jobs_per_hour <= 5000):
         parser.error("--days 1..30, --jobs-per-hour 1..5000")
-    pruned = run(args.days, args.jobs_per_hour, prune=True)
-    kept = run(args.days, args.jobs_per_hour, prune=False)
+    # each week in a fresh process, so one's memory does not hide in the other's RSS
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+        pruned = pool.submit(run, args.days, args.jobs_per_hour, True).result()
+    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+        kept = pool.submit(run, args.days, args.jobs_per_hour, False).result()
     result = {
         "days": args.days,
         "jobs_per_hour": args.jobs_per_hour,
@@ -170,12 +184,13 @@ def plot(path: str, result: dict[str, Any]) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label, style in (("prune", "pruned after 24 h", "-"), ("no_prune", "kept", "--")):
         r = result[key]
-        left.plot(days, r["state_mb"], style, marker="o", label=f"jobs {label}")
+        left.plot(days, r["rss_mb"], style, marker="o", label=f"RSS, jobs {label}")
+        left.plot(days, r["state_mb"], style, marker="x", label=f"pickled ledger, jobs {label}")
         right.plot(days, r["full_read_ms"], style, marker="o", label=f"full read, jobs {label}")
         right.plot(days, r["busy_tick_ms"], style, marker="s", label=f"tick, jobs {label}")
     left.set_xlabel("simulated day")
-    left.set_ylabel("pickled ledger state (MB)")
-    left.set_title(f"Ledger size, {result['jobs_per_hour']} jobs/h")
+    left.set_ylabel("MB")
+    left.set_title(f"Memory, {result['jobs_per_hour']} jobs/h")
     left.legend()
     right.set_yscale("log")
     right.set_xlabel("simulated day")
