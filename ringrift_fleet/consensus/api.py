@@ -203,18 +203,14 @@ class Ledger(ABC):
 
     # --- reads from the local replica ------------------------------------------------------
 
-    def read_view(
-        self, kinds: tuple[str, ...], ids: Sequence[str] | None = None
+    def read_items(
+        self, ids: Sequence[str], kinds: tuple[str, ...]
     ) -> tuple[list[WorkItem], dict[str, dict[str, Any]]]:
-        """The work items (all, or those of ``ids``) and the records of ``kinds``,
+        """The work items of ``ids`` (those still held) and the records of ``kinds``,
         read in one consistent step."""
         with self.reading() as state:
             work = state["work"]
-            if ids is None:
-                rows = sorted(work.values(), key=lambda d: d["seq"])
-            else:
-                rows = [work[i] for i in dict.fromkeys(ids) if i in work]
-            items = [_work_item(d) for d in rows]
+            items = [_work_item(work[i]) for i in dict.fromkeys(ids) if i in work]
             recs = {k: copy.deepcopy(state["records"].get(k, {})) for k in kinds}
         return items, recs
 

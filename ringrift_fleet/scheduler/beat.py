@@ -462,7 +462,7 @@ class Beat:
         ids = self.ledger.prunable(before, keep)[: self.policy.prune_batch]
         if not ids:
             return 0
-        forgotten, recs = self.ledger.read_view((SUMMARY_KIND,), ids)
+        forgotten, recs = self.ledger.read_items(ids, (SUMMARY_KIND,))
         pruned = self.ledger.prune_work(ids, fold(recs[SUMMARY_KIND], forgotten))
         if pruned is None:
             log.warning("pruning %d finished jobs refused: %s", len(ids), self.ledger.last_error)
