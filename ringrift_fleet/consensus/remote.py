@@ -141,6 +141,7 @@ class RemoteLedger(Ledger):
         self._token = token
         self._lock = threading.Lock()
         self._copy: sm.State = sm.new_state()
+        self._source: tuple[str, int] | None = None  # whose whole copy this is
         self.copied_at = 0.0
 
     def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
@@ -164,8 +165,11 @@ class RemoteLedger(Ledger):
         url = self._leader_url()
         if url is None:
             return False
+        # Revisions number one leader's history: from a new leader (or term), a
+        # whole copy first, then its changes.
+        source = (url, self._term())
         with self._lock:
-            rev = int(self._copy.get("rev", 0))
+            rev = int(self._copy.get("rev", 0)) if source == self._source else 0
         query = f"?since={rev}" if rev > 0 else ""
         status, body = http_json(
             url + "/consensus/ledger" + query, token=self._token, timeout=timeout
@@ -179,15 +183,16 @@ class RemoteLedger(Ledger):
                     sm.apply_changes(self._copy, delta)
                 except (KeyError, TypeError, AttributeError) as exc:
                     log.warning(
-                        "ledger changes from %s unusable (%s): next time a full copy", url, exc
+                        "ledger changes from %s unusable (%s): next time a whole copy", url, exc
                     )
-                    self._copy = sm.new_state()
+                    self._source = None
                     return False
                 self.copied_at = time.time()
             return True
         if not isinstance(body.get("state"), dict):
             return False
         self.install(body["state"])
+        self._source = source
         return True
 
     def install(self, state: sm.State) -> None:  # a read copy: no numbering to keep

@@ -190,6 +190,8 @@ def test_a_non_voter_follows_the_leader_and_forwards_writes(tmp_path: Path) -> N
         assert new
         assert wait_for(lambda: fleet.status("n3")["leader_id"] == new, 10)
         assert fleet.op("n3", make_op("add_work.v1", work_id="via-n3b", payload={}))["ok"]
+        # n3's copy follows the new leader too (a whole copy from it, then changes)
+        assert wait_for(lambda: "via-n3b" in fleet.ledger("n3")["work"], 10)
         assert wait_for(
             lambda: fleet.op("n3", make_op("claim_work.v1", work_id="via-n3b", node="n3"))["ok"],
             10,
