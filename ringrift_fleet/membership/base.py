@@ -7,6 +7,8 @@ swim-p2p backend and HTTP heartbeats are interchangeable behind it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,3 +96,12 @@ class ListenerSet:
                 callback(event)
             except Exception:  # a listener's bug must not stop membership
                 log.exception("membership listener %r failed on %s", callback, event)
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a manager's background loop and wait until it has stopped."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

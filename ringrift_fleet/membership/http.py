@@ -12,7 +12,6 @@ O(N²) messages, but it needs nothing but the :8770 server every node runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -24,7 +23,12 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.errors import ValidationError
-from ringrift_fleet.membership.base import ListenerSet, MembershipEvent, MembershipListener
+from ringrift_fleet.membership.base import (
+    ListenerSet,
+    MembershipEvent,
+    MembershipListener,
+    cancel_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,7 @@ class HttpHeartbeatMembership:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -13,14 +13,18 @@ only consulted while SWIM is not started or reports itself unhealthy, and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from ringrift_fleet.errors import FleetError
-from ringrift_fleet.membership.base import ListenerSet, MembershipEvent, MembershipListener
+from ringrift_fleet.membership.base import (
+    ListenerSet,
+    MembershipEvent,
+    MembershipListener,
+    cancel_task,
+)
 from ringrift_fleet.membership.http import HttpHeartbeatMembership
 from ringrift_fleet.membership.swim_adapter import SwimMembershipManager
 
@@ -71,10 +75,7 @@ class HybridMembershipManager:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
         await self.swim.stop()
         await self.http.stop()
 

@@ -27,7 +27,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ringrift_fleet.errors import ConfigError
-from ringrift_fleet.membership.base import ListenerSet, MembershipEvent, MembershipListener
+from ringrift_fleet.membership.base import (
+    ListenerSet,
+    MembershipEvent,
+    MembershipListener,
+    cancel_task,
+)
 from ringrift_fleet.membership.swim.codec import Addr
 
 log = logging.getLogger(__name__)
@@ -133,11 +138,8 @@ class SwimP2PMembership:
         self._poller = asyncio.create_task(self._poll_loop())
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        poller, self._poller = self._poller, None
+        await cancel_task(poller)
         node, self._node = self._node, None
         if node is not None:
             with contextlib.suppress(Exception):

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from ringrift_fleet.execution.app import create_app
 from ringrift_fleet.execution.dispatch import job_outcome, send_job
 from ringrift_fleet.execution.fencing import stored_result
-from tests.support.celery_worker import config_for, fleet_env, lease_holder_pid, start_worker
-from tests.support.procs import PYTHON, REPO, stop, wait_for
-from tests.support.redis_server import start_redis
+from tests.support.celery_worker import lease_holder_pid, one_worker_fleet
+from tests.support.procs import PYTHON, REPO, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -35,31 +32,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         " '{champion}', --games, '{games}', --out, '{output_dir}']\n"
         "  env: {GAUNTLET_JOB: '{job_id}'}\n"
     )
-    server = start_redis(root / "redis")
-    env = fleet_env(
-        server.url,
+    with one_worker_fleet(
         root,
+        NODE,
         RINGRIFT_P2P_WORKLOADS_FILE=str(workloads),
         RINGRIFT_P2P_MAX_REDELIVERIES="2",
         RINGRIFT_P2P_EVALUATION_TIME_LIMIT="12",
         RINGRIFT_P2P_SOFT_LIMIT_FRACTION="0.4",  # soft limit 4.8 s, room to stop before 12 s
-    )
-    worker = None
-    try:
-        worker = start_worker(
-            ["--cpu", "--node", NODE, "--concurrency", "1"], env, root / "worker.log", f"{NODE}@cpu"
-        )
-        cfg = config_for(env)
-        yield {
-            "app": create_app(cfg),
-            "redis": redis.Redis.from_url(server.url),
-            "worker": worker,
-            "artifacts": cfg.artifact_dir,
-        }
-    finally:
-        if worker is not None:
-            stop(worker.proc, timeout=15)
-        server.stop()
+    ) as fleet:
+        yield fleet
 
 
 def _eval(fleet: dict[str, Any], job_id: str, mode: str) -> str:

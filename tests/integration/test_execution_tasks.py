@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from ringrift_fleet.execution.app import create_app
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.dispatch import job_outcome, send_job
 from ringrift_fleet.execution.fencing import publish_fence
 from tests.support.artifact_server import ArtifactServer
-from tests.support.celery_worker import config_for, fleet_env, lease_holder_pid, start_worker
-from tests.support.procs import PYTHON, REPO, stop, wait_for
-from tests.support.redis_server import start_redis
+from tests.support.celery_worker import (
+    cpu_worker_args,
+    lease_holder_pid,
+    one_worker_fleet,
+    running_worker,
+)
+from tests.support.procs import PYTHON, REPO, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -34,26 +36,8 @@ CLUSTER_KEY = "tasks-cluster-key"
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("exec-tasks")
-    server = start_redis(root / "redis")
-    env = fleet_env(server.url, root, RINGRIFT_CLUSTER_KEY=CLUSTER_KEY)
-    worker = None
-    try:
-        worker = start_worker(
-            ["--cpu", "--node", NODE, "--concurrency", "1"], env, root / "worker.log", f"{NODE}@cpu"
-        )
-        cfg = config_for(env)
-        yield {
-            "env": env,
-            "cfg": cfg,
-            "app": create_app(cfg),
-            "redis": redis.Redis.from_url(server.url),
-            "worker": worker,
-            "artifacts": cfg.artifact_dir,
-        }
-    finally:
-        if worker is not None:
-            stop(worker.proc, timeout=15)
-        server.stop()
+    with one_worker_fleet(root, NODE, RINGRIFT_CLUSTER_KEY=CLUSTER_KEY) as fleet:
+        yield fleet
 
 
 def _get(fleet: dict[str, Any], task_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -287,15 +271,10 @@ def test_whole_worker_killed_next_attempt_runs_at_once_old_one_refused(
 ) -> None:
     """A host dies (its whole worker, SIGKILL): the leader re-sends under a new fence."""
     app, r = fleet["app"], fleet["redis"]
-    victim = start_worker(
-        ["--cpu", "--node", "victim", "--concurrency", "1", "--queues", "node.victim"],
-        fleet["env"],
-        tmp_path / "victim.log",
-        "victim@cpu",
-    )
     job = "host-died"
     kwargs = {"board_type": "square19", "num_players": 2, "num_games": 150}
-    try:
+    args = cpu_worker_args("victim", "node.victim")
+    with running_worker(args, fleet["env"], tmp_path / "victim.log", "victim@cpu") as victim:
         publish_fence(r, job, "attempt-1", ttl=600)
         send_job(
             "selfplay", kwargs, queue="node.victim", job_id=job,
@@ -304,8 +283,6 @@ def test_whole_worker_killed_next_attempt_runs_at_once_old_one_refused(
         assert wait_for(lambda: lease_holder_pid(r, job) is not None, 30, 0.02)
         os.killpg(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(timeout=10)
-    finally:
-        stop(victim.proc)
     publish_fence(r, job, "attempt-2", ttl=600)  # what the leader does on the host's death
     started = time.monotonic()
     second = send_job(
@@ -331,15 +308,10 @@ def test_newer_attempt_takes_over_a_live_stale_run_which_writes_nothing(
 ) -> None:
     """Two leaders overlapped: the old attempt still runs when the new one starts."""
     app, r = fleet["app"], fleet["redis"]
-    stale_worker = start_worker(
-        ["--cpu", "--node", "stale", "--concurrency", "1", "--queues", "node.stale"],
-        fleet["env"],
-        tmp_path / "stale.log",
-        "stale@cpu",
-    )
     job = "overlap"
     kwargs = {"board_type": "square19", "num_players": 2, "num_games": 300}
-    try:
+    args = cpu_worker_args("stale", "node.stale")
+    with running_worker(args, fleet["env"], tmp_path / "stale.log", "stale@cpu"):
         publish_fence(r, job, "old", ttl=600)
         first = send_job(
             "selfplay", kwargs, queue="node.stale", job_id=job,
@@ -353,8 +325,6 @@ def test_newer_attempt_takes_over_a_live_stale_run_which_writes_nothing(
         )  # fmt: skip
         new = _get(fleet, second, 120)
         old = _get(fleet, first, 120)
-    finally:
-        stop(stale_worker.proc, timeout=15)
     assert new["status"] == "completed" and new["attempt"] == 2 and new["games"] == 300
     assert old["status"] == "refused" and old["attempt"] == 1
     path = fleet["artifacts"] / new["games_path"]

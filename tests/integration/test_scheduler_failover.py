@@ -17,7 +17,7 @@ import pytest
 import redis
 import yaml
 
-from tests.support.celery_worker import fleet_env, start_workers
+from tests.support.celery_worker import cpu_worker_args, fleet_env, start_workers
 from tests.support.coordinators import LocalFleet
 from tests.support.procs import PYTHON, spawn, stop, wait_for
 from tests.support.redis_server import start_redis
@@ -55,10 +55,7 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         f.start_all(timeout=60)
         workers = start_workers(
-            [
-                (["--cpu", "--node", n, "--concurrency", "1"], f"{n}@cpu", tmp_path / f"w-{n}.log")
-                for n in f.nodes
-            ],
+            [(cpu_worker_args(n), f"{n}@cpu", tmp_path / f"w-{n}.log") for n in f.nodes],
             env,
         )
         yield {"fleet": f, "redis": redis.Redis.from_url(server.url), "workers": workers}

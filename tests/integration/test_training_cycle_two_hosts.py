@@ -26,7 +26,7 @@ from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
 from ringrift_fleet.training import TrainingThresholds
 from tests.integration.test_scheduler_fencing import beat, completed, run_ticks
 from tests.support.artifact_server import ArtifactServer
-from tests.support.celery_worker import config_for, fleet_env, start_worker
+from tests.support.celery_worker import config_for, cpu_worker_args, fleet_env, start_worker
 from tests.support.memory_ledger import MemoryLedger
 from tests.support.procs import stop
 from tests.support.redis_server import start_redis
@@ -47,7 +47,7 @@ def two_hosts(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for name, env in envs.items():
             workers.append(
                 start_worker(
-                    ["--cpu", "--node", name, "--concurrency", "1"],
+                    cpu_worker_args(name),
                     env,
                     tmp_path / f"{name}.log",
                     f"{name}@cpu",

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ringrift_fleet.config import P2PConfig, load_config
 from tests.support.procs import PYTHON, spawn, stop, wait_for
@@ -84,6 +85,37 @@ def running_worker(
         yield worker
     finally:
         stop(worker.proc, timeout=15)
+
+
+def cpu_worker_args(node: str, *queues: str) -> list[str]:
+    """A one-process CPU worker for ``node``; with ``queues``, consuming only those."""
+    args = ["--cpu", "--node", node, "--concurrency", "1"]
+    return [*args, "--queues", ",".join(queues)] if queues else args
+
+
+@contextmanager
+def one_worker_fleet(root: Path, node: str, **extra_env: str) -> Iterator[dict[str, Any]]:
+    """A real redis-server and one CPU worker ``node``; yields what tests send with."""
+    import redis
+
+    from ringrift_fleet.execution.app import create_app
+    from tests.support.redis_server import start_redis
+
+    server = start_redis(root / "redis")
+    try:
+        env = fleet_env(server.url, root, **extra_env)
+        with running_worker(cpu_worker_args(node), env, root / "worker.log", f"{node}@cpu") as w:
+            cfg = config_for(env)
+            yield {
+                "env": env,
+                "cfg": cfg,
+                "app": create_app(cfg),
+                "redis": redis.Redis.from_url(server.url),
+                "worker": w,
+                "artifacts": cfg.artifact_dir,
+            }
+    finally:
+        server.stop()
 
 
 def lease_holder_pid(client: object, job_id: str) -> int | None:
