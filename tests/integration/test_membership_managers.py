@@ -77,6 +77,9 @@ def test_listeners_hear_changes_learned_by_gossip_and_metadata_and_leave() -> No
             assert summary["alive_count"] == 3
             assert summary["members"]["n2"]["metadata"] == {"gpu": "H100", "gpu_count": 8}
 
+            # n2 says goodbye directly to every member it knows; once it knows n1,
+            # n1 hearing "left" does not hang on n0's gossip outrunning suspicion.
+            assert await until(lambda: c.get_alive_peers() == ["n0", "n1"], 10)
             await c.stop()
             assert await until(lambda: not b.is_peer_alive("n2"), 10)
             assert summary_state(b, "n2") == "left"

@@ -219,3 +219,35 @@ def test_an_update_is_piggybacked_about_lambda_log_n_times_then_dropped() -> Non
         for _, data in node.handle(0.1, ping, ("127.0.0.1", 102)).datagrams:
             carried += verdict in codec.decode(data, KEY).updates
     assert carried == limit
+
+
+def test_a_leaving_node_says_goodbye_to_every_member_directly() -> None:
+    sim = Simulation(20, seed=9)
+    sim.run_for(1.0)
+    out = sim.nodes["n7"].leave(sim.now)
+    told = set()
+    for addr, data in out.datagrams:
+        msg = codec.decode(data, sim.key)
+        if codec.Update(codec.LEFT, "n7", 0) in msg.updates:
+            told.add(sim.name_at[addr])
+    assert told == set(sim.nodes) - {"n7"}
+
+
+def _verdict(node: SwimNode, now: float, update: codec.Update) -> list[str]:
+    ping = codec.Message(codec.PING, "c", 1, target=node.name, updates=[update])
+    return [e.kind for e in node.handle(now, codec.encode(ping, KEY), ("127.0.0.1", 3)).events]
+
+
+def test_a_goodbye_heard_after_a_death_verdict_corrects_it_to_left() -> None:
+    a = _node("a", 1)
+    a.learn(0.0, "b", ("127.0.0.1", 2), incarnation=5)
+    assert _verdict(a, 0.1, codec.Update(codec.DEAD, "b", 5, origin="c")) == ["dead"]
+    assert _verdict(a, 0.2, codec.Update(codec.LEFT, "b", 5)) == ["left"]
+    assert a.state_of("b") == "left"
+    # ...and a death verdict arriving after the goodbye changes nothing.
+    assert _verdict(a, 0.3, codec.Update(codec.DEAD, "b", 5, origin="c")) == []
+    assert a.state_of("b") == "left"
+    # An older incarnation's goodbye does not bury a newer life.
+    a.learn(0.4, "d", ("127.0.0.1", 4), incarnation=7)
+    assert _verdict(a, 0.5, codec.Update(codec.LEFT, "d", 6)) == []
+    assert a.state_of("d") == "alive"

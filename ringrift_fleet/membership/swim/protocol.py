@@ -94,6 +94,7 @@ class _Queued:
 
 
 N_BUCKETS = 128  # push-pull compares this many digests before sending entries
+LEAVE_DIRECT = 64  # a leaving node tells this many members directly, the rest by gossip
 
 _LIVE = (ALIVE, SUSPECT)
 
@@ -184,11 +185,14 @@ class SwimNode:
         return self.tick(now)
 
     def leave(self, now: float) -> Output:
-        """Tell a few members directly, and everyone by gossip, that we leave on purpose."""
+        """Tell members directly (all of them, up to LEAVE_DIRECT), and the rest by
+        gossip, that we leave on purpose.  A member that misses it suspects us and
+        declares us dead, and the scheduler treats a death as lost work, so the
+        goodbye is worth a datagram per member.  Calling it again repeats it."""
         self.leaving = True
         update = Update(LEFT, self.name, self.incarnation)
         self._enqueue(update)
-        targets = self._random_live(max(3, self.config.indirect_probes), exclude=())
+        targets = self._random_live(LEAVE_DIRECT, exclude=())
         for name in targets:
             m = self.members[name]
             self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
@@ -445,9 +449,13 @@ class SwimNode:
                 return
             self._suspect(now, m, u.incarnation, u.origin)
             return
-        # DEAD or LEFT
-        if u.incarnation < m.incarnation or (m.state in _GONE and u.incarnation == m.incarnation):
+        # DEAD or LEFT.  At one incarnation a member's own goodbye outranks our
+        # guess: DEAD then LEFT ends as "left" everywhere, LEFT then DEAD stays.
+        if u.incarnation < m.incarnation:
             return
+        if u.incarnation == m.incarnation and m.state in _GONE:
+            if not (u.kind == LEFT and m.state == DEAD):
+                return
         self._set_state(now, m, u.kind, u.incarnation)
         self._enqueue(u)
 
@@ -730,14 +738,22 @@ class SwimNode:
         prefix = codec.body_prefix(msg)
         budget = self.config.max_datagram - codec.overhead(prefix, msg.kind == SYNC)
         chosen: list[bytes] = []
+        # First, what dest must hear whatever the retransmit counts say: our
+        # verdict on it, and, while we leave, our goodbye.
         verdict = self._verdict_on(dest) if dest else None
-        if verdict is not None and len(verdict) + 1 <= budget:
-            chosen.append(verdict)
-            budget -= len(verdict) + 1
+        goodbye = (
+            codec.encode_update(Update(LEFT, self.name, self.incarnation)) if self.leaving else None
+        )
+        for first in (verdict, goodbye):
+            if first is not None and len(first) + 1 <= budget:
+                chosen.append(first)
+                budget -= len(first) + 1
         if self._queue:
             limit = self.config.retransmits(len(self._live) + 1)
             for q in sorted(self._queue.values(), key=lambda q: q.sent):
-                if q.update.node == dest and verdict is not None:
+                if (q.update.node == dest and verdict is not None) or (
+                    q.update.node == self.name and goodbye is not None
+                ):
                     continue
                 if len(q.wire) + 1 > budget:
                     continue

@@ -58,10 +58,13 @@ class UdpSwimTransport(asyncio.DatagramProtocol):
         self._dispatch(self.node.start(self.clock()))
 
     async def leave(self, linger: float) -> None:
-        """Announce a graceful leave and keep answering for ``linger`` seconds."""
-        if self.running:
+        """Announce a graceful leave, again halfway (one lost datagram must not
+        turn a goodbye into a death), and keep answering for ``linger`` seconds."""
+        for _ in range(2):
+            if not self.running:
+                return
             self._dispatch(self.node.leave(self.clock()))
-            await asyncio.sleep(linger)
+            await asyncio.sleep(linger / 2)
 
     def close(self) -> None:
         self._closed = True
