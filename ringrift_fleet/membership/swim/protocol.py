@@ -453,9 +453,9 @@ class SwimNode:
         # guess: DEAD then LEFT ends as "left" everywhere, LEFT then DEAD stays.
         if u.incarnation < m.incarnation:
             return
-        if u.incarnation == m.incarnation and m.state in _GONE:
-            if not (u.kind == LEFT and m.state == DEAD):
-                return
+        correction = u.kind == LEFT and m.state == DEAD
+        if u.incarnation == m.incarnation and m.state in _GONE and not correction:
+            return
         self._set_state(now, m, u.kind, u.incarnation)
         self._enqueue(u)
 
