@@ -88,6 +88,7 @@ class P2PConfig:
     ARTIFACT_DIR: str = ""  # "" = <STATE_DIR>/artifacts
     WORKLOADS_FILE: str = ""  # command templates; "" = the built-in reference game
     CLUSTER_KEY: str = ""  # HMAC key for SWIM, bearer token for mutating HTTP routes
+    GAMES_KEEP_FILES: int = 2000  # newest games files kept per board config and host; 0 = all
 
     # --- broker ------------------------------------------------------------------
     BROKER_URL: str = "redis://127.0.0.1:6379/0"
@@ -190,6 +191,9 @@ _PERCENT_FIELDS = {
 _FRACTION_FIELDS = {"LOAD_MAX_FOR_NEW_JOBS", "SOFT_LIMIT_FRACTION"}
 _NONNEG_FIELDS = {"TRAINING_MIN_VRAM_GB", "TRAINING_MIN_POWER"}
 _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
+# Training reads the newest 1,000 games, at least one per file: keeping fewer
+# files than that could starve it, so the floor is that (0 turns retention off).
+GAMES_KEEP_MIN = 1000
 _URL_FIELDS = {"BROKER_URL"}
 
 
@@ -204,6 +208,8 @@ def _accepts(name: str, kind: type) -> str:
         return "a number >= 0"
     if name in _ANY_INT_FIELDS:
         return "an integer"
+    if name == "GAMES_KEEP_FILES":
+        return f"0 (keep every games file) or an integer >= {GAMES_KEEP_MIN}"
     if name in _URL_FIELDS:
         return "a redis:// or rediss:// URL"
     if kind is int:
@@ -269,6 +275,9 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
                 fail(name)
         elif name in _URL_FIELDS:
             if not str(value).startswith(("redis://", "rediss://", "unix://")):
+                fail(name)
+        elif name == "GAMES_KEEP_FILES":
+            if not (value == 0 or value >= GAMES_KEEP_MIN):
                 fail(name)
         elif kind in (int, float) and name not in _ANY_INT_FIELDS and not value > 0:
             fail(name)

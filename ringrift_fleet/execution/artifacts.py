@@ -2,32 +2,44 @@
 
 Layout of ``<artifact_dir>``::
 
-    manifest.json                 {"artifacts": {name: {"size", "sha256", "created"}}}
+    manifest.db                   SQLite (WAL): name -> size, sha256, created
     games/<board>_<n>p/<job_id>.jsonl.gz
     models/<board>_<n>p/v0001.json
     logs/<job_id>.log             command workload output (not in the manifest)
     .tmp/  .partial/              in-flight writes and resumable downloads
 
 An artifact's *name* is its path relative to the artifact directory, with ``/``.
-Every file is written to ``.tmp`` and renamed into place, and the manifest is
-updated under a file lock and replaced atomically, so a crash leaves either the
-old state or the new one, never half a file or half a manifest.
+Every file is written to ``.tmp`` and renamed into place, and only then entered
+in the manifest, so a crash leaves either the old state or the new one, never
+half a file.  The manifest is an indexed SQLite table rather than one JSON file
+because a host keeps tens of thousands of games files: a register is one row,
+not a rewrite of everything, and a lookup or a folder's listing reads only
+what it asks for.  A ``manifest.json`` left by an older release is imported
+once and renamed ``manifest.json.imported``.
 
-:func:`artifact_routes` gives the ``GET /artifacts`` (manifest) and
-``GET /artifacts/{name}`` (file, with Range for resuming) routes the :8770
-server mounts; both want ``Authorization: Bearer <CLUSTER_KEY>``.  With no key
-configured they answer loopback clients only.
+Games are kept ``games_keep`` files per board config (newest first; 0 keeps
+all): training reads only the newest games, and a disk past
+DISK_CRITICAL_THRESHOLD takes its host out of the fleet.
+
+:func:`artifact_routes` gives the ``GET /artifacts`` (manifest; ``?prefix=``
+narrows it) and ``GET /artifacts/{name}`` (file, with Range for resuming)
+routes the :8770 server mounts; both want ``Authorization: Bearer
+<CLUSTER_KEY>``.  With no key configured they answer loopback clients only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import math
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,8 +50,21 @@ from aiohttp import web
 
 from ringrift_fleet.errors import ValidationError
 
-MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.db"
+LEGACY_MANIFEST = "manifest.json"
+GAMES = "games/"
 _HIDDEN = (".tmp", ".partial", "logs", ".work")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    name TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS artifacts_by_created ON artifacts (created);
+"""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -58,7 +83,7 @@ def check_name(name: str) -> str:
         or name.startswith("/")
         or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts)
         or parts[0] in _HIDDEN
-        or name == MANIFEST
+        or (len(parts) == 1 and name.startswith(("manifest.", ".manifest")))
     ):
         raise ValidationError(f"artifact name {name!r}: not a relative path inside the store")
     return name
@@ -73,11 +98,30 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _prefix_range(prefix: str) -> tuple[str, str | None]:
+    """The names starting with ``prefix`` are those in [lo, hi): an index range."""
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return prefix, None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def games_folder(name: str) -> str | None:
+    """``games/<config>/`` for a games file (however deep), else None."""
+    parts = name.split("/")
+    if len(parts) < 3 or parts[0] + "/" != GAMES:
+        return None
+    return f"{parts[0]}/{parts[1]}/"
+
+
 class ArtifactStore:
     """The artifact directory of one host; safe to share between worker processes."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, games_keep: int = 0) -> None:
+        if games_keep < 0:
+            raise ValidationError(f"games_keep={games_keep}: expected 0 (keep all) or more")
         self.root = Path(root)
+        self.games_keep = games_keep
+        self._ready = False
 
     # --- paths ------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -90,6 +134,10 @@ class ArtifactStore:
     @property
     def partial_dir(self) -> Path:
         return self.root / ".partial"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
 
     def log_path(self, job_id: str) -> Path:
         return self.root / "logs" / f"{job_id}.log"
@@ -108,41 +156,172 @@ class ArtifactStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _read_manifest(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads((self.root / MANIFEST).read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise ValidationError(f"{self.root / MANIFEST}: not valid JSON ({exc})") from None
-        arts = data.get("artifacts", {}) if isinstance(data, dict) else {}
-        return dict(arts) if isinstance(arts, dict) else {}
+    def _connect(self) -> sqlite3.Connection:
+        # One connection per operation: worker processes fork, and a connection
+        # must not cross a fork.  Opening one is tens of microseconds.
+        con = sqlite3.connect(self.manifest_path, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
+        return con
 
-    def _write_manifest(self, arts: dict[str, dict[str, Any]]) -> None:
-        data = json.dumps({"artifacts": dict(sorted(arts.items()))}, indent=1).encode()
-        self._atomic_write(self.root / MANIFEST, data)
-
-    def manifest(self) -> dict[str, dict[str, Any]]:
-        """name -> {"size", "sha256", "created"} for every artifact."""
+    def _ensure(self) -> None:
+        """Create the table, and import an older release's manifest.json, once."""
+        if self._ready:
+            return
         with self._locked():
-            return self._read_manifest()
+            try:
+                con = self._connect()
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
+                    self._import_legacy(con)
+                finally:
+                    con.close()
+            except sqlite3.DatabaseError as exc:
+                raise ValidationError(
+                    f"{self.manifest_path}: not a usable manifest ({exc})"
+                ) from None
+        self._ready = True
+
+    def _import_legacy(self, con: sqlite3.Connection) -> None:
+        legacy = self.root / LEGACY_MANIFEST
+        try:
+            data = json.loads(legacy.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise ValidationError(f"{legacy}: not valid JSON ({exc})") from None
+        arts = data.get("artifacts") if isinstance(data, dict) else None
+        rows = []
+        for name, info in arts.items() if isinstance(arts, dict) else ():
+            if isinstance(info, dict) and isinstance(name, str):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    created = float(info.get("created", 0.0))
+                    rows.append((name, int(info["size"]), str(info["sha256"]), created))
+        # Rows already here win (a crash between commit and rename imports twice).
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?)", rows)
+        con.execute("COMMIT")
+        os.replace(legacy, legacy.with_name(LEGACY_MANIFEST + ".imported"))
+        log.info("imported %d artifacts from %s into %s", len(rows), legacy, MANIFEST)
+
+    @contextlib.contextmanager
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        self._ensure()
+        con = self._connect()
+        try:
+            if write:
+                con.execute("BEGIN IMMEDIATE")
+            yield con
+            if write:
+                con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @staticmethod
+    def _where(prefix: str) -> tuple[str, tuple[str, ...]]:
+        lo, hi = _prefix_range(prefix)
+        if hi is None:
+            return "name >= ?", (lo,)
+        return "name >= ? AND name < ?", (lo, hi)
+
+    def listing(self, prefix: str = "") -> list[dict[str, Any]]:
+        """``{name, size, sha256, created}`` of every artifact under ``prefix``, by name."""
+        where, args = self._where(prefix)
+        with self._db() as con:
+            rows = con.execute(
+                f"SELECT name, size, sha256, created FROM artifacts WHERE {where} ORDER BY name",
+                args,
+            ).fetchall()
+        return [
+            {"name": n, "size": size, "sha256": sha, "created": created}
+            for n, size, sha, created in rows
+            if n.startswith(prefix)
+        ]
+
+    def manifest(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """name -> {"size", "sha256", "created"} for every artifact (under ``prefix``)."""
+        return {a.pop("name"): a for a in self.listing(prefix)}
 
     def entry(self, name: str) -> dict[str, Any] | None:
-        return self.manifest().get(name)
+        with self._db() as con:
+            row = con.execute(
+                "SELECT size, sha256, created FROM artifacts WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else {"size": row[0], "sha256": row[1], "created": row[2]}
 
     def names(self, prefix: str = "") -> list[str]:
-        return sorted(n for n in self.manifest() if n.startswith(prefix))
+        return [a["name"] for a in self.listing(prefix)]
 
-    def register(self, name: str, *, sha256: str | None = None) -> dict[str, Any]:
-        """Record an artifact already in place; returns its ``{name, size, sha256}``."""
+    def newest(self, prefix: str, limit: int | None = None) -> list[str]:
+        """Names under ``prefix``, newest first (what training reads)."""
+        where, args = self._where(prefix)
+        with self._db() as con:
+            rows = con.execute(
+                f"SELECT name FROM artifacts WHERE {where} ORDER BY created DESC, name DESC"
+                " LIMIT ?",
+                (*args, -1 if limit is None else limit),
+            ).fetchall()
+        return [n for (n,) in rows if n.startswith(prefix)]
+
+    def keeps(self, name: str, created: float) -> bool:
+        """Would a games file made at ``created`` survive retention here?  A sync asks
+        before fetching, so a host does not download what it would delete at once."""
+        folder = games_folder(name)
+        if not self.games_keep or folder is None:
+            return True
+        where, args = self._where(folder)
+        with self._db() as con:
+            row = con.execute(
+                f"SELECT created FROM artifacts WHERE {where}"
+                " ORDER BY created DESC, name DESC LIMIT 1 OFFSET ?",
+                (*args, self.games_keep - 1),
+            ).fetchone()
+        return row is None or created > row[0]
+
+    def register(
+        self, name: str, *, sha256: str | None = None, created: float | None = None
+    ) -> dict[str, Any]:
+        """Record an artifact already in place; returns its ``{name, size, sha256}``.
+
+        ``created`` defaults to now; a sync passes the source's, so that "newest"
+        means the same on every host.  Registering a games file may evict the
+        oldest of its folder beyond ``games_keep``: rows first, then files.
+        """
         path = self.path(name)
         digest = sha256 or sha256_file(path)
-        info = {"size": path.stat().st_size, "sha256": digest, "created": time.time()}
-        with self._locked():
-            arts = self._read_manifest()
-            arts[name] = info
-            self._write_manifest(arts)
-        return {"name": name, "size": info["size"], "sha256": digest}
+        size = path.stat().st_size
+        when = time.time() if created is None or not math.isfinite(created) else created
+        with self._db(write=True) as con:
+            con.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)", (name, size, digest, when)
+            )
+            evicted = self._evict(con, name)
+        for old in evicted:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / old).unlink()
+        if evicted:
+            log.info("games retention: removed %d old file(s) of %s", len(evicted), evicted[0])
+        return {"name": name, "size": size, "sha256": digest}
+
+    def _evict(self, con: sqlite3.Connection, name: str) -> list[str]:
+        folder = games_folder(name)
+        if not self.games_keep or folder is None:
+            return []
+        where, args = self._where(folder)
+        old = [
+            n
+            for (n,) in con.execute(
+                f"SELECT name FROM artifacts WHERE {where}"
+                " ORDER BY created DESC, name DESC LIMIT -1 OFFSET ?",
+                (*args, self.games_keep),
+            )
+        ]
+        con.executemany("DELETE FROM artifacts WHERE name = ?", [(n,) for n in old])
+        return old
 
     # --- writing ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -173,14 +352,14 @@ class ArtifactStore:
         self._atomic_write(self.path(name), data)
         return self.register(name, sha256=hashlib.sha256(data).hexdigest())
 
-    def adopt(self, src: Path, name: str) -> dict[str, Any]:
+    def adopt(self, src: Path, name: str, *, created: float | None = None) -> dict[str, Any]:
         """Move a finished file (same filesystem) into the store as ``name``."""
         dest = self.path(name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest = sha256_file(src)
         os.replace(src, dest)
         _fsync_dir(dest.parent)
-        return self.register(name, sha256=digest)
+        return self.register(name, sha256=digest, created=created)
 
     def has(self, name: str, sha256: str | None = None) -> bool:
         info = self.entry(name)
@@ -217,21 +396,17 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
     async def list_artifacts(request: web.Request) -> web.StreamResponse:
         if not _authorized(request, token):
             return deny()
-        arts = store.manifest()
-        return web.json_response(
-            {
-                "artifacts": [
-                    {"name": n, "size": a["size"], "sha256": a["sha256"]} for n, a in arts.items()
-                ]
-            }
-        )
+        prefix = request.query.get("prefix", "")
+        # Off the event loop: a whole listing of a big store must not stall /status.
+        listing = await asyncio.get_running_loop().run_in_executor(None, store.listing, prefix)
+        return web.json_response({"artifacts": listing})
 
     async def get_artifact(request: web.Request) -> web.StreamResponse:
         if not _authorized(request, token):
             return deny()
         name = request.match_info["name"]
         try:
-            info = store.manifest().get(check_name(name))
+            info = store.entry(check_name(name))
         except ValidationError:
             info = None
         path = store.root / name

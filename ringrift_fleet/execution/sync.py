@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,8 +43,13 @@ def _request(url: str, token: str, headers: dict[str, str] | None = None) -> url
     return req
 
 
-def fetch_manifest(source: str, token: str, timeout: float) -> dict[str, dict[str, Any]]:
-    url = f"{source}/artifacts"
+def fetch_manifest(
+    source: str, token: str, timeout: float, prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """The source's manifest, only the part under ``prefix`` (the source filters)."""
+    url = f"{source}/artifacts" + (
+        f"?{urllib.parse.urlencode({'prefix': prefix})}" if prefix else ""
+    )
     try:
         with urllib.request.urlopen(_request(url, token), timeout=timeout) as resp:
             data = json.load(resp)
@@ -67,6 +74,7 @@ def _download(
     name: str,
     expected_sha: str,
     expected_size: int,
+    created: float | None,
     store: ArtifactStore,
     token: str,
     timeout: float,
@@ -104,7 +112,7 @@ def _download(
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         raise SyncError(f"{url}: sha256 mismatch (got {h.hexdigest()}, manifest {expected_sha})")
-    return store.adopt(part, name)
+    return store.adopt(part, name, created=created)
 
 
 def sync_artifacts(
@@ -120,13 +128,20 @@ def sync_artifacts(
 ) -> SyncReport:
     """Fetch each of ``names`` that is missing (or differs) locally from ``source``.
 
-    With ``prefix`` instead of ``names``: every artifact ``source`` holds under it.
+    With ``prefix`` instead of ``names``: every artifact ``source`` holds under it,
+    newest first, and of games only what local retention would keep (a host
+    does not download a file to delete it at once, nor again on the next sync).
     """
     for n in names or ():
         check_name(n)
-    remote = fetch_manifest(source, token, timeout)
+    listed = os.path.commonpath(names) if names else prefix or ""
+    remote = fetch_manifest(source, token, timeout, listed)
     if names is None:
-        names = sorted(n for n in remote if prefix and n.startswith(prefix))
+        names = sorted(
+            (n for n in remote if prefix and n.startswith(prefix)),
+            key=lambda n: (_created(remote[n]) or 0.0, n),
+            reverse=True,
+        )
         for n in names:
             check_name(n)  # the source's manifest is input too
     missing = [n for n in names if n not in remote]
@@ -135,13 +150,23 @@ def sync_artifacts(
     report = SyncReport()
     for i, name in enumerate(names):
         info = remote[name]
-        sha, size = str(info["sha256"]), int(info["size"])
+        sha, size, created = str(info["sha256"]), int(info["size"]), _created(info)
         if store.has(name, sha):
             report.skipped.append(name)
+        elif prefix and created is not None and not store.keeps(name, created):
+            report.skipped.append(name)  # older than every games file kept here
         else:
             report.fetched.append(
-                _download(source, name, sha, size, store, token, timeout, should_stop)
+                _download(source, name, sha, size, created, store, token, timeout, should_stop)
             )
         if progress:
             progress(i + 1, len(names))
     return report
+
+
+def _created(info: dict[str, Any]) -> float | None:
+    """The source's creation time, if it sent a usable one (older sources do not)."""
+    value = info.get("created")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

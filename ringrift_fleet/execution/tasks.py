@@ -224,7 +224,7 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             f"its worker was lost each time; failed after MAX_REDELIVERIES={cfg.MAX_REDELIVERIES} "
             "instead of killing another worker"
         )
-    store = ArtifactStore(cfg.artifact_dir)
+    store = ArtifactStore(cfg.artifact_dir, games_keep=cfg.GAMES_KEEP_FILES)
     with fencing.LeaseKeeper(client, spec.job_id, lease, cfg.RUN_LEASE_TTL) as keeper:
         ctx = JobContext(
             store=store,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import urllib.error
@@ -93,6 +94,40 @@ def test_sync_by_prefix_from_several_sources_takes_each_ones_files_and_survives_
     assert dest.names("games/") == sorted(result["fetched"])
 
 
+def _listing(url: str) -> list[dict[str, Any]]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return list(json.load(resp)["artifacts"])
+
+
+def test_a_games_sync_fetches_only_what_retention_keeps_and_never_again(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
+) -> None:
+    src, server = source
+    for i in range(6):
+        name = f"games/hex8_3p/job-{i}.jsonl.gz"
+        src.put_bytes(name, f"games of job {i}".encode())
+        src.register(name, created=1_000.0 + i)
+    # The source filters its manifest: only that folder travels, with creation times.
+    listed = _listing(f"{server.url}/artifacts?prefix=games/hex8_3p/")
+    assert [a["name"] for a in listed] == [f"games/hex8_3p/job-{i}.jsonl.gz" for i in range(6)]
+    assert [a["created"] for a in listed] == [1_000.0 + i for i in range(6)]
+
+    dest = ArtifactStore(tmp_path / "dest", games_keep=2)
+    dest.put_bytes("games/hex8_3p/made-here.jsonl.gz", b"local")
+    dest.register("games/hex8_3p/made-here.jsonl.gz", created=1_003.5)
+    report = sync_artifacts(dest, server.url, None, prefix="games/hex8_3p/", token=TOKEN)
+    assert [a["name"] for a in report.fetched] == [
+        "games/hex8_3p/job-5.jsonl.gz",
+        "games/hex8_3p/job-4.jsonl.gz",
+    ], "newest first, and nothing older than what this host keeps"
+    assert dest.newest("games/hex8_3p/") == [a["name"] for a in report.fetched]
+    assert dest.entry("games/hex8_3p/job-5.jsonl.gz")["created"] == 1_005.0  # type: ignore[index]
+    downloads = len(server.ranges)
+    again = sync_artifacts(dest, server.url, None, prefix="games/hex8_3p/", token=TOKEN)
+    assert again.fetched == [] and len(server.ranges) == downloads, "no churn on the next sync"
+
+
 def test_sync_resumes_a_partial_download_with_range(
     source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path
 ) -> None:
@@ -128,7 +163,7 @@ def test_artifact_routes_need_the_token(source: tuple[ArtifactStore, ArtifactSer
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{server.url}/artifacts", timeout=5)
     assert err.value.code == 401
-    for bad in ("/artifacts/../manifest.json", "/artifacts/nope", "/artifacts/.tmp/x"):
+    for bad in ("/artifacts/../manifest.json", "/artifacts/manifest.db", "/artifacts/nope"):
         req = urllib.request.Request(server.url + bad, headers={"Authorization": f"Bearer {TOKEN}"})
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=5)

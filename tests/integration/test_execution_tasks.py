@@ -80,8 +80,8 @@ def test_celery_call_cli_produces_games_on_disk(fleet: dict[str, Any]) -> None:
     assert game["board_type"] == "hex8" and len(game["moves"]) == 61
     [art] = result["artifacts"]
     assert art["name"] == result["games_path"] and art["size"] == path.stat().st_size
-    manifest = json.loads((fleet["artifacts"] / "manifest.json").read_text())["artifacts"]
-    assert manifest[art["name"]]["sha256"] == art["sha256"]
+    entry = ArtifactStore(fleet["artifacts"]).entry(art["name"])
+    assert entry is not None and entry["sha256"] == art["sha256"]
 
 
 def test_bad_arguments_fail_fast_and_the_worker_runs_the_next_job(fleet: dict[str, Any]) -> None:

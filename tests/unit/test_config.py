@@ -149,6 +149,11 @@ def test_documented_aliases() -> None:
         ),
         ({"RINGRIFT_P2P_NODE_ID": "  "}, "RINGRIFT_P2P_NODE_ID: the node id must not be empty"),
         (
+            {"RINGRIFT_P2P_GAMES_KEEP_FILES": "500"},
+            "RINGRIFT_P2P_GAMES_KEEP_FILES=500: expected 0 (keep every games file) or an "
+            "integer >= 1000",
+        ),
+        (
             {"RINGRIFT_P2P_HEARTBEAT_INTERVAL": "20"},
             "P2PConfig.PEER_TIMEOUT (default)=15.0: must be above HEARTBEAT_INTERVAL (20.0, from "
             "RINGRIFT_P2P_HEARTBEAT_INTERVAL)",
@@ -215,3 +220,13 @@ def test_cli_prints_a_bad_variable_as_one_line() -> None:
     assert proc.stderr.splitlines() == [
         "ringrift-fleet inventory: error: RINGRIFT_P2P_PORT='abc': expected an integer port 1-65535"
     ]
+
+
+def test_games_retention_can_be_off_and_its_floor_is_what_training_reads() -> None:
+    from ringrift_fleet.config import GAMES_KEEP_MIN
+    from ringrift_fleet.execution.workloads.training import MAX_TRAINING_GAMES
+
+    assert load_config({"RINGRIFT_P2P_GAMES_KEEP_FILES": "0"}).GAMES_KEEP_FILES == 0
+    # Each games file holds at least one game, so keeping this many files never
+    # drops a game the newest-first training read would have used.
+    assert GAMES_KEEP_MIN >= MAX_TRAINING_GAMES

@@ -183,12 +183,76 @@ def test_store_manifest_and_names(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     entry = store.put_bytes("models/a/v0001.json", b"{}")
     assert entry["size"] == 2 and store.has("models/a/v0001.json", entry["sha256"])
-    data = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(data["artifacts"]) == {"models/a/v0001.json"}
+    # Another process (a fresh store object) reads the same manifest.
+    assert set(ArtifactStore(tmp_path).manifest()) == {"models/a/v0001.json"}
     assert not list((tmp_path / ".tmp").iterdir())
-    for bad in ("../x", "/etc/passwd", "a//b", ".tmp/x", "manifest.json", ""):
+    for bad in ("../x", "/etc/passwd", "a//b", ".tmp/x", "manifest.json", "manifest.db", ""):
         with pytest.raises(ValidationError):
             check_name(bad)
+
+
+def test_store_lists_by_prefix_and_newest_first(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    for i, name in enumerate(["games/hex8_2p/b", "games/hex8_2p/a", "games/hex8_3p/c", "x/y"]):
+        store.put_bytes(name, b"g")
+        store.register(name, created=100.0 + i)
+    assert store.names("games/hex8_2p/") == ["games/hex8_2p/a", "games/hex8_2p/b"]
+    assert store.newest("games/hex8_2p/") == ["games/hex8_2p/a", "games/hex8_2p/b"]
+    assert store.newest("games/", limit=1) == ["games/hex8_3p/c"]
+    assert [a["created"] for a in store.listing("games/hex8_3p/")] == [102.0]
+    assert store.names("nothing/") == [] and len(store.names()) == 4
+
+
+def test_an_older_releases_json_manifest_is_imported_once_and_kept_aside(tmp_path: Path) -> None:
+    (tmp_path / "models/a").mkdir(parents=True)
+    (tmp_path / "models/a/v0001.json").write_bytes(b"{}")
+    legacy = {"models/a/v0001.json": {"size": 2, "sha256": "ab", "created": 5.0}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": legacy}))
+    store = ArtifactStore(tmp_path)
+    assert store.entry("models/a/v0001.json") == {"size": 2, "sha256": "ab", "created": 5.0}
+    assert not (tmp_path / "manifest.json").exists()
+    assert (tmp_path / "manifest.json.imported").exists()
+    # A crash between the import and the rename imports again: rows already there win.
+    store.register("models/a/v0001.json", sha256="cd", created=6.0)
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": legacy}))
+    assert ArtifactStore(tmp_path).entry("models/a/v0001.json") == {
+        "size": 2,
+        "sha256": "cd",
+        "created": 6.0,
+    }
+
+
+def test_a_broken_manifest_is_an_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValidationError, match=r"manifest\.json: not valid JSON"):
-        store.manifest()
+        ArtifactStore(tmp_path).manifest()
+    assert (tmp_path / "manifest.json").read_text() == "{not json", "the bad file is kept"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.db").write_bytes(b"this is not an sqlite database" * 100)
+    with pytest.raises(ValidationError, match=r"manifest\.db: not a usable manifest"):
+        ArtifactStore(other).manifest()
+
+
+def test_games_retention_keeps_the_newest_files_per_config_only(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, games_keep=3)
+    store.put_bytes("models/hex8_2p/v0001.json", b"{}")
+    for i in range(5):
+        for cfg in ("hex8_2p", "hex8_3p"):
+            name = f"games/{cfg}/job-{i}.jsonl.gz"
+            store.path(name).parent.mkdir(parents=True, exist_ok=True)
+            store.path(name).write_bytes(b"g")
+            store.register(name, created=1000.0 + i)
+    kept = [f"games/hex8_2p/job-{i}.jsonl.gz" for i in (4, 3, 2)]
+    assert store.newest("games/hex8_2p/") == kept
+    assert sorted(p.name for p in (tmp_path / "games/hex8_2p").iterdir()) == sorted(
+        k.rsplit("/", 1)[1] for k in kept
+    ), "the evicted files are gone from disk too"
+    assert len(store.names("games/hex8_3p/")) == 3, "each config keeps its own"
+    assert store.names("models/") == ["models/hex8_2p/v0001.json"], "models are never evicted"
+    assert not store.keeps("games/hex8_2p/old", 1001.0)
+    assert store.keeps("games/hex8_2p/new", 1003.5) and store.keeps("games/other/x", 0.0)
+    everything = ArtifactStore(tmp_path / "all")
+    for i in range(5):
+        everything.put_bytes(f"games/hex8_2p/{i}", b"g")
+    assert len(everything.names("games/")) == 5, "games_keep=0 keeps every file"

@@ -101,22 +101,20 @@ def run_training(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     cfg = config_key(bt, n)
     names = spec.get("games")
     if names is None:
-        manifest = ctx.store.manifest()
-        names = sorted(
-            (k for k in manifest if k.startswith(games_prefix(cfg))),
-            key=lambda k: manifest[k].get("created", 0),
-            reverse=True,
-        )
+        names = ctx.store.newest(games_prefix(cfg))
     games: list[GameRecord] = []
     used: list[str] = []
     for name in names:
         if len(games) >= MAX_TRAINING_GAMES:
             break
-        games.extend(
-            g
-            for g in read_games(ctx.store.path(name))
-            if config_key(g.board_type, g.num_players) == cfg
-        )
+        path = ctx.store.path(name)
+        try:
+            found = read_games(path)
+        except ValidationError:
+            if spec.get("games") is None and not path.exists():
+                continue  # evicted by games retention since the listing (another process)
+            raise
+        games.extend(g for g in found if config_key(g.board_type, g.num_players) == cfg)
         used.append(name)
     games = games[:MAX_TRAINING_GAMES]
     if len(games) < spec.get("min_games", 1):
