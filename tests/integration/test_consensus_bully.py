@@ -47,7 +47,8 @@ def test_bully_leader_loss_elects_one_new_leader_and_keeps_the_ledger(tmp_path: 
             new, took = kill_leader_and_time(fleet, leader)
             time.sleep(0.5)
         assert new == survivors[0], f"the highest-ranked survivor should lead, got {new}"
-        assert took < 3.0, f"bully failover took {took:.2f}s with a 1 s lease"
+        # About one lease; the slack covers a loaded 2-core CI box.
+        assert took < 5.0, f"bully failover took {took:.2f}s with a 1 s lease"
         for term, names in watch.claims.items():
             assert len(names) == 1, f"two leaders in epoch {term}: {names}"
         after = fleet.ledger(new)
