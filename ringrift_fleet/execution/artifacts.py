@@ -6,7 +6,12 @@ Layout of ``<artifact_dir>``::
     games/<board>_<n>p/<job_id>.jsonl.gz
     models/<board>_<n>p/v0001.json
     logs/<job_id>.log             command workload output (not in the manifest)
+    .work/<job_id>/               a command's output dir, removed once adopted
     .tmp/  .partial/              in-flight writes and resumable downloads
+
+Logs and work dirs a failed job left are swept once they are older than the
+job's result in Redis (``sweep``), so a log lives as long as the result
+naming it.
 
 An artifact's *name* is its path relative to the artifact directory, with ``/``.
 Every file is written to ``.tmp`` and renamed into place, and only then entered
@@ -39,6 +44,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -55,6 +61,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.db"
 LEGACY_MANIFEST = "manifest.json"
 GAMES = "games/"
+SWEEP_EVERY_S = 3600.0  # job logs and leftover work dirs are swept at most this often
 _HIDDEN = (".tmp", ".partial", "logs", ".work")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -360,6 +367,45 @@ class ArtifactStore:
         os.replace(src, dest)
         _fsync_dir(dest.parent)
         return self.register(name, sha256=digest, created=created)
+
+    # --- housekeeping -------------------------------------------------------------------
+    def sweep(self, older_than_s: float, *, now: float | None = None) -> int:
+        """Remove job logs and leftover work directories untouched for ``older_than_s``.
+
+        Command workloads leave a log per job, and a work directory when they
+        fail; a fleet runs hundreds of jobs an hour, so these would fill the
+        disk.  Cheap enough to call after every job: a marker file makes it
+        run at most once per SWEEP_EVERY_S per host.  Returns what it removed.
+        """
+        now = time.time() if now is None else now
+        logs = self.root / "logs"
+        marker = logs / ".last-sweep"
+        with contextlib.suppress(FileNotFoundError):
+            if marker.stat().st_mtime > now - SWEEP_EVERY_S:
+                return 0
+        logs.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os.utime(marker, (now, now))  # claimed first: other processes skip this round
+        cutoff = now - older_than_s
+        removed = 0
+        for folder, is_tree in ((logs, False), (self.root / ".work", True)):
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") and not is_tree:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                            continue
+                        if is_tree and entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+                        removed += 1
+        if removed:
+            log.info(
+                "removed %d job log(s) and work dir(s) older than %.0f s", removed, older_than_s
+            )
+        return removed
 
     def has(self, name: str, sha256: str | None = None) -> bool:
         info = self.entry(name)

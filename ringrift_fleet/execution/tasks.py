@@ -241,6 +241,7 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
                 fencing.release_run(client, spec.job_id, lease)
             raise
     result = {**base, **out}
+    _sweep(store, cfg)
     if keeper.lost.is_set():
         result.update(status="refused", reason="run lease taken over by a newer attempt")
         return result
@@ -254,6 +255,15 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
     if result.get("stopped") == Terminated.__name__:
         _exit_terminated_pool_process()
     return result
+
+
+def _sweep(store: ArtifactStore, cfg: P2PConfig) -> None:
+    """Old job logs and work dirs go once their results have expired from Redis
+    (never sooner than twice the longest job).  Housekeeping never fails a job."""
+    try:
+        store.sweep(max(cfg.RESULT_EXPIRES, 2 * cfg.longest_time_limit))
+    except OSError as exc:
+        log.warning("sweeping old job logs in %s failed: %s", store.root, exc)
 
 
 def _exit_terminated_pool_process() -> None:

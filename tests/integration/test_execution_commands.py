@@ -82,6 +82,7 @@ def test_command_runs_and_its_files_become_artifacts(fleet: dict[str, Any]) -> N
     names = sorted(a["name"] for a in out["artifacts"])
     assert names == ["evaluations/hex8_2p/cmd-ok/pid", "evaluations/hex8_2p/cmd-ok/report.txt"]
     assert (fleet["artifacts"] / names[1]).read_text() == "10 games\n"
+    assert not (fleet["artifacts"] / ".work" / "cmd-ok").exists(), "the work dir is removed"
     log = Path(out["log"]).read_text()
     assert "gauntlet fake/ok vs random, 10 games" in log
 
@@ -90,6 +91,8 @@ def test_failing_command_fails_the_job_with_its_exit_code(fleet: dict[str, Any])
     out = _outcome(fleet, _eval(fleet, "cmd-fail", "fail"))
     assert out["status"] == "failed"
     assert "exited with 3" in out["error"] and "something broke" in out["error"]
+    # What a failed command left stays for a look, until swept with its log.
+    assert (fleet["artifacts"] / ".work" / "cmd-fail").is_dir()
     assert fleet["worker"].proc.poll() is None
 
 

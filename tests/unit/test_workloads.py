@@ -256,3 +256,27 @@ def test_games_retention_keeps_the_newest_files_per_config_only(tmp_path: Path) 
     for i in range(5):
         everything.put_bytes(f"games/hex8_2p/{i}", b"g")
     assert len(everything.names("games/")) == 5, "games_keep=0 keeps every file"
+
+
+def test_old_job_logs_and_work_dirs_are_swept_at_most_hourly(tmp_path: Path) -> None:
+    import os
+
+    store = ArtifactStore(tmp_path)
+    now = 1_000_000.0
+    day = 86_400.0
+    for job, age in (("old", 8 * day), ("new", 1 * day)):
+        store.log_path(job).parent.mkdir(parents=True, exist_ok=True)
+        store.log_path(job).write_text("log")
+        store.work_dir(job).mkdir(parents=True)
+        (store.work_dir(job) / "part-1").write_text("x")
+        for path in (store.log_path(job), store.work_dir(job)):
+            os.utime(path, (now - age, now - age))
+    store.put_bytes("games/hex8_2p/kept.jsonl.gz", b"g")
+    assert store.sweep(7 * day, now=now) == 2
+    assert not store.log_path("old").exists() and not store.work_dir("old").exists()
+    assert store.log_path("new").exists() and store.work_dir("new").exists()
+    assert store.names() == ["games/hex8_2p/kept.jsonl.gz"], "artifacts are not swept"
+    # Within the hour nothing is looked at; after it, the next sweep runs.
+    os.utime(store.log_path("new"), (now - 8 * day, now - 8 * day))
+    assert store.sweep(7 * day, now=now + 60) == 0 and store.log_path("new").exists()
+    assert store.sweep(7 * day, now=now + 3_700) == 1 and not store.log_path("new").exists()

@@ -34,6 +34,7 @@ import ctypes
 import json
 import os
 import shlex
+import shutil
 import signal
 import string
 import subprocess
@@ -278,6 +279,7 @@ def run_command(template: CommandTemplate, spec: JobSpec, ctx: JobContext) -> di
         store.adopt(f, f"{prefix}/{f.relative_to(out_dir).as_posix()}")
         for f in _finished_files(out_dir)
     ]
+    shutil.rmtree(out_dir, ignore_errors=True)  # what is left is hidden or partial files
     return {
         **extra,
         "status": "partial" if stopped else "completed",
