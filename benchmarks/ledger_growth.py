@@ -94,11 +94,11 @@ def _timed(fn: Callable[[], object]) -> float:
     return round((time.perf_counter() - t0) * 1000, 2)
 
 
-def run(days: int, jobs_per_hour: int, prune: bool) -> dict[str, Any]:
+def run(days: int, jobs_per_hour: int, prune: bool, retention_s: float) -> dict[str, Any]:
     clock = Clock(1_800_000_000.0)
     ledger = MemoryLedger("leader")
     ledger.clock = clock
-    beat = idle_beat(ledger, SchedulerPolicy(), clock)
+    beat = idle_beat(ledger, SchedulerPolicy(ledger_retention_s=retention_s), clock)
     seq = 0
     out: dict[str, list[float]] = {
         "items": [],
@@ -153,22 +153,32 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--jobs-per-hour", type=int, default=600)
     parser.add_argument("--plot", help="write a PNG of size and read times per day here")
+    parser.add_argument(
+        "--retention-hours", type=float, default=24.0, help="LEDGER_RETENTION of the pruned run"
+    )
+    parser.add_argument("--prune-only", action="store_true", help="skip the week without pruning")
     args = parser.parse_args()
     if not (1 <= args.days <= 30 and 1 <= args.jobs_per_hour <= 5000):
         parser.error("--days 1..30, --jobs-per-hour 1..5000")
+    if args.plot and args.prune_only:
+        parser.error("--plot draws both weeks: leave out --prune-only")
+    retention_s = args.retention_hours * HOUR
     # each week in a fresh process, so one's memory does not hide in the other's RSS
     fork = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
-        pruned = pool.submit(run, args.days, args.jobs_per_hour, True).result()
-    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
-        kept = pool.submit(run, args.days, args.jobs_per_hour, False).result()
-    result = {
+        pruned = pool.submit(run, args.days, args.jobs_per_hour, True, retention_s).result()
+    result: dict[str, Any] = {
         "days": args.days,
         "jobs_per_hour": args.jobs_per_hour,
         "jobs": args.days * 24 * args.jobs_per_hour,
+        "retention_hours": args.retention_hours,
         "prune": pruned,
-        "no_prune": kept,
     }
+    if not args.prune_only:
+        with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+            result["no_prune"] = pool.submit(
+                run, args.days, args.jobs_per_hour, False, retention_s
+            ).result()
     if args.plot:
         plot(args.plot, result)
     print(json.dumps(result))
