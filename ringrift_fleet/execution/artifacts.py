@@ -107,9 +107,10 @@ def _fsync_dir(path: Path) -> None:
 
 def _prefix_range(prefix: str) -> tuple[str, str | None]:
     """The names starting with ``prefix`` are those in [lo, hi): an index range."""
-    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+    nxt = ord(prefix[-1]) + 1 if prefix else 0
+    if not prefix or nxt > 0x10FFFF or 0xD800 <= nxt < 0xE000:  # no bound: filter after
         return prefix, None
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return prefix, prefix[:-1] + chr(nxt)
 
 
 def games_folder(name: str) -> str | None:
@@ -165,10 +166,10 @@ class ArtifactStore:
 
     def _connect(self) -> sqlite3.Connection:
         # One connection per operation: worker processes fork, and a connection
-        # must not cross a fork.  Opening one is tens of microseconds.
-        con = sqlite3.connect(self.manifest_path, timeout=30.0, isolation_level=None)
-        con.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
-        return con
+        # must not cross a fork; opening one costs well under a millisecond.
+        # synchronous stays FULL: a registered artifact survives a power cut, as
+        # its (fsynced) file does.
+        return sqlite3.connect(self.manifest_path, timeout=30.0, isolation_level=None)
 
     def _ensure(self) -> None:
         """Create the table, and import an older release's manifest.json, once."""
@@ -201,7 +202,9 @@ class ArtifactStore:
         rows = []
         for name, info in arts.items() if isinstance(arts, dict) else ():
             if isinstance(info, dict) and isinstance(name, str):
+                # ValidationError is a ValueError: a name outside the store is skipped.
                 with contextlib.suppress(KeyError, TypeError, ValueError):
+                    check_name(name)
                     created = float(info.get("created", 0.0))
                     rows.append((name, int(info["size"]), str(info["sha256"]), created))
         # Rows already here win (a crash between commit and rename imports twice).

@@ -207,9 +207,11 @@ def test_an_older_releases_json_manifest_is_imported_once_and_kept_aside(tmp_pat
     (tmp_path / "models/a").mkdir(parents=True)
     (tmp_path / "models/a/v0001.json").write_bytes(b"{}")
     legacy = {"models/a/v0001.json": {"size": 2, "sha256": "ab", "created": 5.0}}
-    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": legacy}))
+    escapes = {"games/x/../../../etc/passwd": {"size": 1, "sha256": "ef"}, "bad": {"size": "?"}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {**legacy, **escapes}}))
     store = ArtifactStore(tmp_path)
     assert store.entry("models/a/v0001.json") == {"size": 2, "sha256": "ab", "created": 5.0}
+    assert store.names() == ["models/a/v0001.json"], "names outside the store, junk: skipped"
     assert not (tmp_path / "manifest.json").exists()
     assert (tmp_path / "manifest.json.imported").exists()
     # A crash between the import and the rename imports again: rows already there win.
