@@ -251,3 +251,29 @@ def test_a_goodbye_heard_after_a_death_verdict_corrects_it_to_left() -> None:
     a.learn(0.4, "d", ("127.0.0.1", 4), incarnation=7)
     assert _verdict(a, 0.5, codec.Update(codec.LEFT, "d", 6)) == []
     assert a.state_of("d") == "alive"
+
+
+def test_a_stale_verdict_is_answered_with_the_refutation_we_hold() -> None:
+    a = _node("a", 1)
+    a.learn(0.0, "b", ("127.0.0.1", 2), incarnation=1)
+    a.learn(0.0, "c", ("127.0.0.1", 3))
+    stale = codec.Update(codec.SUSPECT, "b", 0, origin="c")
+    # A ping carrying it: the ack tells the gossiper b is alive at incarnation 1.
+    ping = codec.Message(codec.PING, "c", 7, target="a", updates=[stale])
+    out = a.handle(0.1, codec.encode(ping, KEY), ("127.0.0.1", 3))
+    [(addr, data)] = out.datagrams
+    ack = codec.decode(data, KEY)
+    assert addr == ("127.0.0.1", 3) and ack.kind == codec.ACK
+    assert codec.Update(codec.ALIVE, "b", 1, ("127.0.0.1", 2), {}) in ack.updates
+    assert a.state_of("b") == "alive"
+    # An ack carrying a stale death: nothing answers an ack, so we ping the gossiper.
+    dead = codec.Update(codec.DEAD, "b", 0, origin="c")
+    ack_in = codec.Message(codec.ACK, "c", 99, updates=[dead])
+    out = a.handle(1.0, codec.encode(ack_in, KEY), ("127.0.0.1", 3))
+    msgs = [(addr, codec.decode(d, KEY)) for addr, d in out.datagrams]
+    assert any(
+        addr == ("127.0.0.1", 3)
+        and m.kind == codec.PING
+        and codec.Update(codec.ALIVE, "b", 1, ("127.0.0.1", 2), {}) in m.updates
+        for addr, m in msgs
+    )
