@@ -136,10 +136,10 @@ def test_the_simulation_replays_exactly_with_the_same_seed() -> None:
 
 @pytest.mark.timeout(120)
 def test_stale_suspicions_are_corrected_before_they_time_out_at_1000_members() -> None:
-    # Seeds 22 and 24 each ended in false deaths before stale gossipers were
+    # Seeds 11 and 17 each ended in false deaths before stale gossipers were
     # corrected: a refutation had spent its retransmissions while a suspicion
     # still circled among the few who had missed it.
-    for seed in (22, 24):
+    for seed in (11, 17):
         sim = Simulation(1000, seed=seed, loss=0.10)
         sim.run_for(8.0)
         assert sim.false_dead() == [], seed
