@@ -221,7 +221,9 @@ def ledger_kb(port: int) -> float | None:
         return None
 
 
-def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]:
+def run_busy(
+    workdir: Path, *, duration: float, warmup: float, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The coordinator of a one-machine fleet doing real work (what `up` starts)."""
     import io
 
@@ -236,6 +238,7 @@ def run_busy(workdir: Path, *, duration: float, warmup: float) -> dict[str, Any]
             "PYTHONPROFILEIMPORTTIME": "1",
             "PYTHONPATH": str(REPO),
             "RINGRIFT_CLUSTER_KEY": BENCH_KEY,
+            **(extra_env or {}),
         },
     )
     fleet = LocalFleet(opts, out=io.StringIO())
@@ -392,10 +395,20 @@ def main() -> None:
     )
     ap.add_argument("--raft", action="store_true", help="idle runs with Raft and SWIM")
     ap.add_argument("--only-busy", action="store_true", help="the busy run alone (long runs)")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="extra environment for the busy run (e.g. a short ledger retention)",
+    )
     ap.add_argument("--samples", type=Path, help="write the RSS series (JSON) here")
     ap.add_argument("--baseline", type=Path, help="a --samples file to draw beside this run")
     ap.add_argument("--plot", type=Path, help="draw the RSS series to this PNG")
     args = ap.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    if len(extra_env) != len(args.env):
+        ap.error("--env wants VAR=VALUE")
     series: dict[str, list[float]] = {}
     result: dict[str, Any] = {}
     result.update(cli_weight())
@@ -406,7 +419,9 @@ def main() -> None:
         if not args.only_busy:
             idle_runs(root, args, result, series)
         if args.busy or args.only_busy:
-            r = run_busy(root / "busy", duration=args.duration, warmup=args.warmup)
+            r = run_busy(
+                root / "busy", duration=args.duration, warmup=args.warmup, extra_env=extra_env
+            )
             for key in ("rss_at_health_mb", "rss_start_mb", "rss_end_mb", "rss_growth_mb"):
                 result["busy_" + key] = r[key]
             result["busy_rss_peak_mb"] = r["rss_peak_mb"]
@@ -417,6 +432,8 @@ def main() -> None:
             result["busy_coordinator_heavy"] = r["heavy"]
             series["busy"] = r["series"]
     result["duration_s"] = args.duration
+    if extra_env:
+        result["busy_env"] = extra_env
     result["consensus"] = "raft+swim" if args.raft else "bully+http"
     if args.samples:
         args.samples.write_text(json.dumps(series))
