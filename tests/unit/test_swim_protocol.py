@@ -277,3 +277,17 @@ def test_a_stale_verdict_is_answered_with_the_refutation_we_hold() -> None:
         and codec.Update(codec.ALIVE, "b", 1, ("127.0.0.1", 2), {}) in m.updates
         for addr, m in msgs
     )
+
+
+def test_pending_corrections_are_bounded_and_the_oldest_make_room() -> None:
+    from ringrift_fleet.membership.swim.protocol import MAX_CORRECTED_PEERS
+
+    a = _node("a", 1)
+    a.learn(0.0, "b", ("127.0.0.1", 2), incarnation=1)
+    # Acks from strangers we cannot ping back: their corrections wait.
+    for i in range(MAX_CORRECTED_PEERS + 5):
+        stale = codec.Update(codec.SUSPECT, "b", 0, origin=f"s{i}")
+        ack = codec.Message(codec.ACK, f"s{i}", 1, updates=[stale])
+        a.handle(0.1, codec.encode(ack, KEY), ("127.0.0.1", 1000 + i))
+    assert len(a._corrections) == MAX_CORRECTED_PEERS
+    assert "s0" not in a._corrections and f"s{MAX_CORRECTED_PEERS + 4}" in a._corrections

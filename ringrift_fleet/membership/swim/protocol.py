@@ -481,7 +481,8 @@ class SwimNode:
         pending = self._corrections.get(sender)
         if pending is None:
             if len(self._corrections) >= MAX_CORRECTED_PEERS:
-                return
+                # The oldest goes: one we never got to send to must not block the rest.
+                del self._corrections[next(iter(self._corrections))]
             pending = self._corrections[sender] = {}
         if len(pending) < MAX_CORRECTIONS_PER_PEER:
             pending[member] = None
@@ -737,6 +738,7 @@ class SwimNode:
             del self.members[name]
             self._queue.pop(name, None)
             self._told.pop(name, None)
+            self._corrections.pop(name, None)
 
     # --- sending --------------------------------------------------------------------------------
 
