@@ -405,10 +405,26 @@ def main() -> None:
     ap.add_argument("--samples", type=Path, help="write the RSS series (JSON) here")
     ap.add_argument("--baseline", type=Path, help="a --samples file to draw beside this run")
     ap.add_argument("--plot", type=Path, help="draw the RSS series to this PNG")
+    ap.add_argument("--label", default="after", help="this run's legend label")
+    ap.add_argument("--baseline-label", default="before", help="the baseline's legend label")
+    ap.add_argument(
+        "--replot", type=Path, help="draw this saved --samples file instead of measuring"
+    )
     args = ap.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env if "=" in item)
     if len(extra_env) != len(args.env):
         ap.error("--env wants VAR=VALUE")
+    if args.replot:
+        if not args.plot:
+            ap.error("--replot needs --plot")
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
+        plot(
+            json.loads(args.replot.read_text()),
+            baseline,
+            args.plot,
+            (args.baseline_label, args.label),
+        )
+        return
     series: dict[str, list[float]] = {}
     result: dict[str, Any] = {}
     result.update(cli_weight())
@@ -439,11 +455,16 @@ def main() -> None:
         args.samples.write_text(json.dumps(series))
     if args.plot:
         baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
-        plot(series, baseline, args.plot)
+        plot(series, baseline, args.plot, (args.baseline_label, args.label))
     print(json.dumps(result))
 
 
-def plot(series: dict[str, list[float]], baseline: dict[str, list[float]], path: Path) -> None:
+def plot(
+    series: dict[str, list[float]],
+    baseline: dict[str, list[float]],
+    path: Path,
+    labels: tuple[str, str] = ("before", "after"),
+) -> None:
     """RSS over time per mode: this run solid, the baseline dashed."""
     import matplotlib
 
@@ -455,10 +476,10 @@ def plot(series: dict[str, list[float]], baseline: dict[str, list[float]], path:
     for mode, colour in colours.items():
         if mode in baseline:
             ys = baseline[mode]
-            ax.plot(range(len(ys)), ys, "--", color=colour, label=f"{mode}, before")
+            ax.plot(range(len(ys)), ys, "--", color=colour, label=f"{mode}, {labels[0]}")
         if mode in series:
             ys = series[mode]
-            ax.plot(range(len(ys)), ys, "-", color=colour, label=f"{mode}, after")
+            ax.plot(range(len(ys)), ys, "-", color=colour, label=f"{mode}, {labels[1]}")
     ax.set_xlabel("seconds after /health answered")
     ax.set_ylabel("coordinator VmRSS (MB)")
     ax.set_ylim(bottom=0)
