@@ -27,7 +27,7 @@ from ringrift_fleet.scheduler.beat import SLOT_PREFIX, Beat
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
 from ringrift_fleet.training import TrainingThresholds
-from tests.support.celery_worker import config_for, cpu_worker_args, fleet_env, start_worker
+from tests.support.celery_worker import config_for, fleet_env, start_cpu_worker
 from tests.support.memory_ledger import MemoryLedger, sharing
 from tests.support.procs import stop, wait_for
 from tests.support.redis_server import start_redis
@@ -85,14 +85,7 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     workers = []
     try:
         for name in ("w1", "w2"):
-            workers.append(
-                start_worker(
-                    cpu_worker_args(name),
-                    env,
-                    tmp_path / f"{name}.log",
-                    f"{name}@cpu",
-                )
-            )
+            workers.append(start_cpu_worker(name, env, tmp_path))
         yield {
             "app": create_app(config_for(env)),
             "redis": redis.Redis.from_url(server.url),

@@ -26,7 +26,7 @@ from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
 from ringrift_fleet.training import TrainingThresholds
 from tests.integration.test_scheduler_fencing import beat, completed, run_ticks
 from tests.support.artifact_server import ArtifactServer
-from tests.support.celery_worker import config_for, cpu_worker_args, fleet_env, start_worker
+from tests.support.celery_worker import config_for, fleet_env, start_cpu_worker
 from tests.support.memory_ledger import MemoryLedger
 from tests.support.procs import stop
 from tests.support.redis_server import start_redis
@@ -45,14 +45,7 @@ def two_hosts(tmp_path: Path) -> Iterator[dict[str, Any]]:
             n: fleet_env(server.url, tmp_path / n, RINGRIFT_CLUSTER_KEY=KEY) for n in ("w1", "w2")
         }
         for name, env in envs.items():
-            workers.append(
-                start_worker(
-                    cpu_worker_args(name),
-                    env,
-                    tmp_path / f"{name}.log",
-                    f"{name}@cpu",
-                )
-            )
+            workers.append(start_cpu_worker(name, env, tmp_path))
             store = ArtifactStore(config_for(env).artifact_dir)
             servers.append(ArtifactServer(store.root, KEY).__enter__())
         yield {

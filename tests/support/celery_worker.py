@@ -93,6 +93,11 @@ def cpu_worker_args(node: str, *queues: str) -> list[str]:
     return [*args, "--queues", ",".join(queues)] if queues else args
 
 
+def start_cpu_worker(node: str, env: dict[str, str], logs: Path) -> Worker:
+    """A one-process CPU worker ``node@cpu``, logging to ``logs/<node>.log``."""
+    return start_worker(cpu_worker_args(node), env, logs / f"{node}.log", f"{node}@cpu")
+
+
 @contextmanager
 def one_worker_fleet(root: Path, node: str, **extra_env: str) -> Iterator[dict[str, Any]]:
     """A real redis-server and one CPU worker ``node``; yields what tests send with."""
