@@ -59,8 +59,12 @@ def deliveries_key(job_id: str, attempt: int) -> str:
 
 
 def publish_fence(client: redis.Redis, job_id: str, token: str, ttl: float) -> None:
-    """Make ``token`` the only fence a worker will accept for ``job_id`` (for ``ttl`` s)."""
-    client.set(fence_key(job_id), token, px=max(1, int(ttl * 1000)))
+    """Make ``token`` the only fence a worker will accept for ``job_id`` (for ``ttl`` s).
+
+    A result another attempt stored is dropped in the same step: the ledger refuses
+    it (its token is not the current one), so it must not answer this attempt."""
+    keys = [fence_key(job_id), done_key(job_id)]
+    _eval(client, _PUBLISH, keys, token, str(max(1, int(ttl * 1000))))
 
 
 def current_fence(client: redis.Redis, job_id: str) -> str | None:
@@ -126,15 +130,46 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+# The fence token a stored result was produced under ('' when none).
+_DONE_TOKEN = """
+local function done_token(raw)
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == 'table' and type(v['fence']) == 'table' then
+    local t = v['fence']['token']
+    if type(t) == 'string' then return t end
+  end
+  return ''
+end
+"""
+
+# KEYS: fence, done.  ARGV: token, ttl ms.
+_PUBLISH = (
+    _DONE_TOKEN
+    + """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local done = redis.call('GET', KEYS[2])
+if done and done_token(done) ~= ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+)
+
 # KEYS: run, done, fence, deliveries.  ARGV: lease, ttl ms, token, dead holder, count ttl s.
-_CLAIM = """
+# A stored result under another token belongs to an attempt a leader voided (the race:
+# it completed between the leader reading it and withdrawing its fence): dropped, and
+# this attempt runs afresh instead of being answered with a result the ledger refuses.
+_CLAIM = (
+    _DONE_TOKEN
+    + """
 if ARGV[3] ~= '' then
   local fence = redis.call('GET', KEYS[3])
   if not fence then return {'refused', 'missing'} end
   if fence ~= ARGV[3] then return {'refused', 'stale'} end
 end
 local done = redis.call('GET', KEYS[2])
-if done then return {'done', done} end
+if done then
+  if ARGV[3] == '' or done_token(done) == ARGV[3] then return {'done', done} end
+  redis.call('DEL', KEYS[2])
+end
 local took = ''
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local holder = redis.call('GET', KEYS[1]) or ''
@@ -156,6 +191,7 @@ if ARGV[5] ~= '' then
 end
 return {'claimed', took, tostring(n)}
 """
+)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -164,17 +200,23 @@ end
 return 0
 """
 
-_COMPLETE = """
+# A stored result under another token is an older (voided) attempt's: replaced.
+_COMPLETE = (
+    _DONE_TOKEN
+    + """
 if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then return 'fenced' end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 'lost' end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then
+local done = redis.call('GET', KEYS[2])
+if done and (ARGV[4] == '' or done_token(done) == ARGV[4]) then
   redis.call('DEL', KEYS[1])
-  return 'ok'
+  return 'duplicate'
 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('DEL', KEYS[1])
-return 'duplicate'
+return 'ok'
 """
+)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
