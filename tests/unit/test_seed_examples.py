@@ -44,6 +44,10 @@ SOURCES = {
     "adapter_configuration.py": (ADAPTER, "Configuration", 0),
     "adapter_training.py": (ADAPTER, "Training Coordination", 0),
     "adapter_webhooks.py": (ADAPTER, "Webhook Notifications", 0),
+    # run by tests/integration/test_consensus_examples.py (they start SWIM and Raft)
+    "adapter_swim.py": (ADAPTER, "SWIM Adapter", 0),
+    "adapter_raft.py": (ADAPTER, "Raft State Machines", 0),
+    "adapter_hybrid_coordinator.py": (ADAPTER, "Hybrid Coordinator", 0),
 }
 
 
@@ -237,3 +241,61 @@ def test_copy_matches_the_reference(name: str) -> None:
     document, heading, index = SOURCES[name]
     blocks = [code for h, code in python_blocks((ref_dir / document).read_text()) if h == heading]
     assert example_code(name) == blocks[index].replace("app.p2p", "ringrift_fleet")
+
+
+def reference_imports() -> list[str]:
+    """Every ``from app.p2p… import …`` statement of both reference documents, renamed."""
+    ref_dir = next((d for d in REFERENCE_DIRS if d.is_dir()), None)
+    need(ref_dir is not None, "the reference documents (/work/shared/reference)")
+    assert ref_dir is not None
+    out: list[str] = []
+    for document in (ORCHESTRATION, ADAPTER):
+        text = (ref_dir / document).read_text()
+        out += re.findall(r"^from app\.p2p[.\w]* import [^\n]+", text, flags=re.M)
+        # the module paths the file tables name (`swim_adapter.py`, `models.py` …)
+        for module in re.findall(r"^\| `(\w+)\.py`", text, flags=re.M):
+            out.append(f"import app.p2p.{module}")
+    return sorted({line.replace("app.p2p", "ringrift_fleet") for line in out})
+
+
+def test_the_seed_import_paths_are_the_ones_the_examples_use() -> None:
+    lines = reference_imports()
+    for needed in (
+        "from ringrift_fleet.swim_adapter import SwimMembershipManager",
+        "from ringrift_fleet.raft_state import create_replicated_work_queue",
+        "from ringrift_fleet.hybrid_coordinator import HybridCoordinator",
+        "import ringrift_fleet.notifications",
+    ):
+        assert needed in lines, lines
+    code = "".join(example_code(name) for name in SOURCES)
+    for line in lines:
+        if line.startswith("from "):
+            assert line in code, f"no seed example imports through: {line}"
+
+
+@pytest.mark.parametrize("statement", reference_imports())
+def test_every_seed_module_path_imports(statement: str) -> None:
+    exec(statement, {})
+
+
+def test_the_seed_key_classes_import_from_their_seed_modules() -> None:
+    # the "Key Classes" lists under SWIM Adapter and Raft State Machines
+    from ringrift_fleet.models import JobAssignment as ModelJobAssignment
+    from ringrift_fleet.raft_state import (
+        JobAssignment,
+        ReplicatedJobAssignments,
+        ReplicatedWorkQueue,
+        WorkItem,
+        create_replicated_work_queue,
+    )
+    from ringrift_fleet.swim_adapter import (
+        HybridMembershipManager,
+        SwimConfig,
+        SwimMembershipManager,
+    )
+
+    assert JobAssignment is ModelJobAssignment
+    assert callable(create_replicated_work_queue)
+    assert issubclass(ReplicatedWorkQueue, object) and WorkItem and ReplicatedJobAssignments
+    assert SwimConfig().ping_interval > 0
+    assert SwimMembershipManager.from_distributed_hosts and HybridMembershipManager
