@@ -215,6 +215,51 @@ def _construct_located(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_located)
 
 
+MAX_YAML_DEPTH = 64  # an inventory nests 3 or 4 levels; the constructor recurses per level
+MAX_ALIAS_NODES = 100_000  # nodes that aliases may add in all (``<<: *defaults`` adds a few)
+
+
+def _check_shape(text: str, path: str) -> None:
+    """Refuse, from the parser's events and before anything is built, what would cost far
+    more than the text: aliases that expand past MAX_ALIAS_NODES nodes (a "billion
+    laughs" bomb, 700 bytes that print as gigabytes), an alias inside its own anchor,
+    and nesting deeper than MAX_YAML_DEPTH.  Each with the line of the culprit."""
+    sizes: dict[str, int] = {}  # anchor -> nodes it stands for, expanded
+    stack: list[tuple[str | None, list[int]]] = []  # open collections: anchor, [size]
+    added = 0
+    for event in yaml.parse(text, Loader=_SafeBase):
+        where = f"{path}:{event.start_mark.line + 1}"
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise InventoryError([f"{where}: nested deeper than {MAX_YAML_DEPTH} levels"])
+            stack.append((event.anchor, [1]))
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, (size,) = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+            if any(event.anchor == a for a, _ in stack):
+                raise InventoryError(
+                    [f"{where}: alias *{event.anchor} is inside its own anchor (a cycle)"]
+                )
+            added += size
+            if added > MAX_ALIAS_NODES:
+                raise InventoryError(
+                    [
+                        f"{where}: alias *{event.anchor}: aliases expand to more than "
+                        f"{MAX_ALIAS_NODES} values (an alias bomb?): write the values out"
+                    ]
+                )
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if stack:
+            stack[-1][1][0] += size
+
+
 def _line_of(d: Any, key: Any = None) -> int | None:
     if not isinstance(d, _Located):
         return None
@@ -648,6 +693,7 @@ def _build(data: Any, path: str, warn: bool = True) -> Inventory:
 def loads(text: str, path: str = "<string>", *, warn: bool = True) -> Inventory:
     """Parse and validate ``distributed_hosts.yaml`` text; every problem in one InventoryError."""
     try:
+        _check_shape(text, path)  # alias bombs and deep nesting: refused before building
         data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -46,6 +45,7 @@ import math
 import os
 import shutil
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,6 +55,7 @@ from typing import Any
 from aiohttp import web
 
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.server import same_secret
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,16 @@ class ArtifactStore:
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
+
+    def regular_file(self, path: Path) -> bool:
+        """Is ``path`` a regular file (not a symbolic link) inside the store, through no
+        link that leads out of it?  Only such files are registered and served."""
+        try:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                return False
+            return path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            return False
 
     def log_path(self, job_id: str) -> Path:
         return self.root / "logs" / f"{job_id}.log"
@@ -302,6 +313,11 @@ class ArtifactStore:
         oldest of its folder beyond ``games_keep``: rows first, then files.
         """
         path = self.path(name)
+        if not self.regular_file(path):
+            raise ValidationError(
+                f"artifact {name!r}: {path} is not a regular file inside the store "
+                "(a symbolic link, or a link out of it, is never registered)"
+            )
         digest = sha256 or sha256_file(path)
         size = path.stat().st_size
         when = time.time() if created is None or not math.isfinite(created) else created
@@ -363,9 +379,24 @@ class ArtifactStore:
         return self.register(name, sha256=hashlib.sha256(data).hexdigest())
 
     def adopt(self, src: Path, name: str, *, created: float | None = None) -> dict[str, Any]:
-        """Move a finished file (same filesystem) into the store as ``name``."""
+        """Move a finished file (same filesystem) into the store as ``name``.
+
+        Only a regular file is adopted: a symbolic link (which a job could point at
+        anything the worker can read) is refused, as is a folder of the store that
+        links out of it."""
+        src = Path(src)
+        try:
+            regular = stat.S_ISREG(src.lstat().st_mode)
+        except OSError as exc:
+            raise ValidationError(f"artifact {name!r}: cannot adopt {src}: {exc}") from None
+        if not regular:
+            raise ValidationError(
+                f"artifact {name!r}: {src} is not a regular file (symbolic links are refused)"
+            )
         dest = self.path(name)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.resolve().is_relative_to(self.root.resolve()):
+            raise ValidationError(f"artifact {name!r}: {dest.parent} links out of the store")
         digest = sha256_file(src)
         os.replace(src, dest)
         _fsync_dir(dest.parent)
@@ -412,7 +443,7 @@ class ArtifactStore:
 
     def has(self, name: str, sha256: str | None = None) -> bool:
         info = self.entry(name)
-        if info is None or not self.path(name).is_file():
+        if info is None or not self.regular_file(self.path(name)):
             return False
         return sha256 is None or info.get("sha256") == sha256
 
@@ -428,7 +459,7 @@ def _authorized(request: web.Request, token: str) -> bool:
         return False
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+    return scheme.lower() == "bearer" and same_secret(value.strip(), token)
 
 
 def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
@@ -459,7 +490,8 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
         except ValidationError:
             info = None
         path = store.root / name
-        if info is None or not path.is_file():
+        # never through a symbolic link: its target could be anything this user can read
+        if info is None or not store.regular_file(path):
             return web.json_response({"error": f"no artifact {name!r}"}, status=404)
         # FileResponse answers Range requests (206) itself: that is what resumes use.
         return web.FileResponse(path, headers={"X-Artifact-SHA256": str(info["sha256"])})

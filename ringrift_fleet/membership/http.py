@@ -12,8 +12,6 @@ O(N²) messages, but it needs nothing but the :8770 server every node runs.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -250,22 +248,23 @@ class HttpHeartbeatMembership:
 
 def heartbeat_routes(manager: HttpHeartbeatMembership) -> list[web.RouteDef]:
     """POST /heartbeat: bearer-token auth when a cluster key is set; 400 naming the problem."""
+    from ringrift_fleet.server import parse_json, read_body, same_secret
 
     async def heartbeat(request: web.Request) -> web.Response:
         key = manager.config.CLUSTER_KEY
         if key:
             given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            if not same_secret(given, f"Bearer {key}"):  # bytes: any text is a 401, not a 500
                 manager.rejected += 1
                 return web.json_response({"error": "missing or wrong cluster token"}, status=401)
-        raw = await request.content.read(MAX_HEARTBEAT_BYTES + 1)
+        raw = await read_body(request, MAX_HEARTBEAT_BYTES + 1)  # 408 when too slow
         if len(raw) > MAX_HEARTBEAT_BYTES:
             manager.rejected += 1
             return web.json_response(
                 {"error": f"heartbeat: body over {MAX_HEARTBEAT_BYTES} bytes"}, status=413
             )
         try:
-            payload = json.loads(raw)
+            payload = parse_json(raw)  # nesting too deep is a ValueError too
         except ValueError as exc:
             manager.rejected += 1
             return web.json_response({"error": f"heartbeat: malformed JSON: {exc}"}, status=400)
