@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ringrift_fleet.config import FeatureFlags, P2PConfig
 from ringrift_fleet.hybrid_coordinator import HybridCoordinator
+from ringrift_fleet.metrics import FleetCollector
 from ringrift_fleet.models import NodeRole
 from ringrift_fleet.server import StatusServer
 
@@ -65,6 +66,7 @@ class CoordinatorNode:
         self.status_server = StatusServer(
             self._snapshot, token=config.CLUSTER_KEY, version=self._status_version
         )
+        self.status_server.registry.register(FleetCollector(self))  # /metrics
         self._tick_handlers: list[TickHandler] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()

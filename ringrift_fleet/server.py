@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import StreamReader, web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
 
@@ -155,33 +156,6 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def prometheus_text(status: dict[str, Any]) -> str:
-    """A few gauges from the status snapshot in Prometheus' text format."""
-    node = str(status.get("node_id", "")).replace('"', "")
-    lines: list[str] = []
-
-    def gauge(name: str, value: Any, help_text: str, labels: str = "") -> None:
-        if f"# HELP {name} " not in "\n".join(lines):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} gauge")
-        label = f'node="{node}"' + (f",{labels}" if labels else "")
-        lines.append(f"{name}{{{label}}} {float(value):g}")
-
-    gauge("ringrift_is_leader", 1 if status.get("role") == "leader" else 0, "1 on the leader")
-    gauge("ringrift_term", status.get("term") or 0, "consensus term (Raft) or lease epoch (Bully)")
-    gauge("ringrift_alive_peers", status.get("alive_peers") or 0, "peers membership sees alive")
-    queue = status.get("work_queue") or {}
-    for state in ("pending", "claimed", "running", "completed", "failed", "cancelled"):
-        if isinstance(queue.get(state), int):
-            gauge("ringrift_work_items", queue[state], "ledger items by state", f'state="{state}"')
-    raft = (status.get("raft_detail") or {}) if isinstance(status.get("raft_detail"), dict) else {}
-    if "commit_idx" in raft:
-        gauge("ringrift_raft_commit_index", raft["commit_idx"], "Raft commit index")
-    gauge("ringrift_status_age_seconds", status.get("snapshot_age_s", 0.0), "age of /status data")
-    gauge("ringrift_uptime_seconds", status.get("uptime_s", 0.0), "seconds since start")
-    return "\n".join(lines) + "\n"
-
-
 class StatusServer:
     """aiohttp app around a snapshot function; other parts add routes and sections."""
 
@@ -217,6 +191,7 @@ class StatusServer:
         self.app.router.add_get("/status", self._get_status)
         self.app.router.add_get("/health", self._get_health)
         self.app.router.add_get("/metrics", self._get_metrics)
+        self.registry = CollectorRegistry(auto_describe=False)  # per node: no global clash
         self.app.add_routes(list(routes))
 
     def add_routes(self, routes: Iterable[web.RouteDef]) -> None:
@@ -273,10 +248,13 @@ class StatusServer:
         body = {"ok": healthy, "node_id": self._status.get("node_id"), "snapshot_age_s": age}
         return web.json_response(body, status=200 if healthy else 503)
 
+    def snapshot_age(self) -> float:
+        return time.monotonic() - self._built_at
+
     async def _get_metrics(self, request: web.Request) -> web.Response:
-        status = dict(self._status)
-        status["snapshot_age_s"] = time.monotonic() - self._built_at
-        return web.Response(text=prometheus_text(status), content_type="text/plain")
+        # collectors (ringrift_fleet.metrics) read state at scrape time: off the event loop
+        body = await asyncio.to_thread(generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, host: str, port: int) -> None:
         self.rebuild()
