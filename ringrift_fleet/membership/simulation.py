@@ -19,7 +19,7 @@ from ringrift_fleet.membership.base import MembershipEvent
 from ringrift_fleet.membership.swim.codec import Addr
 from ringrift_fleet.membership.swim.protocol import Output, SwimConfig, SwimNode
 
-_DELIVER, _WAKE = 0, 1
+_DELIVER, _WAKE, _FALLBACK, _FALLBACK_REPLY = 0, 1, 2, 3
 
 
 @dataclass
@@ -36,6 +36,8 @@ class SimNetwork:
     loss: float = 0.0  # probability a datagram is dropped
     delay: tuple[float, float] = (0.001, 0.010)  # uniform one-way delay, s
     groups: dict[str, int] = field(default_factory=dict)  # partition: name -> side
+    # the fallback (TCP) channel: None = absent (nobody answers); else its loss
+    fallback_loss: float | None = 0.0
 
     def blocked(self, a: str, b: str) -> bool:
         return self.groups.get(a, 0) != self.groups.get(b, 0)
@@ -54,15 +56,19 @@ class Simulation:
         delay: tuple[float, float] = (0.001, 0.010),
         bootstrap: str = "full",
         key: bytes = b"simulation-key",
+        fallback_loss: float | None = 0.0,
     ) -> None:
         """``bootstrap="full"``: every node starts knowing every other (a converged
-        cluster); ``"seeds"``: every node joins through ``n0`` and ``n1``."""
+        cluster); ``"seeds"``: every node joins through ``n0`` and ``n1``.
+        ``loss`` drops datagrams; ``fallback_loss`` is the loss of the fallback (TCP)
+        channel, whose round trip takes two datagram delays, or None for no such
+        channel (a fallback probe then always goes unanswered)."""
         self.config = config or SwimConfig()
         self.key = key
         self.now = 0.0
         self.rng = random.Random(seed)
         self.seed = seed
-        self.net = SimNetwork(loss=loss, delay=delay)
+        self.net = SimNetwork(loss=loss, delay=delay, fallback_loss=fallback_loss)
         self.nodes: dict[str, SwimNode] = {}
         self.addr_of: dict[str, Addr] = {}
         self.name_at: dict[Addr, str] = {}
@@ -119,6 +125,22 @@ class Simulation:
                 del self._wake_at[name]
                 node = self.nodes[name]
                 self._apply(name, node.tick(t))
+            elif kind == _FALLBACK:
+                # The target's shell accepted the connection: it answers on it.
+                target, requester, data, deadline = cast(
+                    "tuple[str, str, bytes, float]", payload
+                )
+                if target in self.crashed:
+                    continue
+                reply, out = self.nodes[target].answer_fallback(t, data)
+                self._apply(target, out)
+                back = t + self.rng.uniform(*self.net.delay)
+                if reply is not None and back <= deadline:
+                    self._push(back, _FALLBACK_REPLY, (requester, reply))
+            elif kind == _FALLBACK_REPLY:
+                requester, data = cast("tuple[str, bytes]", payload)
+                if requester not in self.crashed:
+                    self._apply(requester, self.nodes[requester].fallback_ack(t, data))
             else:
                 dest, data, src = cast("tuple[Addr, bytes, Addr]", payload)
                 name = self.name_at.get(dest)
@@ -145,6 +167,17 @@ class Simulation:
             if dest_name is None or net.blocked(name, dest_name):
                 continue
             self._push(self.now + rng.uniform(*net.delay), _DELIVER, (dest, data, src))
+        for fb in out.fallback:
+            if net.fallback_loss is None or (net.fallback_loss and rng.random() < net.fallback_loss):
+                continue
+            target = self.name_at.get(fb.addr)
+            if target is None or net.blocked(name, target):
+                continue
+            # A connect and a request: the shell gives up at the probe's deadline.
+            deadline = self.now + fb.timeout
+            there = self.now + 2 * rng.uniform(*net.delay)
+            if there <= deadline:
+                self._push(there, _FALLBACK, (target, name, fb.payload, deadline))
         for ev in out.events:
             self.observed.append(Observed(name, ev, self.now))
         node = self.nodes[name]

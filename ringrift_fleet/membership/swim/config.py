@@ -35,6 +35,9 @@ class SwimConfig:
     lhm_max: int = 8  # local health multiplier ceiling: period × (1 + score)
     revivals_per_period: int = 8  # pings to dead members a peer reported alive
     max_datagram: int = codec.MAX_DATAGRAM
+    # when the direct ping goes unanswered, also ping over TCP (memberlist's fallback):
+    # a member that answers there is not suspected, whatever UDP loses
+    fallback_probe: bool = True
 
     def __post_init__(self) -> None:
         positive = (

@@ -25,7 +25,13 @@ refinements, Dadgar et al. 2018):
   suspect, dead or left carries that verdict first, so a live member refutes
   at the first contact (Lifeguard's buddy system, generalised);
 * graceful leave, dead members forgotten after ``dead_retention``, and joins
-  through seeds with exponential back-off.
+  through seeds with exponential back-off;
+* a fallback probe that does not ride on UDP (memberlist's TCP ping): when the
+  direct ping goes unanswered the core asks the shell, alongside the ping-reqs,
+  to ping the target over TCP (a :class:`FallbackProbe` in the output); a reply
+  handed back through :meth:`SwimNode.fallback_ack` before the period ends
+  spares the target a suspicion.  Lossy UDP then costs no false deaths, while
+  a dead process, which answers neither, is suspected exactly as before.
 """
 
 from __future__ import annotations
@@ -61,9 +67,15 @@ from ringrift_fleet.membership.swim.codec import (
     Update,
 )
 from ringrift_fleet.membership.swim.config import SwimConfig
-from ringrift_fleet.membership.swim.state import Member, Output, Stats, Suspicion
+from ringrift_fleet.membership.swim.state import (
+    FallbackProbe,
+    Member,
+    Output,
+    Stats,
+    Suspicion,
+)
 
-__all__ = ["Member", "Output", "Stats", "Suspicion", "SwimConfig", "SwimNode"]
+__all__ = ["FallbackProbe", "Member", "Output", "Stats", "Suspicion", "SwimConfig", "SwimNode"]
 
 
 @dataclass(slots=True)
@@ -76,6 +88,7 @@ class _Probe:
     expected_nacks: int = 0
     nacks: int = 0
     acked: bool = False
+    fallback_acked: bool = False  # only the fallback channel answered
 
 
 @dataclass(slots=True)
@@ -170,6 +183,7 @@ class SwimNode:
         self._track(name, None, incarnation)
         self._out: list[tuple[Addr, bytes]] = []
         self._events: list[MembershipEvent] = []
+        self._fallback: list[FallbackProbe] = []
         self._next_probe = 0.0
         self._next_sync = 0.0
         self._next_reconnect = 0.0
@@ -267,6 +281,52 @@ class SwimNode:
             self._on_ping_req(now, msg, src)
         elif msg.kind == SYNC:
             self._on_sync(now, msg, src)
+        return self._flush()
+
+    def answer_fallback(self, now: float, data: bytes) -> tuple[bytes | None, Output]:
+        """A fallback ping arrived (over TCP): the sealed ACK to send back on the same
+        connection, or None when it is not a valid ping for us, plus what else the
+        piggybacked gossip made us send."""
+        self.stats.received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            msg = codec.decode(data, self.key)
+        except DecodeError as exc:
+            self.stats.drop(exc.reason)
+            return None, self._flush()
+        if not self.started or msg.sender == self.name or msg.kind != PING:
+            self.stats.drop("not_for_us")
+            return None, self._flush()
+        for u in msg.updates:
+            self._apply(now, u, gossip=True, source=msg.sender)
+        if msg.target != self.name:
+            self.stats.drop("not_for_us")
+            return None, self._flush()
+        return self._pack(msg.sender, Message(ACK, self.name, msg.seq)), self._flush()
+
+    def fallback_ack(self, now: float, data: bytes) -> Output:
+        """The reply to one of our :class:`FallbackProbe` effects arrived.  A valid ACK
+        from the probed member, for the probe still running, counts as its answer;
+        anything else (late, forged, garbled) is dropped and counted."""
+        self.stats.received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            msg = codec.decode(data, self.key)
+        except DecodeError as exc:
+            self.stats.drop(exc.reason)
+            return self._flush()
+        if not self.started or msg.kind != ACK or msg.sender == self.name:
+            self.stats.drop("not_for_us")
+            return self._flush()
+        for u in msg.updates:
+            self._apply(now, u, gossip=True, source=msg.sender)
+        p = self._probe
+        if p is not None and p.seq == msg.seq and p.target == msg.sender:
+            if not p.fallback_acked:
+                self.stats.fallback_acks += 1
+            p.fallback_acked = True
+        else:  # the probe ended (a dead verdict may be on its way) or a stray reply
+            self.stats.drop("late_fallback")
         return self._flush()
 
     def tick(self, now: float) -> Output:
@@ -614,6 +674,8 @@ class SwimNode:
                         PING_REQ, self.name, p.seq, target=p.target, target_addr=target.addr
                     )
                     self._send(hm.addr, hm.name, req)
+                if cfg.fallback_probe:
+                    self._send_fallback(now, p, target)
         if p is not None and now >= p.end:
             self._probe = None
             self._finish_probe(now, p)
@@ -662,14 +724,27 @@ class SwimNode:
         self.stats.probes += 1
         self._send(target.addr, target.name, Message(PING, self.name, seq, target=target.name))
 
+    def _send_fallback(self, now: float, p: _Probe, target: Member) -> None:
+        """Ask the shell to ping ``target`` over TCP, answer due before the period ends."""
+        ping = Message(PING, self.name, p.seq, target=target.name)
+        payload = self._pack(target.name, ping)
+        self.stats.fallback_probes += 1
+        self._fallback.append(
+            FallbackProbe(p.seq, target.name, target.addr, payload, max(0.0, p.end - now))
+        )
+
     def _finish_probe(self, now: float, p: _Probe) -> None:
         if p.acked:
             return
-        self.stats.probe_failures += 1
         # Lifeguard: when helpers were asked, only their missing nacks count
         # against our own health; a dead target with nacking helpers is not our fault.
+        # (As in memberlist, this holds even when the fallback answered: UDP failed.)
         penalty = max(0, p.expected_nacks - p.nacks) if p.expected_nacks else 1
         self.lhm = min(self.config.lhm_max, self.lhm + penalty)
+        if p.fallback_acked:  # alive over TCP: a lossy link, not a death
+            self.stats.fallback_saves += 1
+            return
+        self.stats.probe_failures += 1
         m = self.members.get(p.target)
         if m is None or m.state in _GONE:
             return
@@ -764,6 +839,10 @@ class SwimNode:
 
     def _send(self, addr: Addr, dest: str, msg: Message) -> None:
         """Send ``msg`` with as much piggybacked gossip as fits, least-sent first."""
+        self._emit_datagram(addr, self._pack(dest, msg))
+
+    def _pack(self, dest: str, msg: Message) -> bytes:
+        """``msg`` for ``dest``, sealed, with as much piggybacked gossip as fits."""
         prefix = codec.body_prefix(msg)
         budget = self.config.max_datagram - codec.overhead(prefix, msg.kind == SYNC)
         chosen: list[bytes] = []
@@ -801,7 +880,7 @@ class SwimNode:
                 if budget < 16:
                     break
         entries = [codec.encode_update(u) for u in msg.entries] if msg.kind == SYNC else None
-        self._emit_datagram(addr, codec.seal(self.key, codec.assemble(prefix, entries, chosen)))
+        return codec.seal(self.key, codec.assemble(prefix, entries, chosen))
 
     def _send_state(self, addr: Addr, dest: str, flags: int, buckets: set[int] | None) -> None:
         """Our view (all of it, or the members in ``buckets``) in as many datagrams as it
@@ -855,6 +934,9 @@ class SwimNode:
     def _flush(self) -> Output:
         out, self._out = self._out, []
         events, self._events = self._events, []
+        if self._fallback:
+            fallback, self._fallback = self._fallback, []
+            return Output(out, events, fallback)
         return Output(out, events)
 
     # --- member sets --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -11,9 +11,25 @@ from ringrift_fleet.membership.base import MembershipEvent
 from ringrift_fleet.membership.swim.codec import Addr
 
 
+class FallbackProbe(NamedTuple):
+    """An effect: "ping ``target`` at ``addr`` over a channel that is not UDP".
+
+    The shell sends ``payload`` (a sealed PING) over TCP to the target's SWIM
+    port and, if a reply comes back within ``timeout`` seconds, hands it to
+    :meth:`SwimNode.fallback_ack`.  Silence or a refused connection needs no
+    call: the probe simply ends unacknowledged (docs/membership.md)."""
+
+    seq: int
+    target: str
+    addr: Addr
+    payload: bytes
+    timeout: float
+
+
 class Output(NamedTuple):
     datagrams: list[tuple[Addr, bytes]]
     events: list[MembershipEvent]
+    fallback: Sequence[FallbackProbe] = ()
 
 
 @dataclass(slots=True)
@@ -68,6 +84,9 @@ class Stats:
     probe_failures: int = 0
     refutations: int = 0
     full_syncs_sent: int = 0
+    fallback_probes: int = 0  # probes that also went out over the fallback channel
+    fallback_acks: int = 0  # ... and were answered there (UDP had failed)
+    fallback_saves: int = 0  # probes only the fallback answered: a suspicion avoided
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
