@@ -150,8 +150,8 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
     listed = membership.get("members")
     if isinstance(listed, Mapping):
         for host, m in sorted(listed.items()):
-            state = m.get("state") if isinstance(m, Mapping) else None
-            alive.add_metric([node, str(host)], 1.0 if state == "alive" else 0.0)
+            seen = m.get("state") if isinstance(m, Mapping) else None
+            alive.add_metric([node, str(host)], 1.0 if seen == "alive" else 0.0)
         if node not in listed:
             alive.add_metric([node, node], 1.0)
     swim = (status.get("swim_raft") or {}).get("swim") if isinstance(status, Mapping) else None
@@ -299,6 +299,20 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
         depth = gauge("ringrift_queue_messages", "messages waiting in a Celery queue", ("queue",))
         for q, n in sorted(probes.queues.items()):
             depth.add_metric([node, q], float(n))
+    stuck = status.get("queues_without_consumers")  # execution/consumers.py's finding
+    if isinstance(stuck, Mapping) and isinstance(stuck.get("queues"), list):
+        listed = [q for q in stuck["queues"] if isinstance(q, Mapping) and q.get("queue")]
+        gauge(
+            "ringrift_queues_without_consumers",
+            "queues holding messages that no live worker consumes (leader's last check)",
+        ).add_metric([node], float(len(listed)))
+        unconsumed = gauge(
+            "ringrift_queue_unconsumed_messages",
+            "messages waiting in a queue no live worker consumes",
+            ("queue",),
+        )
+        for q in listed:
+            unconsumed.add_metric([node, str(q["queue"])], _num(q.get("messages")) or 0.0)
     if probes.webhooks:
         hooks = counter(
             "ringrift_webhook_notifications",
@@ -381,6 +395,7 @@ class FleetCollector(Collector):
         if now - self._broker_at < PROBE_EVERY_S:
             return
         self._broker_at = now
+        from ringrift_fleet.execution.dispatch import queue_depths
         from ringrift_fleet.execution.queues import all_queues
 
         try:
@@ -392,11 +407,7 @@ class FleetCollector(Collector):
                     socket_timeout=BROKER_TIMEOUT_S,
                     socket_connect_timeout=BROKER_TIMEOUT_S,
                 )
-            names = list(all_queues(hosts))
-            pipe = self._redis.pipeline(transaction=False)
-            for q in names:
-                pipe.llen(q)
-            self._queues = {q: int(n) for q, n in zip(names, pipe.execute(), strict=True)}
+            self._queues = queue_depths(self._redis, all_queues(hosts))
             self._broker_up = True
         except Exception as exc:
             self._broker_errors += 1
@@ -405,9 +416,10 @@ class FleetCollector(Collector):
 
     def _hosts(self, status: Mapping[str, Any]) -> list[str]:
         names = {self.node.node_id}
-        inv = getattr(self.node, "inventory", None)
-        with contextlib.suppress(Exception):
-            names.update(inv.names())
+        inv: Any = getattr(self.node, "inventory", None)
+        if inv is not None:
+            with contextlib.suppress(Exception):
+                names.update(inv.names())
         members = (status.get("membership") or {}).get("members")
         if isinstance(members, Mapping):
             names.update(str(m) for m in members)

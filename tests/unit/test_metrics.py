@@ -59,6 +59,7 @@ STATUS: dict[str, Any] = {
         },
         "dead_hosts": ["n3"],
     },
+    "queues_without_consumers": {"queues": [{"queue": "training.t3", "messages": 2}]},
     "uptime_s": 12.5,
     "snapshot_age_s": 0.1,
 }
@@ -125,6 +126,8 @@ def test_families_cover_leadership_membership_ledger_and_training() -> None:
     assert value(got, "ringrift_broker_up") == 1
     assert value(got, "ringrift_queue_messages", queue="selfplay.t1") == 5
     assert value(got, "ringrift_webhook_notifications_total", outcome="failed") == 1
+    assert value(got, "ringrift_queues_without_consumers") == 1
+    assert value(got, "ringrift_queue_unconsumed_messages", queue="training.t3") == 2
     # no job ids anywhere in the labels
     assert not any("job_id" in dict(labels) for _name, labels in got)
 
@@ -134,7 +137,9 @@ def test_a_node_without_scheduler_or_broker_exports_no_broker_series() -> None:
     got = samples(status | {"role": "follower"}, Probes())
     assert value(got, "ringrift_is_leader") == 0
     assert not [
-        k for k in got if k[0].startswith(("ringrift_broker", "ringrift_queue", "ringrift_games"))
+        k
+        for k in got
+        if k[0].startswith(("ringrift_broker", "ringrift_queue_messages", "ringrift_games"))
     ]
 
 
