@@ -89,6 +89,8 @@ class P2PConfig:
     WORKLOADS_FILE: str = ""  # command templates; "" = the built-in reference game
     CLUSTER_KEY: str = ""  # HMAC key for SWIM, bearer token for mutating HTTP routes
     GAMES_KEEP_FILES: int = 2000  # newest games files kept per board config and host; 0 = all
+    MODELS_KEEP: int = 10  # newest model files kept per config and host, besides the champion
+    EVALUATIONS_KEEP: int = 50  # newest evaluation jobs' artifacts kept per config and host
 
     # --- broker ------------------------------------------------------------------
     BROKER_URL: str = "redis://127.0.0.1:6379/0"
@@ -135,6 +137,8 @@ class P2PConfig:
     SCHEDULER_PREFETCH: float = 0.25  # queued self-play beyond free slots, × tier capacity
     SCHEDULER_REAP_GRACE: float = 60.0  # s past a job's hard limit before it is reaped
     SCHEDULER_LEDGER_RETENTION: float = 86400.0  # s a finished job stays in the ledger
+    SCHEDULER_LEDGER_MAX_FINISHED: int = 20000  # … and at most this many finished jobs
+    QUEUE_CHECK_INTERVAL: float = 30.0  # s between looks for queues nobody consumes
     SELFPLAY_GAMES_PER_JOB: int = 16  # games per self-play job on the smallest board
     EVAL_GAMES: int = 40  # games a candidate plays against the champion
     EVAL_PROMOTION_MARGIN: float = 0.05  # candidate promoted when its win rate >= 0.5 + this

@@ -74,6 +74,10 @@ class CoordinatorNode:
         self._published: dict[str, Any] = {}
         self._dead: set[str] = set()  # hosts membership declares dead right now
         self.reassigned: list[dict[str, Any]] = []  # recent reassignments, for /status
+        # queues holding messages no worker consumes: /status, a warning, never a silent wait
+        from ringrift_fleet.execution.consumers import attach as watch_queues
+
+        self.queue_watch = watch_queues(self)
 
     # --- what the scheduler uses ---------------------------------------------------------
 

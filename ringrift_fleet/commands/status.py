@@ -69,6 +69,13 @@ def render(status: dict[str, Any]) -> str:
         ("voters", ", ".join(status.get("voters") or []) or "-"),
         ("alive peers", f"{status.get('alive_peers', 0)}: {', '.join(status.get('peers') or [])}"),
     ]
+    broker = status.get("broker") or {}
+    if broker:
+        up = broker.get("up")
+        text = f"{broker.get('url', '?')} {'up' if up else 'DOWN' if up is False else 'unknown'}"
+        if up is False and broker.get("last_error"):
+            text += f" ({broker['last_error']})"
+        rows.append(("broker", text))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     states = ("pending", "claimed", "running", "completed", "failed", "cancelled")
@@ -81,6 +88,9 @@ def render(status: dict[str, Any]) -> str:
         lines.append("  ".join(f"{queue.get(s, 0):>9}" for s in shown))
     for warning in sr.get("warnings") or []:
         lines.append(f"warning: {warning}")
+    from ringrift_fleet.execution.consumers import render_lines  # not needed for --help
+
+    lines += render_lines(status.get("queues_without_consumers"))
     return "\n".join(lines)
 
 

@@ -46,6 +46,7 @@ from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.errors import ConfigError, ValidationError
 from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
+from ringrift_fleet.execution.failures import TaskInputError, as_task_input_error
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
 from ringrift_fleet.execution.settings import time_limits
 from ringrift_fleet.execution.sync import SyncError, sync_artifacts
@@ -282,11 +283,14 @@ def _exit_terminated_pool_process() -> None:
 def _task_body(job_type: str, name: str) -> Callable[..., dict[str, Any]]:
     def run(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if args:
-            raise ValidationError(
+            raise TaskInputError(
                 f"{name}: takes keyword arguments only (got {len(args)} positional); "
                 "use --kwargs '{...}'"
             )
-        return execute(self, job_type, kwargs)
+        try:
+            return execute(self, job_type, kwargs)
+        except ValidationError as exc:  # one line for `celery result`: see failures.py
+            raise as_task_input_error(exc) from None
 
     run.__name__ = run.__qualname__ = job_type
     return run

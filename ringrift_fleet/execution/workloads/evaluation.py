@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution.artifacts import ArtifactStore
-from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, JobSpec
+from ringrift_fleet.execution.failures import TaskInputError
+from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, TASK_NAMES, JobSpec
 from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext
 from ringrift_fleet.execution.workloads.reference_game import (
     Engine,
@@ -51,10 +53,19 @@ def elo_diff(win_rate: float, pairs: float) -> float:
     return 400.0 * math.log10(p / (1 - p))
 
 
-def engine_for(store: ArtifactStore, ref: str, temperature: float) -> Engine:
+def engine_for(store: ArtifactStore, ref: str, temperature: float, field: str = "model") -> Engine:
+    """The player for a model reference; a missing or unreadable model names ``field``
+    (``ringrift.evaluation.candidate: model '…' is not on this host``)."""
     if ref == RANDOM_CHAMPION:
         return random_engine
-    return linear_engine(load_model(store, ref)["weights"], temperature)
+    where = f"{TASK_NAMES['evaluation']}.{field}"
+    if not store.has(ref):
+        raise TaskInputError(f"{where}: model {ref!r} is not on this host")
+    try:
+        model = load_model(store, ref)
+    except ValidationError as exc:
+        raise TaskInputError(f"{where}: {exc}") from None
+    return linear_engine(model["weights"], temperature)
 
 
 def play_match(
@@ -86,7 +97,8 @@ def run_evaluation(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     bt, n, total = spec.get("board_type"), spec.get("num_players"), spec.get("games")
     temp = spec.get("temperature", 0.25)
     cand_ref, champ_ref = spec.get("candidate"), spec.get("champion")
-    cand, champ = engine_for(ctx.store, cand_ref, temp), engine_for(ctx.store, champ_ref, temp)
+    cand = engine_for(ctx.store, cand_ref, temp, "candidate")
+    champ = engine_for(ctx.store, champ_ref, temp, "champion")
     tally, played, stopped = Tally(), 0, ""
     try:
         for i in range(total):
