@@ -81,7 +81,9 @@ class P2PConfig:
 
     # --- identity and files ----------------------------------------------------
     NODE_ID: str = field(default_factory=socket.gethostname)
-    BIND_HOST: str = "0.0.0.0"  # address the :8770 server and SWIM bind to
+    # address the :8770 server, SWIM and Raft bind to; "" = this host's inventory
+    # address (ADVERTISE_HOST first), loopback without an inventory (resolve_bind_host)
+    BIND_HOST: str = ""
     ADVERTISE_HOST: str = ""  # address peers reach us on; "" = from the inventory
     HOSTS_FILE: str = field(default_factory=_default_hosts_file)
     STATE_DIR: str = field(default_factory=_default_state_dir)
@@ -291,7 +293,9 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
         raise ConfigError(
             f"{where('PEER_TIMEOUT')}={cfg.PEER_TIMEOUT!r}: must be above HEARTBEAT_INTERVAL "
             f"({cfg.HEARTBEAT_INTERVAL!r}, from {where('HEARTBEAT_INTERVAL')}), or every peer "
-            "would be declared dead between two heartbeats"
+            "would be declared dead between two heartbeats; set RINGRIFT_P2P_PEER_TIMEOUT too "
+            f"(three heartbeats: {_at_least_3x(cfg.HEARTBEAT_INTERVAL)}). The older 15/60/90 s set: "
+            + SEED_000_TIMINGS
         )
     if cfg.SWIM_PING_TIMEOUT >= cfg.SWIM_PING_INTERVAL:
         raise ConfigError(
@@ -308,6 +312,18 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
             f"{where('RAFT_APPEND_ENTRIES_PERIOD')}={cfg.RAFT_APPEND_ENTRIES_PERIOD!r}: must be "
             f"below RAFT_MIN_TIMEOUT ({cfg.RAFT_MIN_TIMEOUT!r})"
         )
+
+
+# The slower timings of the P2P adapter README (seed 000); docs/configuration.md says
+# why 5/15/30 s (seed 001) are the defaults and when to choose these instead.
+SEED_000_TIMINGS = (
+    "RINGRIFT_P2P_HEARTBEAT_INTERVAL=15 RINGRIFT_P2P_PEER_TIMEOUT=60 "
+    "RINGRIFT_P2P_LEADER_LEASE_DURATION=90 (docs/configuration.md)"
+)
+
+
+def _at_least_3x(interval: float) -> str:
+    return f"RINGRIFT_P2P_PEER_TIMEOUT={interval * 3:g}"
 
 
 def load_config(env: Mapping[str, str] | None = None) -> P2PConfig:
@@ -432,3 +448,155 @@ def get_feature_flags() -> FeatureFlags:
 def reload_feature_flags() -> FeatureFlags:
     get_feature_flags.cache_clear()
     return get_feature_flags()
+
+
+# --- every RINGRIFT_* variable the fleet reads, for the misspelling warning ------------------
+
+# Variables read outside P2PConfig and the feature flags (worker env set by
+# ``ringrift-fleet worker``, webhooks, test-only knobs, deploy scripts).
+# tests/unit/test_config_env.py greps the package for RINGRIFT_* names and fails
+# when one is missing here, so a new variable cannot be warned about as a typo.
+OTHER_ENV_VARS = frozenset(
+    {
+        "RINGRIFT_SWIM_ENABLED",
+        "RINGRIFT_MEMBERSHIP_MODE",
+        "RINGRIFT_RAFT_ENABLED",
+        "RINGRIFT_CONSENSUS_MODE",
+        "RINGRIFT_SWIM_INJECT_LOSS",
+        "RINGRIFT_SWIM_INJECT_LOSS_IN",
+        "RINGRIFT_SWIM_INJECT_LOSS_IN",
+        "RINGRIFT_WORKER_NODE",
+        "RINGRIFT_WORKER_GPUS",
+        "RINGRIFT_WORKER_TIER",
+        "RINGRIFT_SLACK_WEBHOOK_URL",
+        "RINGRIFT_DISCORD_WEBHOOK_URL",
+        "RINGRIFT_WEBHOOK_URL",
+        "RINGRIFT_WEBHOOK_EVENTS",
+        "RINGRIFT_WEBHOOK_MIN_SEVERITY",
+        "RINGRIFT_WHEELHOUSE_PYTHON",
+        "RINGRIFT_TESTBED_PREFIX",
+        "RINGRIFT_TESTBED_CACHE",
+        "RINGRIFT_TESTBED_BOOT_TIMEOUT",
+    }
+)
+
+
+def known_env_vars() -> frozenset[str]:
+    """Every RINGRIFT_* variable something in the fleet reads."""
+    fields = {ENV_PREFIX + f.name for f in dataclasses.fields(P2PConfig)}
+    return frozenset(fields | set(ENV_ALIASES) | OTHER_ENV_VARS)
+
+
+def unknown_env_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per RINGRIFT_* variable nothing reads, naming the closest known one."""
+    import difflib
+
+    env = os.environ if env is None else env
+    known = known_env_vars()
+    out = []
+    for var in sorted(v for v in env if v.startswith("RINGRIFT_") and v not in known):
+        close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{var} is not a variable ringrift_fleet reads: ignored{hint}")
+    return out
+
+
+# --- where the inventory comes from, and directories that must be usable -----------------
+
+HOSTS_FILE_VAR = ENV_PREFIX + "HOSTS_FILE"
+
+
+def resolve_hosts_file(
+    flag: str | None,
+    *,
+    standalone: bool = False,
+    env: Mapping[str, str] | None = None,
+    defaults: tuple[str, ...] = ("/etc/ringrift/distributed_hosts.yaml", "distributed_hosts.yaml"),
+) -> str | None:
+    """The inventory a coordinator must read, or None for an explicit fleet of one.
+
+    ``--hosts-file`` wins, then ``RINGRIFT_P2P_HOSTS_FILE`` (an empty value
+    means "no inventory"), then the first default that exists.  A path that
+    was asked for but cannot be read, or no inventory without ``--standalone``
+    or the empty variable, is a ConfigError naming the input: with Ansible
+    setting the variable on every host, a typo must not start N leaders.
+    """
+    env = os.environ if env is None else env
+    var = env.get(HOSTS_FILE_VAR)
+    if standalone:
+        if flag:
+            raise ConfigError(f"--standalone and --hosts-file {flag}: choose one")
+        return None
+    if flag:
+        _check_readable(flag, f"--hosts-file {flag}")
+        return flag
+    if var is not None:
+        if not var.strip():
+            return None  # explicitly no inventory
+        _check_readable(var, f"{HOSTS_FILE_VAR}={var}")
+        return var
+    for path in defaults:
+        if os.path.exists(path):
+            _check_readable(path, f"{path} (the default inventory)")
+            return path
+    raise ConfigError(
+        f"no inventory: {HOSTS_FILE_VAR} is not set and {' and '.join(defaults)} do not exist; "
+        "pass --hosts-file, or --standalone (or an empty "
+        f"{HOSTS_FILE_VAR}=) to run a fleet of one on purpose"
+    )
+
+
+def _check_readable(path: str, named: str) -> None:
+    if not os.path.exists(path):
+        raise ConfigError(f"{named}: no such file")
+    if os.path.isdir(path):
+        raise ConfigError(f"{named}: is a directory, expected distributed_hosts.yaml")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{named}: cannot read: {exc.strerror or exc}") from None
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], named: str) -> Path:
+    """Create ``path`` (and parents) and check we can write in it, or a ConfigError."""
+    import tempfile
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        if not p.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{named}: cannot use {p} as a directory: {exc.strerror or exc}"
+        ) from None
+    return p
+
+
+def check_state_dirs(cfg: P2PConfig, env: Mapping[str, str] | None = None) -> None:
+    """STATE_DIR and ARTIFACT_DIR exist (created) and are writable, or one line naming them."""
+    env = os.environ if env is None else env
+    state_var = ENV_PREFIX + "STATE_DIR"
+    state_named = f"{state_var}={cfg.STATE_DIR}" if state_var in env else f"{state_var} (unset)"
+    ensure_writable_dir(cfg.state_dir, state_named)
+    art_var = ENV_PREFIX + "ARTIFACT_DIR"
+    if cfg.ARTIFACT_DIR:
+        art_named = f"{art_var}={cfg.ARTIFACT_DIR}" if art_var in env else "ARTIFACT_DIR"
+    else:
+        art_named = f"{art_var} (unset: {state_named}/artifacts)"
+    ensure_writable_dir(cfg.artifact_dir, art_named)
+
+
+def resolve_bind_host(cfg: P2PConfig, inventory_address: str | None) -> str:
+    """Where the :8770 server, SWIM and Raft listen when BIND_HOST is "" (the default).
+
+    This host's private address from the inventory (what peers reach), else
+    ADVERTISE_HOST, else loopback: never every interface unless asked for
+    with ``RINGRIFT_P2P_BIND_HOST=0.0.0.0``.
+    """
+    if cfg.BIND_HOST:
+        return cfg.BIND_HOST
+    return cfg.ADVERTISE_HOST or inventory_address or "127.0.0.1"

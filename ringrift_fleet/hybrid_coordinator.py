@@ -21,13 +21,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ringrift_fleet.config import FeatureFlags, P2PConfig, get_feature_flags, get_p2p_config
+from ringrift_fleet.config import (
+    FeatureFlags,
+    P2PConfig,
+    get_feature_flags,
+    get_p2p_config,
+    resolve_bind_host,
+)
 from ringrift_fleet.consensus.api import Leadership, Ledger
 from ringrift_fleet.consensus.remote import RemoteLedger, http_json, ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
@@ -136,6 +143,25 @@ def build_membership(
     return HybridMembershipManager(swim, http)
 
 
+LONE_VOTER_WAIT = 10.0  # s start() waits for a lone voter to lead itself (Raft: ~1 s)
+SWIM_RECOVER_EVERY = 10.0  # s between SWIM health checks in pure SWIM mode
+
+
+def _inventory_address(inventory: Any, node_id: str) -> str | None:
+    for h in getattr(inventory, "hosts", ()) or ():
+        if h.name == node_id:
+            return str(h.address)
+    return None
+
+
+def _swim_agent(membership: Any) -> Any | None:
+    """The SWIM manager inside ``membership`` (itself, or a hybrid's), else None."""
+    agent = getattr(membership, "swim", membership)
+    if type(agent).__name__ in ("SwimMembershipManager", "SwimP2PMembership"):
+        return agent
+    return None
+
+
 class HybridCoordinator:
     """Membership and consensus behind one face, chosen by feature flags."""
 
@@ -157,6 +183,10 @@ class HybridCoordinator:
         if inventory is None and os.path.exists(self.config.HOSTS_FILE):
             inventory = load_inventory(self.config.HOSTS_FILE)
         self.inventory = inventory
+        if not self.config.BIND_HOST:  # "" = this host's inventory address, else loopback
+            self.config = self.config.replace(
+                BIND_HOST=resolve_bind_host(self.config, _inventory_address(inventory, self.node_id))
+            )
         self.voters = voters_from_inventory(inventory, self.config) if inventory is not None else []
         if not self.voters:  # no inventory: a fleet of one, as in the README's examples
             self.voters = [
@@ -173,6 +203,8 @@ class HybridCoordinator:
         self._remote: _RemoteLeadership | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.membership_started = False
+        self.swim_recover_every = SWIM_RECOVER_EVERY  # s between checks (tests shorten it)
+        self.swim_recoveries: list[float] = []  # wall times SWIM_RECOVERED was emitted
 
     # --- start / stop ---------------------------------------------------------------------
 
@@ -248,8 +280,34 @@ class HybridCoordinator:
             out += self.ledger.routes()  # type: ignore[union-attr]
         return out
 
-    async def start(self) -> None:
-        """Start consensus and membership (the README's ``await coordinator.start()``)."""
+    async def start(self, wait_for_leader: float | None = None) -> None:
+        """Start consensus and membership (the README's ``await coordinator.start()``).
+
+        ``wait_for_leader``: seconds to wait (bounded) until some voter leads.
+        By default a lone voter waits up to LONE_VOTER_WAIT for itself, so that
+        ``is_leader()`` right after ``start()`` is True, as the seed's example
+        expects; with several voters the default is not to wait (an election
+        needs the others up).  :meth:`wait_for_leader` waits later.
+        """
+        await self._start()
+        if wait_for_leader is None and self.is_voter and len(self.voters) == 1:
+            wait_for_leader = LONE_VOTER_WAIT
+        if wait_for_leader:
+            await self.wait_for_leader(wait_for_leader)
+
+    async def wait_for_leader(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until a leader is known; True if one is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            lead = self.leadership
+            if lead is not None and (lead.is_leader() or lead.leader() is not None):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    async def _start(self) -> None:
         self.prepare()
         if self._bully is not None:
             await self._bully.start()
@@ -262,6 +320,75 @@ class HybridCoordinator:
                 self.membership_started = True
             except Exception as exc:  # membership trouble must not stop consensus
                 log.error("membership failed to start: %s", exc)
+            if _swim_agent(self.membership) is not None and not hasattr(self.membership, "swim"):
+                # pure SWIM: nobody else restarts it (the hybrid manager has its own watcher)
+                self._tasks.append(asyncio.create_task(self._recover_swim(), name="swim-recover"))
+
+    async def _recover_swim(self) -> None:
+        while True:
+            await asyncio.sleep(self.swim_recover_every)
+            try:
+                await self.check_and_recover_swim()
+            except Exception:  # recovery must never end the loop
+                log.exception("SWIM recovery check failed")
+
+    async def check_and_recover_swim(self) -> bool:
+        """Restart SWIM when unhealthy, at most once per 5 minutes (the manager's
+        RECOVERY_MIN_INTERVAL); a restart emits SWIM_RECOVERED to membership
+        listeners.  Runs every ``swim_recover_every`` s in pure SWIM mode."""
+        recover = getattr(self.membership, "check_and_recover", None)
+        if _swim_agent(self.membership) is None or recover is None:
+            return False
+        recovered = bool(await recover())
+        if recovered:
+            self.membership_started = True
+            self.swim_recoveries = [*self.swim_recoveries, time.time()][-20:]
+        return recovered
+
+    _check_and_recover_swim = check_and_recover_swim  # the seed's (orchestrator mixin) name
+
+    def get_swim_health(self) -> dict[str, Any]:
+        """SWIM health and recovery stats (the seed's orchestrator helper)."""
+        agent = _swim_agent(self.membership)
+        if agent is None:
+            return {
+                "backend": None,
+                "running": False,
+                "healthy": False,
+                "problems": [f"no SWIM agent: membership mode {self.membership_mode()}"],
+                "recoveries": 0,
+            }
+        try:
+            health = dict(self.membership.get_swim_health())
+        except Exception as exc:
+            health = {"healthy": False, "problems": [f"health unavailable: {exc}"]}
+        health["running"] = bool(getattr(agent, "started", False))
+        health["coordinator_recoveries"] = list(self.swim_recoveries)
+        return health
+
+    def _alive_count(self, peers: int) -> int:
+        """get_membership_summary()'s alive_count: live members, this node included."""
+        if self.membership is not None:
+            with contextlib.suppress(Exception):
+                return int(self.membership.get_membership_summary()["alive_count"])
+        return peers + 1
+
+    def membership_mode(self) -> str:
+        """The membership mode in effect: what answers ``get_alive_peers`` now.
+
+        ``swim``/``hybrid`` only while a SWIM agent runs; ``http`` when
+        heartbeats answer (SWIM off, no inventory, or SWIM not running);
+        ``none`` without membership."""
+        m = self.membership
+        if m is None:
+            return "none"
+        agent = _swim_agent(m)
+        if agent is None:
+            return "http"
+        running = bool(getattr(agent, "started", False))
+        if hasattr(m, "swim"):
+            return "hybrid" if running else "http"
+        return "swim"
 
     async def _poll_remote(self) -> None:
         assert self._remote is not None
@@ -320,23 +447,29 @@ class HybridCoordinator:
             raft.update(is_leader=lead.is_leader(), leader=lead.leader(), term=lead.term())
         elif self.raft_error:
             raft["error"] = self.raft_error
+        agent = _swim_agent(self.membership)
+        swim_running = bool(agent is not None and getattr(agent, "started", False))
         swim_health: dict[str, Any] = {}
-        if swim_on and self.membership is not None:
-            with contextlib.suppress(Exception):
-                swim_health = dict(self.membership.get_swim_health())
+        if agent is not None:
+            swim_health = self.get_swim_health()
+        in_effect = self.membership_mode()
+        modes: dict[str, Any] = {"membership_mode": in_effect}
+        if in_effect != self.flags.membership_mode:
+            modes["membership_mode_configured"] = self.flags.membership_mode
         return {
-            "membership_mode": self.flags.effective_membership_mode,
+            **modes,
             "consensus_mode": self.flags.effective_consensus_mode,
             "consensus_backend": self.backend,
             "swim": {
                 "enabled": swim_on,
-                "started": bool(swim_on and self.membership_started),
-                "alive_count": len(alive) if swim_on else 0,
+                "started": swim_running,  # a SWIM agent is running right now
+                # like get_membership_summary(): the live members, this node included
+                "alive_count": self._alive_count(len(alive)),
                 **({"health": swim_health} if swim_health else {}),
             },
             "raft": raft,
             "http": {
-                "enabled": not swim_on or self.flags.effective_membership_mode == "hybrid",
+                "enabled": in_effect == "http" or hasattr(self.membership, "http"),
                 "bully": self.backend == BULLY,
                 "leader": lead.leader() if lead is not None and self.backend != RAFT else None,
             },

@@ -105,8 +105,9 @@ class LocalFleet:
                 "RINGRIFT_P2P_ARTIFACT_DIR": str(self.opts.state_dir / "artifacts"),
                 "RINGRIFT_P2P_NODE_ID": self.opts.node_id,
                 "RINGRIFT_P2P_DEFAULT_PORT": str(self.status_port),
-                # no inventory: a fleet of one, whatever sits in the current directory
-                "RINGRIFT_P2P_HOSTS_FILE": str(self.opts.state_dir / "no-inventory.yaml"),
+                # empty: no inventory on purpose, a fleet of one, whatever sits in the
+                # current directory or /etc/ringrift
+                "RINGRIFT_P2P_HOSTS_FILE": "",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
-from ringrift_fleet.config import get_feature_flags, get_p2p_config
+from ringrift_fleet.config import (
+    check_state_dirs,
+    get_feature_flags,
+    get_p2p_config,
+    resolve_bind_host,
+    resolve_hosts_file,
+    unknown_env_warnings,
+)
 from ringrift_fleet.errors import ConfigError
 
 
@@ -17,11 +23,21 @@ def register(subparsers: Any) -> None:
         help="run membership, consensus and the :8770 status server for this host",
         description="Run this host's coordinator: SWIM/HTTP membership, Raft (or Bully) "
         "consensus over the inventory's voters, and the status server. Configuration "
-        "comes from RINGRIFT_P2P_* and the feature flags; the inventory from --hosts-file.",
+        "comes from RINGRIFT_P2P_* and the feature flags; the inventory from --hosts-file, "
+        "else RINGRIFT_P2P_HOSTS_FILE, else /etc/ringrift/distributed_hosts.yaml or "
+        "./distributed_hosts.yaml. A named inventory that cannot be read is an error; "
+        "no inventory at all needs --standalone. The status server, SWIM and Raft listen on "
+        "RINGRIFT_P2P_BIND_HOST, by default this host's address in the inventory (its "
+        "private/Tailscale address), or 127.0.0.1 without one; 0.0.0.0 only if you set it.",
     )
     parser.add_argument("--node", help="this host's name in the inventory (default: NODE_ID)")
     parser.add_argument(
         "--hosts-file", help="distributed_hosts.yaml (default: RINGRIFT_P2P_HOSTS_FILE)"
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no inventory: a fleet of one on loopback (also: RINGRIFT_P2P_HOSTS_FILE= empty)",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument(
@@ -43,14 +59,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = get_p2p_config()
     flags = get_feature_flags()
-    for warning in flags.warnings:
+    for warning in [*unknown_env_warnings(), *flags.warnings]:
         logging.getLogger("ringrift_fleet").warning(warning)
     node_id = args.node or config.NODE_ID
-    hosts_file = args.hosts_file or config.HOSTS_FILE
+    hosts_file = resolve_hosts_file(args.hosts_file, standalone=args.standalone)
+    check_state_dirs(config)
     inventory = None
-    if args.hosts_file or os.path.exists(hosts_file):
-        if not os.path.exists(hosts_file):
-            raise ConfigError(f"--hosts-file {hosts_file}: no such file")
+    if hosts_file is not None:
         inventory = load_inventory(hosts_file)
         if node_id not in inventory.names():
             raise ConfigError(
@@ -63,7 +78,14 @@ def run(args: argparse.Namespace) -> int:
             "set the same secret on every host (it authenticates Raft's pickle wire format, "
             "SWIM and every mutating HTTP route)"
         )
-    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
+    address = None
+    if inventory is not None:
+        address = inventory.host(node_id).address
+    config = config.replace(
+        NODE_ID=node_id,
+        HOSTS_FILE=hosts_file or "",
+        BIND_HOST=resolve_bind_host(config, address),
+    )
     scheduler = None if args.no_scheduler or inventory is None else _scheduler()
     node = CoordinatorNode(config, inventory, node_id, flags=flags, reassign_dead=scheduler is None)
     if scheduler is not None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ringrift_fleet.config import P2PConfig, get_p2p_config
+from ringrift_fleet.config import P2PConfig, get_p2p_config, resolve_bind_host
 from ringrift_fleet.errors import ConfigError
 from ringrift_fleet.membership.base import (
     SWIM_RECOVERED,
@@ -107,7 +107,7 @@ class SwimMembershipManager:
         kwargs.setdefault("swim_config", SwimConfig.from_p2p_config(cfg))
         return cls(
             node_id,
-            bind=(cfg.BIND_HOST, me.swim_port),
+            bind=(resolve_bind_host(cfg, me.address), me.swim_port),
             advertise=(cfg.ADVERTISE_HOST or me.address, me.swim_port),
             seeds=seeds,
             cluster_key=cfg.CLUSTER_KEY,

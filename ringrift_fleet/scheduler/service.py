@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ringrift_fleet.config import P2PConfig, get_feature_flags, get_p2p_config
-from ringrift_fleet.errors import ConfigError, FleetError
+from ringrift_fleet.errors import FleetError
 from ringrift_fleet.models import JobType
 from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.hosts import PROBE_EVERY_S, FleetHosts, LocalHosts, MetricsBoard
@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--node", help="this host's name (default NODE_ID)")
     ap.add_argument("--hosts-file", help="distributed_hosts.yaml (default HOSTS_FILE)")
+    ap.add_argument("--standalone", action="store_true", help="no inventory: a fleet of one")
     ap.add_argument("--demo", action="store_true", help="one-machine demo thresholds")
     ap.add_argument("--slots", type=int, default=1, help="without an inventory: worker slots")
     ap.add_argument("--gpu-type", default="CPU", help="without an inventory: this host's GPU")
@@ -178,20 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
-
+    from ringrift_fleet.config import check_state_dirs, resolve_hosts_file, unknown_env_warnings
     from ringrift_fleet.consensus.voters import load_inventory
     from ringrift_fleet.node import CoordinatorNode
 
     config = get_p2p_config()
+    for warning in unknown_env_warnings():
+        log.warning(warning)
     node_id = args.node or config.NODE_ID
-    hosts_file = args.hosts_file or config.HOSTS_FILE
-    inventory = None
-    if args.hosts_file:
-        if not os.path.exists(hosts_file):
-            raise ConfigError(f"--hosts-file {hosts_file}: no such file")
-        inventory = load_inventory(hosts_file)
-    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file)
+    hosts_file = resolve_hosts_file(args.hosts_file, standalone=args.standalone)
+    check_state_dirs(config)
+    inventory = load_inventory(hosts_file) if hosts_file is not None else None
+    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file or "")
     node = CoordinatorNode(config, inventory, node_id, flags=get_feature_flags())
     policy = demo_policy(config) if args.demo else SchedulerPolicy.from_config(config)
     hosts = None
