@@ -88,6 +88,307 @@ class _RateLimitTruncation(logging.Filter):
 _truncation_filter = _RateLimitTruncation()
 logging.getLogger("pysyncobj.syncobj").addFilter(_truncation_filter)
 
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2  # pysyncobj's _RAFT_STATE values
+_STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
+
+
+class _FleetSyncObj(SyncObj):
+    """pysyncobj 0.3.17 with four changes, all made at its message and tick seams.
+
+    pysyncobj keeps its state in name-mangled attributes (``_SyncObj__x``);
+    this subclass reads a few of them and overrides two private methods
+    (``_SyncObj__onMessageReceived`` and ``_onTick``).  The version is pinned
+    below 0.4 in pyproject and ``tests/unit/test_raft_sync_obj.py`` fails if
+    the internals it relies on move.
+
+    * **Appends never delete entries the follower already holds.**  The leader
+      advances a follower's next index when it sends and rewinds it when an
+      older reply arrives, so under write load it resends entries the follower
+      has.  pysyncobj deletes everything after ``prevLogIdx`` before adding the
+      new entries (Raft deletes only on a *conflict*: same index, other term),
+      and logs CRITICAL "truncating already-applied log entries" when those
+      were applied -- identical entries deleted and re-added, several times a
+      second under load.  Entries the follower holds with the same index and
+      term are dropped from the message first (a log holding an entry of the
+      leader's term matches the leader's log up to it: Log Matching), so the
+      truncation, and its CRITICAL, only happen on a real conflict.
+    * **Pre-vote** (Raft thesis 9.6).  A follower whose election timer fires
+      asks the others "would you vote for me in term+1?" without raising its
+      term; only with a majority of yeses does it start a real election.  A
+      voter grants it only when it is not leading, has heard no leader for
+      the minimum election timeout, and the asker's log is as up to date as
+      its own.  So a voter that rejoins, or stalls for a moment on a busy host,
+      cannot depose a healthy leader by bumping the term (pysyncobj steps a
+      leader down on any vote request with a higher term).
+    * **Handover**: ``request_handover`` makes a leader that is shutting down
+      send Raft's TimeoutNow to a caught-up follower, which starts its
+      election at once instead of after a timeout.
+    * **A record of every leader change**: why this node stopped leading or
+      started an election (logged), and counts for /status and /metrics.
+
+    Attributes set before ``SyncObj.__init__`` are in its property set, so log
+    compaction never serialises them.
+    """
+
+    def __init__(
+        self,
+        self_address: str,
+        others: list[str],
+        *,
+        conf: SyncObjConf,
+        consumers: list[Any],
+        names: Mapping[str, str],
+    ) -> None:
+        self._names = dict(names)
+        # A node that has just started treats its start as word from a leader: a
+        # voter that is restarting must not help a stalled one depose the leader
+        # before it has even connected (see _answer_pre_vote).
+        self._started_at = time.monotonic()
+        self._heard_leader_at = self._started_at
+        self._pre_round = 0
+        self._pre_round_at = 0.0
+        self._pre_votes: set[str] = set()
+        self._pre_vote_won = False
+        self._election_reason = ""
+        self._stop_reason: str | None = None
+        self._handover_requested = False
+        self._handover_sent_at = 0.0
+        self._handover_to: str | None = None
+        self._last_leader: str | None = None
+        self._counts = {
+            "leader_changes": 0,
+            "elections_started": 0,
+            "stepdowns": 0,
+            "pre_votes_started": 0,
+            "appends_trimmed": 0,
+        }
+        self._last_change: dict[str, Any] | None = None
+        conf.onStateChanged = self._state_changed
+        super().__init__(self_address, others, conf=conf, consumers=consumers)
+
+    # --- helpers over pysyncobj's private state -------------------------------------------
+
+    def _p(self, name: str) -> Any:
+        return getattr(self, "_SyncObj__" + name)
+
+    def _name(self, node: Any) -> str:
+        node_id = getattr(node, "id", str(node))
+        return self._names.get(node_id, node_id)
+
+    def _last_log(self) -> tuple[int, int]:
+        entry = self._p("raftLog")[-1]
+        return int(entry[2]), int(entry[1])  # (term, index)
+
+    def counts(self) -> dict[str, Any]:
+        return {**self._counts, "last_leader_change": self._last_change}
+
+    def request_handover(self) -> None:
+        self._handover_requested = True
+
+    # --- the message seam ---------------------------------------------------------------
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "pre_vote":
+            self._answer_pre_vote(node, message)
+            return
+        if kind == "pre_vote_granted":
+            self._count_pre_vote(node, message)
+            return
+        term = self.raftCurrentTerm
+        if (
+            kind in ("append_entries", "request_vote")
+            and int(message.get("term", 0)) > term
+            and self._p("raftState") == _LEADER
+            and self._handover_to is None
+        ):
+            what = "a vote request" if kind == "request_vote" else "appends"
+            self._stop_reason = (
+                f"deposed: {self._name(node)} sent {what} for term {message['term']} (ours {term})"
+            )
+        if kind == "append_entries" and int(message.get("term", 0)) >= term:
+            self._heard_leader_at = time.monotonic()
+            message = self._trim_known_entries(message)
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _trim_known_entries(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Drop the entries this follower already holds (same index and term)."""
+        entries = message.get("entries")
+        if not entries or message.get("transmission") is not None:
+            return message
+        prev = message.get("prevLogIdx")
+        journal = self._p("raftLog")
+        first, last = int(journal[0][1]), int(journal[-1][1])
+        if prev is None or not first <= prev <= last:
+            return message  # pysyncobj answers "resend from my end"
+        if journal[prev - first][2] != message.get("prevLogTerm"):
+            return message  # a real mismatch: pysyncobj handles it
+        held = 0
+        for _cmd, idx, term in entries:
+            if idx > last or journal[idx - first][2] != term:
+                break
+            held += 1
+        if held == 0:
+            return message
+        if held == len(entries) and journal[-1][2] == message["term"]:
+            # Everything sent is held, and our last entry is of the leader's own
+            # term, so our log matches the leader's up to it: keep all of it.
+            new_prev = (last, journal[-1][2])
+        else:
+            new_prev = (entries[held - 1][1], entries[held - 1][2])
+        self._counts["appends_trimmed"] += 1
+        return {
+            **message,
+            "prevLogIdx": new_prev[0],
+            "prevLogTerm": new_prev[1],
+            "entries": entries[held:],
+        }
+
+    def _answer_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        conf = self._p("conf")
+        now = time.monotonic()
+        grant = (
+            int(message.get("term", 0)) > self.raftCurrentTerm
+            and self._p("raftState") != _LEADER
+            and now - self._heard_leader_at >= conf.raftMinTimeout
+            and now - self._started_at >= 2 * conf.raftMaxTimeout
+            and (message.get("last_log_term", -1), message.get("last_log_index", -1))
+            >= self._last_log()
+        )
+        if grant:
+            self._p("transport").send(
+                node,
+                {
+                    "type": "pre_vote_granted",
+                    "round": message.get("round"),
+                    "term": message["term"],
+                },
+            )
+        else:
+            log.debug(
+                "raft: refused %s a pre-vote for term %s", self._name(node), message.get("term")
+            )
+
+    def _count_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        if (
+            message.get("round") != self._pre_round
+            or message.get("term") != self.raftCurrentTerm + 1
+            or self._p("raftState") == _LEADER
+            or self._heard_leader_at > self._pre_round_at  # a leader spoke since: stale
+        ):
+            return
+        self._pre_votes.add(self._name(node))
+        if len(self._pre_votes) > (len(self._p("otherNodes")) + 1) / 2:
+            self._pre_vote_won = True
+            self._SyncObj__raftElectionDeadline = 0.0  # elect on the next tick
+            heard = time.monotonic() - self._heard_leader_at
+            self._election_reason = (
+                f"no leader heard for {heard:.2f}s; "
+                f"pre-vote granted by {', '.join(sorted(self._pre_votes - {self._name(self.selfNode)}))}"
+            )
+
+    # --- the tick seam --------------------------------------------------------------------
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # pysyncobj's names
+        self._before_tick()
+        super()._onTick(timeToWait)
+        self._after_tick()
+
+    def _before_tick(self) -> None:
+        state = self._p("raftState")
+        now = time.monotonic()
+        if state == _LEADER:
+            if self._handover_requested:
+                self._try_handover(now)
+            return
+        if self.selfNode is None or self._p("raftElectionDeadline") >= now:
+            return
+        others = self._p("otherNodes")
+        if not others or not self._p("connectedNodes"):
+            return  # a lone voter elects itself; with nobody connected pysyncobj waits
+        if self._pre_vote_won and self._heard_leader_at > self._pre_round_at:
+            self._pre_vote_won = False  # a leader spoke after the round began
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            return
+        if self._p("transferInProgress") or self._pre_vote_won:
+            # pysyncobj starts the real election in this tick
+            reason = self._election_reason
+            if self._p("transferInProgress"):
+                reason = "the leader handed leadership over (TimeoutNow)"
+            self._pre_vote_won = False
+            self._counts["elections_started"] += 1
+            log.info("raft: starting an election for term %d: %s", self.raftCurrentTerm + 1, reason)
+            return
+        self._pre_round += 1
+        self._pre_round_at = now
+        self._pre_votes = {self._name(self.selfNode)}
+        self._counts["pre_votes_started"] += 1
+        last_term, last_index = self._last_log()
+        ask = {
+            "type": "pre_vote",
+            "term": self.raftCurrentTerm + 1,
+            "round": self._pre_round,
+            "last_log_index": last_index,
+            "last_log_term": last_term,
+        }
+        transport = self._p("transport")
+        for node in others:
+            transport.send(node, ask)
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    def _try_handover(self, now: float) -> None:
+        conf = self._p("conf")
+        if now - self._handover_sent_at < conf.raftMaxTimeout:
+            return
+        match, last = self._p("raftMatchIndex"), self._last_log()[1]
+        ready = sorted(
+            (self._name(n), n)
+            for n in self._p("otherNodes")
+            if n in self._p("connectedNodes") and match.get(n, 0) == last
+        )
+        if not ready:
+            return  # nobody caught up yet: the next tick tries again
+        name, node = ready[0]
+        self._handover_to = name
+        self._handover_sent_at = now
+        self._stop_reason = f"handed leadership to {name} (shutting down)"
+        log.info("raft: handing leadership to %s (shutting down)", name)
+        self.transferLeadership(node)
+
+    def _after_tick(self) -> None:
+        leader = self._getLeader()
+        name = self._name(leader) if leader is not None else None
+        if name is None or name == self._last_leader:
+            return
+        previous, self._last_leader = self._last_leader, name
+        if previous is None:
+            log.info("raft: the leader is %s (term %d)", name, self.raftCurrentTerm)
+            return
+        self._counts["leader_changes"] += 1
+        self._last_change = {
+            "at": time.time(),
+            "from": previous,
+            "to": name,
+            "term": self.raftCurrentTerm,
+        }
+        log.info(
+            "raft: the leader is now %s (term %d; was %s)", name, self.raftCurrentTerm, previous
+        )
+
+    def _state_changed(self, old: int, new: int) -> None:
+        """pysyncobj's onStateChanged (raft thread): say why, every time."""
+        term = self.raftCurrentTerm
+        if old == _LEADER and new != _LEADER:
+            self._counts["stepdowns"] += 1
+            reason = self._stop_reason or (
+                "lost quorum: fewer than a majority of voters answered within "
+                f"{self._p('conf').leaderFallbackTimeout:g}s"
+            )
+            log.warning("raft: stopped leading (term %d): %s", term, reason)
+            self._stop_reason = None
+        if new == _LEADER:
+            log.info("raft: leading from term %d", term)
+
 
 class _LedgerState(SyncObjConsumer):
     """The replicated state; pysyncobj serialises the attributes set after init."""
@@ -244,7 +545,9 @@ class RaftLedger(Ledger):
             bindRetryTime=0.2,
         )
         others = [v.raft_address for v in voters if v.name != node_id]
-        self._sync = SyncObj(me.raft_address, others, conf=conf, consumers=[self._state])
+        self._sync = _FleetSyncObj(
+            me.raft_address, others, conf=conf, consumers=[self._state], names=self._names
+        )
         self._notifier = None if others else getattr(self._sync, "_SyncObj__pipeNotifier", None)
         self._group = GroupCommit(self._propose_now)
         if not self._wait_bound(bind_wait):
@@ -351,9 +654,34 @@ class RaftLedger(Ledger):
                 if v.name != self.node_id
                 and s.get(f"partner_node_status_server_{v.raft_address}") == 2
             ),
+            # leader_changes: times this node saw the leader move from one voter
+            # to another; stepdowns: times this node stopped leading (each logged
+            # with its reason); elections_started: real elections (after a won
+            # pre-vote or a handover) this node began.
+            **self._sync.counts(),
         }
 
-    def close(self) -> None:
+    def close(self, handover_timeout: float = 2.0) -> None:
+        """Leave the cluster; a leader first hands leadership to a caught-up follower.
+
+        The follower starts its election at once (TimeoutNow) rather than after
+        an election timeout, so a rolling restart is leaderless for a few
+        milliseconds, not most of a second.  Bounded by ``handover_timeout``.
+        """
+        if len(self.voters) > 1 and self.is_leader():
+            self._sync.request_handover()
+            deadline = time.monotonic() + handover_timeout
+            # Until another voter leads: stepping down alone is not enough, our
+            # vote for the successor must leave the socket before destroy().
+            while time.monotonic() < deadline and (
+                self.is_leader() or self.leader() in (None, self.node_id)
+            ):
+                time.sleep(0.01)
+            if self.is_leader():
+                log.warning(
+                    "raft: no follower took leadership within %gs; stopping anyway",
+                    handover_timeout,
+                )
         try:
             self._sync.destroy()
         except Exception:  # already gone; nothing to release
