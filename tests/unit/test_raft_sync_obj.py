@@ -1,0 +1,141 @@
+"""pysyncobj at our seam: appends never delete held entries, no CRITICAL under load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pysyncobj import SyncObj
+
+from ringrift_fleet.config import load_config
+from ringrift_fleet.consensus.raft_state import RaftLedger, wait_for_leader
+from ringrift_fleet.consensus.voters import Voter
+from ringrift_fleet.localhost import free_port
+
+CONFIG = load_config({"RINGRIFT_P2P_BIND_HOST": "127.0.0.1", "RINGRIFT_CLUSTER_KEY": "k"})
+
+
+def test_the_pysyncobj_internals_the_subclass_uses_are_there(tmp_path: Path) -> None:
+    """A pysyncobj upgrade that renames these must fail here, not in production."""
+    for method in ("_SyncObj__onMessageReceived", "_onTick", "_SyncObj__generateRaftTimeout"):
+        assert callable(getattr(SyncObj, method, None)), method
+    ledger = RaftLedger(
+        "a", [Voter("a", "127.0.0.1", free_port(), 0)], config=CONFIG, state_dir=tmp_path
+    )
+    try:
+        for attr in (
+            "raftLog",
+            "raftState",
+            "raftElectionDeadline",
+            "transferInProgress",
+            "otherNodes",
+            "connectedNodes",
+            "transport",
+            "conf",
+            "raftMatchIndex",
+        ):
+            assert hasattr(ledger._sync, f"_SyncObj__{attr}"), attr
+    finally:
+        ledger.close()
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[RaftLedger]:
+    ledger = RaftLedger(
+        "a", [Voter("a", "127.0.0.1", free_port(), 0)], config=CONFIG, state_dir=tmp_path
+    )
+    assert wait_for_leader(ledger, 10)
+    for i in range(3):
+        assert ledger.add_work(f"w{i}", {})
+    yield ledger
+    ledger.close()
+
+
+def test_resent_entries_the_follower_holds_are_dropped_not_truncated(lone: RaftLedger) -> None:
+    sync = lone._sync
+    log = list(sync._SyncObj__raftLog)
+    first, last = log[0][1], log[-1][1]
+    term = log[-1][2]
+    # A rewound leader resends entries 2..3 of a longer log: all held, our last is
+    # of the sender's term, so nothing is deleted and we claim a match to the end.
+    msg = {
+        "type": "append_entries",
+        "term": term,
+        "commit_index": 1,
+        "prevLogIdx": first,
+        "prevLogTerm": log[0][2],
+        "entries": log[1:3],
+    }
+    out = sync._trim_known_entries(msg)
+    assert (out["prevLogIdx"], out["entries"]) == (last, [])
+    # New entries after held ones: only the new ones remain, after our last entry.
+    new = (b"x", last + 1, term)
+    out = sync._trim_known_entries({**msg, "entries": [*log[1:], new]})
+    assert (out["prevLogIdx"], out["entries"]) == (last, [new])
+    # A conflict (same index, other term) stays in the message: pysyncobj truncates.
+    clash = (b"y", log[2][1], term + 1)
+    out = sync._trim_known_entries({**msg, "term": term + 1, "entries": [log[1], clash]})
+    assert (out["prevLogIdx"], out["entries"]) == (log[1][1], [clash])
+    # A mismatched previous entry is left to pysyncobj to refuse.
+    bad = {**msg, "prevLogTerm": term + 5}
+    assert sync._trim_known_entries(bad) is bad
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.timeout(90)
+def test_a_healthy_cluster_under_write_load_logs_no_critical(tmp_path: Path) -> None:
+    """Before the fix this load gave ~2 CRITICAL truncations a second (17 in 8 s)."""
+    handler = Records()
+    logging.getLogger("pysyncobj").addHandler(handler)
+    voters = [Voter(f"v{i}", "127.0.0.1", free_port(), 0) for i in range(3)]
+    ledgers = [
+        RaftLedger(v.name, voters, config=CONFIG, state_dir=tmp_path / v.name) for v in voters
+    ]
+    try:
+        assert wait_for_leader(ledgers[0], 15)
+        end = time.monotonic() + 6
+        done = [0]
+
+        def writer(i: int) -> None:
+            k = 0
+            while time.monotonic() < end and k < 100_000:
+                if ledgers[i % 3].add_work(f"w{i}-{k}", {}):
+                    done[0] += 1
+                k += 1
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert done[0] > 100, "the cluster committed almost nothing"
+
+        def digest(ledger: RaftLedger) -> str:
+            with ledger.reading() as state:
+                return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+        deadline = time.monotonic() + 10
+        while len({digest(x) for x in ledgers}) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len({digest(x) for x in ledgers}) == 1, "replicas differ"
+        loud = [r.getMessage() for r in handler.records if r.levelno >= logging.CRITICAL]
+        assert loud == []
+        assert sum(x.raft_status()["leader_changes"] for x in ledgers) == 0
+    finally:
+        logging.getLogger("pysyncobj").removeHandler(handler)
+        for ledger in ledgers:
+            ledger.close()
