@@ -23,10 +23,17 @@ Keys (all strings; ``<id>`` is the job id):
 ``ringrift:deliveries:<id>:<attempt>``
     How many times this attempt was started.  Past ``MAX_REDELIVERIES`` the job is
     failed with a clear message instead of killing another worker.
+``ringrift:revoke:<id>`` (a pub/sub channel)
+    :func:`withdraw_fence` deletes the fence and publishes the withdrawn token here,
+    in one step.  A worker running the job listens while it runs
+    (:class:`LeaseKeeper`) and stops within a fraction of a second; the renewal
+    every ``RUN_LEASE_TTL``/3 also checks the fence, so a missed message costs at
+    most that long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -56,6 +63,29 @@ def done_key(job_id: str) -> str:
 
 def deliveries_key(job_id: str, attempt: int) -> str:
     return f"{PREFIX}:deliveries:{job_id}:{attempt}"
+
+
+def revoke_channel(job_id: str) -> str:
+    return f"{PREFIX}:revoke:{job_id}"
+
+
+def withdraw_fence(client: redis.Redis, job_id: str) -> None:
+    """Void the job's live attempt: no fence (its copies are refused, its result is
+    discarded) and a revocation its running worker hears at once."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(fence_key(job_id))
+    pipe.publish(revoke_channel(job_id), "withdrawn")
+    pipe.execute()
+
+
+def lease_states(client: redis.Redis, job_ids: list[str]) -> dict[str, bool]:
+    """For each job: is its run lease held or its result stored (True), or neither?"""
+    if not job_ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(run_key(job_id), done_key(job_id))
+    return {j: bool(n) for j, n in zip(job_ids, pipe.execute(), strict=True)}
 
 
 def publish_fence(client: redis.Redis, job_id: str, token: str, ttl: float) -> None:
@@ -193,7 +223,9 @@ return {'claimed', took, tostring(n)}
 """
 )
 
+# KEYS: run, fence.  ARGV: lease, ttl ms, token ('' = unfenced).  -1: the fence moved.
 _RENEW = """
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -341,8 +373,13 @@ def wait_and_claim(
         time.sleep(poll)
 
 
-def renew_run(client: redis.Redis, job_id: str, lease: str, ttl: float) -> bool:
-    return bool(_eval(client, _RENEW, [run_key(job_id)], lease, str(max(1, int(ttl * 1000)))))
+def renew_run(
+    client: redis.Redis, job_id: str, lease: str, ttl: float, token: str | None = None
+) -> bool:
+    """Extend our lease; False when another copy took it or (fenced) the fence moved."""
+    keys = [run_key(job_id), fence_key(job_id)]
+    out = _eval(client, _RENEW, keys, lease, str(max(1, int(ttl * 1000))), token or "")
+    return int(out) > 0
 
 
 def release_run(client: redis.Redis, job_id: str, lease: str) -> None:
@@ -373,28 +410,75 @@ def stored_result(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
 
 
 class LeaseKeeper:
-    """Renews a run lease from a thread; ``lost`` is set when another copy took it."""
+    """Renews a run lease from a thread; ``lost`` is set when another copy took it or
+    (a fenced job) the leader withdrew its attempt.
 
-    def __init__(self, client: redis.Redis, job_id: str, lease: str, ttl: float) -> None:
+    With a token it also listens on the job's revocation channel, so a withdrawn
+    attempt learns of it within ``LISTEN_POLL_S`` instead of at the next renewal.
+    """
+
+    LISTEN_POLL_S = 0.1
+
+    def __init__(
+        self, client: redis.Redis, job_id: str, lease: str, ttl: float, token: str | None = None
+    ) -> None:
         self.client, self.job_id, self.lease, self.ttl = client, job_id, lease, ttl
+        self.token = token or None
         self.lost = threading.Event()
+        self.revoked = threading.Event()  # lost because the fence moved (not a takeover)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)]
+        if self.token:
+            self._threads.append(
+                threading.Thread(target=self._listen, name=f"revoke-{job_id}", daemon=True)
+            )
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _revoked(self) -> None:
+        self.revoked.set()
+        self.lost.set()
+
+    def _fence_moved(self) -> bool:
+        return current_fence(self.client, self.job_id) != self.token
 
     def _run(self) -> None:
         interval = max(0.05, self.ttl / 3)
         while not self._stop.wait(interval):
             try:
-                if not renew_run(self.client, self.job_id, self.lease, self.ttl):
+                if not renew_run(self.client, self.job_id, self.lease, self.ttl, self.token):
+                    if self.token and self._fence_moved():
+                        self._revoked()
                     self.lost.set()
                     return
             except redis.RedisError:
                 continue  # transient: the next beat tries again before the lease lapses
+
+    def _listen(self) -> None:
+        """Hear a revocation at once (pub/sub); reconnects, bounded by the job's run."""
+        while not self._stop.is_set() and not self.lost.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(revoke_channel(self.job_id))
+                # a withdrawal published before we subscribed: seen here
+                if self._fence_moved():
+                    self._revoked()
+                    return
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=self.LISTEN_POLL_S)
+                    if msg is not None and self._fence_moved():
+                        self._revoked()
+                        return
+            except redis.RedisError:
+                self._stop.wait(0.5)  # broker trouble: the renewal keeps the lease meanwhile
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()

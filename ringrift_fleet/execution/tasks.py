@@ -226,7 +226,8 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             "instead of killing another worker"
         )
     store = ArtifactStore(cfg.artifact_dir, games_keep=cfg.GAMES_KEEP_FILES)
-    with fencing.LeaseKeeper(client, spec.job_id, lease, cfg.RUN_LEASE_TTL) as keeper:
+    keeper = fencing.LeaseKeeper(client, spec.job_id, lease, cfg.RUN_LEASE_TTL, token)
+    with keeper:
         ctx = JobContext(
             store=store,
             node=node,
@@ -244,7 +245,15 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
     result = {**base, **out}
     _sweep(store, cfg)
     if keeper.lost.is_set():
-        result.update(status="refused", reason="run lease taken over by a newer attempt")
+        if keeper.revoked.is_set():
+            # the leader placed a new attempt: free the lease for it at once
+            with contextlib.suppress(redis.RedisError):
+                fencing.release_run(client, spec.job_id, lease)
+            reason = "attempt revoked: the leader placed the job again under a new attempt"
+        else:
+            reason = "run lease taken over by a newer attempt"
+        log.info("job %s attempt %s stopped: %s", spec.job_id, spec.attempt, reason)
+        result.update(status="refused", reason=reason)
         return result
     outcome = fencing.complete_run(
         client, spec.job_id, lease, result, token=token, expires=cfg.RESULT_EXPIRES

@@ -53,18 +53,26 @@ class Dispatch:
         return f"{self.job_id}#{self.attempt}"
 
 
+HOST_DEAD = "host_dead"  # membership declared the attempt's host dead
+HARD_LIMIT = "hard_limit"  # it ran past its hard limit
+LEASE_LOST = "lease_lost"  # started, and its run lease then vanished: its worker died
+
+
 @dataclass(frozen=True)
 class Release:
-    """Void a job's live attempt (its host died, or it ran past its hard limit).
+    """Void a job's live attempt (its host died, its worker died, or it ran past its
+    hard limit).
 
     The job goes back to pending under the ledger; the old attempt's fence is
-    dead, so if it ever reports, its result is refused.
+    dead, so if it ever reports, its result is refused.  ``cause`` is one of
+    ``HOST_DEAD``, ``HARD_LIMIT``, ``LEASE_LOST``.
     """
 
     job_id: str
     node_id: str
     attempt: int
     reason: str
+    cause: str = HOST_DEAD
 
 
 @dataclass(frozen=True)

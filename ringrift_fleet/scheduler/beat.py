@@ -7,11 +7,20 @@ then
 1. records what the broker says about live attempts (started, finished,
    failed) into the ledger — results count only through ``accept_result``,
    which refuses any attempt but the live one;
-2. on winning leadership, re-sends attempts the ledger placed but no leader
-   ever sent (a predecessor died between the two), before planning;
-3. builds a :class:`Snapshot`, calls the pure ``plan`` and applies the actions
+2. every tick, sends attempts the ledger placed but no send reached the broker
+   (a predecessor died between the two, or the broker failed the send), so a
+   broker error delays a send by at most one tick after the broker is back;
+3. reads which started attempts still have a run lease (or a stored result):
+   one that has neither was run by a worker that died, and ``plan`` re-places
+   it under a new attempt (its unacknowledged message is discarded, not left
+   to the visibility timeout);
+4. builds a :class:`Snapshot`, calls the pure ``plan`` and applies the actions
    in order, stopping at the first ledger write that is refused (a deposed
    leader's writes are refused by term, so it stops there).
+
+Every coordinator pings the broker each tick: while it is down the tick stops
+after reading the ledger (nothing can move without it), and failures are logged
+once per kind per minute with a count (:class:`BrokerHealth`), not per tick.
 
 Sending an attempt is fenced twice: ``SET NX ringrift:slot:<job>#<attempt>``
 (two leaders that both think they lead cannot both send it; the value moves
@@ -31,9 +40,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth, discard_unacked, url_of
 from ringrift_fleet.execution.jobs import MAX_SOURCES
 from ringrift_fleet.models import JobStatus, JobType, WorkItem, games_prefix
 from ringrift_fleet.scheduler.actions import (
+    LEASE_LOST,
     Action,
     Dispatch,
     Enqueue,
@@ -349,6 +360,12 @@ class Beat:
         self.full_read_every_s = FULL_READ_EVERY_S
         self._next_full_read = 0.0
         self._next_prune = 0.0
+        self.broker = BrokerHealth(url_of(redis))
+        self._broker_failed = False  # a broker operation failed in this tick: send no more
+        self._lease_gone: dict[str, tuple[int, float]] = {}  # job -> (attempt, first seen)
+        self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
+        self.lease_lost_total = 0  # attempts re-placed because their run lease vanished
+        self.sends_deferred = 0  # sends the broker failed (each sent again in a later tick)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -387,15 +404,33 @@ class Beat:
         self._pruned = c.pruned
         self._rev = c.rev
 
+    def _broker_up(self) -> bool:
+        """One PING per tick: broker up/down for /status, and whether to go on."""
+        if self.redis is None:
+            return True
+        try:
+            self.redis.ping()
+        except BROKER_ERRORS as exc:
+            self.broker.failed("ping", exc)
+            return False
+        self.broker.ok()
+        return True
+
     def tick(self) -> TickReport:
         report = TickReport(leader=False)
+        self._broker_failed = False
         try:
             self.refresh()
+            up = self._broker_up()
             if not self.leadership.is_leader():
                 self._fence = None
                 self.last = report
                 return report
             report.leader = True
+            if not up:
+                report.error = f"broker down: {self.broker.last_error}"
+                self.last = report
+                return report
             fence = self.leadership.fence_token()
             newly_leader = fence != self._fence
             if newly_leader:
@@ -412,13 +447,14 @@ class Beat:
             self._fence = fence
             hosts = self.hosts()
             self._power.update({h.node_id: h.gpu_power for h in hosts})
-            report.recorded = self.collect(resend_unsent=newly_leader)
+            report.recorded = self.collect()
             if report.recorded or newly_leader:
                 self.refresh()
             with self._lock:
                 dead = frozenset(self._dead)
                 newly = frozenset(self._newly_dead)
                 self._newly_dead.clear()
+            lease_gone = self.read_leases(dead)
             snap = Snapshot(
                 now=self.clock(),
                 hosts=tuple(h for h in hosts if h.node_id not in dead),
@@ -430,6 +466,7 @@ class Beat:
                 usage=self.view.usage.totals(self.clock()),
                 job_seconds=dict(self.view.job_seconds),
                 newly_dead=newly,
+                lease_gone=lease_gone,
                 policy=self.policy,
                 champion_hosts={
                     k: self.view.model_hosts(k, st.champion)
@@ -441,11 +478,46 @@ class Beat:
             if self.clock() >= self._next_prune:
                 self._next_prune = self.clock() + self.policy.prune_interval_s
                 report.pruned = self.prune()
+        except BROKER_ERRORS as exc:  # logged once a minute per kind, not per tick
+            self.broker.failed("scheduler tick", exc)
+            report.error = f"broker: {type(exc).__name__}: {exc}"
         except Exception as exc:  # a bad tick must not stop the coordinator
             log.exception("scheduler tick failed")
             report.error = f"{type(exc).__name__}: {exc}"
         self.last = report
         return report
+
+    # -- run leases: a worker that died on a live host ------------------------------------
+
+    def read_leases(self, dead: frozenset[str]) -> dict[str, float]:
+        """Running attempts (on hosts not declared dead) that have neither a run lease
+        nor a stored result, with when this leader first saw that.  A broker error
+        leaves the picture as it was (unknown is not gone)."""
+        from ringrift_fleet.execution.fencing import lease_states
+
+        running = {
+            w.work_id: w.attempts
+            for w in self.view.items.values()
+            if w.status is JobStatus.RUNNING and w.claimed_by and w.claimed_by not in dead
+        }
+        for job in [j for j in self._lease_gone if j not in running]:
+            del self._lease_gone[job]
+        if self.redis is None or not running:
+            return {}
+        try:
+            held = lease_states(self.redis, sorted(running))
+        except BROKER_ERRORS as exc:
+            self.broker.failed("read run leases", exc)
+            return {}
+        now = self.clock()
+        for job, attempt in running.items():
+            if held.get(job, True):
+                self._lease_gone.pop(job, None)
+                continue
+            seen = self._lease_gone.get(job)
+            if seen is None or seen[0] != attempt:
+                self._lease_gone[job] = (attempt, now)
+        return {job: since for job, (_, since) in self._lease_gone.items()}
 
     # -- forgetting finished jobs --------------------------------------------------------------
 
@@ -472,8 +544,9 @@ class Beat:
 
     # -- broker -> ledger ------------------------------------------------------------------------
 
-    def collect(self, *, resend_unsent: bool) -> int:
-        """Fold task states of live attempts into the ledger; returns how many changed."""
+    def collect(self) -> int:
+        """Fold task states of live attempts into the ledger, and send placed attempts
+        no send reached the broker; returns how many ledger entries changed."""
         from ringrift_fleet.execution.dispatch import task_id_for
 
         changed = 0
@@ -483,9 +556,14 @@ class Beat:
             current = self.ledger.current(w.work_id)
             if current is None or current.node_id != w.claimed_by:
                 continue
-            state, value = self.read_result(task_id_for(w.work_id, current.attempt))
+            try:
+                state, value = self.read_result(task_id_for(w.work_id, current.attempt))
+            except BROKER_ERRORS as exc:
+                self.broker.failed("read task results", exc)
+                self._broker_failed = True
+                return changed
             if state == "PENDING":
-                if resend_unsent:
+                if w.status is JobStatus.CLAIMED:
                     changed += self._reconcile_unsent(w, current.attempt, current.fence_token)
                 continue
             if state in ("STARTED", "PROGRESS", "RETRY") and w.status is JobStatus.CLAIMED:
@@ -550,7 +628,10 @@ class Beat:
                     current = self.ledger.current(a.job_id)
                     token = current.fence_token if current else None
                     self.ledger.fail_work(a.job_id, a.reason, token)
-                    self._event(f"{a.job_id} reaped: {a.reason}")
+                    if a.cause == LEASE_LOST:
+                        self._drop_lost_delivery(a)
+                    else:
+                        self._event(f"{a.job_id} reaped: {a.reason}")
             elif isinstance(a, FailJob):
                 self._withdraw(a.job_id)
                 self.ledger.cancel_work(a.job_id)
@@ -602,15 +683,19 @@ class Beat:
             kwargs = task_kwargs(logical, self.view, self.address)
             if kwargs is None:
                 return
+        if self._broker_failed:
+            self.sends_deferred += 1
+            return  # the broker failed earlier in this tick: the next tick sends it
         slot = SLOT_PREFIX + f"{w.work_id}#{attempt}"
         ttl = int(self.fence_ttl_s)
-        if not self.redis.set(slot, f"{self._fence}|claimed", nx=True, ex=ttl):
-            log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
-            self.slots_refused += 1
-            return
-        publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
-        term = int(self.leadership.term())
+        mine = f"{self._fence}|claimed"
         try:
+            if not self._take_slot(slot, mine, ttl):
+                log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
+                self.slots_refused += 1
+                return
+            publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
+            term = int(self.leadership.term())
             self.send(
                 w.work_type,
                 kwargs,
@@ -618,31 +703,64 @@ class Beat:
                 job_id=w.work_id,
                 fence={"token": token, "attempt": attempt, "term": term},
             )
-        except Exception as exc:  # broker trouble: give the attempt back, try again later
+        except BROKER_ERRORS as exc:
+            # Nothing reached the broker.  The attempt stays placed and its slot (if
+            # taken) stays ours: the next tick's reconcile sends it again, under the
+            # same attempt, as soon as the broker answers.
+            self.broker.failed("send", exc)
+            self._broker_failed = True
+            self.sends_deferred += 1
+            return
+        except Exception as exc:  # the job itself cannot be sent: give the attempt back
             self.redis.delete(slot)
             self._withdraw(w.work_id)
             self.ledger.fail_work(w.work_id, f"send failed: {exc}", token)
             self._event(f"{w.work_id}: send failed ({exc}); will place it again")
             return
-        self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=ttl)
+        self._sent_unmarked.add((w.work_id, attempt))
+        self._mark_sent(w.work_id, attempt)
+
+    def _take_slot(self, slot: str, mine: str, ttl: int) -> bool:
+        """Take the send slot, or find it already ours (our own send that failed)."""
+        if self.redis.set(slot, mine, nx=True, ex=ttl):
+            return True
+        held = self.redis.get(slot)
+        held = held.decode() if isinstance(held, bytes) else held
+        return bool(held == mine)
+
+    def _mark_sent(self, job_id: str, attempt: int) -> None:
+        slot = SLOT_PREFIX + f"{job_id}#{attempt}"
+        try:
+            self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=int(self.fence_ttl_s))
+        except BROKER_ERRORS as exc:
+            self.broker.failed("mark sent", exc)
+            self._broker_failed = True
+            return  # remembered in _sent_unmarked: marked by a later tick, never re-sent
+        self._sent_unmarked.discard((job_id, attempt))
 
     def _slot(self, job_id: str, attempt: int) -> str | None:
         raw = self.redis.get(SLOT_PREFIX + f"{job_id}#{attempt}")
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def _reconcile_unsent(self, w: WorkItem, attempt: int, token: str) -> int:
-        """A placed attempt with no task state, seen by a new leader.
+        """A placed attempt with no task state yet (every tick).
 
-        No slot: no leader ever sent it — send it now.  Slot taken but never
-        marked sent: a leader died between taking the slot and the send, so
-        nobody knows if a copy is on the broker — void the attempt; the next
-        attempt has a new fence, which any lost copy fails.
+        No slot: no leader ever sent it — send it now.  Slot ours and not marked
+        sent: our own send failed (broker error) — send it again, same attempt.
+        Another leader's slot never marked sent: it died between taking the slot
+        and the send, so nobody knows if a copy is on the broker — void the
+        attempt; the next attempt has a new fence, which any lost copy fails.
         """
-        slot = self._slot(w.work_id, attempt)
-        if slot is None:
-            self._send(w, attempt, token)
+        if self._broker_failed:
             return 0
-        if slot.endswith("|sent"):
+        if (w.work_id, attempt) in self._sent_unmarked:
+            self._mark_sent(w.work_id, attempt)
+            return 0
+        slot = self._slot(w.work_id, attempt)
+        if slot is not None and slot.endswith("|sent"):
+            return 0
+        if slot is None or slot == f"{self._fence}|claimed":
+            self._send(w, attempt, token)
             return 0
         self._withdraw(w.work_id)
         reason = "its leader died while sending it"
@@ -652,9 +770,22 @@ class Beat:
         return int(ok)
 
     def _withdraw(self, job_id: str) -> None:
-        from ringrift_fleet.execution.fencing import fence_key
+        """Void the job's live attempt on the broker: fence gone, revocation published
+        (a worker still running it stops within a second)."""
+        from ringrift_fleet.execution.fencing import withdraw_fence
 
-        self.redis.delete(fence_key(job_id))
+        withdraw_fence(self.redis, job_id)
+
+    def _drop_lost_delivery(self, a: Release) -> None:
+        """The dead worker's unacknowledged message of the voided attempt: discarded
+        now instead of handed out again after the visibility timeout (hours)."""
+        from ringrift_fleet.execution.dispatch import task_id_for
+
+        dropped = discard_unacked(self.redis, [task_id_for(a.job_id, a.attempt)])
+        self.lease_lost_total += 1
+        self._event(
+            f"{a.job_id} re-placed: {a.reason}; {dropped} unacknowledged message(s) discarded"
+        )
 
     def _notify(self, n: Notify) -> None:
         if not self.redis.set(NOTIFIED_PREFIX + n.slot, self._fence or "", nx=True, ex=7 * 86400):
@@ -690,8 +821,14 @@ class Beat:
             "pruned_jobs": self.pruned_total,
             "configs": {k: s.to_dict() for k, s in self.view.states.items()},
             "dead_hosts": sorted(self._dead),
+            "lease_lost_replaced": self.lease_lost_total,
+            "sends_deferred": self.sends_deferred,
             "events": [{"at": t, "text": s} for t, s in self.events[-20:]],
         }
+
+    def broker_status(self) -> dict[str, Any]:
+        """The ``broker`` section of /status: up/down as this coordinator last saw it."""
+        return self.broker.status()
 
 
 def _plain(value: Any) -> Any:

@@ -3,8 +3,10 @@
 One call looks at the whole fleet and says what to do next, in the order the
 beat must apply it:
 
-1. lost work: attempts on hosts declared dead, or past their hard limit, are
-   released (their fence dies) and placed again; stage jobs end their cycle;
+1. lost work: attempts on hosts declared dead, past their hard limit, or whose
+   run lease vanished after they started (their worker died on a live host) are
+   released (their fence dies) and placed again; stage jobs end their cycle,
+   except after a lost lease on a healthy host, where they run there again;
 2. the training cycle of each config: sync its games to the best training
    host → train → evaluate candidate vs champion → promote (or not), record
    Elo, distribute the champion, notify — one stage job per config at a time;
@@ -26,6 +28,9 @@ from typing import Any
 
 from ringrift_fleet.models import JobStatus, JobType, NodeHealth, NodeSummary
 from ringrift_fleet.scheduler.actions import (
+    HARD_LIMIT,
+    HOST_DEAD,
+    LEASE_LOST,
     Action,
     Dispatch,
     Enqueue,
@@ -140,15 +145,24 @@ class _Planner:
 
     # -- 1. lost work ---------------------------------------------------------------------
 
-    def lost_reason(self, job: Job) -> str | None:
+    def lost_reason(self, job: Job) -> tuple[str, str] | None:
+        """(cause, reason) when the job's live attempt is lost, else None."""
         if not job.status.is_active or job.node_id is None:
             return None
         if job.node_id in self.snap.dead:
-            return f"host {job.node_id} declared dead"
-        if job.status is JobStatus.RUNNING and job.started_at is not None:
+            return HOST_DEAD, f"host {job.node_id} declared dead"
+        if job.status is not JobStatus.RUNNING:
+            return None  # placed, not started yet: it has no run lease to lose
+        if job.started_at is not None:
             limit = job.hard_limit_s + self.policy.reap_grace_s
             if self.snap.now - job.started_at > limit:
-                return f"ran {self.snap.now - job.started_at:.0f}s, past its hard limit"
+                return HARD_LIMIT, f"ran {self.snap.now - job.started_at:.0f}s, past its hard limit"
+        gone = self.snap.lease_gone.get(job.job_id)
+        if gone is not None and self.snap.now - gone >= self.policy.lease_grace_s:
+            return LEASE_LOST, (
+                f"attempt {job.attempt} on {job.node_id} lost its run lease "
+                f"({self.snap.now - gone:.1f}s without it): its worker died"
+            )
         return None
 
     def recover_lost(self) -> None:
@@ -164,11 +178,16 @@ class _Planner:
                 )
             )
         for job in self.snap.jobs:
-            reason = self.lost_reason(job)
-            if reason is None or job.node_id is None:
+            lost = self.lost_reason(job)
+            if lost is None or job.node_id is None:
                 continue
+            cause, reason = lost
             self.load[job.node_id] -= 1
-            if job.job_type is not JobType.SELFPLAY or job.attempt >= job.max_attempts:
+            # a stage job whose worker died on a healthy host runs there again
+            # (its games are still there)
+            rerun_here = cause == LEASE_LOST and job.node_id in self.healthy
+            stage = job.job_type is not JobType.SELFPLAY
+            if (stage and not rerun_here) or job.attempt >= job.max_attempts:
                 # A stage job is tied to its host's copy of the games: its cycle
                 # ends and starts again on a host that has them.
                 self.actions.append(FailJob(job.job_id, job.attempt, reason))
@@ -177,7 +196,7 @@ class _Planner:
                 if job.job_type is JobType.SELFPLAY:
                     self.notify_failure(job, reason)
                 continue
-            self.actions.append(Release(job.job_id, job.node_id, job.attempt, reason))
+            self.actions.append(Release(job.job_id, job.node_id, job.attempt, reason, cause))
             self.jobs[job.job_id] = Job(
                 job.job_id,
                 job.job_type,

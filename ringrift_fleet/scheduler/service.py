@@ -150,6 +150,7 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
 
     node.add_tick_handler(on_tick)
     node.add_status_section("scheduler", lambda: holder["beat"].status() if holder else {})
+    node.add_status_section("broker", lambda: holder["beat"].broker_status() if holder else {})
     return holder.get("beat")  # type: ignore[return-value]
 
 

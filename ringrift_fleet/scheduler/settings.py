@@ -37,6 +37,9 @@ class SchedulerPolicy:
     promotion_margin: float = 0.05
     time_limits: Mapping[str, float] = field(default_factory=lambda: dict(_LIMITS))
     reap_grace_s: float = 60.0
+    # a started attempt whose run lease (and result) the leader has not seen for this
+    # long is re-placed: its worker died (the lease itself lapses RUN_LEASE_TTL after)
+    lease_grace_s: float = 2.0
     retry_backoff_s: float = 600.0  # after a failed training cycle
     max_attempts: int = 3
     thresholds: Any = None  # a training.TrainingThresholds; None = its defaults

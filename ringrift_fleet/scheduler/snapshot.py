@@ -206,6 +206,9 @@ class Snapshot:
     # observed compute of one self-play job per config, in H100-seconds
     job_seconds: Mapping[str, float] = field(default_factory=dict)
     newly_dead: frozenset[str] = frozenset()  # declared dead since the last plan
+    # running jobs whose attempt the leader has seen neither a run lease nor a stored
+    # result for, with the (wall) time it first saw that: their worker died
+    lease_gone: Mapping[str, float] = field(default_factory=dict)
     # hosts known to hold each config's current champion (trained there, or synced to)
     champion_hosts: Mapping[str, frozenset[str]] = field(default_factory=dict)
     policy: SchedulerPolicy = field(default_factory=lambda: _default_policy())

@@ -1,0 +1,179 @@
+"""The broker as the scheduler sees it: which errors are the broker's, how they are
+logged, and the one place that knows kombu's Redis layout of unacknowledged messages.
+
+* :data:`BROKER_ERRORS` — exceptions that mean "the broker (Redis) is unreachable
+  or failing", as opposed to a bug: redis-py's, kombu's and socket errors.
+* :class:`BrokerHealth` — up/down, counts per kind of failure, and at most one log
+  line per kind per minute (broker URL with its password masked, and a count), so
+  a broker down for an hour gives 60 lines per kind, not a traceback per tick.
+* :func:`discard_unacked` — drop a dead worker's unacknowledged copy of an attempt
+  the leader has voided.  kombu's Redis transport keeps a delivered, unacked message
+  in the hash ``unacked`` (delivery tag → ``[message, exchange, routing key]``) and
+  its delivery time in the sorted set ``unacked_index``, and hands it out again only
+  after the visibility timeout (hours here).  Removing both entries is exactly what
+  kombu's own ack does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+log = logging.getLogger(__name__)
+
+UNACKED_KEY = "unacked"  # kombu.transport.redis.Channel.unacked_key
+UNACKED_INDEX_KEY = "unacked_index"  # … .unacked_index_key
+LOG_EVERY_S = 60.0
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [redis.RedisError, OSError]
+    try:
+        from kombu.exceptions import OperationalError
+
+        errors.append(OperationalError)
+    except ImportError:  # pragma: no cover - kombu ships with celery
+        pass
+    return tuple(errors)
+
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = _broker_errors()
+
+
+def mask_url(url: str) -> str:
+    """``redis://:secret@h:6379/0`` → ``redis://:***@h:6379/0`` (for logs and /status)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable broker URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def url_of(client: Any) -> str:
+    """The URL a redis-py client talks to (password masked)."""
+    try:
+        kw = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return "<unknown broker>"
+    auth = ":***@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+class BrokerHealth:
+    """Broker up/down as seen by one coordinator's scheduler, with bounded logging."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        log_every_s: float = LOG_EVERY_S,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.url = mask_url(url)
+        self.clock, self.wall, self.log_every_s, self.log = clock, wall, log_every_s, logger
+        self.up: bool | None = None  # None: not tried yet
+        self.down_since: float | None = None  # wall clock
+        self.last_error = ""
+        self.by_kind: dict[str, int] = {}  # failed operations by kind, since start
+        self._down_count = 0  # failed operations since it went down
+        self._unlogged: dict[str, int] = {}
+        self._logged_at: dict[str, float] = {}
+        self.lines = 0  # log lines written about failures (tests bound this)
+
+    def ok(self) -> None:
+        if self.up is False:
+            down = self.wall() - (self.down_since or self.wall())
+            self.log.warning(
+                "broker %s is back after %.1f s (%d failed operations meanwhile)",
+                self.url,
+                down,
+                self._down_count,
+            )
+            self.lines += 1
+            self._unlogged.clear()
+            self._logged_at.clear()
+            self._down_count = 0
+        self.up = True
+        self.down_since = None
+
+    def failed(self, op: str, exc: BaseException) -> None:
+        kind = f"{op}: {type(exc).__name__}"
+        if self.up is not False:
+            self.down_since = self.wall()
+        self.up = False
+        self.last_error = f"{kind}: {exc}"
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self._down_count += 1
+        self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+        now = self.clock()
+        last = self._logged_at.get(kind)
+        if last is not None and now - last < self.log_every_s:
+            return
+        count = self._unlogged.pop(kind)
+        self._logged_at[kind] = now
+        self.lines += 1
+        self.log.warning(
+            "broker %s: %s failed %d time(s)%s: %s (next report in %.0f s)",
+            self.url,
+            op,
+            count,
+            "" if last is None else f" in the last {now - last:.0f} s",
+            exc,
+            self.log_every_s,
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "up": self.up,
+            "down_since": self.down_since,
+            "last_error": self.last_error if self.up is False else "",
+            "failures": dict(self.by_kind),
+        }
+
+
+def _task_id(raw: Any) -> str | None:
+    try:
+        message = json.loads(raw)[0]
+        if isinstance(message, str):
+            message = json.loads(message)
+        headers = message.get("headers") or {}
+        return headers.get("id") or (message.get("properties") or {}).get("correlation_id")
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None
+
+
+def discard_unacked(client: redis.Redis, task_ids: Iterable[str], *, scan: int = 100) -> int:
+    """Remove unacknowledged deliveries of ``task_ids`` (a dead worker's); returns how many.
+
+    One pass over the unacked hash (which holds one entry per message a worker has
+    taken and not acknowledged: about one per busy GPU)."""
+    wanted = set(task_ids)
+    if not wanted:
+        return 0
+    tags = [
+        tag
+        for tag, raw in client.hscan_iter(UNACKED_KEY, count=scan)
+        if _task_id(raw) in wanted
+    ]
+    if not tags:
+        return 0
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(UNACKED_INDEX_KEY, *tags)
+    pipe.hdel(UNACKED_KEY, *tags)
+    pipe.execute()
+    return len(tags)
