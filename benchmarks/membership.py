@@ -12,6 +12,11 @@ Real processes (N=5 agents on 127.0.0.1, `ringrift_fleet.membership.swim.agent`)
                 survivor reports it alive again (p50 over kills and survivors)
   false_dead    "dead" events in a separate N=5 cluster run with 10 % of every
                 node's outgoing datagrams dropped and nothing killed
+  false_dead_30pct  the same over 120 s with 30 % of every node's *incoming*
+                datagrams dropped (UDP only, as an INPUT firewall rule would; the
+                fallback probe's TCP is untouched); ours only.  Beside it
+                suspect_30pct, the "suspect" events of that run, and
+                fallback_saves_30pct, the probes only the fallback answered
   idle_cpu_pct  mean CPU % per node over an idle window after forming
   rss_mb        mean RSS per node after forming
   rss_growth_mb largest RSS growth of the never-killed nodes from forming to the end
@@ -19,7 +24,10 @@ Simulation (virtual time, no loss): detection p50/p99 over (victim, survivor) pa
 and bytes sent per node per second over a 30 s window with 3 crashes.
 
 Environment knobs: MEMBERSHIP_BENCH_KILLS (10), MEMBERSHIP_BENCH_P2P_KILLS (3),
-MEMBERSHIP_BENCH_LOSS_WINDOW (40), MEMBERSHIP_BENCH_SKIP_P2P=1.
+MEMBERSHIP_BENCH_LOSS_WINDOW (40), MEMBERSHIP_BENCH_LOSS30_WINDOW (120),
+MEMBERSHIP_BENCH_SKIP_P2P=1, MEMBERSHIP_BENCH_ONLY=false_dead_30pct (only that
+figure: ``{"swim": {"false_dead_30pct": ..., ...}}``), MEMBERSHIP_BENCH_NO_FALLBACK=1
+(agents run without the fallback probe, to show what it prevents).
 """
 
 from __future__ import annotations
@@ -73,20 +81,35 @@ def wait_for(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bo
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for UDP *and* TCP (the fallback probe listens on the SWIM port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
 
 
 class Cluster:
     """N agent processes of one backend; each writes events (JSON lines) and stats."""
 
     def __init__(
-        self, backend: str, workdir: Path, loss: float = 0.0, pythonpath: str = ""
+        self,
+        backend: str,
+        workdir: Path,
+        loss: float = 0.0,
+        pythonpath: str = "",
+        loss_in: float = 0.0,
     ) -> None:
         self.backend = backend
         self.dir = workdir
         self.loss = loss
+        self.loss_in = loss_in
         self.names = [f"n{i}" for i in range(N)]
         self.ports = {n: free_udp_port() for n in self.names}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -101,6 +124,10 @@ class Cluster:
         argv = [sys.executable, "-m", "ringrift_fleet.membership.swim.agent"]
         argv += ["--backend", self.backend, "--name", name, "--port", str(self.ports[name])]
         argv += ["--key", "bench", "--loss", str(self.loss)]
+        if self.loss_in:
+            argv += ["--loss-in", str(self.loss_in)]
+        if os.environ.get("MEMBERSHIP_BENCH_NO_FALLBACK") == "1" and self.backend == "swim":
+            argv += ["--no-fallback"]
         argv += ["--events-file", str(self.dir / f"{name}.jsonl")]
         argv += ["--stats-file", str(self.dir / f"{name}.json")]
         for seed in self.names[:2]:
@@ -232,6 +259,36 @@ def measure_false_dead(backend: str, window: float, pythonpath: str) -> int:
             c.stop_all()
 
 
+def measure_false_dead_30pct(window: float) -> dict[str, int]:
+    """Our SWIM, N=5, ``window`` s of 30 % loss at input, nothing killed."""
+    with tempfile.TemporaryDirectory(prefix="bench-swim-loss30-") as tmp:
+        c = Cluster("swim", Path(tmp), loss_in=0.30)
+        try:
+            for n in c.names:
+                c.start(n)
+            if not wait_for(lambda: c.all_alive(c.names), 40):
+                raise RuntimeError("swim: no cluster at 30 % loss in 40 s")
+            # Count from the moment the cluster is whole: joining under loss is not the test.
+            t0 = time.time()
+            time.sleep(window)
+            evs = [e for n in c.names for e in c.events(n) if e["at"] >= t0]
+            dead = sum(1 for e in evs if e["kind"] == "dead")
+            suspect = sum(1 for e in evs if e["kind"] == "suspect")
+            saves = 0
+            for n in c.names:
+                with contextlib.suppress(Exception):
+                    health = json.loads((c.dir / f"{n}.json").read_text())["health"]
+                    saves += int(health.get("fallback", {}).get("suspicions_avoided", 0))
+            log(f"swim: {dead} false dead, {suspect} suspect over {window:.0f} s at 30 % loss")
+            return {
+                "false_dead_30pct": dead,
+                "suspect_30pct": suspect,
+                "fallback_saves_30pct": saves,
+            }
+        finally:
+            c.stop_all()
+
+
 def swim_p2p_path() -> str:
     """Where swim-p2p can be imported from, installing it into build/ if need be."""
     if importlib.util.find_spec("swim") is not None:
@@ -325,9 +382,19 @@ def main() -> int:
     kills = int(os.environ.get("MEMBERSHIP_BENCH_KILLS", "10"))
     p2p_kills = int(os.environ.get("MEMBERSHIP_BENCH_P2P_KILLS", "3"))
     loss_window = float(os.environ.get("MEMBERSHIP_BENCH_LOSS_WINDOW", "40"))
+    loss30_window = float(os.environ.get("MEMBERSHIP_BENCH_LOSS30_WINDOW", "120"))
+    only = os.environ.get("MEMBERSHIP_BENCH_ONLY", "")
+    if only not in ("", "false_dead_30pct"):
+        print(f"MEMBERSHIP_BENCH_ONLY={only!r}: expected false_dead_30pct", file=sys.stderr)
+        return 2
     out: dict[str, Any] = {}
     started = time.monotonic()
+    if only:
+        out["swim"] = measure_false_dead_30pct(loss30_window)
+        print(json.dumps(out))
+        return 0
     out["swim"] = measure_real("swim", kills, loss_window, detect_timeout=15.0)
+    out["swim"].update(measure_false_dead_30pct(loss30_window))
     log(f"swim: {out['swim']}")
     if os.environ.get("MEMBERSHIP_BENCH_SKIP_P2P") == "1":
         out["swim_p2p"] = {"error": "skipped (MEMBERSHIP_BENCH_SKIP_P2P=1)"}

@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop this fraction of outgoing datagrams (default: $RINGRIFT_SWIM_INJECT_LOSS)",
     )
+    p.add_argument(
+        "--loss-in",
+        type=float,
+        default=None,
+        help="drop this fraction of incoming datagrams (default: $RINGRIFT_SWIM_INJECT_LOSS_IN)",
+    )
+    p.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="no fallback (TCP) probe: UDP only, as before the fallback existed",
+    )
     p.add_argument("--metadata", type=json.loads, default={}, help="JSON object")
     return p
 
@@ -65,6 +76,9 @@ def _make_manager(args: argparse.Namespace) -> Membership:
     from ringrift_fleet.membership.swim_adapter import SwimMembershipManager, inject_loss_from_env
 
     loss = inject_loss_from_env() if args.loss is None else args.loss
+    loss_in = (
+        inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN") if args.loss_in is None else args.loss_in
+    )
     if args.backend == "swim-p2p":
         from ringrift_fleet.membership.swim_p2p import SwimP2PMembership
 
@@ -81,6 +95,7 @@ def _make_manager(args: argparse.Namespace) -> Membership:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         suspicion_mult=args.suspicion_mult,
+        fallback_probe=not args.no_fallback,
     )
     return SwimMembershipManager(
         args.name,
@@ -90,6 +105,7 @@ def _make_manager(args: argparse.Namespace) -> Membership:
         swim_config=cfg,
         metadata=args.metadata,
         inject_loss=loss,
+        inject_loss_in=loss_in,
     )
 
 
