@@ -22,6 +22,13 @@ Prints one JSON line: ``{"days", "jobs_per_hour", "jobs", "prune": {...},
 ``idle_tick_ms``, ``busy_tick_ms``, ``copy_whole_kb``, ``copy_delta_kb`` and
 ``rss_mb`` (the whole process: ledger replica, scheduler view, interpreter) per
 day.
+
+The pruned run keeps finished jobs a day (``--retention-hours``) and at most
+``--max-finished`` of them (``SCHEDULER_LEDGER_MAX_FINISHED``, 20,000), the
+oldest going into the history records first.  ``--busy`` is the bounded-memory
+check at a busy fleet's rate: 3,500 jobs an hour for a week, pruned only,
+``--repeat`` times in fresh processes; it adds ``"rss_mb_end": {"median",
+"min", "max", "runs"}``, the target (150 MB) and whether every run met it.
 """
 
 from __future__ import annotations
@@ -94,11 +101,18 @@ def _timed(fn: Callable[[], object]) -> float:
     return round((time.perf_counter() - t0) * 1000, 2)
 
 
-def run(days: int, jobs_per_hour: int, prune: bool, retention_s: float) -> dict[str, Any]:
+BUSY_JOBS_PER_HOUR = 3500
+BUSY_RSS_TARGET_MB = 150.0
+
+
+def run(
+    days: int, jobs_per_hour: int, prune: bool, retention_s: float, max_finished: int = 20_000
+) -> dict[str, Any]:
     clock = Clock(1_800_000_000.0)
     ledger = MemoryLedger("leader")
     ledger.clock = clock
-    beat = idle_beat(ledger, SchedulerPolicy(ledger_retention_s=retention_s), clock)
+    policy = SchedulerPolicy(ledger_retention_s=retention_s, ledger_max_finished=max_finished)
+    beat = idle_beat(ledger, policy, clock)
     seq = 0
     out: dict[str, list[float]] = {
         "items": [],
@@ -157,7 +171,24 @@ def main() -> None:
         "--retention-hours", type=float, default=24.0, help="LEDGER_RETENTION of the pruned run"
     )
     parser.add_argument("--prune-only", action="store_true", help="skip the week without pruning")
+    parser.add_argument(
+        "--max-finished",
+        type=int,
+        default=20_000,
+        help="SCHEDULER_LEDGER_MAX_FINISHED of the pruned run (default 20000)",
+    )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help=f"{BUSY_JOBS_PER_HOUR} jobs/h, pruned only, RSS after the week vs "
+        f"{BUSY_RSS_TARGET_MB:g} MB",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="pruned weeks to run (1..9)")
     args = parser.parse_args()
+    if args.busy:
+        args.jobs_per_hour, args.prune_only = BUSY_JOBS_PER_HOUR, True
+    if not 1 <= args.repeat <= 9 or args.max_finished < 1:
+        parser.error("--repeat 1..9, --max-finished >= 1")
     if not (1 <= args.days <= 30 and 1 <= args.jobs_per_hour <= 5000):
         parser.error("--days 1..30, --jobs-per-hour 1..5000")
     if args.plot and args.prune_only:
@@ -165,15 +196,33 @@ def main() -> None:
     retention_s = args.retention_hours * HOUR
     # each week in a fresh process, so one's memory does not hide in the other's RSS
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
-        pruned = pool.submit(run, args.days, args.jobs_per_hour, True, retention_s).result()
+    weeks = []
+    for _ in range(args.repeat):
+        with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+            weeks.append(
+                pool.submit(
+                    run, args.days, args.jobs_per_hour, True, retention_s, args.max_finished
+                ).result()
+            )
+    pruned = weeks[0]
+    ends = [w["rss_mb"][-1] for w in weeks]
     result: dict[str, Any] = {
         "days": args.days,
         "jobs_per_hour": args.jobs_per_hour,
         "jobs": args.days * 24 * args.jobs_per_hour,
         "retention_hours": args.retention_hours,
+        "max_finished": args.max_finished,
         "prune": pruned,
+        "rss_mb_end": {
+            "median": statistics.median(ends),
+            "min": min(ends),
+            "max": max(ends),
+            "runs": ends,
+        },
     }
+    if args.busy:
+        result["rss_target_mb"] = BUSY_RSS_TARGET_MB
+        result["rss_target_met"] = max(ends) <= BUSY_RSS_TARGET_MB
     if not args.prune_only:
         with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
             result["no_prune"] = pool.submit(

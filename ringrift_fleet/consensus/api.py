@@ -230,9 +230,11 @@ class Ledger(ABC):
                 pruned=int(state.get("pruned", 0)),
             )
 
-    def prunable(self, before: float, keep: frozenset[str] = frozenset()) -> list[str]:
+    def prunable(
+        self, before: float, keep: frozenset[str] = frozenset(), max_finished: int | None = None
+    ) -> list[str]:
         with self.reading() as state:
-            return sm.prunable(state, before, keep)
+            return sm.prunable(state, before, keep, max_finished)
 
     def get(self, work_id: str) -> WorkItem | None:
         with self.reading() as state:

@@ -553,16 +553,30 @@ def pending(
     return items if limit is None else items[: max(limit, 0)]
 
 
-def prunable(state: State, before: float, keep: frozenset[str] = frozenset()) -> list[str]:
-    """Ids of finished jobs last changed before ``before``, oldest first (``keep`` excepted)."""
+def prunable(
+    state: State,
+    before: float,
+    keep: frozenset[str] = frozenset(),
+    max_finished: int | None = None,
+) -> list[str]:
+    """Ids of finished jobs last changed before ``before``, oldest first (``keep`` excepted).
+
+    With ``max_finished``, also the oldest finished jobs beyond that many, whatever
+    their age: the ledger's size is bounded by count as well as by age, so a
+    coordinator's memory does not grow with the job rate.
+    """
     out = [
         w
         for w in state["work"].values()
-        if w["status"] in TERMINAL and w["updated_at"] < before and w["work_id"] not in keep
+        if w["status"] in TERMINAL
+        and w["work_id"] not in keep
+        and state["assign"].get(w["work_id"], {}).get("status") not in ACTIVE
     ]
+    over = 0 if max_finished is None else max(0, len(out) - max(0, max_finished))
+    if not over:
+        out = [w for w in out if w["updated_at"] < before]
     out.sort(key=lambda w: (w["updated_at"], w["seq"]))
-    ids = [w["work_id"] for w in out]
-    ids = [i for i in ids if state["assign"].get(i, {}).get("status") not in ACTIVE]
+    ids = [w["work_id"] for n, w in enumerate(out) if n < over or w["updated_at"] < before]
     lone = [
         a["job_id"]
         for a in state["assign"].values()

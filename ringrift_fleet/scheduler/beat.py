@@ -522,8 +522,9 @@ class Beat:
     # -- forgetting finished jobs --------------------------------------------------------------
 
     def prune(self) -> int:
-        """Fold jobs finished over ``ledger_retention_s`` ago into the history records
-        and forget them, one bounded batch at a time (leader only; see history.py).
+        """Fold jobs finished over ``ledger_retention_s`` ago, and the oldest beyond
+        ``ledger_max_finished`` finished jobs, into the history records and forget
+        them, one bounded batch at a time (leader only; see history.py).
 
         Jobs a config's training cycle still points at are kept whatever their age.
         """
@@ -531,7 +532,8 @@ class Beat:
         keep = frozenset(
             j for k, st in self.view.states.items() if (j := st.stage_job_id(k)) is not None
         )
-        ids = self.ledger.prunable(before, keep)[: self.policy.prune_batch]
+        cap = self.policy.ledger_max_finished
+        ids = self.ledger.prunable(before, keep, cap)[: self.policy.prune_batch]
         if not ids:
             return 0
         forgotten, recs = self.ledger.read_items(ids, (SUMMARY_KIND,))

@@ -48,6 +48,9 @@ class SchedulerPolicy:
     ledger_retention_s: float = 86400.0
     prune_interval_s: float = 60.0
     prune_batch: int = 512  # jobs forgotten per ledger operation
+    # … and at most this many finished jobs stay, whatever the job rate (the oldest
+    # go first, into the same records); bounds a coordinator's memory by count
+    ledger_max_finished: int = 20_000
 
     def __post_init__(self) -> None:
         floor = max(self.fairshare_window_s, max(self.time_limits.values()) + self.reap_grace_s)
@@ -94,6 +97,7 @@ class SchedulerPolicy:
             "reap_grace_s": cfg.SCHEDULER_REAP_GRACE,
             "max_attempts": cfg.MAX_REDELIVERIES,
             "ledger_retention_s": cfg.SCHEDULER_LEDGER_RETENTION,
+            "ledger_max_finished": cfg.SCHEDULER_LEDGER_MAX_FINISHED,
             "time_limits": MappingProxyType(
                 {t: cfg.time_limit(t) for t in ("selfplay", "training", "evaluation", "sync")}
             ),
