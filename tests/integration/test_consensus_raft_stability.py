@@ -1,0 +1,98 @@
+"""Leadership moves only for a reason: rejoining voters, graceful stops, logged causes."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.coordinators import LocalFleet
+from tests.support.procs import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
+    fleet = LocalFleet(tmp_path / "fleet", voters=3)
+    try:
+        fleet.start_all()
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+def leader_views(fleet: LocalFleet) -> list[tuple[str | None, int | None]]:
+    views = []
+    for name in fleet.running():
+        s = fleet.status(name) or {}
+        views.append((s.get("leader_id"), s.get("term")))
+    return views
+
+
+@pytest.mark.timeout(150)
+def test_a_killed_leader_that_rejoins_does_not_take_leadership_back(fleet3: LocalFleet) -> None:
+    for round_ in range(2):
+        old = fleet3.wait_leader(15)
+        assert old, "no leader"
+        fleet3.kill(old, signal.SIGKILL)
+        new = fleet3.wait_leader(15, exclude=old)
+        assert new and new != old, fleet3.log(old)
+        term = (fleet3.status(new) or {})["term"]
+        logfile = fleet3.workdir / f"{old}.log"
+        before = len(logfile.read_text())
+        fleet3.start(old)
+        assert fleet3.wait_up(old, 30), fleet3.log(old)
+        # Long enough for the rejoiner's election timer to fire many times over.
+        end = time.monotonic() + 8
+        seen: set[tuple[str | None, int | None]] = set()
+        while time.monotonic() < end:
+            seen.update(v for v in leader_views(fleet3) if v[0] is not None)
+            time.sleep(0.1)
+        assert seen == {(new, term)}, f"round {round_}: leadership moved: {seen}"
+        assert "starting an election" not in logfile.read_text()[before:]
+
+
+def metrics(fleet: LocalFleet, name: str) -> str:
+    with urllib.request.urlopen(fleet3_url(fleet, name) + "/metrics", timeout=3) as resp:
+        return resp.read().decode()
+
+
+def fleet3_url(fleet: LocalFleet, name: str) -> str:
+    return fleet.nodes[name].url
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_leader_hands_over_and_every_change_is_logged_and_counted(
+    fleet3: LocalFleet,
+) -> None:
+    old = fleet3.wait_leader(15)
+    assert old
+    t0 = time.monotonic()
+    fleet3.kill(old, signal.SIGTERM)  # graceful: the coordinator closes its ledger
+    new = fleet3.wait_leader(10, exclude=old)
+    took = time.monotonic() - t0
+    assert new, fleet3.log(old)
+    log = fleet3.log(old)
+    assert "stopped leading" in log and f"handed leadership to {new}" in log, log
+    assert "starting an election" in fleet3.log(new)
+    assert "TimeoutNow" in fleet3.log(new)
+    # Generous for a loaded CI box; benchmarks/consensus.py times it properly.
+    assert took < 5.0, took
+    assert wait_for(
+        lambda: (fleet3.status(new) or {}).get("raft_detail", {}).get("leader_changes") == 1, 5
+    ), fleet3.status(new)
+    detail = (fleet3.status(new) or {})["raft_detail"]
+    assert detail["last_leader_change"]["from"] == old
+    assert detail["last_leader_change"]["to"] == new
+    text = metrics(fleet3, new)
+    assert any(
+        line.startswith("ringrift_raft_leader_changes") and line.rstrip().endswith(" 1.0")
+        for line in text.splitlines()
+    ), text
+    for name in fleet3.nodes:
+        assert "CRITICAL" not in fleet3.log(name)
