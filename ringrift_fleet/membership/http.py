@@ -7,11 +7,19 @@ O(N²) messages, but it needs nothing but the :8770 server every node runs.
 
 ``heartbeat_routes(manager)`` gives the route the status server mounts;
 ``serve_heartbeats`` runs a minimal server of its own until then (and in tests).
+
+Mixed modes (a host-by-host rollout): every coordinator answers ``/heartbeat``
+whatever its membership mode, and every heartbeat and every answer says whether
+its sender speaks SWIM (``"swim": true|false``).  A SWIM or hybrid node runs
+this manager beside SWIM, beating only to peers SWIM does not hold alive, and
+counts a peer that says it speaks no SWIM alive while its heartbeats arrive
+(``membership/hybrid.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -67,6 +75,8 @@ class HttpHeartbeatMembership:
         summary: Callable[[], Mapping[str, Any]] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        speaks_swim: bool = False,
+        beat_to: Callable[[str], bool] | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = {n: url.rstrip("/") for n, url in peers.items() if n != node_id}
@@ -79,6 +89,11 @@ class HttpHeartbeatMembership:
         self._last_seen: dict[str, float] = {}
         self._state: dict[str, str] = {}  # name -> "alive" | "dead"
         self._info: dict[str, tuple[int, dict[str, Any]]] = {}  # name -> (incarnation, summary)
+        # Whether this node runs SWIM beside us (said in every heartbeat and answer),
+        # which peers we POST to (None: all), and what each peer last said of itself.
+        self.speaks_swim = speaks_swim
+        self.beat_to = beat_to
+        self._peer_swim: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
         self._session: ClientSession | None = None
         self.sent = 0
@@ -117,8 +132,12 @@ class HttpHeartbeatMembership:
             await asyncio.sleep(max(0.05, self.config.HEARTBEAT_INTERVAL - elapsed))
 
     async def beat_once(self) -> None:
-        """POST our heartbeat to every peer at once; a peer that answers is alive."""
-        await asyncio.gather(*(self._post(n, url) for n, url in self.peers.items()))
+        """POST our heartbeat to every peer at once (or those ``beat_to`` picks); a peer
+        that answers is alive."""
+        pick = self.beat_to
+        await asyncio.gather(
+            *(self._post(n, url) for n, url in self.peers.items() if pick is None or pick(n))
+        )
 
     async def _post(self, name: str, url: str) -> None:
         session = self._session
@@ -127,6 +146,7 @@ class HttpHeartbeatMembership:
         body = {
             "node_id": self.node_id,
             "incarnation": self.incarnation,
+            "swim": self.speaks_swim,
             "summary": {**dict(self.summary()), "metadata": self._metadata},
         }
         headers = {}
@@ -136,6 +156,10 @@ class HttpHeartbeatMembership:
         try:
             async with session.post(f"{url}/heartbeat", json=body, headers=headers) as resp:
                 if resp.status == 200:
+                    with contextlib.suppress(Exception):  # an older peer may say less
+                        answer = await resp.json(content_type=None)
+                        if isinstance(answer, dict) and isinstance(answer.get("swim"), bool):
+                            self._peer_swim[name] = answer["swim"]
                     self.seen(name, self.clock())
                 else:
                     self.failed += 1
@@ -151,13 +175,26 @@ class HttpHeartbeatMembership:
         name, inc, summary = parse_heartbeat(payload)
         if name == self.node_id:
             raise ValidationError(f"heartbeat.node_id: {name!r} is this node")
+        swim = payload.get("swim")
+        if swim is not None and not isinstance(swim, bool):
+            raise ValidationError(f"heartbeat.swim: expected true or false, got {swim!r:.60}")
         self.received += 1
+        if swim is not None:
+            self._peer_swim[name] = swim
         old = self._info.get(name)
         self._info[name] = (inc, summary)
         meta_changed = old is not None and old[1].get("metadata") != summary.get("metadata")
         self.seen(name, self.clock())
         if meta_changed:
             self._emit("metadata", name)
+
+    def peer_speaks_swim(self, name: str) -> bool | None:
+        """What ``name`` last said of itself (None: it never said)."""
+        return self._peer_swim.get(name)
+
+    def mark_speaks_swim(self, name: str) -> None:
+        """SWIM heard ``name`` join: whatever its old heartbeats said, it speaks SWIM now."""
+        self._peer_swim[name] = True
 
     def seen(self, name: str, now: float) -> None:
         self._last_seen[name] = now
@@ -273,7 +310,9 @@ def heartbeat_routes(manager: HttpHeartbeatMembership) -> list[web.RouteDef]:
         except ValidationError as exc:
             manager.rejected += 1
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"ok": True, "node_id": manager.node_id})
+        return web.json_response(
+            {"ok": True, "node_id": manager.node_id, "swim": manager.speaks_swim}
+        )
 
     return [web.post("/heartbeat", heartbeat)]
 

@@ -8,6 +8,13 @@ disagree flap in and out of the scheduler's view, each flap re-queuing work.
 With one authority the answer is consistent and as fast as SWIM.  HTTP is
 only consulted while SWIM is not started or reports itself unhealthy, and
 ``check_and_recover`` restarts SWIM so the fallback is temporary.
+
+Peers that speak no SWIM (HTTP-mode hosts during a host-by-host rollout or
+rollback) are the exception: SWIM can say nothing about them, so whatever the
+authority, a peer whose heartbeats say ``"swim": false`` is alive while they
+arrive (within PEER_TIMEOUT).  For a peer that speaks SWIM, SWIM alone decides,
+so detection stays SWIM's (the rule is ``membership/mixed.py``, shared with
+MEMBERSHIP_MODE=swim).
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from typing import Any
 
 from ringrift_fleet.errors import FleetError
 from ringrift_fleet.membership.base import (
+    SWIM_RECOVERED,
     ListenerSet,
     MembershipEvent,
     MembershipListener,
     cancel_task,
 )
 from ringrift_fleet.membership.http import HttpHeartbeatMembership
+from ringrift_fleet.membership.mixed import HttpOnlyPeers
 from ringrift_fleet.membership.swim_adapter import SwimMembershipManager
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,10 @@ class HybridMembershipManager:
         self._listeners = ListenerSet()
         self._authority = "http"
         self._task: asyncio.Task[None] | None = None
+        # Heartbeats go to every peer (HTTP must be warm when it becomes the authority).
+        self.mixed = HttpOnlyPeers(
+            http, swim.is_peer_alive, lambda n: swim.peer_metadata(n) is not None
+        )
         swim.add_listener(lambda ev: self._forward("swim", ev))
         http.add_listener(lambda ev: self._forward("http", ev))
 
@@ -60,8 +73,16 @@ class HybridMembershipManager:
         return self.swim if self._authority == "swim" else self.http
 
     def _forward(self, source: str, ev: MembershipEvent) -> None:
-        # SWIM_RECOVERED is news whoever answers; otherwise only the authority speaks.
-        if source == self._authority or ev.kind == "SWIM_RECOVERED":
+        # SWIM_RECOVERED is news whoever answers; otherwise only the authority speaks,
+        # except about peers only heartbeats can vouch for.
+        if ev.kind == SWIM_RECOVERED:
+            self._listeners.emit(ev)
+            return
+        if source == "swim":
+            passed = self.mixed.pass_swim_event(ev)  # also notes who speaks SWIM
+            if self._authority == "swim" and passed:
+                self._listeners.emit(ev)
+        elif self._authority == "http" or self.mixed.pass_http_event(ev):
             self._listeners.emit(ev)
 
     async def start(self) -> None:
@@ -83,9 +104,9 @@ class HybridMembershipManager:
         """Re-evaluate who answers; on a switch, tell listeners how the view changed."""
         new = choose_authority(self.swim.started, self.swim.is_healthy())
         if new != self._authority:
-            before = set(self._current().get_alive_peers())
+            before = set(self.get_alive_peers())
             self._authority = new
-            after = set(self._current().get_alive_peers())
+            after = set(self.get_alive_peers())
             log.warning("membership authority is now %s", new)
             for name in sorted(after - before):
                 self._listeners.emit(MembershipEvent("alive", name, 0, {}, time.time()))
@@ -109,13 +130,20 @@ class HybridMembershipManager:
     # --- the Membership interface --------------------------------------------------------------
 
     def is_peer_alive(self, name: str) -> bool:
-        return self._current().is_peer_alive(name)
+        if self._current().is_peer_alive(name):
+            return True
+        return self._authority == "swim" and self.mixed.alive_over_http(name)
 
     def get_alive_peers(self) -> list[str]:
-        return self._current().get_alive_peers()
+        alive = set(self._current().get_alive_peers())
+        if self._authority == "swim":
+            alive |= set(self.mixed.extra_alive())
+        return sorted(alive)
 
     def get_membership_summary(self) -> dict[str, Any]:
         summary = dict(self._current().get_membership_summary())
+        if self._authority == "swim":
+            summary = self.mixed.add_to_summary(summary, len(self.get_alive_peers()) + 1)
         summary["authority"] = self._authority
         summary["swim_alive_count"] = len(self.swim.get_alive_peers()) + 1
         summary["http_alive_count"] = len(self.http.get_alive_peers()) + 1
@@ -125,7 +153,10 @@ class HybridMembershipManager:
         self._listeners.add(callback)
 
     def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
-        return self._current().peer_metadata(name)
+        meta = self._current().peer_metadata(name)
+        if meta is None and self._authority == "swim" and self.mixed.http_only(name):
+            return self.http.peer_metadata(name)
+        return meta
 
     def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
         self.swim.set_local_metadata(metadata)

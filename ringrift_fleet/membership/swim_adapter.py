@@ -2,6 +2,10 @@
 
 The name and methods are the ones users know from the RingRift P2P module;
 underneath is the sans-I/O core (``swim/protocol.py``) in its UDP shell.
+
+With :meth:`SwimMembershipManager.attach_http` (MEMBERSHIP_MODE=swim in a
+coordinator) HTTP heartbeats run beside SWIM for peers that speak only HTTP
+(a host-by-host rollout): the rule is ``membership/mixed.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from ringrift_fleet.membership.base import (
     MembershipEvent,
     MembershipListener,
 )
+from ringrift_fleet.membership.http import HttpHeartbeatMembership
+from ringrift_fleet.membership.mixed import HttpOnlyPeers
 from ringrift_fleet.membership.swim.codec import ALIVE, DEAD, LEFT, SUSPECT, Addr
 from ringrift_fleet.membership.swim.protocol import SwimConfig, SwimNode
 from ringrift_fleet.membership.swim.transport import UdpSwimTransport
@@ -51,6 +57,7 @@ class SwimMembershipManager:
         swim_config: SwimConfig | None = None,
         metadata: Mapping[str, Any] | None = None,
         inject_loss: float = 0.0,
+        inject_loss_in: float = 0.0,
         recovery_min_interval: float = RECOVERY_MIN_INTERVAL,
     ) -> None:
         self.node_id = node_id
@@ -63,6 +70,7 @@ class SwimMembershipManager:
         self.key = _key_bytes(cluster_key)
         self.swim_config = swim_config or SwimConfig()
         self.inject_loss = inject_loss
+        self.inject_loss_in = inject_loss_in
         self.recovery_min_interval = recovery_min_interval
         self._metadata: dict[str, Any] = dict(metadata or {})
         self._listeners = ListenerSet()
@@ -72,6 +80,23 @@ class SwimMembershipManager:
         self._last_recovery: float | None = None
         self.recoveries = 0
         self.last_error: str | None = None
+        self.http: HttpHeartbeatMembership | None = None
+        self._mixed: HttpOnlyPeers | None = None
+
+    def attach_http(self, http: HttpHeartbeatMembership) -> None:
+        """Run ``http`` beside SWIM (started and stopped with it) for peers that speak
+        only HTTP: they count alive while their heartbeats arrive; we beat only to
+        peers SWIM does not hold alive; SWIM alone judges the peers that speak it."""
+        self.http = http
+        self._mixed = mixed = HttpOnlyPeers(
+            http, self._swim_alive, lambda n: self._swim_meta(n) is not None
+        )
+        http.beat_to = mixed.wants_heartbeat
+        http.add_listener(self._on_http_event)
+
+    def _on_http_event(self, ev: MembershipEvent) -> None:
+        if self._mixed is not None and self._mixed.pass_http_event(ev):
+            self._listeners.emit(ev)
 
     # --- construction from the inventory -------------------------------------------------
 
@@ -105,6 +130,9 @@ class SwimMembershipManager:
         except Exception:  # running from a source tree without metadata
             metadata["version"] = "dev"
         kwargs.setdefault("swim_config", SwimConfig.from_p2p_config(cfg))
+        # Test-only loss knobs, so real coordinators can be run over a lossy "link".
+        kwargs.setdefault("inject_loss", inject_loss_from_env())
+        kwargs.setdefault("inject_loss_in", inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN"))
         return cls(
             node_id,
             bind=(resolve_bind_host(cfg, me.address), me.swim_port),
@@ -130,7 +158,13 @@ class SwimMembershipManager:
             # A restarted process outranks every verdict about its previous life.
             incarnation=int(time.time()),
         )
-        transport = UdpSwimTransport(node, self.bind, self._on_events, inject_loss=self.inject_loss)
+        transport = UdpSwimTransport(
+            node,
+            self.bind,
+            self._on_events,
+            inject_loss=self.inject_loss,
+            inject_loss_in=self.inject_loss_in,
+        )
         try:
             await transport.start()
         except OSError as exc:
@@ -139,9 +173,13 @@ class SwimMembershipManager:
         self._node, self._transport = node, transport
         self._started_at = time.monotonic()
         self.last_error = None
+        if self.http is not None:
+            await self.http.start()
 
     async def stop(self, *, leave: bool = True) -> None:
         """Leave gracefully (peers see "left", not "dead"), then close the socket."""
+        if self.http is not None:
+            await self.http.stop()
         transport = self._transport
         if transport is None:
             return
@@ -160,25 +198,39 @@ class SwimMembershipManager:
 
     # --- who is alive ------------------------------------------------------------------------
 
-    def is_peer_alive(self, name: str) -> bool:
-        """Alive or suspect: SWIM holds a suspect alive until its suspicion times out."""
+    def _swim_alive(self, name: str) -> bool:
         node = self._node
         if node is None or not self.started:
             return False
         return name != self.node_id and node.state_of(name) in (ALIVE, SUSPECT)
 
+    def _swim_meta(self, name: str) -> Mapping[str, Any] | None:
+        node = self._node
+        m = node.members.get(name) if node else None
+        return dict(m.metadata) if m else None
+
+    def is_peer_alive(self, name: str) -> bool:
+        """Alive or suspect: SWIM holds a suspect alive until its suspicion times out.
+        (With heartbeats attached, also an HTTP-only peer whose heartbeats arrive.)"""
+        if self._swim_alive(name):
+            return True
+        return self._mixed is not None and self._mixed.alive_over_http(name)
+
     def get_alive_peers(self) -> list[str]:
         node = self._node
-        if node is None or not self.started:
-            return []
-        return sorted(node.live_names())
+        alive = set(node.live_names()) if node is not None and self.started else set()
+        if self._mixed is not None:
+            alive |= set(self._mixed.extra_alive())
+        return sorted(alive)
 
     def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
         if name == self.node_id:
             return dict(self._metadata)
-        node = self._node
-        m = node.members.get(name) if node else None
-        return dict(m.metadata) if m else None
+        meta = self._swim_meta(name)
+        if meta is None and self.http is not None and self._mixed is not None:
+            if self._mixed.http_only(name):
+                return self.http.peer_metadata(name)
+        return meta
 
     def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
         node = self._node
@@ -189,6 +241,8 @@ class SwimMembershipManager:
         else:
             SwimNode._check_metadata(metadata)
         self._metadata = dict(metadata)
+        if self.http is not None:
+            self.http.set_local_metadata(metadata)
 
     def get_membership_summary(self) -> dict[str, Any]:
         node = self._node
@@ -203,7 +257,7 @@ class SwimMembershipManager:
                     "address": f"{m.addr[0]}:{m.addr[1]}",
                     "metadata": dict(m.metadata),
                 }
-        return {
+        summary = {
             "node_id": self.node_id,
             "backend": "swim",
             "started": self.started,
@@ -214,6 +268,10 @@ class SwimMembershipManager:
             "left_count": counts[LEFT],
             "members": members,
         }
+        if self._mixed is not None:
+            alive = len(self.get_alive_peers()) + (1 if self.started else 0)
+            summary = self._mixed.add_to_summary(summary, alive)
+        return summary
 
     # --- events -----------------------------------------------------------------------------
 
@@ -222,7 +280,10 @@ class SwimMembershipManager:
 
     def _on_events(self, events: list[MembershipEvent]) -> None:
         wall = time.time()
+        mixed = self._mixed
         for ev in events:
+            if mixed is not None and not mixed.pass_swim_event(ev):
+                continue  # it rolled back to HTTP heartbeats, and they arrive
             self._listeners.emit(
                 MembershipEvent(ev.kind, ev.node, ev.incarnation, dict(ev.metadata), wall)
             )
@@ -246,9 +307,18 @@ class SwimMembershipManager:
             "datagrams_received": stats.received if stats else 0,
             "dropped": dict(stats.dropped) if stats else {},
             "core_errors": transport.errors if transport else 0,
+            "fallback": {
+                "listening": bool(transport and transport.fallback_error is None),
+                "error": transport.fallback_error if transport else None,
+                "probes_sent": transport.fallback_sent if transport else 0,
+                "pings_answered": transport.fallback_answered if transport else 0,
+                "acks": stats.fallback_acks if stats else 0,
+                "suspicions_avoided": stats.fallback_saves if stats else 0,
+            },
             "recoveries": self.recoveries,
             "last_recovery": self._last_recovery,
             "last_error": self.last_error,
+            **({"http": self.http.get_swim_health()} if self.http is not None else {}),
         }
 
     def _problems(self) -> list[str]:
@@ -298,13 +368,14 @@ class SwimMembershipManager:
         return True
 
 
-def inject_loss_from_env() -> float:
-    """``RINGRIFT_SWIM_INJECT_LOSS``: a test-only fraction of outgoing datagrams to drop."""
-    raw = os.environ.get("RINGRIFT_SWIM_INJECT_LOSS", "0")
+def inject_loss_from_env(var: str = "RINGRIFT_SWIM_INJECT_LOSS") -> float:
+    """``RINGRIFT_SWIM_INJECT_LOSS``: a test-only fraction of outgoing datagrams to drop
+    (``RINGRIFT_SWIM_INJECT_LOSS_IN``: of incoming ones)."""
+    raw = os.environ.get(var, "0")
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"RINGRIFT_SWIM_INJECT_LOSS={raw!r}: expected a fraction 0-1") from None
+        raise ConfigError(f"{var}={raw!r}: expected a fraction 0-1") from None
     if not 0 <= value < 1:
-        raise ConfigError(f"RINGRIFT_SWIM_INJECT_LOSS={raw!r}: expected a fraction 0-1")
+        raise ConfigError(f"{var}={raw!r}: expected a fraction 0-1")
     return value
