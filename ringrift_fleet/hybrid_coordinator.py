@@ -115,6 +115,7 @@ def build_membership(
 
     HTTP heartbeats go to every inventory host's status server; SWIM binds this
     host's swim_port with every other host as a seed; hybrid is both, SWIM first.
+    "swim" keeps heartbeats too, for peers that speak only HTTP (membership/hybrid.py).
     """
     mode = flags.effective_membership_mode
     try:
@@ -137,6 +138,8 @@ def build_membership(
         log.error("SWIM membership could not be built (%s); using HTTP heartbeats", exc)
         return http
     if mode == "swim":
+        # heartbeats beside SWIM, for peers that speak only HTTP (a host-by-host rollout)
+        swim.attach_http(http)
         return swim
     from ringrift_fleet.membership.hybrid import HybridMembershipManager
 
