@@ -240,6 +240,16 @@ class HybridCoordinator:
                 log.error("raft unavailable: %s", exc)
         self.backend = choose_consensus(mode, self.is_voter, self.raft_error)
         if self.backend == RAFT:
+            # a Raft voter leads only while no Bully voter does (consensus.handover)
+            from ringrift_fleet.consensus.handover import HandoverRaft
+
+            self.ledger = HandoverRaft(
+                self.ledger,
+                self.voters,
+                state_dir=self.state_dir,
+                token=self.config.CLUSTER_KEY,
+                lease=self.config.LEADER_LEASE_DURATION,
+            )
             self.leadership = self.ledger
         elif self.backend == BULLY:
             from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
@@ -281,6 +291,8 @@ class HybridCoordinator:
         if self._bully is not None:
             out += self._bully.routes()
             out += self.ledger.routes()  # type: ignore[union-attr]
+        elif self.backend == RAFT:
+            out += self.ledger.routes()  # type: ignore[union-attr]
         return out
 
     async def start(self, wait_for_leader: float | None = None) -> None:
@@ -314,6 +326,8 @@ class HybridCoordinator:
         self.prepare()
         if self._bully is not None:
             await self._bully.start()
+            await self.ledger.start()  # type: ignore[union-attr]
+        elif self.backend == RAFT:
             await self.ledger.start()  # type: ignore[union-attr]
         if self._remote is not None:
             self._tasks.append(asyncio.create_task(self._poll_remote(), name="leader-poll"))
@@ -412,6 +426,8 @@ class HybridCoordinator:
             await self._bully.stop()
             await self.ledger.stop()  # type: ignore[union-attr]
         elif self.ledger is not None:
+            if self.backend == RAFT:
+                await self.ledger.stop()  # type: ignore[union-attr]
             self.ledger.close()
 
     # --- the README's interface -----------------------------------------------------------

@@ -17,6 +17,8 @@ the followers, and a write counts once a majority of voters hold it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -39,6 +41,24 @@ from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
 
 log = logging.getLogger(__name__)
+
+
+def store_route(get_store: Callable[[], SqliteStore | None], token: str) -> web.RouteDef:
+    """``GET /consensus/bully/store``: this voter's Bully SQLite copy, whatever backend
+    runs now (a Raft voter keeps the one it had, for the hand-over)."""
+    from ringrift_fleet.server import bearer_ok
+
+    async def get_store_copy(request: web.Request) -> web.Response:
+        if not bearer_ok(request, token):
+            return web.json_response({"error": "needs Authorization: Bearer"}, status=401)
+        store = get_store()
+        if store is None:
+            return web.json_response({"error": "no Bully copy on this node"}, status=503)
+        with store.reading() as state:
+            body = json.dumps({"version": store.seq, "state": state}, default=str)
+        return web.Response(text=body, content_type="application/json")
+
+    return web.get("/consensus/bully/store", get_store_copy)
 
 
 def rank(voters: list[Voter]) -> list[Voter]:
@@ -116,6 +136,11 @@ class BullyElection:
         self._session: aiohttp.ClientSession | None = None
         self.on_change: list[Callable[[bool], None]] = []
         self.ping_extra: Callable[[], dict[str, Any]] = dict  # the ledger adds its version
+        # the highest term our ledger copy holds: epochs never go below it, so a lease
+        # after a Raft era outranks every Raft fence (consensus.handover)
+        self.floor: Callable[[], int] = lambda: 0
+        self.stopping = False
+        self._wake: asyncio.Event | None = None
 
     # --- Leadership --------------------------------------------------------------------
 
@@ -129,10 +154,15 @@ class BullyElection:
         return held.holder if held else self._leader_name
 
     def term(self) -> int:
-        return max(self.epoch, self.book.max_epoch)
+        return max(self.epoch, self.book.max_epoch, self.floor())
 
     def fence_token(self) -> str:
         return f"{self.term()}:{self.leader() or '-'}"
+
+    def granted_to(self) -> str | None:
+        """The other voter this voter's live grant backs (None: none, or ourselves)."""
+        held = self.book.holder(self.clock())
+        return held.holder if held is not None and held.holder != self.node_id else None
 
     def leader_url(self) -> str | None:
         name = self.leader()
@@ -160,6 +190,7 @@ class BullyElection:
                 return web.json_response(
                     {"error": "field 'duration': expected seconds"}, status=400
                 )
+            self.book.max_epoch = max(self.book.max_epoch, self.floor())
             answer = self.book.request(candidate, epoch, float(duration), self.clock())
             if answer["granted"] and candidate != self.node_id:
                 self._step_down_for(candidate)
@@ -173,14 +204,69 @@ class BullyElection:
                     "is_leader": self.is_leader(),
                     "leader": self.leader(),
                     "epoch": self.term(),
+                    "backend": "bully",
+                    "candidate": not self.stopping,
+                    "holder": self.granted_to(),
                     **self.ping_extra(),
                 }
             )
 
+        async def post_release(request: web.Request) -> web.Response:
+            body = await read_json_object(request)
+            holder = body.get("holder")
+            if not isinstance(holder, str) or not holder:
+                return web.json_response({"error": "field 'holder': expected a name"}, status=400)
+            return web.json_response({"released": self.release_from(holder)})
+
         return [
             web.post("/consensus/bully/lease", post_lease),
             web.get("/consensus/bully/ping", get_ping),
+            web.post("/consensus/bully/release", post_release),
         ]
+
+    # --- hand-over: releases and yields ----------------------------------------------------
+
+    def release_from(self, holder: str) -> bool:
+        """``holder`` gave its lease back (it stops or yields): forget our grant to it
+        and campaign at once instead of waiting for the grant to expire."""
+        released = self.book.grant is not None and self.book.grant.holder == holder
+        if released:
+            self.book.grant = None
+        if self._leader_name == holder:
+            self._leader_name = None
+        self._deferred_since = None
+        if self._wake is not None:
+            self._wake.set()
+        return released
+
+    async def release_everywhere(self, timeout: float = 0.5) -> None:
+        """Give our lease back at every voter (best effort, bounded)."""
+        if self.book.grant is not None and self.book.grant.holder == self.node_id:
+            self.book.grant = None
+        if self._session is None or self._session.closed:
+            return
+        others = [v for v in self.voters if v.name != self.node_id]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        self._call(v, "POST", "/consensus/bully/release", {"holder": self.node_id})
+                        for v in others
+                    )
+                ),
+                timeout,
+            )
+
+    async def yield_to(self, leader: str, term: int) -> None:
+        """Step down for a Raft quorum's leader (whose term outranks ours) and give
+        the lease back, so it can lead at once; then follow it."""
+        log.warning("bully: %s yields to %s (term %d)", self.node_id, leader, term)
+        self._set_leader(False)
+        self._leader_name = leader
+        self.epoch = max(self.epoch, term)
+        self._quiet_until = self.clock() + self.lease
+        await asyncio.sleep(SETTLE)  # our /status says so before the Raft leader leads
+        await self.release_everywhere()
 
     def _step_down_for(self, other: str) -> None:
         if self._lease_until:
@@ -205,13 +291,21 @@ class BullyElection:
     # --- the loop -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.period))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=min(self.period, 1.0))
+        )
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="bully-election")
 
     async def stop(self) -> None:
+        self.stopping = True  # pings now say we are no candidate: nobody defers to us
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.is_leader():
+            self._set_leader(False)
+            await asyncio.sleep(SETTLE)  # our /status says so before a successor leads
+            await self.release_everywhere()  # a restart hands over now, not a lease later
         if self._session is not None:
             await self._session.close()
         self._set_leader(False)
@@ -223,7 +317,16 @@ class BullyElection:
                 await self.step()
             except Exception:  # one bad round must not end the election loop
                 log.exception("bully round failed")
-            await asyncio.sleep(max(0.0, self.period - (self.clock() - started)))
+            # the leader renews every lease/4; the others look often, so that a lost
+            # Raft quorum or a released lease is taken over within a fraction of a second
+            period = self.period if self.is_leader() else min(self.period, FOLLOWER_PERIOD)
+            wait = max(0.0, period - (self.clock() - started))
+            if self._wake is None:
+                await asyncio.sleep(wait)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
 
     async def step(self) -> None:
         now = self.clock()
@@ -240,21 +343,39 @@ class BullyElection:
             return
         if now < self._quiet_until:
             return
-        if await self._higher_ranked_alive():
+        higher_alive, raft_leader, raft_term = await self._survey()
+        if raft_leader is not None:  # a Raft quorum leads: follow it, never compete
+            self._leader_name = raft_leader
+            self.epoch = max(self.epoch, raft_term)
+            self._deferred_since = None
+            return
+        if higher_alive:
             if self._deferred_since is None:
                 self._deferred_since = now
             if now - self._deferred_since < 2 * self.lease:
                 return  # let the higher-ranked voter win; campaign anyway if it never does
         await self._campaign(self.term() + 1)
 
-    async def _higher_ranked_alive(self) -> bool:
-        higher = self.voters[: self.voters.index(self.me)]
-        if not higher:
-            return False
+    async def _survey(self) -> tuple[bool, str | None, int]:
+        """Ping every other voter: is a higher-ranked Bully candidate alive, and does a
+        Raft quorum lead (a voter on Raft that knows its leader; with its term)?"""
+        others = [v for v in self.voters if v.name != self.node_id]
         answers = await asyncio.gather(
-            *(self._call(v, "GET", "/consensus/bully/ping") for v in higher)
+            *(self._call(v, "GET", "/consensus/bully/ping") for v in others)
         )
-        return any(a is not None for a in answers)
+        higher = {v.name for v in self.voters[: self.voters.index(self.me)]}
+        alive = False
+        raft_leader, raft_term = None, 0
+        for v, a in zip(others, answers, strict=True):
+            if a is None:
+                continue
+            if a.get("backend", "bully") == "raft":
+                leader, term = a.get("raft_leader"), a.get("epoch")
+                if isinstance(leader, str) and isinstance(term, int) and term >= raft_term:
+                    raft_leader, raft_term = leader, term
+            elif v.name in higher and a.get("candidate", True):
+                alive = True
+        return alive, raft_leader, raft_term
 
     async def _campaign(self, epoch: int) -> None:
         asked_at = self.clock()
@@ -306,6 +427,10 @@ class BullyElection:
 
 
 MAX_BACKLOG = 4  # pushes in flight to one follower before it is skipped
+FOLLOWER_PERIOD = 0.25  # s between a non-leader's rounds (at most; lease/4 if shorter)
+# s a leader that steps down for a hand-over waits before its successor may lead: the
+# status server rebuilds /status at least every 0.25 s, so nobody sees two leaders
+SETTLE = 0.4
 
 
 class BullyLedger(Ledger):
@@ -353,7 +478,17 @@ class BullyLedger(Ledger):
         self._backlog = dict.fromkeys(self._pushers, 0)
         self._backlog_lock = threading.Lock()
         election.on_change.append(self._on_leadership)
-        election.ping_extra = lambda: {"version": self.store.seq}
+        election.ping_extra = lambda: {"version": self.store.seq, "store": self.store_key()}
+        election.floor = self.store_term
+
+    def store_term(self) -> int:
+        with self.store.reading() as state:
+            return int(state.get("term", 0))
+
+    def store_key(self) -> list[int]:
+        """(term of the last write, operation number): which copy is newest."""
+        with self.store.reading() as state:
+            return [int(state.get("term", 0)), self.store.seq]
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -482,7 +617,38 @@ class BullyLedger(Ledger):
                     outcome = await asyncio.to_thread(self.store.apply_at, op, seq)
             return web.json_response({"ack": outcome != "gap", "seq": self.store.seq})
 
-        return [web.post("/consensus/bully/replicate", post_replicate)]
+        async def post_yield(request: web.Request) -> web.Response:
+            body = await read_json_object(request)
+            to, term = body.get("to"), body.get("term")
+            if not isinstance(to, str) or not to:
+                return web.json_response({"error": "field 'to': expected a name"}, status=400)
+            if isinstance(term, bool) or not isinstance(term, int):
+                return web.json_response({"error": "field 'term': expected an integer"}, status=400)
+            return web.json_response(await self.yield_to(to, term))
+
+        return [
+            web.post("/consensus/bully/replicate", post_replicate),
+            web.post("/consensus/bully/yield", post_yield),
+            store_route(lambda: self.store, self.token),
+        ]
+
+    async def yield_to(self, leader: str, term: int) -> dict[str, Any]:
+        """A Raft quorum's leader takes over: stop writing, step down, hand it our
+        copy (the one a majority acknowledged, plus at most an unconfirmed tail)."""
+        was_leader = self.election.is_leader()
+        # wait out a write in flight: after this no write of ours can succeed
+        await asyncio.to_thread(self._write_lock.acquire)
+        try:
+            if was_leader:
+                self.election._set_leader(False)
+        finally:
+            self._write_lock.release()
+        if was_leader:
+            await self.election.yield_to(leader, term)
+        with self.store.reading() as state:
+            body = json.loads(json.dumps(state))
+            version = self.store.seq
+        return {"yielded": was_leader, "version": version, "state": body}
 
     async def _fetch(self, voter: Voter) -> dict[str, Any] | None:
         status, body = await asyncio.to_thread(
@@ -506,6 +672,8 @@ class BullyLedger(Ledger):
             if body["term"] != self._synced_epoch or body["version"] > self.store.seq:
                 await asyncio.to_thread(self.store.install, body["state"], body["version"])
             self._synced_epoch = body["term"]
+            # following a Raft leader: our next lease must outrank its term
+            self.election.epoch = max(self.election.epoch, body["term"])
 
     async def _behind(self, leader: str) -> bool:
         """True when the leader holds operations we missed (a skipped or lost push)."""
@@ -531,6 +699,16 @@ class BullyLedger(Ledger):
                 best_key, best = key, body
         if best is not None:
             await asyncio.to_thread(self.store.install, best["state"], best["version"])
+        if self.store_term() > self.election.epoch:
+            # the newest copy comes from a later era (a Raft term above our epoch):
+            # our writes would be refused as stale; campaign again above it
+            log.warning(
+                "bully: %s took a copy of term %d above its epoch %d; re-electing",
+                self.node_id,
+                self.store_term(),
+                self.election.epoch,
+            )
+            self.election._set_leader(False)
         self._synced_epoch = self.election.term()
 
     async def start(self) -> None:

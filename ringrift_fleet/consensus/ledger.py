@@ -21,6 +21,7 @@ the Raft log forever and a retried command may be applied twice:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -465,6 +466,47 @@ def _prune_work(state: State, op: Op, now: float) -> Result:
     return _ok(pruned=len(gone))
 
 
+# --- a consensus-mode switch ---------------------------------------------------------
+
+
+def _adopt_state(state: State, op: Op, now: float) -> Result:
+    """Take over the whole ledger of the backend we replace (Bully -> Raft).
+
+    Refused unless the adopted copy is from a newer era (its term above ours),
+    so two hand-overs cannot undo each other and a retry changes nothing.
+    ``term_base`` is where the new backend's terms start (see consensus.handover):
+    it only grows.  Every item is stamped with a new revision and the forgotten
+    ids reset, so every reader takes the adopted ledger whole.
+    """
+    other, base = op.get("state"), op.get("term_base", 0)
+    if not isinstance(other, Mapping) or not all(
+        isinstance(other.get(k), dict) for k in ("work", "assign", "records")
+    ):
+        return _refuse("state must be a ledger state with work, assign and records")
+    err = _bad_int(base, "term_base", 0) or _bad_int(other.get("term", 0), "state.term", 0)
+    if err:
+        return _refuse(err)
+    if other.get("term", 0) <= state["term"]:
+        return _ok(existing=True, reason="not newer than this ledger")
+    other = copy.deepcopy(other)
+    rev = max(int(state.get("rev", 0)), int(other.get("rev", 0) or 0)) + 1
+    work = {k: dict(v, rev=rev) for k, v in other["work"].items()}
+    assign = {k: dict(v, rev=rev) for k, v in other["assign"].items()}
+    state.update(
+        work=work,
+        assign=assign,
+        records={k: dict(v) for k, v in other["records"].items()},
+        seq=max([int(other.get("seq", 0) or 0), *(int(w.get("seq", 0)) for w in work.values())]),
+        pruned=int(other.get("pruned", 0) or 0),
+        forgot=[],
+        forgot_floor=rev,
+        rev=rev,
+        term=int(other.get("term", 0)),
+        term_base=max(int(state.get("term_base", 0)), base),
+    )
+    return _ok(adopted=len(work))
+
+
 OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
     "add_work.v1": _add_work,
     "claim_work.v1": _claim_work,
@@ -478,6 +520,7 @@ OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
     "put_record.v1": _put_record,
     "delete_record.v1": _delete_record,
     "prune_work.v1": _prune_work,
+    "adopt_state.v1": _adopt_state,
 }
 
 

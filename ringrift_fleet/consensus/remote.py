@@ -48,8 +48,15 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
             return web.json_response({"ok": False, "reason": "not the leader (forwarded write)"})
         # A forwarded write speaks for a non-leader, whose idea of the term may lag
         # one election: stamp it with ours.  Results stay fenced by their tokens.
+        # The leader stamps its own term: a sender on the other backend during a
+        # consensus switch may know a higher (foreign) term, which must not raise ours.
         term = op.get("term")
-        if not isinstance(term, int) or isinstance(term, bool) or term < ledger.term():
+        if (
+            not isinstance(term, int)
+            or isinstance(term, bool)
+            or term < ledger.term()
+            or ledger.is_leader()
+        ):
             op["term"] = ledger.term()
         result = await asyncio.to_thread(ledger.propose, op)
         return web.json_response(result)

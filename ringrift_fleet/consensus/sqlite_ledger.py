@@ -108,6 +108,9 @@ class SqliteStore:
         with self.lock:
             self.state = json.loads(json.dumps(state))
             self.seq = seq
+            # the journal numbered another history (an older era may have run
+            # further): drop all of it, or its rows would clash or replay on top
+            self._db.execute("DELETE FROM ops")
             self._snapshot()
 
     @contextmanager
