@@ -441,6 +441,29 @@ class ArtifactStore:
             )
         return removed
 
+    def remove(self, names: list[str]) -> int:
+        """Forget artifacts and delete their files (rows first, then files, as games
+        retention does); folders left empty go too.  Returns the rows removed."""
+        if not names:
+            return 0
+        checked = [check_name(n) for n in names]
+        with self._db(write=True) as con:
+            before = con.total_changes
+            con.executemany("DELETE FROM artifacts WHERE name = ?", [(n,) for n in checked])
+            removed = con.total_changes - before
+        for name in checked:
+            path = self.root / name
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            for parent in path.parents:
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                try:
+                    parent.rmdir()  # only when empty
+                except OSError:
+                    break
+        return removed
+
     def has(self, name: str, sha256: str | None = None) -> bool:
         info = self.entry(name)
         if info is None or not self.regular_file(self.path(name)):

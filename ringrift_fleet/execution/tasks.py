@@ -48,6 +48,7 @@ from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.failures import TaskInputError, as_task_input_error
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
+from ringrift_fleet.execution.retention import retain
 from ringrift_fleet.execution.settings import time_limits
 from ringrift_fleet.execution.sync import SyncError, sync_artifacts
 from ringrift_fleet.execution.workloads import JobContext, StopRequested, WorkloadError
@@ -244,6 +245,7 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             raise
     result = {**base, **out}
     _sweep(store, cfg)
+    retain(store, spec, out, models_keep=cfg.MODELS_KEEP, evaluations_keep=cfg.EVALUATIONS_KEEP)
     if keeper.lost.is_set():
         if keeper.revoked.is_set():
             # the leader placed a new attempt: free the lease for it at once

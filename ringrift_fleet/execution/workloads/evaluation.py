@@ -17,6 +17,7 @@ from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.failures import TaskInputError
 from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, TASK_NAMES, JobSpec
+from ringrift_fleet.execution.retention import pin
 from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext
 from ringrift_fleet.execution.workloads.reference_game import (
     Engine,
@@ -99,6 +100,7 @@ def run_evaluation(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     cand_ref, champ_ref = spec.get("candidate"), spec.get("champion")
     cand = engine_for(ctx.store, cand_ref, temp, "candidate")
     champ = engine_for(ctx.store, champ_ref, temp, "champion")
+    pin(ctx.store, champ_ref)  # model retention keeps this host's champion (retention.py)
     tally, played, stopped = Tally(), 0, ""
     try:
         for i in range(total):
