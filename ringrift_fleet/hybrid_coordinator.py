@@ -188,7 +188,9 @@ class HybridCoordinator:
         self.inventory = inventory
         if not self.config.BIND_HOST:  # "" = this host's inventory address, else loopback
             self.config = self.config.replace(
-                BIND_HOST=resolve_bind_host(self.config, _inventory_address(inventory, self.node_id))
+                BIND_HOST=resolve_bind_host(
+                    self.config, _inventory_address(inventory, self.node_id)
+                )
             )
         self.voters = voters_from_inventory(inventory, self.config) if inventory is not None else []
         if not self.voters:  # no inventory: a fleet of one, as in the README's examples
