@@ -279,7 +279,7 @@ class Rollout:
             step = StepReport(label, ",".join(group) if how != "all" else "all", time.monotonic())
             self.restart(group, to)
             ok = self.leader(20) is not None
-            time.sleep(0.5)  # a sample or two after the leader settles
+            time.sleep(0.3)  # a sample after the leader settles
             step.ended = time.monotonic()
             window = self.sampler.window(step.started - SAMPLE_EVERY, step.ended)
             step.leaderless_s = leaderless_runs(window) if ok else float("inf")

@@ -1,0 +1,80 @@
+"""The gradual rollout and the instant rollback on 3 real coordinators, as one JSON line.
+
+Runs tests/support/rollout.py's PLAN (stage 0 -> 1 -> 2 -> 3 -> 4 -> rollback, then the
+Bully <-> Raft switch in every restart order: leader first, middle, last, all at once),
+sampling every node's /status every 0.25 s, and prints
+
+  {"leaderless_max_s", "two_leaders_s", "false_dead_peers", "jobs_lost", "jobs_run_twice", ...}
+
+leaderless_max_s is the longest stretch without a leader in any host-by-host step (the
+all-at-once restarts have nobody up and are reported apart); two_leaders_s the sampled
+seconds with two nodes claiming leadership; false_dead_peers (observer, peer) pairs where
+a peer up for 6 s was missing from the observer's alive peers (once per pair per 10 s);
+jobs_lost / jobs_run_twice over every switch (a job whose attempt changed counts as run
+twice; no workers run here: this is the ledger's side of it).
+
+  python benchmarks/rollout.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.rollout import PLAN, Rollout, Sampler, StagedFleet
+
+
+def one_round(verbose: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
+        fleet = StagedFleet(Path(tmp) / "fleet", voters=3)
+        started = time.monotonic()
+        log = (lambda m: print(m, file=sys.stderr)) if verbose else (lambda m: None)
+        try:
+            with Sampler(fleet) as sampler:
+                rollout = Rollout(fleet, sampler, log)
+                rollout.run(PLAN)
+        finally:
+            fleet.stop_all()
+        steps = [s for s in rollout.steps if s.host != "all"]
+        return {
+            "leaderless_max_s": round(max(s.leaderless_s for s in steps), 2),
+            "leaderless_median_s": round(statistics.median(s.leaderless_s for s in steps), 2),
+            "leaderless_all_at_once_max_s": round(
+                max((s.leaderless_s for s in rollout.steps if s.host == "all"), default=0.0), 2
+            ),
+            "two_leaders_s": sum(s.two_leaders_s for s in rollout.steps),
+            "false_dead_peers": rollout.false_dead_peers(),
+            "jobs_lost": sum(sw["jobs_lost"] for sw in rollout.switches),
+            "jobs_run_twice": sum(sw["jobs_run_twice"] for sw in rollout.switches),
+            "ledger_unequal_switches": sum(not sw["ledger_equal"] for sw in rollout.switches),
+            "host_steps": len(rollout.steps),
+            "switches": len(rollout.switches),
+            "wall_s": round(time.monotonic() - started, 1),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    rounds = [one_round(args.verbose) for _ in range(max(1, args.rounds))]
+    out: dict[str, object] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        out[key] = statistics.median(values)
+        if len(rounds) > 1:
+            out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
+    out["rounds"] = len(rounds)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
