@@ -13,6 +13,8 @@ declare -A want=(
   [ssh]=openssh-client
   [ip]=iproute2
   [ps]=procps
+  [promtool]=prometheus
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!want[@]}"; do

@@ -1,4 +1,5 @@
-"""``ringrift-fleet inventory generate | validate``: build and check distributed_hosts.yaml."""
+"""``ringrift-fleet inventory generate | validate | prometheus``: build and check
+distributed_hosts.yaml, and write a Prometheus configuration from it."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def register(subparsers: Any) -> None:
     )
     val.set_defaults(func=run)
 
+    prom = actions.add_parser(
+        "prometheus",
+        help="write a Prometheus scrape configuration (and alert rules) for the fleet",
+        description="One scrape target per coordinator (every host not retired, "
+        "address:status_port, labelled host) and Flower on the broker host; the alert "
+        "rules from monitoring/alerts.yml are copied beside it (docs/operations.md).",
+    )
+    prom.add_argument("file", help="distributed_hosts.yaml")
+    prom.add_argument(
+        "-o", "--output", default="prometheus.yml", help="file to write ('-' = stdout)"
+    )
+    prom.add_argument("--scrape-interval", default="15s", help="Prometheus duration (default 15s)")
+    prom.add_argument(
+        "--alertmanager", action="append", default=[], metavar="HOST:PORT", help="repeatable"
+    )
+    prom.set_defaults(func=run)
+
 
 def run(args: argparse.Namespace) -> int:
     from ringrift_fleet import inventory
@@ -53,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "generate":
             return _generate(args.inventory, args.output)
+        if args.action == "prometheus":
+            return _prometheus(args)
         inv = (
             inventory.from_ansible(args.file, warn=False)
             if args.ansible
@@ -87,6 +107,44 @@ def _generate(source: str, output: str) -> int:
     except OSError as exc:
         raise InventoryError([f"{output}: cannot write: {exc.strerror or exc}"]) from None
     print(f"wrote {output}: {_counts(inv)}")
+    return 0
+
+
+def _prometheus(args: argparse.Namespace) -> int:
+    import re
+    import shutil
+    from pathlib import Path
+
+    from ringrift_fleet import inventory, monitoring
+
+    if not re.fullmatch(r"\d+(ms|s|m|h)", args.scrape_interval):
+        raise InventoryError([f"--scrape-interval {args.scrape_interval!r}: expected e.g. 15s, 1m"])
+    inv = inventory.load(args.file, warn=False)
+    _print_warnings(inv)
+    doc = monitoring.scrape_config(
+        inv,
+        scrape_interval=args.scrape_interval,
+        evaluation_interval=args.scrape_interval,
+        alertmanagers=args.alertmanager,
+    )
+    text = monitoring.dump(doc)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    rules = out.parent / "alerts.yml"
+    try:
+        inventory.write_atomic(str(out), text)
+        if monitoring.RULES_FILE.exists():
+            shutil.copyfile(monitoring.RULES_FILE, rules)
+    except OSError as exc:
+        raise InventoryError([f"{args.output}: cannot write: {exc.strerror or exc}"]) from None
+    targets = len(doc["scrape_configs"][0]["static_configs"])
+    print(f"wrote {out}: {targets} coordinator target(s)")
+    if monitoring.RULES_FILE.exists():
+        print(f"wrote {rules} (alert rules; runbook: docs/operations.md)")
+    else:
+        print(f"alert rules: copy monitoring/alerts.yml from the repository to {rules}")
     return 0
 
 
