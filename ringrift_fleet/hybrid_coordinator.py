@@ -429,7 +429,7 @@ class HybridCoordinator:
             await self.ledger.stop()  # type: ignore[union-attr]
         elif self.ledger is not None:
             if self.backend == RAFT:
-                await self.ledger.stop()  # type: ignore[union-attr]
+                await self.ledger.stop()  # type: ignore[attr-defined]
             self.ledger.close()
 
     # --- the README's interface -----------------------------------------------------------

@@ -459,7 +459,7 @@ class HandoverRaft(Ledger):
             raft_leader = self.raft_leader()
             self.book.max_epoch = max(self.book.max_epoch, self.raft_term())
             if raft_leader is not None:  # a Raft quorum leads: no Bully lease beside it
-                answer = {"granted": False, "holder": None, "epoch": None}
+                answer: dict[str, Any] = {"granted": False, "holder": None, "epoch": None}
                 answer["max_epoch"] = self.book.max_epoch
             else:
                 answer = self.book.request(candidate, epoch, float(duration), time.monotonic())
