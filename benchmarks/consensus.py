@@ -12,6 +12,9 @@ Prints ONE JSON line.  Everything runs as real processes on 127.0.0.1:
   heartbeats) over IDLE_SECONDS.
 * /status: 100 concurrent clients, keep-alive, against one coordinator.
 * Bully (CONSENSUS_MODE=bully, 1 s lease): the same kill loop, fewer kills.
+* idle leader changes: 3 idle coordinators beside one busy-looping process per
+  CPU for CHANGES_SECONDS, /status sampled every 0.5 s; reported per hour
+  (extrapolated from the window, which the JSON line states).  Target 0.
 
 Usage: python benchmarks/consensus.py [--kills N] [--quick]
 """
@@ -302,13 +305,70 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
         fleet.stop_all()
 
 
+# --- idle leader changes on loaded voters -------------------------------------------------
+
+HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def measure_idle_leader_changes(workdir: Path, seconds: float, hogs: int) -> dict[str, Any]:
+    """Three idle voters beside ``hogs`` busy-looping processes (a GPU host's CPU busy
+    feeding its GPUs): every voter's /status every 0.5 s, and each voter's own
+    count of leader changes.  Target: no change at all."""
+    fleet = LocalFleet(workdir / "idle-changes", voters=3, extra_env=dict(EXTRA_ENV))
+    procs: list[subprocess.Popen[bytes]] = []
+    changes = 0
+    leaderless = 0.0
+    samples = 0
+    try:
+        fleet.start_all()
+        if fleet.wait_leader(20) is None:
+            raise RuntimeError("no leader before the idle run")
+        time.sleep(2.0)  # the first leader's term settles
+        hog = HOG.format(s=seconds + 30)  # bounded even if this process dies
+        procs = [subprocess.Popen([PYTHON, "-c", hog]) for _ in range(hogs)]
+        last: str | None = None
+        start = time.monotonic()
+        end = start + seconds
+        while time.monotonic() < end:
+            t = time.monotonic()
+            views = {(fleet.status(n) or {}).get("leader_id") for n in fleet.nodes}
+            samples += 1
+            leader = views.pop() if len(views) == 1 else None
+            if leader is None:
+                leaderless += 0.5
+            elif last is not None and leader != last:
+                changes += 1
+            last = leader or last
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - t)))
+        elapsed = time.monotonic() - start
+        counted = [
+            int(((fleet.status(n) or {}).get("raft_detail") or {}).get("leader_changes", 0))
+            for n in fleet.nodes
+        ]
+    finally:
+        for proc in procs:
+            stop(proc)
+        fleet.stop_all()
+    return {
+        "idle_leader_changes_per_h": round(changes * 3600 / elapsed, 2),
+        "idle_leader_changes": changes,
+        "idle_leader_changes_counted_by_voters": max(counted),
+        "idle_leaderless_samples_s": leaderless,
+        "idle_changes_window_s": round(elapsed, 1),
+        "idle_changes_samples": samples,
+        "idle_changes_cpu_hogs": hogs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--write-seconds", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--writers", type=int, default=16)
-    parser.add_argument("--only", choices=("writes", "idle", "failover", "bully"))
+    parser.add_argument("--only", choices=("writes", "idle", "failover", "bully", "idle-changes"))
+    parser.add_argument("--changes-seconds", type=float, default=240.0)
+    parser.add_argument("--hogs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--bully-kills", type=int, default=6)
     parser.add_argument("--voter")
     parser.add_argument("--cluster")
@@ -335,6 +395,8 @@ def main() -> None:
             )
         if args.only in (None, "idle"):
             result.update(measure_idle_and_status(work, args.idle_seconds))
+        if args.only in (None, "idle-changes"):
+            result.update(measure_idle_leader_changes(work, args.changes_seconds, args.hogs))
         if args.only in (None, "bully"):
             lease = "1.0"
             bully = measure_failover(

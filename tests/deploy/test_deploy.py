@@ -8,11 +8,13 @@ tests run in file order and each checks what a user would see.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -271,6 +273,88 @@ def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
     _poll(
         f"{old_leader}'s coordinator to answer /status again", lambda: _status(bed, old_leader), 60
     )
+
+
+class LeaderSampler:
+    """Every voter's /status every 0.5 s in a thread: the leader each sample agrees on."""
+
+    def __init__(self, bed: NspawnTestbed, hosts: tuple[str, ...], limit_s: float) -> None:
+        self.bed, self.hosts, self.limit_s = bed, hosts, limit_s
+        self.samples: list[tuple[float, str | None, dict[str, object]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit_s
+        while not self._stop.is_set() and time.monotonic() < end:
+            t = time.monotonic()
+            views = {h: _status(self.bed, h) for h in self.hosts}
+            named = {str(v["leader_id"]) for v in views.values() if v and v.get("leader_id")}
+            # Leaderless: no voter that answers names a leader (one restarting
+            # voter that has not heard from the leader yet is not an outage).
+            leader = named.pop() if len(named) == 1 else (None if not named else "<split>")
+            self.samples.append((t, leader, {h: v for h, v in views.items() if v}))
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - t)))
+
+    def __enter__(self) -> LeaderSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def changes(self) -> list[tuple[str, str]]:
+        seen = [leader for _, leader, _ in self.samples if leader]
+        return [(a, b) for a, b in itertools.pairwise(seen) if a != b]
+
+    def leaderless_s(self) -> float:
+        return 0.5 * sum(1 for _, leader, _ in self.samples if leader is None)
+
+
+# The issue asks for 5 minutes without a leader change after a roll; the
+# default keeps the whole deploy test reasonable on a shared 2-core machine.
+HOLD_S = float(os.environ.get("RINGRIFT_DEPLOY_HOLD_S", "180"))
+
+
+@pytest.mark.timeout(900 + HOLD_S)
+def test_a_config_roll_moves_leadership_at_most_once_then_holds(fleet: Fleet) -> None:
+    """`--tags config` with a changed fleet.env restarts the three voters one by
+    one: followers first, the leader last, handing over as it stops."""
+    bed = fleet.bed
+    hosts = ("h1", "h2", "h3")
+    _poll("a leader", lambda: any((_status(bed, h) or {}).get("leader_id") for h in hosts), 90)
+    pids = {h: _unit(bed, h, "ringrift-coordinator.service").get("MainPID") for h in hosts}
+    with LeaderSampler(bed, hosts, limit_s=900) as roll:
+        deploy = bed.playbook(
+            fleet.inventory,
+            "--tags",
+            "config",
+            "-e",
+            '{"common_extra_env": {"RINGRIFT_ROLL": "1"}}',
+        )
+        time.sleep(2)
+    out = deploy.stdout + deploy.stderr
+    assert deploy.returncode == 0, out[-6000:]
+    assert "Queue the followers first and the leader last" in deploy.stdout
+    for h in hosts:  # the roll did restart every voter
+        pid = _unit(bed, h, "ringrift-coordinator.service").get("MainPID")
+        assert pid not in (None, "0", pids[h]), (h, pids[h], pid)
+    changes = roll.changes()
+    assert len(changes) <= 1, f"leadership moved {len(changes)} times in one roll: {changes}"
+    assert roll.leaderless_s() <= 1.0, [(round(t, 1), x) for t, x, _ in roll.samples if x is None]
+    assert all(leader != "<split>" for _, leader, _ in roll.samples)
+    # Then an otherwise idle fleet keeps its leader.
+    with LeaderSampler(bed, hosts, limit_s=HOLD_S) as hold:
+        time.sleep(HOLD_S)
+    assert hold.samples, "no /status samples"
+    assert hold.changes() == [], hold.changes()
+    assert hold.leaderless_s() == 0.0
+    terms = {int(str(v.get("term") or 0)) for _, _, views in hold.samples for v in views.values()}
+    assert len(terms) == 1, f"the term moved while idle: {sorted(terms)}"
+    for h in hosts:
+        journal = bed.ssh(h, "journalctl -u ringrift-coordinator --no-pager -n 3000").stdout
+        assert "CRITICAL" not in journal, journal[-3000:]
 
 
 @pytest.mark.timeout(600)
