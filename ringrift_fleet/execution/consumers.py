@@ -77,9 +77,7 @@ def hint(queue: str) -> str:
     return "no worker consumes this queue (a typo in --queue? workers: ringrift-fleet worker)"
 
 
-def unconsumed(
-    depths: Mapping[str, int], consumers: Mapping[str, Iterable[str]]
-) -> dict[str, int]:
+def unconsumed(depths: Mapping[str, int], consumers: Mapping[str, Iterable[str]]) -> dict[str, int]:
     """Queues holding messages that no worker consumes: queue -> messages waiting.
 
     ``consumers`` maps each worker that answered to the queues it consumes.
@@ -289,6 +287,7 @@ def attach(node: Any) -> QueueWatch:
             nodes = tuple(node.inventory.names())
         except Exception:  # an odd inventory object: the broker's bindings still count
             nodes = ()
+
     def app() -> Any:
         from ringrift_fleet.execution.app import create_app
 

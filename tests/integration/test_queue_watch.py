@@ -69,7 +69,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         server.stop()
 
 
-def celery(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def celery(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "celery", "-A", "ringrift_fleet", *args],
         env=env,
@@ -92,6 +94,11 @@ def stuck(fleet: dict[str, Any], name: str) -> dict[str, Any]:
     return {q["queue"]: q for q in section.get("queues", [])}
 
 
+def checked_at(fleet: dict[str, Any], name: str) -> float:
+    status = fleet["coordinators"].status(name) or {}
+    return float((status.get("queues_without_consumers") or {}).get("checked_at") or 0.0)
+
+
 def warnings_about(fleet: dict[str, Any], name: str, queue: str) -> list[str]:
     log = (fleet["coordinators"].workdir / f"{name}.log").read_text(errors="replace")
     return [ln for ln in log.splitlines() if "WARNING" in ln and f"queue {queue} holds" in ln]
@@ -103,9 +110,9 @@ def test_training_sent_to_a_cpu_only_fleet_is_reported_not_left_waiting(
     env, leader, follower = fleet["env"], fleet["leader"], fleet["follower"]
     call(env, "ringrift.training", {"board_type": "hex8", "num_players": 2})
     # the leader notices (two checks in a row), and every coordinator's /status shows it
-    assert wait_for(lambda: "training.t3" in stuck(fleet, leader), 30, 0.2), (
-        fleet["coordinators"].log(leader)
-    )
+    assert wait_for(lambda: "training.t3" in stuck(fleet, leader), 30, 0.2), fleet[
+        "coordinators"
+    ].log(leader)
     entry = stuck(fleet, leader)["training.t3"]
     assert entry["messages"] == 1
     assert "--queue node.<host>" in entry["hint"]
@@ -124,16 +131,9 @@ def test_training_sent_to_a_cpu_only_fleet_is_reported_not_left_waiting(
     )
     assert out.returncode == 0, out.stderr
     assert "warning: queue training.t3 holds 1 message(s) that no worker consumes" in out.stdout
-    # one warning line, not one per check (several checks have run by now)
-    checks_before = (stuck(fleet, leader) and fleet["coordinators"].status(leader)) or {}
-    assert wait_for(
-        lambda: (fleet["coordinators"].status(leader) or {})
-        .get("queues_without_consumers", {})
-        .get("checked_at", 0)
-        > (checks_before.get("queues_without_consumers", {}).get("checked_at") or 0) + 4 * CHECK_S,
-        30,
-        0.2,
-    )
+    # one warning line, not one per check: let several more checks run first
+    first = checked_at(fleet, leader)
+    assert wait_for(lambda: checked_at(fleet, leader) > first + 4 * CHECK_S, 30, 0.2)
     assert len(warnings_about(fleet, leader, "training.t3")) == 1
     assert warnings_about(fleet, follower, "training.t3") == []
 

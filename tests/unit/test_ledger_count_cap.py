@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from ringrift_fleet.config import load_config
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.errors import ConfigError
-from ringrift_fleet.config import load_config
 from ringrift_fleet.scheduler.history import SUMMARY_KIND
 from ringrift_fleet.scheduler.settings import SchedulerPolicy, parse_board_configs
 from tests.support.memory_ledger import Clock, MemoryLedger, idle_beat
@@ -22,7 +22,9 @@ def finish(ledger: MemoryLedger, n: int, clock: Clock) -> None:
     a = ledger.assign(job_id, "a", "selfplay")
     assert a is not None and ledger.start_work(job_id, "a")
     path = f"games/hex8_2p/{n}.jsonl.gz"
-    assert ledger.accept_result(job_id, a.fence_token, {"node": "a", "games": 4, "games_path": path})
+    assert ledger.accept_result(
+        job_id, a.fence_token, {"node": "a", "games": 4, "games_path": path}
+    )
     clock.t += 1.0
 
 
