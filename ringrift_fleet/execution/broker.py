@@ -166,9 +166,7 @@ def discard_unacked(client: redis.Redis, task_ids: Iterable[str], *, scan: int =
     if not wanted:
         return 0
     tags = [
-        tag
-        for tag, raw in client.hscan_iter(UNACKED_KEY, count=scan)
-        if _task_id(raw) in wanted
+        tag for tag, raw in client.hscan_iter(UNACKED_KEY, count=scan) if _task_id(raw) in wanted
     ]
     if not tags:
         return 0
