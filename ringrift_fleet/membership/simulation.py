@@ -127,9 +127,7 @@ class Simulation:
                 self._apply(name, node.tick(t))
             elif kind == _FALLBACK:
                 # The target's shell accepted the connection: it answers on it.
-                target, requester, data, deadline = cast(
-                    "tuple[str, str, bytes, float]", payload
-                )
+                target, requester, data, deadline = cast("tuple[str, str, bytes, float]", payload)
                 if target in self.crashed:
                     continue
                 reply, out = self.nodes[target].answer_fallback(t, data)
@@ -168,7 +166,9 @@ class Simulation:
                 continue
             self._push(self.now + rng.uniform(*net.delay), _DELIVER, (dest, data, src))
         for fb in out.fallback:
-            if net.fallback_loss is None or (net.fallback_loss and rng.random() < net.fallback_loss):
+            if net.fallback_loss is None or (
+                net.fallback_loss and rng.random() < net.fallback_loss
+            ):
                 continue
             target = self.name_at.get(fb.addr)
             if target is None or net.blocked(name, target):

@@ -227,9 +227,9 @@ class SwimMembershipManager:
         if name == self.node_id:
             return dict(self._metadata)
         meta = self._swim_meta(name)
-        if meta is None and self.http is not None and self._mixed is not None:
-            if self._mixed.http_only(name):
-                return self.http.peer_metadata(name)
+        mixed = self._mixed
+        if meta is None and self.http is not None and mixed is not None and mixed.http_only(name):
+            return self.http.peer_metadata(name)
         return meta
 
     def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:

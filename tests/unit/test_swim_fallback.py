@@ -61,7 +61,7 @@ def _run_to_probe_end(a: SwimNode, t: float) -> None:
 
 def test_an_unanswered_direct_ping_asks_the_shell_for_a_fallback_probe() -> None:
     a, _ = _pair()
-    t, fb = _unanswered_probe(a)
+    _, fb = _unanswered_probe(a)
     assert fb is not None and fb.target == "b" and fb.addr == ("127.0.0.1", 2)
     cfg = a.config
     assert 0 < fb.timeout <= cfg.ping_interval - cfg.ping_timeout + 0.011
@@ -93,7 +93,7 @@ def test_without_a_fallback_ack_the_target_is_suspected_as_before() -> None:
 
 @pytest.mark.parametrize("forgery", ["wrong_key", "wrong_seq", "wrong_sender", "a_ping"])
 def test_a_forged_or_stray_fallback_reply_does_not_count(forgery: str) -> None:
-    a, b = _pair()
+    a, _ = _pair()
     t, fb = _unanswered_probe(a)
     assert fb is not None
     msg = {
@@ -125,7 +125,7 @@ def test_a_fallback_ping_for_another_member_or_garbage_gets_no_answer() -> None:
 
 def test_a_suspect_answering_a_fallback_ping_refutes_our_verdict() -> None:
     """The fallback ping carries our verdict first, like any message to a suspect."""
-    a, b = _pair()
+    _, b = _pair()
     verdict = codec.Update(codec.SUSPECT, "b", 0, origin="a")
     ping = codec.encode(codec.Message(codec.PING, "a", 3, target="b", updates=[verdict]), KEY)
     reply, _ = b.answer_fallback(0.1, ping)

@@ -77,7 +77,9 @@ def _make_manager(args: argparse.Namespace) -> Membership:
 
     loss = inject_loss_from_env() if args.loss is None else args.loss
     loss_in = (
-        inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN") if args.loss_in is None else args.loss_in
+        inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN")
+        if args.loss_in is None
+        else args.loss_in
     )
     if args.backend == "swim-p2p":
         from ringrift_fleet.membership.swim_p2p import SwimP2PMembership

@@ -79,6 +79,7 @@ class UdpSwimTransport(asyncio.DatagramProtocol):
         self.fallback_sent = 0
         self.fallback_answered = 0  # fallback pings we answered
         self.fallback_skipped = 0  # probes not sent: too many in flight
+
     @property
     def running(self) -> bool:
         return self._transport is not None and not self._closed
