@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ringrift_fleet.config import FeatureFlags, P2PConfig
+from ringrift_fleet.fleet_page import attach as attach_fleet_page
 from ringrift_fleet.hybrid_coordinator import HybridCoordinator
 from ringrift_fleet.metrics import FleetCollector
 from ringrift_fleet.models import NodeRole
@@ -74,6 +75,7 @@ class CoordinatorNode:
         self._published: dict[str, Any] = {}
         self._dead: set[str] = set()  # hosts membership declares dead right now
         self.reassigned: list[dict[str, Any]] = []  # recent reassignments, for /status
+        self.fleet_page = attach_fleet_page(self)  # GET / and /fleet.json, no token
         # queues holding messages no worker consumes: /status, a warning, never a silent wait
         from ringrift_fleet.execution.consumers import attach as watch_queues
 
