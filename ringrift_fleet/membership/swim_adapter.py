@@ -146,6 +146,8 @@ class SwimMembershipManager:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.http is not None:  # first: HTTP-only peers are heard even if SWIM fails
+            await self.http.start()
         if self._transport is not None and self._transport.running:
             return
         node = SwimNode(
@@ -173,8 +175,6 @@ class SwimMembershipManager:
         self._node, self._transport = node, transport
         self._started_at = time.monotonic()
         self.last_error = None
-        if self.http is not None:
-            await self.http.start()
 
     async def stop(self, *, leave: bool = True) -> None:
         """Leave gracefully (peers see "left", not "dead"), then close the socket."""
