@@ -166,6 +166,7 @@ class LocalFleet:
                 env,
             )
             self.say(f"flower: http://127.0.0.1:{self.flower_port}/")
+        self.say(f"fleet page: http://127.0.0.1:{self.status_port}/")
 
     def _wait(self, what: str, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.opts.startup_timeout_s
