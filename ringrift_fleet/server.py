@@ -19,11 +19,13 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,26 @@ def bearer_ok(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and same_secret(given.strip(), token)
+
+
+def _client_fault(exc: BaseException | None) -> bool:
+    """A request the client got wrong (bad framing, a body that does not decode)."""
+    if isinstance(exc, web.RequestPayloadError):  # a body that failed to decode
+        return True
+    return isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's request log, less one thing: it logs every malformed request (a bad
+    request line, header or URL, already answered 400) as an ERROR with a traceback,
+    so any client could fill the log.  Those are one DEBUG line; real errors keep theirs."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if _client_fault(exc):
+            self.logger.debug("refused a malformed request: %s", str(exc).splitlines()[0])
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def make_auth_middleware(token: str) -> Any:
@@ -105,6 +127,8 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         raise _json_error(
             web.HTTPRequestTimeout, f"request body not received within {timeout:g} s"
         ) from None
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a plain body
+        raise _json_error(web.HTTPBadRequest, f"request body: {exc}".splitlines()[0]) from None
 
 
 MAX_JSON_DEPTH = 64
@@ -143,9 +167,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     try:
         data = parse_json(raw)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise _json_error(
-            web.HTTPBadRequest, f"request body is not valid JSON: {exc}"
-        ) from None
+        raise _json_error(web.HTTPBadRequest, f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(
             text=json.dumps(
@@ -261,7 +283,10 @@ class StatusServer:
         # aiohttp's keep-alive timer runs from the connection's start, and from each
         # response, until a whole request has arrived: it is the header timeout too.
         self._runner = web.AppRunner(
-            self.app, access_log=None, keepalive_timeout=self._header_timeout
+            self.app,
+            access_log=None,
+            keepalive_timeout=self._header_timeout,
+            logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)

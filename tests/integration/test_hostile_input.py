@@ -336,3 +336,26 @@ def test_the_artifacts_route_never_follows_a_link_out_of_the_store(tmp_path: Pat
             code, body = get(name)
             assert code == 404 and b"PRIVATE" not in body, (name, code, body)
     assert not store.has("models/x/v0002.json")
+
+
+# --- found by the fuzz test (tests/integration/test_fuzz_hostile.py) -------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_body_that_does_not_decode_is_a_400(node: LocalFleet) -> None:
+    headers = [(b"Authorization", GOOD), (b"Content-Encoding", b"gzip")]
+    for path in ("/consensus/op", "/heartbeat"):
+        resp = raw_request(port_of(node), "POST", path, headers, b"not gzip at all")
+        assert resp.status == 400, (path, resp.head, resp.body[:300])
+    assert_no_traceback(node)
+
+
+@pytest.mark.timeout(60)
+def test_malformed_requests_leave_no_traceback_in_the_log(node: LocalFleet) -> None:
+    # aiohttp answers these 400 itself, and logged each as an ERROR with a traceback:
+    # anyone who can reach :8770 could fill the log
+    for target in (b"/status\x1e", b"/st atus", b"/\x00"):
+        assert raw_request(port_of(node), "GET", target).status == 400
+    resp = raw_request(port_of(node), "GET", "/health", [(b"Content-Encoding", b"gzip")], b"zz")
+    assert resp.status == 200
+    assert_no_traceback(node)
