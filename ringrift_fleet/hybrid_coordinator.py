@@ -115,7 +115,7 @@ def build_membership(
 
     HTTP heartbeats go to every inventory host's status server; SWIM binds this
     host's swim_port with every other host as a seed; hybrid is both, SWIM first.
-    "swim" keeps heartbeats too, for peers that speak only HTTP (membership/hybrid.py).
+    "swim" keeps heartbeats too, for peers that speak only HTTP (membership/mixed.py).
     """
     mode = flags.effective_membership_mode
     try:
