@@ -9,6 +9,7 @@ players the candidate's score is compared with each champion seat in turn
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,8 @@ def run_evaluation(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     cand_ref, champ_ref = spec.get("candidate"), spec.get("champion")
     cand = engine_for(ctx.store, cand_ref, temp, "candidate")
     champ = engine_for(ctx.store, champ_ref, temp, "champion")
-    pin(ctx.store, champ_ref)  # model retention keeps this host's champion (retention.py)
+    with contextlib.suppress(OSError):  # housekeeping never fails a job
+        pin(ctx.store, champ_ref)  # model retention keeps this host's champion (retention.py)
     tally, played, stopped = Tally(), 0, ""
     try:
         for i in range(total):
