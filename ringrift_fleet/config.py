@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,13 @@ class P2PConfig:
     # --- broker ------------------------------------------------------------------
     BROKER_URL: str = "redis://127.0.0.1:6379/0"
     RESULT_BACKEND: str = ""  # "" = the broker URL
+    # Sentinel set (docs/deploy.md): "host:port,host:port,…" replaces BROKER_URL; every
+    # Redis client (Celery, fences, Flower) then follows the primary Sentinel names.
+    BROKER_SENTINELS: str = ""  # "" = the single broker at BROKER_URL
+    BROKER_MASTER_NAME: str = "ringrift"  # the name the Sentinels monitor the primary under
+    BROKER_PASSWORD: str = ""  # Redis requirepass (either mode); "" = none or in the URL
+    BROKER_SENTINEL_PASSWORD: str = ""  # the Sentinels' own requirepass; "" = none
+    BROKER_WAIT_TIMEOUT: float = 0.5  # s a fence/slot write waits for one replica (WAIT 1)
     RESULT_EXPIRES: float = 7 * 24 * 3600.0  # s results stay in Redis
     MAX_REDELIVERIES: int = 3  # a job that kills its worker this often is failed
     SELFPLAY_TIME_LIMIT: float = 2 * 3600.0  # hard limit, s
@@ -184,6 +192,10 @@ ENV_ALIASES: dict[str, str] = {
     "RINGRIFT_P2P_LEADER_LEASE": "LEADER_LEASE_DURATION",
     "RINGRIFT_BROKER_URL": "BROKER_URL",
     "RINGRIFT_RESULT_BACKEND": "RESULT_BACKEND",
+    "RINGRIFT_BROKER_SENTINELS": "BROKER_SENTINELS",
+    "RINGRIFT_BROKER_MASTER_NAME": "BROKER_MASTER_NAME",
+    "RINGRIFT_BROKER_PASSWORD": "BROKER_PASSWORD",
+    "RINGRIFT_BROKER_SENTINEL_PASSWORD": "BROKER_SENTINEL_PASSWORD",
     "RINGRIFT_CLUSTER_KEY": "CLUSTER_KEY",
 }
 
@@ -289,6 +301,7 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
             fail(name)
     if not cfg.NODE_ID.strip():
         raise ConfigError(f"{where('NODE_ID')}: the node id must not be empty")
+    _validate_broker(cfg, where, origin)
     if cfg.PEER_TIMEOUT <= cfg.HEARTBEAT_INTERVAL:
         raise ConfigError(
             f"{where('PEER_TIMEOUT')}={cfg.PEER_TIMEOUT!r}: must be above HEARTBEAT_INTERVAL "
@@ -311,6 +324,53 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
         raise ConfigError(
             f"{where('RAFT_APPEND_ENTRIES_PERIOD')}={cfg.RAFT_APPEND_ENTRIES_PERIOD!r}: must be "
             f"below RAFT_MIN_TIMEOUT ({cfg.RAFT_MIN_TIMEOUT!r})"
+        )
+
+
+SENTINEL_DEFAULT_PORT = 26379
+_MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def parse_sentinels(raw: str, var: str = "RINGRIFT_BROKER_SENTINELS") -> list[tuple[str, int]]:
+    """``"h1:26379,h2,[::1]:26380"`` → ``[("h1", 26379), ("h2", 26379), ("::1", 26380)]``;
+    a ConfigError naming ``var`` and the bad entry otherwise ("" → [])."""
+    out: list[tuple[str, int]] = []
+    for i, entry in enumerate(e.strip() for e in raw.split(",")):
+        if not entry:
+            if raw.strip():
+                raise ConfigError(f"{var}={raw!r}: entry {i + 1} is empty")
+            continue
+        host, port = entry, str(SENTINEL_DEFAULT_PORT)
+        if entry.startswith("["):
+            host, sep, rest = entry[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ConfigError(f"{var}={raw!r}: entry {entry!r} is not [ipv6]:port")
+            port = rest[1:] or port
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        if not host or any(c in host for c in "/@; "):
+            raise ConfigError(f"{var}={raw!r}: entry {entry!r} is not host:port")
+        if not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"{var}={raw!r}: entry {entry!r}: port must be 1-65535")
+        if (host, int(port)) in out:
+            raise ConfigError(f"{var}={raw!r}: {host}:{port} is listed twice")
+        out.append((host, int(port)))
+    return out
+
+
+def _validate_broker(cfg: P2PConfig, where: Callable[[str], str], origin: Mapping[str, str]) -> None:
+    if not cfg.BROKER_SENTINELS.strip():
+        return
+    parse_sentinels(cfg.BROKER_SENTINELS, where("BROKER_SENTINELS"))
+    if not _MASTER_NAME.fullmatch(cfg.BROKER_MASTER_NAME):
+        raise ConfigError(
+            f"{where('BROKER_MASTER_NAME')}={cfg.BROKER_MASTER_NAME!r}: expected a Sentinel "
+            "master name (letters, digits, '.', '_', '-')"
+        )
+    if "BROKER_URL" in origin:
+        raise ConfigError(
+            f"{origin['BROKER_URL']} and {where('BROKER_SENTINELS')} both name the broker: "
+            "set only one (the Sentinel set finds the primary itself)"
         )
 
 

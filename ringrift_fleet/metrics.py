@@ -400,13 +400,9 @@ class FleetCollector(Collector):
 
         try:
             if self._redis is None:
-                import redis
+                from ringrift_fleet.execution.redis_clients import redis_client
 
-                self._redis = redis.Redis.from_url(
-                    self.node.config.BROKER_URL,
-                    socket_timeout=BROKER_TIMEOUT_S,
-                    socket_connect_timeout=BROKER_TIMEOUT_S,
-                )
+                self._redis = redis_client(self.node.config, timeout=BROKER_TIMEOUT_S)
             self._queues = queue_depths(self._redis, all_queues(hosts))
             self._broker_up = True
         except Exception as exc:

@@ -63,6 +63,9 @@ def mask_url(url: str) -> str:
 
 def url_of(client: Any) -> str:
     """The URL a redis-py client talks to (password masked)."""
+    service = getattr(getattr(client, "connection_pool", None), "service_name", None)
+    if service:  # redis-py's SentinelConnectionPool: the primary Sentinel names
+        return f"sentinel://{service}"
     try:
         kw = client.connection_pool.connection_kwargs
     except AttributeError:

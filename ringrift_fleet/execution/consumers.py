@@ -119,7 +119,7 @@ class QueueWatch:
 
     def __init__(
         self,
-        broker_url: str,
+        broker_url: Any,  # a URL, or a redis_clients.BrokerSpec (Sentinel set)
         node_id: str,
         *,
         nodes: Iterable[str] = (),
@@ -190,11 +190,12 @@ class QueueWatch:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis
+            from ringrift_fleet.execution.redis_clients import BrokerSpec, redis_client
 
-            self._client = redis.Redis.from_url(
-                self.broker_url, socket_timeout=5, socket_connect_timeout=3
-            )
+            spec = self.broker_url
+            if not isinstance(spec, BrokerSpec):
+                spec = BrokerSpec(url=str(spec))
+            self._client = redis_client(spec, timeout=5, connect_timeout=3)
         return self._client
 
     def declared_queues(self) -> set[str]:
@@ -293,8 +294,10 @@ def attach(node: Any) -> QueueWatch:
 
         return create_app(cfg)
 
+    from ringrift_fleet.execution.redis_clients import broker_spec
+
     watch = QueueWatch(
-        cfg.BROKER_URL,
+        broker_spec(cfg),
         node.node_id,
         nodes=nodes,
         interval=cfg.QUEUE_CHECK_INTERVAL,

@@ -27,15 +27,20 @@ def time_limits(cfg: P2PConfig, job_type: str) -> tuple[float, float]:
 
 
 def celery_settings(cfg: P2PConfig) -> dict[str, Any]:
+    from ringrift_fleet.execution.redis_clients import celery_broker_settings
+
     vt = visibility_timeout(cfg)
     transport = {
         # Redis redelivers an unacked message only after this; it must outlast the
         # longest job or a healthy long training run would be started twice.
         "visibility_timeout": vt,
     }
+    # One URL, or kombu's sentinel:// transport + Celery's SentinelBackend (master_name,
+    # sentinel_kwargs in the transport options): execution/redis_clients.py.
+    broker = celery_broker_settings(cfg)
     return {
-        "broker_url": cfg.BROKER_URL,
-        "result_backend": cfg.result_backend,
+        "broker_url": broker["broker_url"],
+        "result_backend": broker["result_backend"],
         # Acknowledge after the job, not on receipt: a worker that dies mid-job
         # leaves the message to be delivered again instead of losing it.
         "task_acks_late": True,
@@ -48,8 +53,11 @@ def celery_settings(cfg: P2PConfig) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Set everywhere Celery reads a visibility timeout (broker and result
         # backend transports); kombu reads the broker's.
-        "broker_transport_options": dict(transport),
-        "result_backend_transport_options": dict(transport),
+        "broker_transport_options": {**transport, **broker["broker_transport_options"]},
+        "result_backend_transport_options": {
+            **transport,
+            **broker["result_backend_transport_options"],
+        },
         # A worker started before the broker keeps trying instead of exiting.
         "broker_connection_retry_on_startup": True,
         # Events on so Flower shows tasks live; STARTED so a running job is visible.

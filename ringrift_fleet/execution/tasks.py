@@ -48,6 +48,7 @@ from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.failures import TaskInputError, as_task_input_error
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
+from ringrift_fleet.execution.redis_clients import BrokerSpec, broker_spec, redis_client
 from ringrift_fleet.execution.retention import retain
 from ringrift_fleet.execution.settings import time_limits
 from ringrift_fleet.execution.sync import SyncError, sync_artifacts
@@ -127,14 +128,14 @@ def node_name(cfg: P2PConfig) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
+def _redis(spec: BrokerSpec) -> redis.Redis:
     # redis-py pools notice a fork and reconnect, so one client per process is safe.
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    return redis_client(spec, timeout=10, connect_timeout=5)
 
 
 def fence_client(cfg: P2PConfig) -> redis.Redis:
-    """The Redis holding fences and run keys: the broker's."""
-    return _redis(cfg.BROKER_URL)
+    """The Redis holding fences and run keys: the broker's (its current primary)."""
+    return _redis(broker_spec(cfg))
 
 
 @functools.lru_cache(maxsize=4)

@@ -358,6 +358,9 @@ class Beat:
         self._rev = -1  # the replica revision the view has taken in
         self._pruned = 0  # the ledger's count of forgotten jobs at that revision
         self.full_read_every_s = FULL_READ_EVERY_S
+        # WAIT 1 <ms> after fence/slot writes when the broker has replicas (Sentinel
+        # set; redis_clients.ReplicaWait): an acknowledged fence survives a failover.
+        self.replicate: Callable[[], Any] = lambda: True
         self._next_full_read = 0.0
         self._next_prune = 0.0
         self.broker = BrokerHealth(url_of(redis))
@@ -697,6 +700,7 @@ class Beat:
                 self.slots_refused += 1
                 return
             publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
+            self.replicate()  # slot and fence on a replica before the message is sent
             term = int(self.leadership.term())
             self.send(
                 w.work_type,
@@ -734,6 +738,7 @@ class Beat:
         slot = SLOT_PREFIX + f"{job_id}#{attempt}"
         try:
             self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=int(self.fence_ttl_s))
+            self.replicate()  # the message (written before) is on the replica too
         except BROKER_ERRORS as exc:
             self.broker.failed("mark sent", exc)
             self._broker_failed = True
@@ -777,6 +782,7 @@ class Beat:
         from ringrift_fleet.execution.fencing import withdraw_fence
 
         withdraw_fence(self.redis, job_id)
+        self.replicate()
 
     def _drop_lost_delivery(self, a: Release) -> None:
         """The dead worker's unacknowledged message of the voided attempt: discarded

@@ -87,12 +87,11 @@ def _celery_sender() -> Any:
 
 def build_beat(node: Any, policy: SchedulerPolicy, hosts: Any) -> Beat:
     """A Beat on this coordinator's ledger and leadership, sending through Celery."""
-    import redis
-
+    from ringrift_fleet.execution.redis_clients import redis_client, replica_wait
     from ringrift_fleet.notifications import send_webhook_notification
 
-    client = redis.Redis.from_url(node.config.BROKER_URL, socket_timeout=5)
-    return Beat(
+    client = redis_client(node.config, timeout=5)
+    beat = Beat(
         ledger=node.ledger,
         leadership=node.leadership,
         redis=client,
@@ -103,6 +102,8 @@ def build_beat(node: Any, policy: SchedulerPolicy, hosts: Any) -> Beat:
         address=hosts.address,
         notify=send_webhook_notification,
     )
+    beat.replicate = replica_wait(node.config, client)
+    return beat
 
 
 def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) -> Beat:
@@ -111,11 +112,14 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
     Consensus objects exist only once the node prepares, so the Beat is built
     lazily on the first tick.
     """
-    import redis
+    from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client
+    from ringrift_fleet.notifications import send_webhook_notification
 
     holder: dict[str, Beat] = {}
     policy = policy or SchedulerPolicy.from_config(node.config)
-    board = MetricsBoard(redis.Redis.from_url(node.config.BROKER_URL, socket_timeout=5))
+    board = MetricsBoard(redis_client(node.config, timeout=5))
+    # The Sentinels' view (primary, replicas) for /status, and the broker_failover event.
+    failover = FailoverWatch(node.config, notify=send_webhook_notification, client=board.redis)
     last_post = {"at": -PROBE_EVERY_S}
 
     def beat() -> Beat:
@@ -141,8 +145,15 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
         except Exception as exc:  # the broker may be down; scheduling goes on without figures
             log.debug("could not post metrics: %s", exc)
 
+    def watch_broker() -> None:
+        try:
+            failover.poll()
+        except Exception as exc:  # the view is for people; scheduling goes on without it
+            log.debug("broker topology: %s", exc)
+
     async def on_tick() -> None:
         await asyncio.to_thread(post_metrics)
+        await asyncio.to_thread(watch_broker)
         if node.ledger is None or node.leadership is None:
             return
         b = beat()
@@ -150,7 +161,13 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
 
     node.add_tick_handler(on_tick)
     node.add_status_section("scheduler", lambda: holder["beat"].status() if holder else {})
-    node.add_status_section("broker", lambda: holder["beat"].broker_status() if holder else {})
+    node.add_status_section(
+        "broker",
+        lambda: {
+            **(holder["beat"].broker_status() if holder else {}),
+            "topology": failover.status(),
+        },
+    )
     return holder.get("beat")  # type: ignore[return-value]
 
 

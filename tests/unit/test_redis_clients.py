@@ -1,0 +1,171 @@
+"""The broker as one URL or a Sentinel set: configuration, the clients built from it,
+Celery's settings, and the WAIT after fence writes (issue 13)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.sentinel import SentinelConnectionPool
+
+from ringrift_fleet.config import known_env_vars, load_config, parse_sentinels
+from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.execution.broker import url_of
+from ringrift_fleet.execution.redis_clients import (
+    ReplicaWait,
+    broker_spec,
+    celery_broker_settings,
+    redis_client,
+    topology,
+)
+from ringrift_fleet.execution.settings import celery_settings
+
+SET3 = {"RINGRIFT_BROKER_SENTINELS": "10.0.0.1:26379,10.0.0.2:26380,10.0.0.3"}
+
+
+def test_sentinel_list_parses_with_default_port_and_ipv6() -> None:
+    assert parse_sentinels("a:1, b ,[::1]:26380") == [("a", 1), ("b", 26379), ("::1", 26380)]
+    assert parse_sentinels("") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("a:1,,b", "entry 2 is empty"),
+        ("a:0", "port must be 1-65535"),
+        ("a:x", "port must be 1-65535"),
+        ("a:1,a:1", "listed twice"),
+        ("redis://a:1", "is not host:port"),
+        ("[::1", "is not [ipv6]:port"),
+    ],
+)
+def test_a_bad_sentinel_list_names_the_variable_and_entry(raw: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"RINGRIFT_BROKER_SENTINELS": raw})
+    assert str(info.value).startswith(f"RINGRIFT_BROKER_SENTINELS={raw!r}: ")
+    assert fragment in str(info.value)
+
+
+def test_url_and_sentinels_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="RINGRIFT_BROKER_URL and RINGRIFT_BROKER_SENTINELS"):
+        load_config({**SET3, "RINGRIFT_BROKER_URL": "redis://h:6379/0"})
+
+
+def test_a_bad_master_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="RINGRIFT_BROKER_MASTER_NAME='my master'"):
+        load_config({**SET3, "RINGRIFT_BROKER_MASTER_NAME": "my master"})
+
+
+def test_the_new_variables_are_known() -> None:
+    for var in (
+        "RINGRIFT_BROKER_SENTINELS",
+        "RINGRIFT_BROKER_MASTER_NAME",
+        "RINGRIFT_BROKER_PASSWORD",
+        "RINGRIFT_BROKER_SENTINEL_PASSWORD",
+        "RINGRIFT_P2P_BROKER_WAIT_TIMEOUT",
+    ):
+        assert var in known_env_vars()
+
+
+def test_single_url_mode_is_unchanged_and_takes_the_password() -> None:
+    cfg = load_config({"RINGRIFT_BROKER_URL": "redis://h:6379/2"})
+    s = celery_settings(cfg)
+    assert s["broker_url"] == s["result_backend"] == "redis://h:6379/2"
+    assert "master_name" not in s["broker_transport_options"]
+    cfg = load_config({"RINGRIFT_BROKER_URL": "redis://h:6379/2", "RINGRIFT_BROKER_PASSWORD": "p/w"})
+    assert broker_spec(cfg).url == "redis://:p%2Fw@h:6379/2"
+    assert redis_client(cfg).connection_pool.connection_kwargs["password"] == "p/w"
+
+
+def test_sentinel_mode_gives_celery_the_sentinel_transport_and_backend() -> None:
+    cfg = load_config(
+        {
+            **SET3,
+            "RINGRIFT_BROKER_MASTER_NAME": "fleet",
+            "RINGRIFT_BROKER_PASSWORD": "redispw",
+            "RINGRIFT_BROKER_SENTINEL_PASSWORD": "sentpw",
+        }
+    )
+    s = celery_settings(cfg)
+    assert s["broker_url"] == (
+        "sentinel://:redispw@10.0.0.1:26379/0;sentinel://:redispw@10.0.0.2:26380/0;"
+        "sentinel://:redispw@10.0.0.3:26379/0"
+    )
+    assert s["result_backend"] == s["broker_url"]
+    for key in ("broker_transport_options", "result_backend_transport_options"):
+        opts = s[key]
+        assert opts["master_name"] == "fleet"
+        assert opts["sentinel_kwargs"] == {"password": "sentpw"}
+        assert opts["visibility_timeout"] > 3600  # the long-job setting is kept
+    # Celery picks kombu's SentinelChannel and its SentinelBackend from these.
+    from ringrift_fleet.execution.app import create_app
+
+    app = create_app(cfg)
+    assert type(app.backend).__name__ == "SentinelBackend"
+    with app.connection_for_write() as conn:
+        assert conn.transport_cls == "sentinel"
+        assert "redispw" not in conn.as_uri()
+
+
+def test_sentinel_mode_clients_follow_the_primary() -> None:
+    cfg = load_config({**SET3, "RINGRIFT_BROKER_PASSWORD": "pw"})
+    client = redis_client(cfg, timeout=2)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "ringrift"
+    assert pool.connection_kwargs["password"] == "pw"
+    assert url_of(client) == "sentinel://ringrift"
+
+
+def test_celery_gets_no_separate_sentinel_options_for_an_explicit_backend() -> None:
+    cfg = load_config({**SET3, "RINGRIFT_RESULT_BACKEND": "redis://other:6379/1"})
+    s = celery_broker_settings(cfg)
+    assert s["result_backend"] == "redis://other:6379/1"
+    assert s["result_backend_transport_options"] == {}
+
+
+def test_single_mode_topology_needs_no_io() -> None:
+    view = topology(load_config({"RINGRIFT_BROKER_URL": "redis://:secret@h:1/0"}))
+    assert view == {"mode": "single", "url": "redis://:***@h:1/0"}
+
+
+class FakeRedis:
+    def __init__(self, replicas: int, acks: int) -> None:
+        self.replicas, self.acks = replicas, acks
+        self.calls: list[Any] = []
+
+    def info(self, section: str) -> dict[str, Any]:
+        self.calls.append(("info", section))
+        return {"connected_slaves": self.replicas}
+
+    def wait(self, n: int, ms: int) -> int:
+        self.calls.append(("wait", n, ms))
+        return self.acks
+
+
+def test_replica_wait_waits_for_one_replica_only_when_there_is_one() -> None:
+    now = [0.0]
+    r = FakeRedis(replicas=2, acks=1)
+    w = ReplicaWait(r, 0.25, clock=lambda: now[0])
+    assert w() and w()
+    assert r.calls == [("info", "replication"), ("wait", 1, 250), ("wait", 1, 250)]
+    none = FakeRedis(replicas=0, acks=0)
+    w = ReplicaWait(none, 0.25, clock=lambda: now[0])
+    assert w() and w()
+    assert ("wait", 1, 250) not in none.calls  # nothing to wait for: no timeout burnt
+
+
+def test_replica_wait_reports_an_unconfirmed_write_and_looks_again() -> None:
+    now = [0.0]
+    r = FakeRedis(replicas=1, acks=0)
+    w = ReplicaWait(r, 0.1, clock=lambda: now[0])
+    assert not w()
+    assert w.unconfirmed == 1
+    assert not w()
+    assert r.calls.count(("info", "replication")) == 2  # re-read after a failed WAIT
+
+
+def test_replica_wait_is_off_for_a_single_redis() -> None:
+    r = FakeRedis(replicas=1, acks=0)
+    assert ReplicaWait(r, 0.1, enabled=False)()
+    assert r.calls == []
