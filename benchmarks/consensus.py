@@ -325,7 +325,9 @@ def measure_idle_leader_changes(workdir: Path, seconds: float, hogs: int) -> dic
             raise RuntimeError("no leader before the idle run")
         time.sleep(2.0)  # the first leader's term settles
         hog = HOG.format(s=seconds + 30)  # bounded even if this process dies
-        procs = [subprocess.Popen([PYTHON, "-c", hog]) for _ in range(hogs)]
+        procs = [
+            subprocess.Popen([PYTHON, "-c", hog], start_new_session=True) for _ in range(hogs)
+        ]
         last: str | None = None
         start = time.monotonic()
         end = start + seconds
@@ -346,8 +348,9 @@ def measure_idle_leader_changes(workdir: Path, seconds: float, hogs: int) -> dic
             for n in fleet.nodes
         ]
     finally:
-        for proc in procs:
-            stop(proc)
+        for proc in procs:  # our own hogs, by PID (each leads its own session)
+            proc.kill()
+            proc.wait(30)
         fleet.stop_all()
     return {
         "idle_leader_changes_per_h": round(changes * 3600 / elapsed, 2),
