@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 UNACKED_KEY = "unacked"  # kombu.transport.redis.Channel.unacked_key
 UNACKED_INDEX_KEY = "unacked_index"  # … .unacked_index_key
 LOG_EVERY_S = 60.0
+_BACK = "(back)"  # the rate-limit slot of the "broker is back" line
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
@@ -98,17 +99,22 @@ class BrokerHealth:
         self.lines = 0  # log lines written about failures (tests bound this)
 
     def ok(self) -> None:
+        """A broker operation worked.  The "back" line is rate-limited like the
+        failures, and the per-kind limits outlive it: a broker that answers PING but
+        fails every send still gives a few lines a minute, not two per tick."""
         if self.up is False:
-            down = self.wall() - (self.down_since or self.wall())
-            self.log.warning(
-                "broker %s is back after %.1f s (%d failed operations meanwhile)",
-                self.url,
-                down,
-                self._down_count,
-            )
-            self.lines += 1
-            self._unlogged.clear()
-            self._logged_at.clear()
+            now = self.clock()
+            last = self._logged_at.get(_BACK)
+            if last is None or now - last >= self.log_every_s:
+                down = self.wall() - (self.down_since or self.wall())
+                self.log.warning(
+                    "broker %s is back after %.1f s (%d failed operations meanwhile)",
+                    self.url,
+                    down,
+                    self._down_count,
+                )
+                self.lines += 1
+                self._logged_at[_BACK] = now
             self._down_count = 0
         self.up = True
         self.down_since = None

@@ -124,6 +124,18 @@ def test_a_failing_broker_is_logged_once_per_kind_per_minute(
     assert "back after" in caplog.records[-1].getMessage()
 
 
+def test_a_flapping_broker_is_not_logged_per_tick(caplog: pytest.LogCaptureFixture) -> None:
+    # PING answers, every send fails: up and down again each tick
+    clock = _Clock()
+    health = BrokerHealth("redis://h:6379/0", clock=clock, wall=clock)
+    caplog.set_level(logging.WARNING, logger="ringrift_fleet.execution.broker")
+    for _ in range(300):  # five minutes of 1 s ticks
+        health.ok()
+        health.failed("send", ConnectionError("MISCONF"))
+        clock.t += 1.0
+    assert len(caplog.records) <= 2 * 5 + 2, [r.getMessage() for r in caplog.records]
+
+
 def test_broker_urls_are_masked() -> None:
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("redis://user:pw@h/1") == "redis://user:***@h/1"
