@@ -68,13 +68,9 @@ def url_of(client: Any) -> str:
     if service:  # redis-py's SentinelConnectionPool: the primary Sentinel names
         return f"sentinel://{service}"
     try:
-        pool = client.connection_pool
-        kw = pool.connection_kwargs
+        kw = client.connection_pool.connection_kwargs
     except AttributeError:
         return "<unknown broker>"
-    service = getattr(pool, "service_name", None)
-    if service:  # a Sentinel-managed primary: its name, wherever it is now
-        return f"sentinel master {service}"
     auth = ":***@" if kw.get("password") else ""
     return f"redis://{auth}{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
