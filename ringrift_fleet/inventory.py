@@ -228,7 +228,8 @@ def _check_shape(text: str, path: str) -> None:
     stack: list[tuple[str | None, list[int]]] = []  # open collections: anchor, [size]
     added = 0
     for event in yaml.parse(text, Loader=_SafeBase):
-        where = f"{path}:{event.start_mark.line + 1}"
+        mark = event.start_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_YAML_DEPTH:
                 raise InventoryError([f"{where}: nested deeper than {MAX_YAML_DEPTH} levels"])
@@ -239,7 +240,7 @@ def _check_shape(text: str, path: str) -> None:
         elif isinstance(event, yaml.ScalarEvent):
             anchor, size = event.anchor, 1
         elif isinstance(event, yaml.AliasEvent):
-            anchor, size = None, sizes.get(event.anchor, 1)
+            anchor, size = None, sizes.get(event.anchor or "", 1)
             if any(event.anchor == a for a, _ in stack):
                 raise InventoryError(
                     [f"{where}: alias *{event.anchor} is inside its own anchor (a cycle)"]
