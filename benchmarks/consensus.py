@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +31,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +252,33 @@ async def status_load(url: str, clients: int, per_client: int, interval: float) 
     return latencies
 
 
+def scrape_until(base: str, stop: threading.Event, every: float = 1.0) -> None:
+    """GET /metrics every ``every`` s until ``stop`` (bounded by the caller's join)."""
+    for _ in range(600):
+        if stop.wait(every):
+            return
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(base + "/metrics", timeout=5).read()
+
+
+def measure_scrapes(base: str, pid: int, idle_cpu: float, n: int = 50) -> dict[str, float]:
+    """CPU milliseconds one /metrics scrape costs the coordinator (its idle CPU subtracted)."""
+    size = len(urllib.request.urlopen(base + "/metrics", timeout=5).read())
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    took = []
+    for _ in range(n):
+        s = time.perf_counter()
+        urllib.request.urlopen(base + "/metrics", timeout=5).read()
+        took.append((time.perf_counter() - s) * 1000)
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(pid) - c0 - idle_cpu * wall
+    return {
+        "scrape_cpu_ms": round(max(cpu, 0.0) / n * 1000, 2),
+        "scrape_p50_ms": round(pct(took, 50), 2),
+        "scrape_bytes": size,
+    }
+
+
 EXTRA_ENV: dict[str, str] = {}  # --env K=V, for tuning runs
 RAW: dict[str, list[float]] = {}  # series behind the summary, for --plot
 STATUS_INTERVAL = 0.1  # each of the 100 clients polls 10 times a second: 1,000 req/s offered
@@ -281,6 +311,19 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
         RAW["status_1hz_ms"] = slow
         paced = asyncio.run(status_load(url, 100, 50, STATUS_INTERVAL))
         RAW["status_paced_ms"] = paced
+        scrape = measure_scrapes(fleet.nodes[leader].url, pids[leader], cpu[leader] / 100)
+        # the paced load again while Prometheus-like scrapes arrive every second
+        stop_scraping = threading.Event()
+        scraper = threading.Thread(
+            target=scrape_until, args=(fleet.nodes[leader].url, stop_scraping), daemon=True
+        )
+        scraper.start()
+        try:
+            scraped = asyncio.run(status_load(url, 100, 50, STATUS_INTERVAL))
+        finally:
+            stop_scraping.set()
+            scraper.join(10)
+        RAW["status_paced_scraped_ms"] = scraped
         t0 = time.monotonic()
         saturated = asyncio.run(status_load(url, 100, 30, 0.0))
         saturated_rps = len(saturated) / (time.monotonic() - t0)
@@ -300,6 +343,8 @@ def measure_idle_and_status(workdir: Path, idle_seconds: float) -> dict[str, flo
             "status_saturated_p50_ms": round(pct(saturated, 50), 2),
             "status_saturated_p99_ms": round(pct(saturated, 99), 2),
             "status_saturated_rps": round(saturated_rps),
+            "status_p99_ms_with_1hz_scrapes": round(pct(scraped, 99), 2),
+            **scrape,
         }
     finally:
         fleet.stop_all()
