@@ -76,13 +76,6 @@ def render(status: dict[str, Any]) -> str:
         if up is False and broker.get("last_error"):
             text += f" ({broker['last_error']})"
         rows.append(("broker", text))
-    broker = status.get("broker") or {}
-    if broker:
-        up = broker.get("up")
-        text = f"{broker.get('url', '?')} {'up' if up else 'DOWN' if up is False else 'unknown'}"
-        if up is False and broker.get("last_error"):
-            text += f" ({broker['last_error']})"
-        rows.append(("broker", text))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     states = ("pending", "claimed", "running", "completed", "failed", "cancelled")
