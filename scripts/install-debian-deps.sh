@@ -5,6 +5,7 @@ set -euo pipefail
 
 declare -A want=(
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel
   [iptables]=iptables
   [nft]=nftables
   [debootstrap]=debootstrap

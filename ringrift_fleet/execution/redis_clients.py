@@ -170,11 +170,12 @@ def celery_broker_settings(cfg: P2PConfig) -> dict[str, Any]:
     }
 
 
-def _addr(pair: Any) -> str | None:
-    if not pair:
-        return None
-    host, port = pair[0], pair[1]
-    return f"{host}:{port}"
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A Sentinel reply as a dict of text, whether redis-py parsed it or not."""
+    if isinstance(reply, dict):
+        return {str(k): v for k, v in reply.items()}
+    items = [x.decode() if isinstance(x, bytes) else x for x in reply]
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def topology(cfg: P2PConfig | BrokerSpec, sentinel: Sentinel | None = None) -> dict[str, Any]:
@@ -193,7 +194,9 @@ def topology(cfg: P2PConfig | BrokerSpec, sentinel: Sentinel | None = None) -> d
     for (host, port), client in zip(spec.sentinels, s.sentinels, strict=True):
         view: dict[str, Any] = {"sentinel": f"{host}:{port}"}
         try:
-            master = client.sentinel_master(spec.master_name)
+            # execute_command, not redis-py 6.4's sentinel_master()/sentinel_slaves()
+            # helpers: their reply parsers reject the options those helpers pass.
+            master = _pairs(client.execute_command("SENTINEL MASTER", spec.master_name))
             primary = f"{master['ip']}:{master['port']}"
             view.update(
                 up=True,
@@ -210,10 +213,12 @@ def topology(cfg: P2PConfig | BrokerSpec, sentinel: Sentinel | None = None) -> d
                     {
                         "addr": f"{r['ip']}:{r['port']}",
                         "flags": r.get("flags", ""),
-                        "lag_s": r.get("master-link-down-time", 0) / 1000.0,
-                        "offset": r.get("slave-repl-offset"),
+                        "link": r.get("master-link-status", ""),
+                        "offset": int(r.get("slave-repl-offset", 0)),
                     }
-                    for r in client.sentinel_slaves(spec.master_name)
+                    for r in map(
+                        _pairs, client.execute_command("SENTINEL REPLICAS", spec.master_name)
+                    )
                 ]
         except BROKER_ERRORS as exc:
             view.update(up=False, error=f"{type(exc).__name__}: {exc}")

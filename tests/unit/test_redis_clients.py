@@ -72,7 +72,9 @@ def test_single_url_mode_is_unchanged_and_takes_the_password() -> None:
     s = celery_settings(cfg)
     assert s["broker_url"] == s["result_backend"] == "redis://h:6379/2"
     assert "master_name" not in s["broker_transport_options"]
-    cfg = load_config({"RINGRIFT_BROKER_URL": "redis://h:6379/2", "RINGRIFT_BROKER_PASSWORD": "p/w"})
+    cfg = load_config(
+        {"RINGRIFT_BROKER_URL": "redis://h:6379/2", "RINGRIFT_BROKER_PASSWORD": "p/w"}
+    )
     assert broker_spec(cfg).url == "redis://:p%2Fw@h:6379/2"
     assert redis_client(cfg).connection_pool.connection_kwargs["password"] == "p/w"
 
