@@ -19,10 +19,12 @@ is its authority) apply this one rule; the functions here are its whole logic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringrift_fleet.membership.base import MembershipEvent
-from ringrift_fleet.membership.http import HttpHeartbeatMembership
+
+if TYPE_CHECKING:
+    from ringrift_fleet.membership.http import HttpHeartbeatMembership
 
 
 class HttpOnlyPeers:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config, resolve_bind_host
 from ringrift_fleet.errors import ConfigError
@@ -25,8 +25,10 @@ from ringrift_fleet.membership.base import (
     MembershipEvent,
     MembershipListener,
 )
-from ringrift_fleet.membership.http import HttpHeartbeatMembership
-from ringrift_fleet.membership.mixed import HttpOnlyPeers
+
+if TYPE_CHECKING:  # imported lazily: a bare SWIM agent need not load aiohttp
+    from ringrift_fleet.membership.http import HttpHeartbeatMembership
+    from ringrift_fleet.membership.mixed import HttpOnlyPeers
 from ringrift_fleet.membership.swim.codec import ALIVE, DEAD, LEFT, SUSPECT, Addr
 from ringrift_fleet.membership.swim.protocol import SwimConfig, SwimNode
 from ringrift_fleet.membership.swim.transport import UdpSwimTransport
@@ -87,6 +89,8 @@ class SwimMembershipManager:
         """Run ``http`` beside SWIM (started and stopped with it) for peers that speak
         only HTTP: they count alive while their heartbeats arrive; we beat only to
         peers SWIM does not hold alive; SWIM alone judges the peers that speak it."""
+        from ringrift_fleet.membership.mixed import HttpOnlyPeers
+
         self.http = http
         self._mixed = mixed = HttpOnlyPeers(
             http, self._swim_alive, lambda n: self._swim_meta(n) is not None
