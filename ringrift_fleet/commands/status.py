@@ -76,6 +76,9 @@ def render(status: dict[str, Any]) -> str:
         if up is False and broker.get("last_error"):
             text += f" ({broker['last_error']})"
         rows.append(("broker", text))
+        from ringrift_fleet.execution.redis_clients import topology_rows
+
+        rows.extend(topology_rows(broker.get("topology")))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     states = ("pending", "claimed", "running", "completed", "failed", "cancelled")

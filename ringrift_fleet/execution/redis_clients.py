@@ -363,3 +363,40 @@ class FailoverWatch:
         if not self.spec.sentinel:
             return {"mode": "single"}
         return {**self.last, "failovers": list(self.failovers)}
+
+
+def topology_rows(topo: Any) -> list[tuple[str, str]]:
+    """``ringrift-fleet status`` rows for the broker's Sentinel view (pure; [] for a
+    single Redis): the primary, the replicas with their link, what each Sentinel
+    says, and the last failover."""
+    if not isinstance(topo, dict) or topo.get("mode") != "sentinel":
+        return []
+    agree = "" if topo.get("agree", True) else " (Sentinels disagree!)"
+    rows = [
+        (
+            "broker primary",
+            f"{topo.get('primary') or '(none)'} "
+            f"[{topo.get('master_name', '?')}, epoch {topo.get('epoch')}]{agree}",
+        ),
+        (
+            "broker replicas",
+            ", ".join(
+                f"{r.get('addr')} ({r.get('link') or r.get('flags')})"
+                for r in topo.get("replicas") or []
+            )
+            or "(none)",
+        ),
+    ]
+    views = topo.get("sentinels") or []
+    parts = [
+        f"{v.get('sentinel')} {'-> ' + str(v.get('primary')) if v.get('up') else 'DOWN'}"
+        for v in views
+    ]
+    rows.append(("sentinels", f"{topo.get('sentinels_up', 0)}/{len(views)} up: {', '.join(parts)}"))
+    failovers = topo.get("failovers") or []
+    if failovers:
+        last = failovers[-1]
+        rows.append(
+            ("last failover", f"{last.get('from')} -> {last.get('to')} (epoch {last.get('epoch')})")
+        )
+    return rows

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ringrift_fleet.commands.status import render
 from tests.support.celery_worker import cpu_worker_args, start_workers
 from tests.support.coordinators import LocalFleet
 from tests.support.procs import stop, wait_for
@@ -145,6 +146,9 @@ def test_killing_the_redis_primary_loses_no_job_and_runs_none_twice(
         return topo.get("primary") == f"127.0.0.1:{promoted}" and bool(topo.get("failovers"))
 
     assert wait_for(status_shows_failover, 15, 0.5), (f.status("n0") or {}).get("broker")
+    text = render(f.status("n0") or {})  # what `ringrift-fleet status` prints
+    assert f"broker primary   127.0.0.1:{promoted}" in text, text
+    assert f"last failover    127.0.0.1:{old} -> 127.0.0.1:{promoted}" in text, text
     assert "broker failover" in (f.workdir / "n0.log").read_text()
     print(
         f"failover_s={failover_s:.2f} first_jobs_after_s={first_after:.2f} "

@@ -171,3 +171,29 @@ def test_replica_wait_is_off_for_a_single_redis() -> None:
     r = FakeRedis(replicas=1, acks=0)
     assert ReplicaWait(r, 0.1, enabled=False)()
     assert r.calls == []
+
+
+def test_status_rows_show_primary_replicas_sentinels_and_the_last_failover() -> None:
+    from ringrift_fleet.execution.redis_clients import topology_rows
+
+    assert topology_rows({"mode": "single", "url": "redis://h"}) == []
+    assert topology_rows(None) == []
+    topo = {
+        "mode": "sentinel",
+        "master_name": "ringrift",
+        "primary": "10.0.0.2:6379",
+        "epoch": 3,
+        "agree": False,
+        "replicas": [{"addr": "10.0.0.1:6379", "link": "err"}],
+        "sentinels": [
+            {"sentinel": "10.0.0.1:26379", "up": False},
+            {"sentinel": "10.0.0.2:26379", "up": True, "primary": "10.0.0.2:6379"},
+        ],
+        "sentinels_up": 1,
+        "failovers": [{"from": "10.0.0.1:6379", "to": "10.0.0.2:6379", "epoch": 3}],
+    }
+    rows = dict(topology_rows(topo))
+    assert rows["broker primary"] == "10.0.0.2:6379 [ringrift, epoch 3] (Sentinels disagree!)"
+    assert rows["broker replicas"] == "10.0.0.1:6379 (err)"
+    assert rows["sentinels"] == "1/2 up: 10.0.0.1:26379 DOWN, 10.0.0.2:26379 -> 10.0.0.2:6379"
+    assert rows["last failover"] == "10.0.0.1:6379 -> 10.0.0.2:6379 (epoch 3)"
