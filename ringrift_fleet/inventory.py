@@ -192,21 +192,29 @@ class _LineLoader(_SafeBase):  # type: ignore[valid-type,misc]
 
 
 def _construct_located(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
-    loader.flatten_mapping(node)
+    own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # puts the pairs of ``<<: *x`` merges first
+    merged = len(node.value) - own
     out = _Located()
     out.line = node.start_mark.line + 1
     out.key_lines = {}
     out.duplicates = []
-    for key_node, value_node in node.value:
+    from_merge: set[Any] = set()
+    for i, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
         except TypeError:
             key = str(key)
         line = key_node.start_mark.line + 1
-        if key in out:  # keep the first definition; report the later one
+        if key in from_merge:  # a key of the mapping itself (or a later merge) wins
+            from_merge.discard(key)
+            del out[key]
+        elif key in out:  # keep the first definition; report the later one
             out.duplicates.append((key, line))
             continue
+        if i < merged:
+            from_merge.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = line
     return out
@@ -583,6 +591,8 @@ def _build_voters(
                 None,
                 f"raft_voters names unknown host {v!r}{_suggest(v, tuple(sorted(names)))}",
             )
+        elif v not in hosts:  # named, but its entry is broken: reported already
+            continue
         elif hosts[v].status == "retired":
             p.error(line, v, "is a raft voter but retired: replace it in raft_voters")
         elif hosts[v].status == "offline":
