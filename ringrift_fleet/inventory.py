@@ -867,7 +867,7 @@ def from_ansible_data(data: Mapping[str, Any], path: str, *, warn: bool = True) 
             if var in hv:
                 settings.setdefault(var, {}).setdefault(repr(hv[var]), []).append(name)
                 values[(var, repr(hv[var]))] = hv[var]
-        if name in brokers:
+        if name in brokers and len(brokers) == 1:  # 3 or 5: a Sentinel set on ordinary hosts
             spec.setdefault("role", "broker")
         hosts[name] = spec
     problems = _Problems(path)
@@ -882,6 +882,8 @@ def from_ansible_data(data: Mapping[str, Any], path: str, *, warn: bool = True) 
                 f"or per host as {_COORD_VARS[var]}",
             )
         coordinator[_COORD_VARS[var]] = values[(var, next(iter(seen)))]
+    if len(brokers) > 1:  # a Sentinel set: Flower and monitoring look at the first host
+        coordinator.setdefault("broker_host", sorted(brokers)[0])
     if problems.errors:
         raise InventoryError(problems.errors)
     doc: dict[str, Any] = {"hosts": hosts, "raft_voters": voters or None}

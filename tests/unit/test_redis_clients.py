@@ -197,3 +197,16 @@ def test_status_rows_show_primary_replicas_sentinels_and_the_last_failover() -> 
     assert rows["broker replicas"] == "10.0.0.1:6379 (err)"
     assert rows["sentinels"] == "1/2 up: 10.0.0.1:26379 DOWN, 10.0.0.2:26379 -> 10.0.0.2:6379"
     assert rows["last failover"] == "10.0.0.1:6379 -> 10.0.0.2:6379 (epoch 3)"
+
+
+def test_a_broker_group_of_three_is_a_sentinel_set_on_ordinary_hosts() -> None:
+    """The Ansible inventory's `broker` group with 3 hosts (the voters): they keep
+    their role (and their workers); the first is named broker_host for Flower."""
+    from ringrift_fleet import inventory
+    from tests.unit.test_inventory import ansible_json
+
+    data = ansible_json()
+    data["broker"] = {"hosts": ["gh-1", "h-1", "c-1"]}
+    inv = inventory.from_ansible_data(data, "inventory.ini")
+    assert inv.coordinator.broker_host == "c-1"
+    assert inv.host("gh-1").role != "broker" and inv.host("b-1").role != "broker"
