@@ -4,7 +4,8 @@ random YAML to ``ringrift-fleet inventory validate``.
 The properties: no 5xx and no traceback in the coordinator's log, whatever the
 method, path, headers, token or body; and the CLI exits 0 or 2 with no
 traceback, whatever the file holds.  Bounded (a few hundred examples, no
-deadline) so the module runs in well under a minute.
+deadline) so the module runs in well under a minute; ``FUZZ_SCALE=20`` multiplies
+the examples for a longer hunt.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -30,8 +32,9 @@ from tests.support.raw_http import raw_request
 
 pytestmark = pytest.mark.integration
 
+SCALE = float(os.environ.get("FUZZ_SCALE", "1"))  # FUZZ_SCALE=20 for a long hunt
 FUZZ = settings(
-    max_examples=120,
+    max_examples=int(120 * SCALE),
     deadline=None,
     database=None,  # nothing written into the tree
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -236,7 +239,7 @@ def test_inventory_validate_never_tracebacks_in_process(tmp_path: Path) -> None:
     path = tmp_path / "distributed_hosts.yaml"
     codes: dict[int, int] = {}
 
-    @settings(FUZZ, max_examples=100)
+    @settings(FUZZ, max_examples=int(100 * SCALE))
     @given(inventories())
     def one(text: str) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -258,7 +261,7 @@ def test_inventory_validate_cli_exits_0_or_2(tmp_path: Path) -> None:
     """The real command in a process, on fewer examples (each is an interpreter start)."""
     path = tmp_path / "distributed_hosts.yaml"
 
-    @settings(FUZZ, max_examples=8)
+    @settings(FUZZ, max_examples=int(8 * SCALE))
     @given(inventories())
     def one(text: str) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
