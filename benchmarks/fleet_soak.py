@@ -1,0 +1,1224 @@
+"""The fleet at its users' scale: N real hosts under scripted chaos, as one JSON line.
+
+Each host is a network namespace on one bridge (tests/support/netns.py: the subnet
+is blackholed in the main namespace first; everything is removed on exit, also on
+SIGTERM/SIGINT).  Every host runs ``ringrift-fleet coordinator`` (the command
+systemd runs, with ``--hosts-file`` of a generated distributed_hosts.yaml and
+RINGRIFT_CLUSTER_KEY set; SWIM membership, Raft among 3 or 5 voters) and a CPU
+worker ``ringrift-fleet worker --cpu --concurrency 1``.  One more namespace holds
+redis-server and the sampler; nothing in the main namespace ever talks to a host.
+
+Workload: the built-in reference game with short self-play jobs
+(RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, two cheap board configs).  ``--promote`` runs
+the coordinators as ``python -m ringrift_fleet.scheduler.service --demo`` instead
+(the same node and scheduler with the demo's small training thresholds and CPU
+training): ``ringrift-fleet coordinator`` has no knob for the training thresholds
+(5,000 games, 2 h between runs) nor for training on a CPU, so without it a CPU
+fleet never promotes.
+
+Chaos (seeded, logged with timestamps; ``--schedule full`` by default, ``ci`` is
+the 5-minute cluster test's shorter one): kill -9 the Raft leader's coordinator
+every 10 min (systemd restarts it 10 s later); kill -9 a whole worker (its process
+group) every 5 min, restarted 10 s later; a 60 s partition of two hosts (iptables
+DROP on eth0 inside their namespaces); 10 % packet loss on one host (iptables
+``-m statistic --mode random --probability 0.1``) for half the run; a non-voter's
+coordinator restarted (SIGTERM, started again); a host that leaves gracefully
+(SIGTERM to coordinator and worker) and comes back 60 s later.
+
+Measured (sampler in the broker's namespace: every coordinator's /status and the
+run leases in Redis once a second; psutil on the coordinator PIDs every 5 s; the
+ledger and the Celery results in Redis at the end):
+
+  jobs_completed   ledger jobs completed
+  jobs_lost        placed jobs failed/cancelled for good, or claimed/running with no
+                   run lease, no stored result and no broker message after the settle
+  jobs_run_twice   jobs whose workload completed (a stored non-refused, non-duplicate
+                   Celery result) in two attempts, or whose attempt started twice
+                   (ringrift:deliveries:<job>:<attempt> > 1), or whose ledger result is
+                   not from its current attempt
+  results_refused  Celery results a worker returned as "refused" (fenced stale attempts)
+  leader_changes   changes of the leader most coordinators name, over the samples
+  leaderless_max_s longest stretch of samples with no coordinator claiming leadership
+  detect_p50/p99_s per (death, observer): death -> the observer's /status drops the host
+                   from its peers (1 s sampling: resolution 1 s)
+  false_dead       (observer, peer, 10 s bucket) where a peer up and outside any chaos
+                   window was missing from an observer's peers
+  requeue_p50/p99_s worker killed -> its job's next attempt holds a run lease
+  worker_busy_fraction  run leases held by up workers / up workers, outside chaos windows
+  coordinator_*    RSS (MB, median over coordinators) at start (after warm-up) and end,
+                   slope (median of per-coordinator least squares, never-restarted ones),
+                   CPU % of one core (median over coordinators and 5 s intervals)
+  status_p99_ms    /status latency over the bridge, hosts outside chaos windows (a lossy
+                   host pays 1 s SYN retransmits; all hosts: in the detail line)
+  promotions       sum of promotions in the leader's /status at the end
+
+Time series: <out>/series.json (samples, RSS per coordinator, chaos events) and
+<out>/busy.csv, <out>/rss.csv; ``--plot`` writes docs/img/fleet_soak_busy.png and
+docs/img/fleet_soak_rss.png with matplotlib when it is installed.
+
+  sudo python benchmarks/fleet_soak.py [--hosts 30] [--minutes 30] [--voters 3|5]
+        [--seed 1] [--schedule full|ci] [--promote] [--out DIR] [--plot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KEY = "fleet-soak-cluster-key-0123456789abcdef"
+SUBNET = "10.207.0"  # this benchmark's range; blackholed in the main namespace by NetnsLab
+REDIS_PORT = 6379
+STATUS_PORT = 8770
+SAMPLE_EVERY = 1.0
+PSUTIL_EVERY = 5.0
+RESTART_AFTER = 10.0  # systemd's RestartSec
+BOARD_CONFIGS = "hex8_2p,square8_2p"
+WARMUP_S = 20.0  # samples this close to a coordinator's start are not judged
+CHAOS_GRACE_S = 20.0  # after a fault ends, its hosts are still "in chaos" this long
+PY = sys.executable
+
+
+def now() -> float:
+    return time.time()
+
+
+# ------------------------------------------------------------------------------------------
+# the sampler and the collector: run inside the broker's namespace (ip netns exec)
+# ------------------------------------------------------------------------------------------
+
+
+def _get(url: str, timeout: float, token: str = "") -> tuple[Any, float]:
+    import urllib.request
+
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            body = json.loads(r.read())
+        return body, (time.perf_counter() - started) * 1000.0
+    except (OSError, ValueError):
+        return None, (time.perf_counter() - started) * 1000.0
+
+
+def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not isinstance(status, dict):
+        return None
+    sched = status.get("scheduler") or {}
+    configs = sched.get("configs") or {}
+    return {
+        "role": status.get("role"),
+        "leader_id": status.get("leader_id"),
+        "term": status.get("term"),
+        "peers": status.get("peers") or [],
+        "uptime_s": status.get("uptime_s"),
+        "promotions": sum(
+            int(c.get("promotions", 0) or 0) for c in configs.values() if isinstance(c, dict)
+        ),
+    }
+
+
+def sampler_main(args: argparse.Namespace) -> int:
+    """Every second: each coordinator's /status and Redis's run leases, one JSON line."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+
+    hosts: dict[str, str] = json.loads(args.hosts_json)
+    client = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=2)
+    stop_file = Path(args.stop_file)
+    deadline = time.monotonic() + args.max_seconds
+    pool = ThreadPoolExecutor(max(4, len(hosts)))
+    with open(args.out, "a") as out:
+        while not stop_file.exists() and time.monotonic() < deadline:
+            started = time.monotonic()
+            at = now()
+            names = list(hosts)
+            views = list(
+                pool.map(
+                    lambda n: _get(f"http://{hosts[n]}:{STATUS_PORT}/status", 2.0),
+                    names,
+                )
+            )
+            leases: dict[str, Any] = {}
+            try:
+                keys = list(client.scan_iter("ringrift:run:*", count=500))
+                values = client.mget(keys) if keys else []
+                for k, v in zip(keys, values, strict=True):
+                    if v is None:
+                        continue
+                    with contextlib.suppress(ValueError, TypeError):
+                        lease = json.loads(v)
+                        job = k.decode().removeprefix("ringrift:run:")
+                        leases[job] = [lease.get("owner"), lease.get("attempt")]
+            except redis.RedisError:
+                leases = {"_error": True}
+            line = {
+                "at": at,
+                "status": {n: _slim(v[0]) for n, v in zip(names, views, strict=True)},
+                "ms": {
+                    n: round(v[1], 1) for n, v in zip(names, views, strict=True) if v[0] is not None
+                },
+                "leases": leases,
+            }
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+            time.sleep(max(0.0, SAMPLE_EVERY - (time.monotonic() - started)))
+    pool.shutdown(wait=False)
+    return 0
+
+
+def collect_main(args: argparse.Namespace) -> int:
+    """The ledger (from the leader) and the Celery results/fences in Redis, as JSON."""
+    import redis
+
+    hosts: dict[str, str] = json.loads(args.hosts_json)
+    client = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=5)
+    leader = None
+    for name, addr in hosts.items():
+        st, _ = _get(f"http://{addr}:{STATUS_PORT}/status", 3.0)
+        if st and st.get("role") == "leader":
+            leader = name
+            break
+    ledger = None
+    status = None
+    if leader:
+        body, _ = _get(f"http://{hosts[leader]}:{STATUS_PORT}/consensus/ledger", 10.0, KEY)
+        ledger = body.get("state") if isinstance(body, dict) else None
+        status, _ = _get(f"http://{hosts[leader]}:{STATUS_PORT}/status", 3.0)
+    results: dict[str, Any] = {}
+    for key in client.scan_iter("celery-task-meta-*", count=1000):
+        raw = client.get(key)
+        if raw is None:
+            continue
+        with contextlib.suppress(ValueError, TypeError):
+            meta = json.loads(raw)
+            res = meta.get("result")
+            results[key.decode().removeprefix("celery-task-meta-")] = {
+                "state": meta.get("status"),
+                "status": res.get("status") if isinstance(res, dict) else None,
+                "duplicate": bool(res.get("duplicate")) if isinstance(res, dict) else False,
+                "job_id": res.get("job_id") if isinstance(res, dict) else None,
+                "attempt": res.get("attempt") if isinstance(res, dict) else None,
+            }
+    deliveries = {}
+    for key in client.scan_iter("ringrift:deliveries:*", count=1000):
+        raw = client.get(key)
+        if raw is not None:
+            deliveries[key.decode().removeprefix("ringrift:deliveries:")] = int(raw)
+    live: dict[str, list[str]] = {"run": [], "done": []}
+    for kind in live:
+        live[kind] = [
+            k.decode().removeprefix(f"ringrift:{kind}:")
+            for k in client.scan_iter(f"ringrift:{kind}:*", count=1000)
+        ]
+    queued: list[str] = []
+    for key in client.scan_iter("*", count=1000, _type="list"):
+        for raw in client.lrange(key, 0, -1):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                queued.append(json.loads(raw).get("headers", {}).get("id"))
+    for raw in client.hvals("unacked"):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, IndexError):
+            queued.append(json.loads(raw)[0].get("headers", {}).get("id"))
+    json.dump(
+        {
+            "leader": leader,
+            "ledger": ledger,
+            "leader_status": status,
+            "results": results,
+            "deliveries": deliveries,
+            "live": live,
+            "queued": [q for q in queued if q],
+        },
+        sys.stdout,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# the soak: namespaces, processes, chaos, measurement (main namespace, as root)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosEvent:
+    at: float  # seconds after the chaos clock starts
+    kind: str  # leader_kill, worker_kill, partition, loss, restart_nonvoter, leave
+    duration: float = 0.0
+    hosts: list[str] = field(default_factory=list)  # filled when it fires
+    started: float = 0.0  # wall clock when it fired
+    ended: float = 0.0  # wall clock when the fault was undone (restart, heal, return)
+    note: str = ""
+
+
+def schedule(kind: str, minutes: float) -> list[ChaosEvent]:
+    """The scripted faults, by offset (s) from the start of the chaos clock."""
+    total = minutes * 60.0
+    ev: list[ChaosEvent] = []
+    if kind == "ci":  # the cluster test: every fault once or twice in 5 minutes
+        ev += [ChaosEvent(t, "worker_kill", RESTART_AFTER) for t in (30.0, 110.0, 200.0)]
+        ev += [ChaosEvent(t, "leader_kill", RESTART_AFTER) for t in (60.0, 170.0)]
+        ev.append(ChaosEvent(85.0, "partition", 30.0))
+        ev.append(ChaosEvent(20.0, "loss", 0.6 * total))
+        ev.append(ChaosEvent(140.0, "restart_nonvoter"))
+        ev.append(ChaosEvent(230.0, "leave", 30.0))
+    else:
+        t = 300.0
+        while t < total - 60:
+            ev.append(ChaosEvent(t, "worker_kill", RESTART_AFTER))
+            t += 300.0
+        t = 600.0
+        while t < total - 60:
+            ev.append(ChaosEvent(t, "leader_kill", RESTART_AFTER))
+            t += 600.0
+        if not any(e.kind == "leader_kill" for e in ev):  # runs shorter than 11 minutes
+            ev.append(ChaosEvent(0.5 * total, "leader_kill", RESTART_AFTER))
+        if not any(e.kind == "worker_kill" for e in ev):
+            ev.append(ChaosEvent(0.2 * total, "worker_kill", RESTART_AFTER))
+        ev.append(ChaosEvent(0.4 * total, "partition", min(60.0, 0.15 * total)))
+        ev.append(ChaosEvent(0.25 * total, "loss", 0.5 * total))
+        ev.append(ChaosEvent(0.6 * total, "restart_nonvoter"))
+        ev.append(ChaosEvent(0.8 * total, "leave", min(60.0, 0.1 * total)))
+    return sorted(ev, key=lambda e: e.at)
+
+
+class Soak:
+    def __init__(self, opts: argparse.Namespace, workdir: Path, say: Callable[[str], None]):
+        from tests.support.netns import NetnsLab
+
+        self.opts = opts
+        self.workdir = workdir
+        self.say = say
+        self.rng = random.Random(opts.seed)
+        self.n = opts.hosts
+        self.lab = NetnsLab(opts.subnet, self.n + 1, tag="sk" + os.urandom(2).hex())
+        self.names = [f"h{i}" for i in range(self.n)]
+        self.voters = self.names[: opts.voters]
+        self.coord: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker: dict[str, subprocess.Popen[bytes]] = {}
+        self.coord_started: dict[str, float] = {}
+        self.coord_restarts: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.worker_down: dict[str, list[list[float]]] = {n: [] for n in self.names}
+        self.events: list[ChaosEvent] = []
+        self.rss: list[dict[str, Any]] = []  # {"at", "host", "rss_mb", "cpu_pct"}
+        self.samples_path = workdir / "samples.jsonl"
+        self.stop_file = workdir / "sampler.stop"
+        self.sampler: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+        self._busy_hosts: set[str] = set()  # hosts a fault is on now
+
+    # --- addresses and environment ---------------------------------------------------------
+
+    def ns(self, host: str) -> str:
+        return self.lab.names[self.names.index(host)]
+
+    @property
+    def broker_ns(self) -> str:
+        return self.lab.names[self.n]
+
+    @property
+    def broker_addr(self) -> str:
+        return self.lab.address(self.n)
+
+    def addr(self, host: str) -> str:
+        return self.lab.address(self.names.index(host))
+
+    def env(self, host: str) -> dict[str, str]:
+        root = self.workdir / host
+        env = {
+            "RINGRIFT_BROKER_URL": f"redis://{self.broker_addr}:{REDIS_PORT}/0",
+            "RINGRIFT_P2P_STATE_DIR": str(root / "state"),
+            "RINGRIFT_P2P_ARTIFACT_DIR": str(root / "artifacts"),
+            "RINGRIFT_P2P_NODE_ID": host,
+            "RINGRIFT_CLUSTER_KEY": KEY,
+            "RINGRIFT_SWIM_ENABLED": "true",
+            "RINGRIFT_MEMBERSHIP_MODE": "swim",
+            "RINGRIFT_RAFT_ENABLED": "true",
+            "RINGRIFT_CONSENSUS_MODE": "raft",
+            "RINGRIFT_P2P_SCHEDULER_BOARD_CONFIGS": BOARD_CONFIGS,
+            "RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB": str(self.opts.games_per_job),
+            "RINGRIFT_P2P_SCHEDULER_PREFETCH": "1",
+            # the namespaces share two cores: host load is the soak's own, not overload
+            "RINGRIFT_P2P_LOAD_MAX_FOR_NEW_JOBS": "1.0",
+            "RINGRIFT_P2P_DISK_CRITICAL_THRESHOLD": "100",
+            "RINGRIFT_P2P_RUN_LEASE_TTL": str(self.opts.lease_ttl),
+            "PYTHONUNBUFFERED": "1",
+            "HOME": str(root),
+        }
+        for item in self.opts.env:
+            k, _, v = item.partition("=")
+            env[k] = v
+        return env
+
+    def write_inventory(self) -> Path:
+        import yaml
+
+        doc = {
+            "hosts": {
+                n: {"address": self.addr(n), "role": "cpu", "cpus": 4, "status": "ready"}
+                for n in self.names
+            },
+            "raft_voters": self.voters,
+        }
+        path = self.workdir / "distributed_hosts.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def _spawn(self, host: str, what: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        (self.workdir / host).mkdir(parents=True, exist_ok=True)
+        return self.lab.spawn(
+            self.ns(host), argv, self.env(host), self.workdir / host / f"{what}.log"
+        )
+
+    def start_coordinator(self, host: str) -> None:
+        if self.opts.promote:
+            argv = [PY, "-m", "ringrift_fleet.scheduler.service", "--demo", "--node", host]
+        else:
+            argv = [PY, "-m", "ringrift_fleet", "coordinator", "--node", host]
+        argv += ["--hosts-file", str(self.hosts_file)]
+        self.coord[host] = self._spawn(host, "coordinator", argv)
+        self.coord_started[host] = now()
+
+    def start_worker(self, host: str) -> None:
+        argv = [PY, "-m", "ringrift_fleet", "worker", "--cpu", "--node", host]
+        argv += ["--concurrency", "1", "--loglevel", "info"]
+        self.worker[host] = self._spawn(host, "worker", argv)
+
+    def kill(self, proc: subprocess.Popen[bytes] | None, sig: int, wait: float = 20) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+    def start(self) -> None:
+        self.lab.open()
+        self.hosts_file = self.write_inventory()
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        argv = [binary, "--port", str(REDIS_PORT), "--bind", self.broker_addr]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(redis_dir)]
+        argv += ["--protected-mode", "no"]
+        self.redis = self.lab.spawn(self.broker_ns, argv, {}, redis_dir / "redis.log")
+        time.sleep(0.5)
+        self.say(f"redis on {self.broker_addr}:{REDIS_PORT} in {self.broker_ns}")
+        for host in self.names:
+            self.start_coordinator(host)
+        self.say(f"{self.n} coordinators starting ({len(self.voters)} voters)")
+        for host in self.names:
+            self.start_worker(host)
+        self.say(f"{self.n} CPU workers starting (concurrency 1)")
+        hosts = {h: self.addr(h) for h in self.names}
+        argv = [PY, str(Path(__file__).resolve()), "_sample", "--hosts-json", json.dumps(hosts)]
+        argv += ["--redis-host", self.broker_addr, "--out", str(self.samples_path)]
+        argv += ["--stop-file", str(self.stop_file)]
+        argv += ["--max-seconds", str(self.opts.minutes * 60 + 1800)]
+        self.sampler = self.lab.spawn(self.broker_ns, argv, {}, self.workdir / "sampler.log")
+        threading.Thread(target=self._psutil_loop, daemon=True).start()
+
+    def latest(self) -> dict[str, Any] | None:
+        """The sampler's newest line."""
+        try:
+            with open(self.samples_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 400_000))
+                lines = f.read().splitlines()
+            for raw in reversed(lines):
+                with contextlib.suppress(ValueError):
+                    return json.loads(raw)  # type: ignore[no-any-return]
+        except OSError:
+            pass
+        return None
+
+    def leader(self) -> str | None:
+        s = self.latest()
+        if not s:
+            return None
+        leaders = [n for n, v in s["status"].items() if v and v["role"] == "leader"]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            s = self.latest()
+            if s:
+                up = [v for v in s["status"].values() if v]
+                full = [v for v in up if len(v["peers"]) >= self.n - 1]
+                if len(up) == self.n and len(full) == self.n and self.leader():
+                    return True
+            time.sleep(1)
+        return False
+
+    def _psutil_loop(self) -> None:
+        import psutil
+
+        procs: dict[int, Any] = {}
+        while not self._stop.is_set():
+            at = now()
+            for host, proc in list(self.coord.items()):
+                if proc.poll() is not None:
+                    continue
+                try:
+                    p = procs.get(proc.pid)
+                    if p is None:
+                        p = procs[proc.pid] = psutil.Process(proc.pid)
+                        p.cpu_percent(None)
+                        continue
+                    self.rss.append(
+                        {
+                            "at": at,
+                            "host": host,
+                            "pid": proc.pid,
+                            "rss_mb": p.memory_info().rss / 1e6,
+                            "cpu_pct": p.cpu_percent(None),
+                        }
+                    )
+                except psutil.Error:
+                    continue
+            self._stop.wait(PSUTIL_EVERY)
+
+    # --- chaos -------------------------------------------------------------------------------
+
+    def pick(self, candidates: list[str]) -> str | None:
+        free = [h for h in candidates if h not in self._busy_hosts]
+        return self.rng.choice(free) if free else None
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        t = threading.Timer(delay, fn)
+        t.daemon = True
+        self._timers.append(t)
+        t.start()
+
+    def fire(self, e: ChaosEvent) -> None:
+        e.started = now()
+        non_voters = [h for h in self.names if h not in self.voters]
+        if e.kind == "leader_kill":
+            leader = self.leader()
+            if leader is None:
+                e.note = "no single leader seen: skipped"
+                return
+            e.hosts = [leader]
+            self.kill(self.coord[leader], signal.SIGKILL)
+            self.coord_restarts[leader] += 1
+            self._busy_hosts.add(leader)
+
+            def back() -> None:
+                if not self._stop.is_set():
+                    self.start_coordinator(leader)
+                e.ended = now()
+                self._busy_hosts.discard(leader)
+
+            self.later(e.duration, back)
+        elif e.kind == "worker_kill":
+            s = self.latest() or {}
+            running = {
+                str(owner).split("@")[0]
+                for j, (owner, _a) in (s.get("leases") or {}).items()
+                if j != "_error"
+            }
+            # a worker that is running a job, so the kill costs a re-placement
+            host = self.pick(sorted(running & set(self.names))) or self.pick(self.names)
+            if host is None:
+                e.note = "no free host"
+                return
+            e.hosts = [host]
+            e.note = "running " + ",".join(
+                f"{j}#{a}"
+                for j, (owner, a) in (s.get("leases") or {}).items()
+                if j != "_error" and str(owner).startswith(f"{host}@")
+            )
+            self.kill(self.worker[host], signal.SIGKILL)
+            self.worker_down[host].append([e.started, 0.0])
+            self._busy_hosts.add(host)
+
+            def wback() -> None:
+                if not self._stop.is_set():
+                    self.start_worker(host)
+                e.ended = now()
+                self.worker_down[host][-1][1] = e.ended
+                self._busy_hosts.discard(host)
+
+            self.later(e.duration, wback)
+        elif e.kind == "partition":
+            chosen: list[str] = []
+            for _ in range(2):
+                h = self.pick([x for x in non_voters if x not in chosen])
+                if h:
+                    chosen.append(h)
+            e.hosts = chosen
+            for h in chosen:
+                self._busy_hosts.add(h)
+                self.lab.cut(self.ns(h))
+
+            def heal() -> None:
+                for h in chosen:
+                    self.lab.heal(self.ns(h))
+                    self._busy_hosts.discard(h)
+                e.ended = now()
+
+            self.later(e.duration, heal)
+        elif e.kind == "loss":
+            h = self.pick(non_voters)
+            if h is None:
+                return
+            e.hosts = [h]
+            self._busy_hosts.add(h)
+            rule = ["-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]
+            for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                self.lab.ns(self.ns(h), "iptables", "-I", chain, flag, "eth0", *rule)
+
+            def unloss() -> None:
+                for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                    self.lab.ns(
+                        self.ns(h), "iptables", "-D", chain, flag, "eth0", *rule, check=False
+                    )
+                self._busy_hosts.discard(h)
+                e.ended = now()
+
+            self.later(e.duration, unloss)
+        elif e.kind == "restart_nonvoter":
+            h = self.pick(non_voters)
+            if h is None:
+                return
+            e.hosts = [h]
+            self.kill(self.coord[h], signal.SIGTERM)
+            self.coord_restarts[h] += 1
+            self.start_coordinator(h)
+            e.ended = now()
+        elif e.kind == "leave":
+            h = self.pick(non_voters)
+            if h is None:
+                return
+            e.hosts = [h]
+            self._busy_hosts.add(h)
+            self.kill(self.coord[h], signal.SIGTERM)
+            self.kill(self.worker[h], signal.SIGTERM, wait=60)
+            self.coord_restarts[h] += 1
+            self.worker_down[h].append([e.started, 0.0])
+
+            def comeback() -> None:
+                if not self._stop.is_set():
+                    self.start_coordinator(h)
+                    self.start_worker(h)
+                e.ended = now()
+                self.worker_down[h][-1][1] = e.ended
+                self._busy_hosts.discard(h)
+
+            self.later(e.duration, comeback)
+        self.say(f"chaos {e.kind} on {','.join(e.hosts) or '-'} {e.note}".rstrip())
+
+    def run_chaos(self, total_s: float) -> None:
+        plan = schedule(self.opts.schedule, self.opts.minutes)
+        self.chaos_t0 = now()
+        self.say(f"chaos clock started: {len(plan)} faults over {total_s:.0f} s")
+        for e in plan:
+            while not self._stop.is_set() and now() - self.chaos_t0 < e.at:
+                time.sleep(0.2)
+            if self._stop.is_set():
+                return
+            if e.at >= total_s:
+                break
+            self.fire(e)
+            self.events.append(e)
+        while not self._stop.is_set() and now() - self.chaos_t0 < total_s:
+            time.sleep(0.5)
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def undo_faults(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        for e in self.events:
+            if e.ended:
+                continue
+            for h in e.hosts:
+                if e.kind == "partition":
+                    self.lab.heal(self.ns(h))
+                if e.kind in ("leader_kill", "leave"):
+                    self.start_coordinator(h)
+                if e.kind in ("worker_kill", "leave"):
+                    self.start_worker(h)
+                    if self.worker_down[h] and not self.worker_down[h][-1][1]:
+                        self.worker_down[h][-1][1] = now()
+                if e.kind == "loss":
+                    rule = ["-m", "statistic", "--mode", "random", "--probability", "0.1"]
+                    for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                        self.lab.ns(
+                            self.ns(h), "iptables", "-D", chain, flag, "eth0", *rule,
+                            "-j", "DROP", check=False,
+                        )  # fmt: skip
+            e.ended = now()
+
+    def collect(self) -> dict[str, Any]:
+        hosts = {h: self.addr(h) for h in self.names}
+        argv = ["ip", "netns", "exec", self.broker_ns, PY, str(Path(__file__).resolve())]
+        argv += ["_collect", "--hosts-json", json.dumps(hosts), "--redis-host", self.broker_addr]
+        r = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"collector failed: {r.stderr[-2000:]}")
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._timers:
+            t.cancel()
+        with contextlib.suppress(OSError):
+            self.stop_file.touch()
+        if self.sampler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sampler.wait(5)
+        for proc in list(self.worker.values()):
+            self.kill(proc, signal.SIGKILL, wait=5)
+        for proc in list(self.coord.values()):
+            self.kill(proc, signal.SIGKILL, wait=5)
+        self.lab.close()
+
+
+# ------------------------------------------------------------------------------------------
+# analysis (pure: samples, events, collected state -> figures)
+# ------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = min(len(v) - 1, max(0, round(q * (len(v) - 1))))
+    return round(v[k], 3)
+
+
+def load_samples(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if path.exists():
+        for raw in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(raw))
+    return out
+
+
+def chaos_windows(events: list[dict[str, Any]], end: float) -> dict[str, list[tuple[float, float]]]:
+    """Per host: the times a fault is on it (plus the grace after)."""
+    win: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        stop = (e["ended"] or end) + CHAOS_GRACE_S
+        for h in e["hosts"]:
+            win.setdefault(h, []).append((e["started"], stop))
+    return win
+
+
+def in_windows(t: float, wins: list[tuple[float, float]]) -> bool:
+    return any(a <= t <= b for a, b in wins)
+
+
+def analyse(
+    samples: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    rss: list[dict[str, Any]],
+    collected: dict[str, Any],
+    *,
+    hosts: list[str],
+    worker_down: dict[str, list[list[float]]],
+    coord_restarts: dict[str, int],
+    t0: float,
+    t_end: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON line's figures, and extra detail (lists behind the counts)."""
+    detail: dict[str, Any] = {}
+    windows = chaos_windows(events, t_end)
+    judged = [s for s in samples if t0 <= s["at"] <= t_end]
+
+    # leadership
+    leaders_seen: list[str | None] = []
+    longest, last_led = 0.0, judged[0]["at"] if judged else 0.0
+    for s in judged:
+        claims = [n for n, v in s["status"].items() if v and v["role"] == "leader"]
+        if claims:
+            longest = max(longest, s["at"] - last_led)
+            last_led = s["at"]
+        named = [v["leader_id"] for v in s["status"].values() if v and v.get("leader_id")]
+        top = statistics.mode(named) if named else None
+        if top is not None and (not leaders_seen or leaders_seen[-1] != top):
+            leaders_seen.append(top)
+    if judged:
+        longest = max(longest, judged[-1]["at"] - last_led)
+    per_kill = []
+    for e in events:
+        if e["kind"] != "leader_kill" or not e["hosts"]:
+            continue
+        after = [
+            s
+            for s in samples
+            if s["at"] >= e["started"]
+            and any(
+                v and v["role"] == "leader" and n != e["hosts"][0] for n, v in s["status"].items()
+            )
+        ]
+        per_kill.append(round(after[0]["at"] - e["started"], 2) if after else None)
+    detail["leaderless_per_leader_kill_s"] = per_kill
+
+    # detection: a host dies (coordinator killed / leaves / partitioned) -> peers drop it
+    detect: list[float] = []
+    undetected = 0
+    for e in events:
+        if e["kind"] not in ("leader_kill", "leave", "partition"):
+            continue
+        for victim in e["hosts"]:
+            for obs in hosts:
+                if (
+                    obs == victim
+                    or obs in e["hosts"]
+                    or in_windows(e["started"], windows.get(obs, []))
+                ):
+                    continue
+                seen = None
+                for s in samples:
+                    if s["at"] < e["started"]:
+                        continue
+                    if e["ended"] and s["at"] > e["ended"]:
+                        break
+                    v = s["status"].get(obs)
+                    if v and victim not in v["peers"]:
+                        seen = s["at"] - e["started"]
+                        break
+                if seen is None:
+                    undetected += 1
+                else:
+                    detect.append(seen)
+    detail["undetected_pairs"] = undetected
+
+    # false dead: an up peer outside chaos missing from an up observer's peers
+    bad: set[tuple[str, str, int]] = set()
+    for s in judged:
+        t = s["at"]
+        for obs, v in s["status"].items():
+            if v is None or float(v.get("uptime_s") or 0) < WARMUP_S:
+                continue
+            if in_windows(t, windows.get(obs, [])):
+                continue
+            for peer, pv in s["status"].items():
+                if peer == obs or pv is None or float(pv.get("uptime_s") or 0) < WARMUP_S:
+                    continue
+                if in_windows(t, windows.get(peer, [])):
+                    continue
+                if peer not in v["peers"]:
+                    bad.add((obs, peer, int(t // 10)))
+    detail["false_dead_pairs"] = sorted({f"{o}->{p}" for o, p, _ in bad})[:20]
+
+    # requeue: worker killed -> its job's next attempt holds a run lease
+    requeue: list[float] = []
+    for e in events:
+        if e["kind"] != "worker_kill" or not e["note"].startswith("running "):
+            continue
+        for item in e["note"].removeprefix("running ").split(","):
+            if "#" not in item:
+                continue
+            job, _, a = item.rpartition("#")
+            for s in samples:
+                if s["at"] < e["started"]:
+                    continue
+                lease = (s.get("leases") or {}).get(job)
+                if lease and lease[1] is not None and a.isdigit() and int(lease[1]) > int(a):
+                    requeue.append(s["at"] - e["started"])
+                    break
+
+    # busy fraction: run leases of up workers / up workers, each sample
+    def worker_up(h: str, t: float) -> bool:
+        return not any(a <= t <= (b or t_end) + 5 for a, b in worker_down.get(h, []))
+
+    series = []
+    busy_out: list[float] = []
+    busy_all: list[float] = []
+    for s in judged:
+        t = s["at"]
+        leases = s.get("leases") or {}
+        if "_error" in leases:
+            continue
+        up = [h for h in hosts if worker_up(h, t)]
+        busy = {str(o).split("@")[0] for j, (o, _a) in leases.items()}
+        frac = len([h for h in up if h in busy]) / len(up) if up else 0.0
+        series.append({"t": round(t - t0, 1), "busy": round(frac, 3)})
+        busy_all.append(frac)
+        if not any(in_windows(t, w) for w in windows.values()):
+            busy_out.append(frac)
+    detail["worker_busy_fraction_all"] = round(statistics.fmean(busy_all), 3) if busy_all else None
+    detail["busy_samples_outside_chaos"] = len(busy_out)
+    detail["busy_series"] = series
+
+    # coordinators: RSS and CPU
+    judged_rss = [r for r in rss if r["at"] >= t0]
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for r in judged_rss:
+        by_host.setdefault(r["host"], []).append(r)
+    starts, ends, slopes = [], [], []
+    for h, rows in by_host.items():
+        first_pid = rows[0]["pid"]
+        same = [r for r in rows if r["pid"] == first_pid]
+        starts.append(rows[0]["rss_mb"])
+        ends.append(rows[-1]["rss_mb"])
+        if coord_restarts.get(h, 0) == 0 and len(same) >= 4:
+            xs = [(r["at"] - same[0]["at"]) / 3600.0 for r in same]
+            ys = [r["rss_mb"] for r in same]
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            den = sum((x - mx) ** 2 for x in xs)
+            if den > 0:
+                slopes.append(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den)
+    cpu = [r["cpu_pct"] for r in judged_rss]
+    detail["rss_slope_mb_per_h_per_host"] = [round(s, 2) for s in slopes]
+
+    # jobs, from the ledger and Redis at the end
+    ledger = collected.get("ledger") or {}
+    work: dict[str, Any] = ledger.get("work") or {}
+    assign: dict[str, Any] = ledger.get("assign") or {}
+    results: dict[str, Any] = collected.get("results") or {}
+    live_run = set((collected.get("live") or {}).get("run") or [])
+    live_done = set((collected.get("live") or {}).get("done") or [])
+    queued = set(collected.get("queued") or [])
+    completed = [k for k, w in work.items() if w.get("status") == "completed"]
+    lost = []
+    for k, w in work.items():
+        st = w.get("status")
+        if st in ("failed", "cancelled"):
+            lost.append(f"{k} {st}: {str(w.get('error') or w.get('result') or '')[:120]}")
+        elif st in ("claimed", "running"):
+            cur = assign.get(k) or {}
+            task = f"{k}.a{cur.get('attempt', w.get('attempts', 1))}"
+            if k not in live_run and k not in live_done and task not in queued:
+                lost.append(f"{k} {st} on {w.get('claimed_by')}: no lease, result or message")
+    ran: dict[str, set[int]] = {}
+    refused = 0
+    for r in results.values():
+        if r.get("status") == "refused":
+            refused += 1
+            continue
+        if r.get("state") == "SUCCESS" and not r.get("duplicate") and r.get("job_id"):
+            ran.setdefault(str(r["job_id"]), set()).add(int(r.get("attempt") or 0))
+    twice = {j for j, a in ran.items() if len(a) > 1}
+    for key, count in (collected.get("deliveries") or {}).items():
+        if count > 1:
+            twice.add(
+                key.rpartition(":")[0] + f" (attempt {key.rpartition(':')[2]} started {count}x)"
+            )
+    for k in completed:
+        res = work[k].get("result") or {}
+        cur = assign.get(k) or {}
+        if isinstance(res, dict) and "attempt" in res and res["attempt"] != cur.get("attempt"):
+            twice.add(
+                f"{k} (ledger result from attempt {res['attempt']}, current {cur.get('attempt')})"
+            )
+    detail["jobs_lost_list"] = lost[:20]
+    detail["jobs_run_twice_list"] = sorted(twice)[:20]
+    detail["ledger_jobs"] = len(work)
+    status = collected.get("leader_status") or {}
+    configs = (status.get("scheduler") or {}).get("configs") or {}
+    promotions = sum(
+        int(c.get("promotions", 0) or 0) for c in configs.values() if isinstance(c, dict)
+    )
+
+    status_ms = [
+        ms
+        for s in judged
+        for h, ms in (s.get("ms") or {}).items()
+        if not in_windows(s["at"], windows.get(h, []))
+    ]
+    all_ms = [ms for s in judged for ms in (s.get("ms") or {}).values()]
+    detail["status_p99_ms_all_hosts"] = pct(all_ms, 0.99)
+    detail["status_p50_ms"] = pct(status_ms, 0.5)
+    line = {
+        "hosts": len(hosts),
+        "minutes": round((t_end - t0) / 60.0, 1),
+        "jobs_completed": len(completed),
+        "jobs_lost": len(lost),
+        "jobs_run_twice": len(twice),
+        "results_refused": refused,
+        "leader_changes": max(0, len(leaders_seen) - 1),
+        "leaderless_max_s": round(longest, 2),
+        "detect_p50_s": pct(detect, 0.5),
+        "detect_p99_s": pct(detect, 0.99),
+        "false_dead": len(bad),
+        "requeue_p50_s": pct(requeue, 0.5),
+        "requeue_p99_s": pct(requeue, 0.99),
+        "worker_busy_fraction": round(statistics.fmean(busy_out), 3) if busy_out else None,
+        "coordinator_rss_mb_start": round(statistics.median(starts), 1) if starts else None,
+        "coordinator_rss_mb_end": round(statistics.median(ends), 1) if ends else None,
+        "coordinator_rss_slope_mb_per_h": round(statistics.median(slopes), 2) if slopes else None,
+        "coordinator_cpu_pct_p50": pct(cpu, 0.5),
+        "status_p99_ms": pct(status_ms, 0.99),
+        "promotions": promotions,
+    }
+    return line, detail
+
+
+def write_series(
+    out: Path,
+    detail: dict[str, Any],
+    events: list[dict[str, Any]],
+    rss: list[dict[str, Any]],
+    t0: float,
+) -> None:
+    with open(out / "busy.csv", "w") as f:
+        f.write("t_s,busy_fraction\n")
+        for p in detail["busy_series"]:
+            f.write(f"{p['t']},{p['busy']}\n")
+    with open(out / "rss.csv", "w") as f:
+        f.write("t_s,host,pid,rss_mb,cpu_pct\n")
+        for r in rss:
+            f.write(
+                f"{r['at'] - t0:.1f},{r['host']},{r['pid']},{r['rss_mb']:.1f},{r['cpu_pct']:.1f}\n"
+            )
+    with open(out / "events.csv", "w") as f:
+        f.write("t_s,kind,hosts,duration_s,note\n")
+        for e in events:
+            f.write(
+                f"{e['started'] - t0:.1f},{e['kind']},{' '.join(e['hosts'])},"
+                f'{(e["ended"] or e["started"]) - e["started"]:.1f},"{e["note"]}"\n'
+            )
+
+
+def plot(out_dir: Path, detail: dict[str, Any], events: list[dict[str, Any]],
+         rss: list[dict[str, Any]], t0: float, title: str) -> list[Path]:  # fmt: skip
+    """PNG plots with matplotlib, if it is installed (it is not a dependency)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colours = {
+        "leader_kill": "red",
+        "worker_kill": "orange",
+        "partition": "purple",
+        "loss": "grey",
+        "restart_nonvoter": "blue",
+        "leave": "green",
+    }
+    fig, ax = plt.subplots(figsize=(10, 4))
+    xs = [p["t"] / 60 for p in detail["busy_series"]]
+    ax.plot(xs, [p["busy"] for p in detail["busy_series"]], lw=0.8, color="black")
+    for e in events:
+        a = (e["started"] - t0) / 60
+        b = ((e["ended"] or e["started"]) - t0) / 60
+        c = colours.get(e["kind"], "black")
+        if b - a > 0.05:
+            ax.axvspan(a, b, color=c, alpha=0.15)
+        ax.axvline(a, color=c, lw=1, label=e["kind"])
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("workers busy (fraction)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"fleet soak: worker busy fraction, chaos marked ({title})")
+    busy_png = out_dir / "fleet_soak_busy.png"
+    fig.tight_layout()
+    fig.savefig(busy_png, dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rss:
+        by.setdefault((r["host"], r["pid"]), []).append(r)
+    for rows in by.values():
+        ax.plot([(r["at"] - t0) / 60 for r in rows], [r["rss_mb"] for r in rows], lw=0.6)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("coordinator RSS (MB)")
+    ax.set_title(f"fleet soak: RSS per coordinator process ({title})")
+    rss_png = out_dir / "fleet_soak_rss.png"
+    fig.tight_layout()
+    fig.savefig(rss_png, dpi=100)
+    plt.close(fig)
+    return [busy_png, rss_png]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def run_soak(opts: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("fleet_soak: needs root (network namespaces, iptables)", file=sys.stderr)
+        return 2
+    if not 2 <= opts.hosts <= 200:
+        print(f"fleet_soak: --hosts {opts.hosts}: expected 2..200", file=sys.stderr)
+        return 2
+    if opts.voters not in (1, 3, 5) or opts.voters > opts.hosts:
+        print(f"fleet_soak: --voters {opts.voters}: expected 1, 3 or 5, at most --hosts",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if opts.minutes <= 0:
+        print(f"fleet_soak: --minutes {opts.minutes}: expected > 0", file=sys.stderr)
+        return 2
+    for item in opts.env:
+        if "=" not in item:
+            print(f"fleet_soak: --env {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+    out = Path(opts.out) if opts.out else Path(tempfile.mkdtemp(prefix="fleet-soak-"))
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-soak-run-"))
+    os.chmod(workdir, 0o755)
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} +{time.monotonic() - started:7.1f}s] {text}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    soak = Soak(opts, workdir, say)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    code = 1
+    try:
+        soak.start()
+        if not soak.wait_ready(opts.startup_timeout):
+            say(f"fleet not ready in {opts.startup_timeout:.0f}s (see {workdir})")
+            s = soak.latest() or {"status": {}}
+            say("up: " + " ".join(f"{n}:{len(v['peers']) if v else '-'}"
+                                  for n, v in s["status"].items()))  # fmt: skip
+            return 1
+        say(f"fleet ready: leader {soak.leader()}")
+        t0 = now()
+        soak.run_chaos(opts.minutes * 60.0)
+        t_end = now()
+        say("chaos over: undoing faults, settling")
+        soak.undo_faults()
+        time.sleep(opts.settle)
+        first = soak.collect()
+        time.sleep(max(2 * opts.lease_ttl, 10))
+        collected = soak.collect()
+        # a job that was momentarily between states in the first read is not lost
+        collected["_first"] = first
+        events = [e.__dict__ for e in soak.events]
+        line, detail = analyse(
+            load_samples(soak.samples_path),
+            events,
+            soak.rss,
+            collected,
+            hosts=soak.names,
+            worker_down=soak.worker_down,
+            coord_restarts=soak.coord_restarts,
+            t0=t0,
+            t_end=t_end,
+        )
+        write_series(out, detail, events, soak.rss, t0)
+        with open(out / "series.json", "w") as f:
+            json.dump({"line": line, "detail": detail, "events": events, "rss": soak.rss,
+                       "t0": t0, "t_end": t_end}, f)  # fmt: skip
+        for e in events:
+            say(f"event +{e['started'] - t0:6.1f}s {e['kind']} {','.join(e['hosts'])} "
+                f"({(e['ended'] or e['started']) - e['started']:.1f}s) {e['note']}")  # fmt: skip
+        extra = {k: v for k, v in detail.items() if k != "busy_series"}
+        say("detail: " + json.dumps(extra))
+        if opts.plot:
+            pngs = plot(REPO / "docs" / "img", detail, events, soak.rss, t0,
+                        f"{opts.hosts} hosts, {opts.minutes:g} min")  # fmt: skip
+            say(
+                "plots: "
+                + (
+                    ", ".join(map(str, pngs))
+                    if pngs
+                    else "matplotlib is not installed: no plots (series in " + str(out) + ")"
+                )
+            )
+        say(f"series: {out}")
+        print(json.dumps(line), flush=True)
+        code = 0
+    except KeyboardInterrupt:
+        say("interrupted: tearing down")
+        code = 130
+    finally:
+        soak.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+        if not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"kept {workdir}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = ap.add_subparsers(dest="cmd")
+    s = sub.add_parser("_sample")
+    s.add_argument("--hosts-json", required=True)
+    s.add_argument("--redis-host", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--stop-file", required=True)
+    s.add_argument("--max-seconds", type=float, default=7200)
+    c = sub.add_parser("_collect")
+    c.add_argument("--hosts-json", required=True)
+    c.add_argument("--redis-host", required=True)
+    ap.add_argument("--hosts", type=int, default=30)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--voters", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--schedule", choices=("full", "ci"), default="full")
+    ap.add_argument(
+        "--promote",
+        action="store_true",
+        help="demo thresholds (scheduler.service --demo): promotions on a CPU fleet",
+    )
+    ap.add_argument("--games-per-job", type=int, default=40)
+    ap.add_argument("--lease-ttl", type=float, default=10.0, help="RINGRIFT_P2P_RUN_LEASE_TTL")
+    ap.add_argument("--settle", type=float, default=30.0, help="s after the chaos before counting")
+    ap.add_argument("--startup-timeout", type=float, default=300.0)
+    ap.add_argument("--subnet", default=SUBNET, help="a /24 prefix, e.g. 10.207.0")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for every coordinator and worker",
+    )
+    ap.add_argument("--out", help="directory for the time series (default: a temp dir)")
+    ap.add_argument("--plot", action="store_true", help="PNGs into docs/img (needs matplotlib)")
+    ap.add_argument("--keep", action="store_true", help="keep the run's state dirs and logs")
+    args = ap.parse_args(argv)
+    if args.cmd == "_sample":
+        return sampler_main(args)
+    if args.cmd == "_collect":
+        return collect_main(args)
+    return run_soak(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
