@@ -51,6 +51,13 @@ ROUTES = [
     "/consensus/ledger",
     "/artifacts",
     "/artifacts/models/x/v0001.json",
+    "/consensus/bully/lease",
+    "/consensus/bully/ping",
+    "/consensus/bully/release",
+    "/consensus/bully/replicate",
+    "/consensus/bully/yield",
+    "/consensus/bully/store",
+    "/fleet.json",
     "/",
     "/no/such/route",
 ]
@@ -86,7 +93,7 @@ def targets(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "json", "op", "heartbeat", "empty"]))
+    kind = draw(st.sampled_from(["bytes", "json", "op", "heartbeat", "bully", "empty"]))
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "empty":
@@ -100,6 +107,13 @@ def bodies(draw: st.DrawFn) -> bytes:
             value["term"] = draw(json_values)
         if draw(st.booleans()):
             value["args"] = draw(st.dictionaries(st.sampled_from(ARG_NAMES), json_values))
+    elif kind == "bully":  # the lease, release, replicate and yield messages' fields
+        value = draw(
+            st.dictionaries(
+                st.sampled_from(BULLY_FIELDS),
+                st.integers() | st.floats() | st.sampled_from(["n0", "n1", ""]) | json_values,
+            )
+        )
     elif kind == "heartbeat":
         value = {
             "node_id": draw(st.text(max_size=10) | json_values),
@@ -111,6 +125,7 @@ def bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(value).encode()
 
 
+BULLY_FIELDS = ["candidate", "epoch", "duration", "holder", "op", "seq", "leader", "to", "term"]
 ARG_NAMES = [
     "work_id",
     "payload",
@@ -158,9 +173,11 @@ def requests(draw: st.DrawFn) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], 
     return method, draw(targets()), headers, draw(bodies())
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(tmp_path_factory.mktemp("fuzz") / "fleet", voters=1)
+@pytest.fixture(scope="module", params=["raft", "bully"])
+def node(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalFleet]:
+    fleet = LocalFleet(tmp_path_factory.mktemp("fuzz") / "fleet", voters=1, mode=request.param)
     try:
         fleet.start_all()
         assert fleet.wait_leader(15), fleet.log("n0")
