@@ -155,15 +155,8 @@ def summary(
             }
         )
     events = _list(sched.get("events"))
-    reassigned = _list(status.get("reassigned"))
-    recent = [e for e in events if isinstance(e, Mapping)] + [
-        {
-            "at": r.get("at"),
-            "text": f"host {r.get('host')} dead: {len(r.get('jobs') or [])} job(s) re-enqueued",
-        }
-        for r in reassigned
-        if isinstance(r, Mapping)
-    ]
+    # the scheduler's events include "host X dead: N job(s) re-enqueued" (its Release)
+    recent = [e for e in events if isinstance(e, Mapping)]
     recent.sort(key=lambda e: e.get("at") or 0, reverse=True)
     queue = _map(status.get("work_queue"))
     stuck = status.get("queues_without_consumers")

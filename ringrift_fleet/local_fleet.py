@@ -135,7 +135,9 @@ class LocalFleet:
         env = self.child_env()
         gpus = _detect_gpus()
         slots = len(gpus) or (self.opts.cpu_workers or os.cpu_count() or 1)
-        coord = [py, "-m", "ringrift_fleet.scheduler.service", "--demo", "--slots", str(slots)]
+        # the command systemd runs, with the demo's policy and this machine as the fleet
+        coord = [py, "-m", "ringrift_fleet", "coordinator", "--standalone", "--demo"]
+        coord += ["--node", self.opts.node_id, "--slots", str(slots)]
         if gpus:
             coord += ["--gpu-type", gpus[0][0], "--gpu-vram-gb", str(gpus[0][1])]
         self._spawn("coordinator", coord, env)

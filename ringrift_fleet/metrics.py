@@ -223,13 +223,6 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
     )
     for (kind, cause), n in sorted(probes.replaced.items()):
         replaced.add_metric([node, kind, cause], float(n))
-    reassigned = status.get("reassigned")
-    if isinstance(reassigned, list):
-        gauge(
-            "ringrift_recent_host_reassignments",
-            "hosts whose jobs this node re-enqueued (last 20)",
-        ).add_metric([node], float(len(reassigned)))
-
     # --- the training loop (scheduler section) --------------------------------------------
     sched = status.get("scheduler")
     if isinstance(sched, Mapping) and sched:

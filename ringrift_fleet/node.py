@@ -3,7 +3,9 @@
 One runs on every host.  It owns no policy: the scheduler plugs in with
 :meth:`CoordinatorNode.add_tick_handler` (called every SCHEDULER_TICK on every
 node; the handler checks ``node.leadership.is_leader()`` itself) and
-:meth:`CoordinatorNode.add_status_section`.  Every node also publishes who it
+:meth:`CoordinatorNode.add_status_section`; ``ringrift_fleet.assembly`` does
+that for every coordinator (what happens to a dead host's jobs is the
+scheduler's decision, not the node's).  Every node also publishes who it
 thinks leads in its membership metadata, so non-voters and people see it.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,8 +21,11 @@ from typing import Any
 from aiohttp import web
 
 from ringrift_fleet.config import FeatureFlags, P2PConfig
+from ringrift_fleet.execution.artifacts import artifact_routes
+from ringrift_fleet.execution.consumers import attach as watch_queues
 from ringrift_fleet.fleet_page import attach as attach_fleet_page
 from ringrift_fleet.hybrid_coordinator import HybridCoordinator
+from ringrift_fleet.membership.http import heartbeat_routes
 from ringrift_fleet.metrics import FleetCollector
 from ringrift_fleet.models import NodeRole
 from ringrift_fleet.server import StatusServer
@@ -29,19 +33,6 @@ from ringrift_fleet.server import StatusServer
 log = logging.getLogger(__name__)
 
 TickHandler = Callable[[], Awaitable[None]]
-
-
-def _optional_routes(module: str, name: str, *args: Any) -> list[web.RouteDef]:
-    """Routes from another part, when that part is installed and accepts our arguments."""
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return []
-    try:
-        return list(factory(*args))
-    except Exception as exc:
-        log.warning("%s.%s could not build routes: %s", module, name, exc)
-        return []
 
 
 class CoordinatorNode:
@@ -55,10 +46,8 @@ class CoordinatorNode:
         *,
         flags: FeatureFlags | None = None,
         membership: Any = None,
-        reassign_dead: bool = False,
     ) -> None:
         self.config = config
-        self.reassign_dead = reassign_dead  # off when a scheduler owns that decision
         self.inventory = inventory
         self.node_id = node_id
         self.coordinator = HybridCoordinator(
@@ -73,12 +62,8 @@ class CoordinatorNode:
         self.started = asyncio.Event()
         self.ticks = 0
         self._published: dict[str, Any] = {}
-        self._dead: set[str] = set()  # hosts membership declares dead right now
-        self.reassigned: list[dict[str, Any]] = []  # recent reassignments, for /status
         self.fleet_page = attach_fleet_page(self)  # GET / and /fleet.json, no token
         # queues holding messages no worker consumes: /status, a warning, never a silent wait
-        from ringrift_fleet.execution.consumers import attach as watch_queues
-
         self.queue_watch = watch_queues(self)
 
     # --- what the scheduler uses ---------------------------------------------------------
@@ -159,7 +144,6 @@ class CoordinatorNode:
             "raft_detail": self.coordinator.raft_detail(),
             "membership": membership,
             "ticks": self.ticks,
-            "reassigned": self.reassigned,
         }
 
     # --- running ----------------------------------------------------------------------------
@@ -206,7 +190,6 @@ class CoordinatorNode:
         while not self._stop.is_set():
             started = time.monotonic()
             self._publish_leader()
-            await self._reassign_dead()
             for handler in list(self._tick_handlers):
                 try:
                     await handler()
@@ -216,41 +199,6 @@ class CoordinatorNode:
             left = max(0.0, period - (time.monotonic() - started))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=left)
-
-    def _on_membership(self, event: Any) -> None:
-        """Track who membership declares dead (used only with ``reassign_dead``)."""
-        kind, host = getattr(event, "kind", None), getattr(event, "node", None)
-        if host == self.node_id or not isinstance(host, str):
-            return
-        if kind in ("dead", "left"):
-            self._dead.add(host)
-        elif kind in ("alive", "join"):
-            self._dead.discard(host)
-
-    async def _reassign_dead(self) -> None:
-        """On the leader: void the attempts running on hosts membership declares dead.
-
-        Their jobs go back to pending under a new attempt; a result from the old
-        attempt is refused by its fence.  The dead set is kept (not consumed), so
-        a leader elected after the death still acts; the call is idempotent.
-        """
-        lead, ledger = self.leadership, self.ledger
-        if (
-            not self.reassign_dead
-            or not self._dead
-            or lead is None
-            or ledger is None
-            or not lead.is_leader()
-        ):
-            return
-        for host in sorted(self._dead):
-            if not ledger.jobs_of(host):  # local read: nothing to do
-                continue
-            jobs = await asyncio.to_thread(ledger.reassign_jobs_of, host)
-            if jobs:
-                log.warning("host %s is dead: %d job(s) back to pending: %s", host, len(jobs), jobs)
-                entry = {"host": host, "jobs": jobs, "at": time.time()}
-                self.reassigned = [*self.reassigned, entry][-20:]
 
     def _publish_leader(self) -> None:
         membership, lead = self.membership, self.leadership

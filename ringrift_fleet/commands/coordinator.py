@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ringrift_fleet.config import (
-    check_state_dirs,
-    get_feature_flags,
-    get_p2p_config,
-    resolve_bind_host,
-    resolve_hosts_file,
-    unknown_env_warnings,
-)
+from ringrift_fleet.config import unknown_env_warnings
 from ringrift_fleet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ringrift_fleet.node import CoordinatorNode
 
 
 def register(subparsers: Any) -> None:
@@ -43,74 +39,61 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-scheduler",
         action="store_true",
-        help="membership and consensus only: do not attach the scheduler (the leader then "
-        "only re-enqueues the jobs of hosts membership declares dead)",
+        help="consensus only: no broker; the scheduler's policy places no work and only "
+        "re-enqueues the jobs of hosts membership declares dead",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the one-machine demo's policy (small thresholds, CPU training; ringrift-fleet up)",
+    )
+    parser.add_argument(
+        "--slots", type=int, default=1, help="without an inventory: this machine's worker slots"
+    )
+    parser.add_argument(
+        "--gpu-type", default="CPU", help="without an inventory: this machine's GPU"
+    )
+    parser.add_argument(
+        "--gpu-vram-gb", type=float, default=0.0, help="without an inventory: its VRAM in GB"
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ringrift_fleet.consensus.voters import load_inventory
-    from ringrift_fleet.node import CoordinatorNode
+    # assembly pulls in aiohttp, pysyncobj and the scheduler: imported only when
+    # serving, so `ringrift-fleet --help` stays light (tests/unit/test_import_weight.py)
+    from ringrift_fleet.assembly import Scheduling, build_coordinator, coordinator_inputs
 
     level = getattr(logging, str(args.log_level).upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"--log-level {args.log_level!r}: expected DEBUG, INFO or WARNING")
+    if args.slots < 1:
+        raise ConfigError(f"--slots {args.slots}: expected an integer >= 1")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = get_p2p_config()
-    flags = get_feature_flags()
-    for warning in [*unknown_env_warnings(), *flags.warnings]:
+    inputs = coordinator_inputs(args.node, args.hosts_file, standalone=args.standalone)
+    for warning in [*unknown_env_warnings(), *inputs.flags.warnings]:
         logging.getLogger("ringrift_fleet").warning(warning)
-    node_id = args.node or config.NODE_ID
-    hosts_file = resolve_hosts_file(args.hosts_file, standalone=args.standalone)
-    check_state_dirs(config)
-    inventory = None
-    if hosts_file is not None:
-        inventory = load_inventory(hosts_file)
-        if node_id not in inventory.names():
-            raise ConfigError(
-                f"--node {node_id!r} is not a host in {hosts_file} "
-                f"(hosts: {', '.join(inventory.names())})"
-            )
-    if inventory is not None and len(inventory.hosts) > 1 and not config.CLUSTER_KEY:
-        raise ConfigError(
-            f"RINGRIFT_CLUSTER_KEY is empty but {hosts_file} lists {len(inventory.hosts)} hosts: "
-            "set the same secret on every host (it authenticates Raft's pickle wire format, "
-            "SWIM and every mutating HTTP route)"
-        )
-    address = None
-    if inventory is not None:
-        address = inventory.host(node_id).address
-    config = config.replace(
-        NODE_ID=node_id,
-        HOSTS_FILE=hosts_file or "",
-        BIND_HOST=resolve_bind_host(config, address),
+    scheduling = Scheduling(
+        place_work=not args.no_scheduler,
+        demo=args.demo,
+        slots=args.slots,
+        gpu_type=args.gpu_type,
+        gpu_vram_gb=args.gpu_vram_gb,
     )
-    scheduler = None if args.no_scheduler or inventory is None else _scheduler()
-    node = CoordinatorNode(config, inventory, node_id, flags=flags, reassign_dead=scheduler is None)
-    if scheduler is not None:
-        scheduler(node)
-    elif not args.no_scheduler:
-        logging.getLogger("ringrift_fleet").warning(
-            "no inventory: the scheduler is not attached (use `ringrift-fleet up` on one machine)"
-        )
+    node = build_coordinator(
+        inputs.config,
+        inputs.inventory,
+        inputs.node_id,
+        flags=inputs.flags,
+        scheduling=scheduling,
+    )
     import asyncio  # with ssl, a tenth of --help's import time: only when serving
 
     asyncio.run(_serve(node))
     return 0
 
 
-def _scheduler() -> Any:
-    """The scheduler's ``attach(node)``, or None (logged) if it cannot be imported."""
-    try:
-        from ringrift_fleet.scheduler.service import attach
-    except ImportError as exc:
-        logging.getLogger("ringrift_fleet").error("scheduler unavailable: %s", exc)
-        return None
-    return attach
-
-
-async def _serve(node: Any) -> None:
+async def _serve(node: CoordinatorNode) -> None:
     import asyncio
     import signal
 

@@ -376,6 +376,9 @@ class Beat:
         """A Membership listener: deaths release work at the next tick."""
         kind, node = getattr(event, "kind", ""), getattr(event, "node", "")
         with self._lock:
+            # "left" (a coordinator stopped gracefully, e.g. a rolling restart) is not
+            # "dead": its workers may still be running; if they are gone, their run
+            # leases lapse and the policy re-places the jobs (LEASE_LOST)
             if kind == "dead":
                 self._dead[node] = getattr(event, "at", 0.0) or self.clock()
                 self._newly_dead.add(node)
@@ -552,9 +555,11 @@ class Beat:
     def collect(self) -> int:
         """Fold task states of live attempts into the ledger, and send placed attempts
         no send reached the broker; returns how many ledger entries changed."""
+        changed = 0
+        if self.redis is None:  # no broker (consensus only): nothing was sent to read back
+            return changed
         from ringrift_fleet.execution.dispatch import task_id_for
 
-        changed = 0
         for w in list(self.view.items.values()):
             if not w.status.is_active or not w.claimed_by:
                 continue
@@ -796,7 +801,10 @@ class Beat:
         )
 
     def _notify(self, n: Notify) -> None:
-        if not self.redis.set(NOTIFIED_PREFIX + n.slot, self._fence or "", nx=True, ex=7 * 86400):
+        slot = NOTIFIED_PREFIX + n.slot
+        if self.redis is not None and not self.redis.set(
+            slot, self._fence or "", nx=True, ex=7 * 86400
+        ):
             return
         self._event(f"notify {n.event_type}: {n.title}")
         if self.notify is not None:

@@ -615,6 +615,8 @@ def plan(snapshot: Snapshot) -> list[Action]:
     """
     p = _Planner(snapshot)
     p.recover_lost()
+    if not snapshot.policy.place_work:  # consensus only: lost work released, nothing placed
+        return p.actions
     cycle_start = len(p.actions)
     p.advance_cycles()
     # SetState for the cycles goes first among the cycle actions

@@ -1,29 +1,36 @@
-"""Plugging the scheduler into a coordinator, and a coordinator process that has it.
+"""Plugging the scheduler into a coordinator.
 
 :func:`attach` is the whole integration: a tick handler (run off the event
-loop, since ledger writes block), a ``scheduler`` section in ``/status`` and a
-membership listener for deaths.  ``python -m ringrift_fleet.scheduler.service``
-runs a coordinator with the scheduler attached; ``ringrift-fleet up`` starts it
-with ``--demo`` (small thresholds, CPU training) on one machine.
+loop, since ledger writes block), ``scheduler`` and ``broker`` sections in
+``/status`` and a membership listener for deaths.  It is called by one
+function only, :func:`ringrift_fleet.assembly.build_coordinator`, which
+``ringrift-fleet coordinator`` (systemd), ``ringrift-fleet up``, the tests and
+the benchmarks all run.  ``--demo`` (``ringrift-fleet up``) picks
+:func:`demo_policy`: small thresholds, CPU training, on one machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
-import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ringrift_fleet.config import P2PConfig, get_feature_flags, get_p2p_config
-from ringrift_fleet.errors import FleetError
+from ringrift_fleet.config import P2PConfig
+from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client, replica_wait
 from ringrift_fleet.models import JobType
+from ringrift_fleet.notifications import send_webhook_notification
+from ringrift_fleet.resources import probe_resources
 from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.hosts import PROBE_EVERY_S, FleetHosts, LocalHosts, MetricsBoard
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
+from ringrift_fleet.training import TrainingThresholds
+
+if TYPE_CHECKING:  # the node is the I/O shell that runs us; we only name its type
+    from ringrift_fleet.node import CoordinatorNode
+
+Hosts = FleetHosts | LocalHosts
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,6 @@ DEMO_EVAL_GAMES = 24
 
 
 def demo_policy(config: P2PConfig, **overrides: Any) -> SchedulerPolicy:
-    from ringrift_fleet.training import TrainingThresholds
-
     values: dict[str, Any] = {
         "thresholds": TrainingThresholds(
             MIN_GAMES=DEMO_MIN_GAMES,
@@ -54,6 +59,10 @@ def demo_policy(config: P2PConfig, **overrides: Any) -> SchedulerPolicy:
     }
     values.update(overrides)
     return SchedulerPolicy.from_config(config, **values)
+
+
+# Celery is imported only when a broker is used: a consensus-only coordinator does
+# not load it (celery.result + execution.dispatch: ~20 MB RSS, docs/bench/coordinator_rss.md).
 
 
 def _celery_reader() -> Any:
@@ -85,67 +94,85 @@ def _celery_sender() -> Any:
     return send
 
 
-def build_beat(node: Any, policy: SchedulerPolicy, hosts: Any) -> Beat:
-    """A Beat on this coordinator's ledger and leadership, sending through Celery."""
-    from ringrift_fleet.execution.redis_clients import redis_client, replica_wait
-    from ringrift_fleet.notifications import send_webhook_notification
+def build_beat(
+    node: CoordinatorNode, policy: SchedulerPolicy, hosts: Hosts, client: Any | None
+) -> Beat:
+    """A Beat on this coordinator's ledger and leadership, sending through Celery.
 
-    client = redis_client(node.config, timeout=5)
+    ``client`` None: no broker (consensus only, ``--no-scheduler``): nothing is
+    sent or read back; the policy then only releases the jobs of lost hosts.
+    """
+    ledger, leadership = node.ledger, node.leadership
+    if ledger is None or leadership is None:
+        raise RuntimeError("build_beat: the coordinator's consensus is not prepared")
     beat = Beat(
-        ledger=node.ledger,
-        leadership=node.leadership,
+        ledger=ledger,
+        leadership=leadership,
         redis=client,
         policy=policy,
         hosts=hosts,
-        send=_celery_sender(),
-        read_result=_celery_reader(),
+        send=_celery_sender() if client is not None else _no_sender,
+        read_result=_celery_reader() if client is not None else _nothing_sent,
         address=hosts.address,
         notify=send_webhook_notification,
     )
-    beat.replicate = replica_wait(node.config, client)
+    if client is not None:
+        beat.replicate = replica_wait(node.config, client)
     return beat
 
 
-def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) -> Beat:
+def _no_sender(job_type: JobType, kwargs: Mapping[str, Any], **_: Any) -> str:
+    raise RuntimeError("consensus-only coordinator: the policy places no work")
+
+
+def _nothing_sent(task_id: str) -> tuple[str, Any]:
+    return "PENDING", None
+
+
+def attach(
+    node: CoordinatorNode,
+    policy: SchedulerPolicy,
+    hosts: Hosts | None = None,
+    *,
+    broker: bool = True,
+) -> Beat:
     """Run the scheduler on ``node`` (a CoordinatorNode); call before ``node.run()``.
 
-    Consensus objects exist only once the node prepares, so the Beat is built
-    lazily on the first tick.
+    Builds the node's consensus objects first (``prepare``: nothing runs yet), so
+    the Beat exists from here on.  ``broker=False`` (consensus only) opens no
+    broker connection: no metrics board, no failover watch, nothing sent.
     """
-    from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client
-    from ringrift_fleet.notifications import send_webhook_notification
-
-    holder: dict[str, Beat] = {}
-    policy = policy or SchedulerPolicy.from_config(node.config)
-    board = MetricsBoard(redis_client(node.config, timeout=5))
+    node.coordinator.prepare()
+    client = redis_client(node.config, timeout=5) if broker else None
+    board = MetricsBoard(client) if client is not None else None
+    directory = hosts or FleetHosts(
+        node.node_id, node.config, node.inventory, node.membership, board
+    )
+    beat = build_beat(node, policy, directory, client)
+    if node.membership is not None:
+        node.membership.add_listener(beat.on_membership)
     # The Sentinels' view (primary, replicas) for /status, and the broker_failover event.
-    failover = FailoverWatch(node.config, notify=send_webhook_notification, client=board.redis)
+    failover = (
+        FailoverWatch(node.config, notify=send_webhook_notification, client=client)
+        if client is not None
+        else None
+    )
     last_post = {"at": -PROBE_EVERY_S}
-
-    def beat() -> Beat:
-        if "beat" not in holder:
-            directory = hosts or FleetHosts(
-                node.node_id, node.config, node.inventory, node.membership, board
-            )
-            holder["beat"] = build_beat(node, policy, directory)
-            if node.membership is not None:
-                node.membership.add_listener(holder["beat"].on_membership)
-        return holder["beat"]
 
     def post_metrics() -> None:
         """Every coordinator tells the leader how loaded its host is (every few seconds)."""
         now = time.monotonic()
-        if now - last_post["at"] < PROBE_EVERY_S:
+        if board is None or now - last_post["at"] < PROBE_EVERY_S:
             return
         last_post["at"] = now
-        from ringrift_fleet.resources import probe_resources
-
         try:
             board.publish(node.node_id, probe_resources(str(node.config.state_dir)))
         except Exception as exc:  # the broker may be down; scheduling goes on without figures
             log.debug("could not post metrics: %s", exc)
 
     def watch_broker() -> None:
+        if failover is None:
+            return
         try:
             failover.poll()
         except Exception as exc:  # the view is for people; scheduling goes on without it
@@ -154,86 +181,29 @@ def attach(node: Any, policy: SchedulerPolicy | None = None, hosts: Any = None) 
     async def on_tick() -> None:
         await asyncio.to_thread(post_metrics)
         await asyncio.to_thread(watch_broker)
-        if node.ledger is None or node.leadership is None:
-            return
-        b = beat()
-        await asyncio.to_thread(b.tick)
+        await asyncio.to_thread(beat.tick)
 
     node.add_tick_handler(on_tick)
-    node.add_status_section("scheduler", lambda: holder["beat"].status() if holder else {})
+    node.add_status_section("scheduler", beat.status)
     node.add_status_section(
         "broker",
         lambda: {
-            **(holder["beat"].broker_status() if holder else {}),
-            "topology": failover.status(),
+            **beat.broker_status(),
+            "topology": failover.status() if failover is not None else {},
         },
     )
-    return holder.get("beat")  # type: ignore[return-value]
+    return beat
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m ringrift_fleet.scheduler.service",
-        description="A coordinator with the scheduler attached.",
+def local_hosts(
+    config: P2PConfig, node_id: str, *, slots: int, gpu: str, vram_gb: float
+) -> LocalHosts:
+    """Without an inventory: this machine is the fleet (``ringrift-fleet up``)."""
+    return LocalHosts(
+        node_id,
+        config,
+        slots=slots,
+        gpu=gpu,
+        vram_gb=vram_gb,
+        probe=lambda: probe_resources(config.STATE_DIR),
     )
-    ap.add_argument("--node", help="this host's name (default NODE_ID)")
-    ap.add_argument("--hosts-file", help="distributed_hosts.yaml (default HOSTS_FILE)")
-    ap.add_argument("--standalone", action="store_true", help="no inventory: a fleet of one")
-    ap.add_argument("--demo", action="store_true", help="one-machine demo thresholds")
-    ap.add_argument("--slots", type=int, default=1, help="without an inventory: worker slots")
-    ap.add_argument("--gpu-type", default="CPU", help="without an inventory: this host's GPU")
-    ap.add_argument("--gpu-vram-gb", type=float, default=0.0, help="… and its VRAM")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return _run(args)
-    except FleetError as exc:
-        print(f"scheduler: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ringrift_fleet.config import check_state_dirs, resolve_hosts_file, unknown_env_warnings
-    from ringrift_fleet.consensus.voters import load_inventory
-    from ringrift_fleet.node import CoordinatorNode
-
-    config = get_p2p_config()
-    for warning in unknown_env_warnings():
-        log.warning(warning)
-    node_id = args.node or config.NODE_ID
-    hosts_file = resolve_hosts_file(args.hosts_file, standalone=args.standalone)
-    check_state_dirs(config)
-    inventory = load_inventory(hosts_file) if hosts_file is not None else None
-    config = config.replace(NODE_ID=node_id, HOSTS_FILE=hosts_file or "")
-    node = CoordinatorNode(config, inventory, node_id, flags=get_feature_flags())
-    policy = demo_policy(config) if args.demo else SchedulerPolicy.from_config(config)
-    hosts = None
-    if inventory is None:
-        from ringrift_fleet.resources import probe_resources
-
-        hosts = LocalHosts(
-            node_id,
-            config,
-            slots=args.slots,
-            gpu=args.gpu_type,
-            vram_gb=args.gpu_vram_gb,
-            probe=lambda: probe_resources(config.STATE_DIR),
-        )
-    attach(node, policy, hosts)
-    asyncio.run(_serve(node))
-    return 0
-
-
-async def _serve(node: Any) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.request_stop)
-    await node.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

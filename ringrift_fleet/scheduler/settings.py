@@ -51,6 +51,9 @@ class SchedulerPolicy:
     # … and at most this many finished jobs stay, whatever the job rate (the oldest
     # go first, into the same records); bounds a coordinator's memory by count
     ledger_max_finished: int = 20_000
+    # False: consensus only (``ringrift-fleet coordinator --no-scheduler``): the leader
+    # still releases the jobs of lost hosts, but places no new work and sends nothing
+    place_work: bool = True
 
     def __post_init__(self) -> None:
         floor = max(self.fairshare_window_s, max(self.time_limits.values()) + self.reap_grace_s)

@@ -229,9 +229,10 @@ def test_the_leader_reassigns_the_jobs_of_a_host_membership_declares_dead(tmp_pa
         # PEER_TIMEOUT is 2 s in the local fleet; the leader then voids the attempt
         assert wait_for(lambda: fleet.ledger(leader)["work"]["g"]["status"] == "pending", 15)
         assert fleet.ledger(leader)["assign"]["g"]["status"] == "failed"
-        assert wait_for(
-            lambda: [r["host"] for r in fleet.status(leader)["reassigned"]] == ["n3"], 5
-        )
+        # --no-scheduler: the scheduler's policy places no work but owns this decision
+        events = lambda: [e["text"] for e in fleet.status(leader)["scheduler"]["events"]]  # noqa: E731
+        assert wait_for(lambda: "host n3 dead: 1 job(s) re-enqueued" in events(), 5), events()
+        assert fleet.status(leader)["scheduler"]["dead_hosts"] == ["n3"]
         late = make_op("accept_result.v1", job_id="g", fence=old_fence, result={"x": 1})
         assert fleet.op(leader, late)["ok"] is False  # the dead attempt's result is refused
     finally:

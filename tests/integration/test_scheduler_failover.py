@@ -19,21 +19,10 @@ import yaml
 
 from tests.support.celery_worker import cpu_worker_args, fleet_env, start_workers
 from tests.support.coordinators import LocalFleet
-from tests.support.procs import PYTHON, spawn, stop, wait_for
+from tests.support.procs import stop, wait_for
 from tests.support.redis_server import start_redis
 
 pytestmark = pytest.mark.integration
-
-
-class SchedulingFleet(LocalFleet):
-    """The consensus tests' fleet, running coordinators with the scheduler attached."""
-
-    def start(self, name: str) -> Any:
-        c = self.nodes[name]
-        argv = [PYTHON, "-m", "ringrift_fleet.scheduler.service", "--node", name]
-        argv += ["--hosts-file", str(self.hosts_file), "--log-level", "INFO"]
-        c.proc = spawn(argv, env=self.env(name), log=self.workdir / f"{name}.log")
-        return c
 
 
 @pytest.fixture
@@ -46,7 +35,8 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
         RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB="1500",
         RINGRIFT_P2P_SCHEDULER_PREFETCH="1",
     )
-    f = SchedulingFleet(tmp_path / "coord", voters=3, mode="raft", extra_env=env)
+    # `ringrift-fleet coordinator --hosts-file …`, scheduler placing work: what systemd runs
+    f = LocalFleet(tmp_path / "coord", voters=3, mode="raft", extra_env=env, scheduler=True)
     doc = yaml.safe_load(f.hosts_file.read_text())
     for spec in doc["hosts"].values():
         spec.update({"cpus": 4, "status": "ready"})

@@ -59,7 +59,9 @@ class LocalFleet:
     non_voters: int = 0
     mode: str = "raft"  # raft | bully | hybrid
     extra_env: dict[str, str] = field(default_factory=dict)
-    scheduler: bool = False  # attach the scheduler (needs a broker in extra_env)
+    # True: the scheduler places work (needs a broker in extra_env); False:
+    # --no-scheduler, consensus only (the policy only releases dead hosts' jobs)
+    scheduler: bool = False
     nodes: dict[str, Coordinator] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

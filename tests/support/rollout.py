@@ -185,7 +185,8 @@ def ledger_view(state: dict[str, Any]) -> dict[str, Any]:
     return {
         "work": {k: strip(v) for k, v in state["work"].items()},
         "assign": {k: strip(v) for k, v in state["assign"].items()},
-        "records": state["records"],
+        # the scheduler's leader mark names whoever leads now: it moves with the leader
+        "records": {k: v for k, v in state["records"].items() if k != "scheduler.leader"},
     }
 
 

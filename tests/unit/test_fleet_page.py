@@ -39,9 +39,12 @@ def test_summary_shows_leader_hosts_queues_events_and_curves() -> None:
     )
     status = dict(STATUS, voters=["n1"], snapshot_at=5.0)
     status["scheduler"] = dict(
-        STATUS["scheduler"], events=[{"at": 2.0, "text": "square8_2p: training on n1"}]
+        STATUS["scheduler"],
+        events=[
+            {"at": 2.0, "text": "square8_2p: training on n1"},
+            {"at": 3.0, "text": "host n3 dead: 2 job(s) re-enqueued"},
+        ],
     )
-    status["reassigned"] = [{"host": "n3", "jobs": ["a", "b"], "at": 3.0}]
     history = EloHistory()
     history.observe(status["scheduler"]["configs"], status["scheduler"]["games"], 1.0)
     doc = summary(
