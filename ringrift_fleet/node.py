@@ -157,19 +157,10 @@ class CoordinatorNode:
         self.status_server.add_routes(self.coordinator.routes())
         heartbeats = self.coordinator.heartbeat_manager()
         if heartbeats is not None:
-            self.status_server.add_routes(
-                _optional_routes("ringrift_fleet.membership.http", "heartbeat_routes", heartbeats)
-            )
+            self.status_server.add_routes(heartbeat_routes(heartbeats))
         self.status_server.add_routes(
-            _optional_routes(
-                "ringrift_fleet.execution.artifacts",
-                "artifact_routes",
-                self.config.artifact_dir,
-                self.config.CLUSTER_KEY,
-            )
+            artifact_routes(self.config.artifact_dir, self.config.CLUSTER_KEY)
         )
-        if self.membership is not None:
-            self.membership.add_listener(self._on_membership)
         await self.status_server.start(self.config.BIND_HOST, self.status_port)
         try:
             await self.coordinator.start()

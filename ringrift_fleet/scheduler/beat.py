@@ -786,6 +786,8 @@ class Beat:
         (a worker still running it stops within a second)."""
         from ringrift_fleet.execution.fencing import withdraw_fence
 
+        if self.redis is None:  # no broker (consensus only): no fence was published
+            return
         withdraw_fence(self.redis, job_id)
         self.replicate()
 
