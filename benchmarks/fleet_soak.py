@@ -10,11 +10,9 @@ redis-server and the sampler; nothing in the main namespace ever talks to a host
 
 Workload: the built-in reference game with short self-play jobs
 (RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, two cheap board configs).  ``--promote`` runs
-the coordinators as ``python -m ringrift_fleet.scheduler.service --demo`` instead
-(the same node and scheduler with the demo's small training thresholds and CPU
-training): ``ringrift-fleet coordinator`` has no knob for the training thresholds
-(5,000 games, 2 h between runs) nor for training on a CPU, so without it a CPU
-fleet never promotes.
+the coordinators as ``ringrift-fleet coordinator --demo`` (the demo's small
+training thresholds and CPU training): the production thresholds (5,000 games,
+2 h between runs) and no training on a CPU mean a CPU fleet never promotes.
 
 Chaos (seeded, logged with timestamps; ``--schedule full`` by default, ``ci`` is
 the 5-minute cluster test's shorter one): kill -9 the Raft leader's coordinator
@@ -394,10 +392,9 @@ class Soak:
         )
 
     def start_coordinator(self, host: str) -> None:
+        argv = [PY, "-m", "ringrift_fleet", "coordinator", "--node", host]
         if self.opts.promote:
-            argv = [PY, "-m", "ringrift_fleet.scheduler.service", "--demo", "--node", host]
-        else:
-            argv = [PY, "-m", "ringrift_fleet", "coordinator", "--node", host]
+            argv.append("--demo")
         argv += ["--hosts-file", str(self.hosts_file)]
         self.coord[host] = self._spawn(host, "coordinator", argv)
         self.coord_started[host] = now()
@@ -1195,7 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--promote",
         action="store_true",
-        help="demo thresholds (scheduler.service --demo): promotions on a CPU fleet",
+        help="demo thresholds (coordinator --demo): promotions on a CPU fleet",
     )
     ap.add_argument("--games-per-job", type=int, default=40)
     ap.add_argument("--lease-ttl", type=float, default=10.0, help="RINGRIFT_P2P_RUN_LEASE_TTL")
