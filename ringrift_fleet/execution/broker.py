@@ -184,3 +184,85 @@ def discard_unacked(client: redis.Redis, task_ids: Iterable[str], *, scan: int =
     pipe.hdel(UNACKED_KEY, *tags)
     pipe.execute()
     return len(tags)
+
+
+# kombu's Redis transport keeps a queue as one list per priority step:
+# ``<queue>`` for priority 0, ``<queue>\x06\x16<p>`` for the others.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+class LostMessages:
+    """Sent attempts whose task message is nowhere on the broker: not in its queue,
+    not in kombu's unacked hash, and no task state (the caller checks that).
+
+    Redis replication is asynchronous: a failover can forget a message the old
+    primary acknowledged, and a worker whose connection died between ``BRPOP`` and
+    recording the delivery in ``unacked`` takes the message with it.  The ledger still
+    says "placed" and the slot says "sent", so nothing else would send it again.  A
+    message found missing on every look for ``grace_s`` is reported lost (once); the
+    caller sends it again under the same attempt and fence.  The grace covers the
+    milliseconds between a worker's ``BRPOP`` and its ``unacked`` write; a copy that
+    is not lost after all is refused by its run lease or answered from the stored
+    result, never run twice."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        grace_s: float = 10.0,
+        cache_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client, self.grace_s, self.cache_s, self.clock = client, grace_s, cache_s, clock
+        self._missing: dict[str, float] = {}  # task id -> first seen missing
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+        self.reported = 0
+
+    def _ids(self, key: str, read: Callable[[], Iterable[Any]]) -> set[str]:
+        now = self.clock()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self.cache_s:
+            return hit[1]
+        ids = {t for t in (_task_id(raw) for raw in read()) if t}
+        self._cache[key] = (now, ids)
+        return ids
+
+    def _queued(self, queue: str) -> set[str]:
+        def read() -> list[Any]:
+            out: list[Any] = []
+            for p in PRIORITY_STEPS:
+                key = queue if not p else f"{queue}{PRIORITY_SEP}{p}"
+                out += [json.dumps([_text(m)]) for m in self.client.lrange(key, 0, -1)]
+            return out
+
+        return self._ids("q:" + queue, read)
+
+    def _unacked(self) -> set[str]:
+        return self._ids(
+            "unacked", lambda: [raw for _tag, raw in self.client.hscan_iter(UNACKED_KEY)]
+        )
+
+    def lost(self, queue: str, task_id: str) -> bool:
+        """True once, when ``task_id`` has been missing from ``queue`` and ``unacked``
+        on every look for ``grace_s``."""
+        if task_id in self._queued(queue) or task_id in self._unacked():
+            self._missing.pop(task_id, None)
+            return False
+        now = self.clock()
+        first = self._missing.setdefault(task_id, now)
+        if now - first < self.grace_s:
+            return False
+        del self._missing[task_id]
+        self.reported += 1
+        return True
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop what is known about task ids not in ``keep`` (bounded memory)."""
+        wanted = set(keep)
+        for t in [t for t in self._missing if t not in wanted]:
+            del self._missing[t]
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -361,6 +361,10 @@ class Beat:
         # WAIT 1 <ms> after fence/slot writes when the broker has replicas (Sentinel
         # set; redis_clients.ReplicaWait): an acknowledged fence survives a failover.
         self.replicate: Callable[[], Any] = lambda: True
+        self._unreplicated = False  # sends this tick not yet covered by a WAIT
+        # Sent attempts whose message a broker failover forgot (broker.LostMessages):
+        # sent again under the same attempt and fence.  None: not looked for.
+        self.lost_messages: Any = None
         self._next_full_read = 0.0
         self._next_prune = 0.0
         self.broker = BrokerHealth(url_of(redis))
@@ -481,6 +485,9 @@ class Beat:
                 },
             )
             self.apply(plan(snap), report)
+            if self._unreplicated:  # one WAIT 1 covers every send of the tick
+                self._unreplicated = False
+                self.replicate()
             if self.clock() >= self._next_prune:
                 self._next_prune = self.clock() + self.policy.prune_interval_s
                 report.pruned = self.prune()
@@ -705,7 +712,6 @@ class Beat:
                 self.slots_refused += 1
                 return
             publish_fence(self.redis, w.work_id, token, self.fence_ttl_s)
-            self.replicate()  # slot and fence on a replica before the message is sent
             term = int(self.leadership.term())
             self.send(
                 w.work_type,
@@ -743,7 +749,9 @@ class Beat:
         slot = SLOT_PREFIX + f"{job_id}#{attempt}"
         try:
             self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=int(self.fence_ttl_s))
-            self.replicate()  # the message (written before) is on the replica too
+            # WAIT 1 at the end of the tick: the slots, fences and messages (replicated
+            # in order) are then on a replica too (docs/deploy.md)
+            self._unreplicated = True
         except BROKER_ERRORS as exc:
             self.broker.failed("mark sent", exc)
             self._broker_failed = True
@@ -770,7 +778,7 @@ class Beat:
             return 0
         slot = self._slot(w.work_id, attempt)
         if slot is not None and slot.endswith("|sent"):
-            return 0
+            return self._resend_if_lost(w, attempt, token)
         if slot is None or slot == f"{self._fence}|claimed":
             self._send(w, attempt, token)
             return 0
@@ -780,6 +788,22 @@ class Beat:
         if ok:
             self._event(f"{w.work_id} attempt {attempt}: {reason}; placed again")
         return int(ok)
+
+    def _resend_if_lost(self, w: WorkItem, attempt: int, token: str) -> int:
+        """Sent, no task state, and its message nowhere on the broker for a while (a
+        failover forgot it): send it again, same attempt and fence (docs/deploy.md)."""
+        if self.lost_messages is None:
+            return 0
+        from ringrift_fleet.execution.dispatch import task_id_for
+
+        queue = str(w.payload.get("queue") or f"node.{w.claimed_by}")
+        if not self.lost_messages.lost(queue, task_id_for(w.work_id, attempt)):
+            return 0
+        self._event(f"{w.work_id} attempt {attempt}: message lost by the broker; sent again")
+        slot, ttl = SLOT_PREFIX + f"{w.work_id}#{attempt}", int(self.fence_ttl_s)
+        self.redis.set(slot, f"{self._fence}|claimed", xx=True, ex=ttl)
+        self._send(w, attempt, token)
+        return 0
 
     def _withdraw(self, job_id: str) -> None:
         """Void the job's live attempt on the broker: fence gone, revocation published

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringrift_fleet.config import P2PConfig
+from ringrift_fleet.execution.broker import LostMessages
 from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client, replica_wait
 from ringrift_fleet.models import JobType
 from ringrift_fleet.notifications import send_webhook_notification
@@ -118,6 +119,7 @@ def build_beat(
     )
     if client is not None:
         beat.replicate = replica_wait(node.config, client)
+        beat.lost_messages = LostMessages(client)
     return beat
 
 

@@ -210,3 +210,51 @@ def test_a_broker_group_of_three_is_a_sentinel_set_on_ordinary_hosts() -> None:
     inv = inventory.from_ansible_data(data, "inventory.ini")
     assert inv.coordinator.broker_host == "c-1"
     assert inv.host("gh-1").role != "broker" and inv.host("b-1").role != "broker"
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.lists: dict[str, list[bytes]] = {}
+        self.unacked: dict[str, bytes] = {}
+
+    def lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        return list(self.lists.get(key, []))
+
+    def hscan_iter(self, key: str) -> Any:
+        return iter(self.unacked.items())
+
+
+def _message(task_id: str) -> str:
+    import json
+
+    return json.dumps({"headers": {"id": task_id}, "properties": {}})
+
+
+def test_a_message_missing_for_the_grace_period_is_reported_lost_once() -> None:
+    import json
+
+    from ringrift_fleet.execution.broker import PRIORITY_SEP, LostMessages
+
+    now = [0.0]
+    b = FakeBroker()
+    lost = LostMessages(b, grace_s=10, cache_s=0, clock=lambda: now[0])
+    b.lists["node.a"] = [_message("j1.a1").encode()]
+    b.lists["node.a" + PRIORITY_SEP + "3"] = [_message("j2.a1").encode()]
+    b.unacked["tag"] = json.dumps([_message("j3.a1"), "", "node.a"]).encode()
+    for t in (0.0, 30.0):
+        now[0] = t
+        assert not any(lost.lost("node.a", j) for j in ("j1.a1", "j2.a1", "j3.a1"))
+    now[0] = 31.0
+    assert not lost.lost("node.a", "j4.a1")  # first seen missing
+    now[0] = 35.0
+    assert not lost.lost("node.a", "j4.a1")
+    b.lists["node.a"].append(_message("j4.a1").encode())  # it was only in flight
+    now[0] = 42.0
+    assert not lost.lost("node.a", "j4.a1")
+    b.lists["node.a"].pop()
+    now[0] = 43.0
+    assert not lost.lost("node.a", "j4.a1")  # the clock starts again
+    now[0] = 53.5
+    assert lost.lost("node.a", "j4.a1")
+    assert not lost.lost("node.a", "j4.a1")  # reported once, then a fresh grace
+    assert lost.reported == 1
