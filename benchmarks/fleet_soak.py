@@ -153,7 +153,7 @@ def sampler_main(args: argparse.Namespace) -> int:
             names = list(hosts)
             views = list(
                 pool.map(
-                    lambda n: _get(f"http://{hosts[n]}:{STATUS_PORT}/status", 2.0),
+                    lambda n: _get(f"http://{hosts[n]}:{STATUS_PORT}/status", 1.5),
                     names,
                 )
             )
@@ -764,17 +764,22 @@ def analyse(
 
     # leadership
     leaders_seen: list[str | None] = []
-    longest, last_led = 0.0, judged[0]["at"] if judged else 0.0
+    # from the last sample with a leader, over samples with none, to the next with one
+    # (a slow sampling round alone is not a leaderless stretch)
+    longest, last_led, gap = 0.0, judged[0]["at"] if judged else 0.0, False
     for s in judged:
         claims = [n for n, v in s["status"].items() if v and v["role"] == "leader"]
         if claims:
-            longest = max(longest, s["at"] - last_led)
-            last_led = s["at"]
+            if gap:
+                longest = max(longest, s["at"] - last_led)
+            last_led, gap = s["at"], False
+        else:
+            gap = True
         named = [v["leader_id"] for v in s["status"].values() if v and v.get("leader_id")]
         top = statistics.mode(named) if named else None
         if top is not None and (not leaders_seen or leaders_seen[-1] != top):
             leaders_seen.append(top)
-    if judged:
+    if judged and gap:
         longest = max(longest, judged[-1]["at"] - last_led)
     per_kill = []
     for e in events:
