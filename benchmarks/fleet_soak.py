@@ -28,8 +28,10 @@ run leases in Redis once a second; psutil on the coordinator PIDs every 5 s; the
 ledger and the Celery results in Redis at the end):
 
   jobs_completed   ledger jobs completed
-  jobs_lost        placed jobs failed/cancelled for good, or claimed/running with no
-                   run lease, no stored result and no broker message after the settle
+  jobs_lost        placed jobs cancelled, failed because the fleet lost them (workers
+                   died until attempts ran out), or claimed/running with no run lease,
+                   no stored result and no broker message after the settle
+  jobs_failed      jobs whose workload itself failed (an extra field; listed in detail)
   jobs_run_twice   jobs whose workload completed (a stored non-refused, non-duplicate
                    Celery result) in two attempts, or whose attempt started twice
                    (ringrift:deliveries:<job>:<attempt> > 1), or whose ledger result is
@@ -92,6 +94,9 @@ BOARD_CONFIGS = "hex8_2p,square8_2p"
 WARMUP_S = 20.0  # samples this close to a coordinator's start are not judged
 CHAOS_GRACE_S = 20.0  # after a fault ends, its hosts are still "in chaos" this long
 PY = sys.executable
+# a failed job whose error says the fleet lost it (its workers died, attempts ran out)
+# counts as lost; any other failure is the workload's own (jobs_failed)
+INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
 
 
 def now() -> float:
@@ -914,11 +919,14 @@ def analyse(
     live_done = set((collected.get("live") or {}).get("done") or [])
     queued = set(collected.get("queued") or [])
     completed = [k for k, w in work.items() if w.get("status") == "completed"]
-    lost = []
+    lost, failed = [], []
     for k, w in work.items():
         st = w.get("status")
-        if st in ("failed", "cancelled"):
-            lost.append(f"{k} {st}: {str(w.get('error') or w.get('result') or '')[:120]}")
+        why = str(w.get("error") or w.get("result") or "")
+        if st == "failed" and not any(m in why for m in INFRA_FAILURES):
+            failed.append(f"{k}: {why[:160]}")  # the workload failed, the fleet did not
+        elif st in ("failed", "cancelled"):
+            lost.append(f"{k} {st}: {why[:160]}")
         elif st in ("claimed", "running"):
             cur = assign.get(k) or {}
             task = f"{k}.a{cur.get('attempt', w.get('attempts', 1))}"
@@ -946,6 +954,7 @@ def analyse(
                 f"{k} (ledger result from attempt {res['attempt']}, current {cur.get('attempt')})"
             )
     detail["jobs_lost_list"] = lost[:20]
+    detail["jobs_failed_list"] = failed[:20]
     detail["jobs_run_twice_list"] = sorted(twice)[:20]
     detail["ledger_jobs"] = len(work)
     status = collected.get("leader_status") or {}
@@ -969,6 +978,7 @@ def analyse(
         "jobs_completed": len(completed),
         "jobs_lost": len(lost),
         "jobs_run_twice": len(twice),
+        "jobs_failed": len(failed),
         "results_refused": refused,
         "leader_changes": max(0, len(leaders_seen) - 1),
         "leaderless_max_s": round(longest, 2),
