@@ -193,18 +193,20 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 class LostMessages:
-    """Sent attempts whose task message is nowhere on the broker: not in its queue,
-    not in kombu's unacked hash, and no task state (the caller checks that).
+    """Sent attempts nobody will run: no task state (the caller checks that), the
+    message not in its queue, and no run lease or stored result for the job.
 
     Redis replication is asynchronous: a failover can forget a message the old
-    primary acknowledged, and a worker whose connection died between ``BRPOP`` and
-    recording the delivery in ``unacked`` takes the message with it.  The ledger still
-    says "placed" and the slot says "sent", so nothing else would send it again.  A
-    message found missing on every look for ``grace_s`` is reported lost (once); the
-    caller sends it again under the same attempt and fence.  The grace covers the
-    milliseconds between a worker's ``BRPOP`` and its ``unacked`` write; a copy that
-    is not lost after all is refused by its run lease or answered from the stored
-    result, never run twice."""
+    primary acknowledged.  And a worker whose broker connection drops "restores" the
+    messages it had taken but not started — to the dead primary, so the message is
+    gone from the queue and sits only in ``unacked``, which kombu hands out again
+    after the visibility timeout (hours).  The ledger says "placed", the slot says
+    "sent": nothing else would send it again.  Missing on every look for ``grace_s``,
+    it is reported lost (once); the caller discards any ``unacked`` copy and sends it
+    again under the same attempt and fence.  The grace covers a worker between taking
+    a message and starting it (its run lease appears then); a copy that is not lost
+    after all is refused by the run lease or answered from the stored result, never
+    run twice."""
 
     def __init__(
         self,
@@ -238,15 +240,16 @@ class LostMessages:
 
         return self._ids("q:" + queue, read)
 
-    def _unacked(self) -> set[str]:
-        return self._ids(
-            "unacked", lambda: [raw for _tag, raw in self.client.hscan_iter(UNACKED_KEY)]
-        )
+    def _running(self, job_id: str) -> bool:
+        """A run lease (a worker runs it) or a stored result (one ran it)."""
+        from ringrift_fleet.execution.fencing import done_key, run_key
 
-    def lost(self, queue: str, task_id: str) -> bool:
-        """True once, when ``task_id`` has been missing from ``queue`` and ``unacked``
-        on every look for ``grace_s``."""
-        if task_id in self._queued(queue) or task_id in self._unacked():
+        return bool(self.client.exists(run_key(job_id), done_key(job_id)))
+
+    def lost(self, queue: str, task_id: str, job_id: str | None = None) -> bool:
+        """True once, when ``task_id`` has been out of ``queue``, with no run lease or
+        result for ``job_id``, on every look for ``grace_s``."""
+        if task_id in self._queued(queue) or (job_id is not None and self._running(job_id)):
             self._missing.pop(task_id, None)
             return False
         now = self.clock()

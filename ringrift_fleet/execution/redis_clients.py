@@ -225,11 +225,11 @@ def topology(cfg: P2PConfig | BrokerSpec, sentinel: Sentinel | None = None) -> d
         views.append(view)
         if sentinel is None:
             client.close()
-    primary = max(primary_votes, key=lambda k: primary_votes[k]) if primary_votes else None
+    agreed = max(primary_votes, key=lambda k: primary_votes[k]) if primary_votes else None
     return {
         "mode": "sentinel",
         "master_name": spec.master_name,
-        "primary": primary,
+        "primary": agreed,
         "epoch": epoch,
         "agree": len(primary_votes) <= 1,
         "replicas": replicas,

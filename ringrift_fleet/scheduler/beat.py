@@ -797,9 +797,14 @@ class Beat:
         from ringrift_fleet.execution.dispatch import task_id_for
 
         queue = str(w.payload.get("queue") or f"node.{w.claimed_by}")
-        if not self.lost_messages.lost(queue, task_id_for(w.work_id, attempt)):
+        task_id = task_id_for(w.work_id, attempt)
+        if not self.lost_messages.lost(queue, task_id, w.work_id):
             return 0
-        self._event(f"{w.work_id} attempt {attempt}: message lost by the broker; sent again")
+        dropped = discard_unacked(self.redis, [task_id])  # an orphaned copy, if any
+        self._event(
+            f"{w.work_id} attempt {attempt}: message lost by the broker; sent again"
+            + (f" ({dropped} orphaned unacknowledged copy discarded)" if dropped else "")
+        )
         slot, ttl = SLOT_PREFIX + f"{w.work_id}#{attempt}", int(self.fence_ttl_s)
         self.redis.set(slot, f"{self._fence}|claimed", xx=True, ex=ttl)
         self._send(w, attempt, token)

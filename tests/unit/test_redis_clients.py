@@ -216,6 +216,10 @@ class FakeBroker:
     def __init__(self) -> None:
         self.lists: dict[str, list[bytes]] = {}
         self.unacked: dict[str, bytes] = {}
+        self.keys: set[str] = set()
+
+    def exists(self, *keys: str) -> int:
+        return sum(k in self.keys for k in keys)
 
     def lrange(self, key: str, start: int, end: int) -> list[bytes]:
         return list(self.lists.get(key, []))
@@ -240,21 +244,22 @@ def test_a_message_missing_for_the_grace_period_is_reported_lost_once() -> None:
     lost = LostMessages(b, grace_s=10, cache_s=0, clock=lambda: now[0])
     b.lists["node.a"] = [_message("j1.a1").encode()]
     b.lists["node.a" + PRIORITY_SEP + "3"] = [_message("j2.a1").encode()]
-    b.unacked["tag"] = json.dumps([_message("j3.a1"), "", "node.a"]).encode()
+    b.keys.add("ringrift:run:j3")  # a worker runs it
+    b.unacked["tag"] = json.dumps([_message("j4.a1"), "", "node.a"]).encode()
     for t in (0.0, 30.0):
         now[0] = t
-        assert not any(lost.lost("node.a", j) for j in ("j1.a1", "j2.a1", "j3.a1"))
+        assert not any(lost.lost("node.a", f"{j}.a1", j) for j in ("j1", "j2", "j3"))
     now[0] = 31.0
-    assert not lost.lost("node.a", "j4.a1")  # first seen missing
+    assert not lost.lost("node.a", "j4.a1", "j4")  # only in unacked: first seen missing
     now[0] = 35.0
-    assert not lost.lost("node.a", "j4.a1")
+    assert not lost.lost("node.a", "j4.a1", "j4")
     b.lists["node.a"].append(_message("j4.a1").encode())  # it was only in flight
     now[0] = 42.0
-    assert not lost.lost("node.a", "j4.a1")
+    assert not lost.lost("node.a", "j4.a1", "j4")
     b.lists["node.a"].pop()
     now[0] = 43.0
-    assert not lost.lost("node.a", "j4.a1")  # the clock starts again
+    assert not lost.lost("node.a", "j4.a1", "j4")  # the clock starts again
     now[0] = 53.5
-    assert lost.lost("node.a", "j4.a1")
-    assert not lost.lost("node.a", "j4.a1")  # reported once, then a fresh grace
+    assert lost.lost("node.a", "j4.a1", "j4")
+    assert not lost.lost("node.a", "j4.a1", "j4")  # reported once, then a fresh grace
     assert lost.reported == 1
