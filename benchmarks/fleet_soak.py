@@ -8,11 +8,14 @@ RINGRIFT_CLUSTER_KEY set; SWIM membership, Raft among 3 or 5 voters) and a CPU
 worker ``ringrift-fleet worker --cpu --concurrency 1``.  One more namespace holds
 redis-server and the sampler; nothing in the main namespace ever talks to a host.
 
-Workload: the built-in reference game with short self-play jobs
-(RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, two cheap board configs).  ``--promote`` runs
-the coordinators as ``ringrift-fleet coordinator --demo`` (the demo's small
-training thresholds and CPU training): the production thresholds (5,000 games,
-2 h between runs) and no training on a CPU mean a CPU fleet never promotes.
+Workload: the built-in reference game with short self-play jobs on two cheap board
+configs: ``--games-per-job`` (RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, default 1000) games
+of the random engine take a few seconds (40 take 0.2-0.5 s).  ``--promote`` runs the
+coordinators as ``ringrift-fleet coordinator --demo`` (the demo's small training
+thresholds and CPU training), so training, evaluation, sync and promotions happen:
+the production thresholds (5,000 games, 2 h between runs) and no training on a CPU
+mean a CPU fleet never promotes.  The demo policy fixes 8 games a self-play job
+(sub-second jobs), whatever --games-per-job says.
 
 Chaos (seeded, logged with timestamps; ``--schedule full`` by default, ``ci`` is
 the 5-minute cluster test's shorter one): kill -9 the Raft leader's coordinator
@@ -43,7 +46,8 @@ ledger and the Celery results in Redis at the end):
                    from its peers (1 s sampling: resolution 1 s)
   false_dead       (observer, peer, 10 s bucket) where a peer up and outside any chaos
                    window was missing from an observer's peers
-  requeue_p50/p99_s worker killed -> its job's next attempt holds a run lease
+  requeue_p50/p99_s worker killed while running a job -> the leader's "re-placed" event
+                   for it (else: its next attempt seen holding the run lease)
   worker_busy_fraction  run leases held by up workers / up workers, outside chaos windows
   coordinator_*    RSS (MB, median over coordinators) at start (after warm-up) and end,
                    slope (median of per-coordinator least squares, never-restarted ones),
@@ -94,6 +98,7 @@ BOARD_CONFIGS = "hex8_2p,square8_2p"
 WARMUP_S = 20.0  # samples this close to a coordinator's start are not judged
 CHAOS_GRACE_S = 20.0  # after a fault ends, its hosts are still "in chaos" this long
 PY = sys.executable
+REPLACED_MARKS = ("re-placed", "placed again", "re-enqueued")
 # a failed job whose error says the fleet lost it (its workers died, attempts ran out)
 # counts as lost; any other failure is the workload's own (jobs_failed)
 INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
@@ -134,6 +139,12 @@ def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
         "term": status.get("term"),
         "peers": status.get("peers") or [],
         "uptime_s": status.get("uptime_s"),
+        # the leader's re-placements (its clock is time.time, as the sampler's)
+        "replaced": [
+            [e.get("at"), e.get("text")]
+            for e in sched.get("events") or []
+            if isinstance(e, dict) and any(m in str(e.get("text")) for m in REPLACED_MARKS)
+        ],
         "promotions": sum(
             int(c.get("promotions", 0) or 0) for c in configs.values() if isinstance(c, dict)
         ),
@@ -858,7 +869,19 @@ def analyse(
             if "#" not in item:
                 continue
             job, _, a = item.rpartition("#")
-            for s in samples:
+            said = [
+                float(at) - e["started"]
+                for s in samples
+                if s["at"] >= e["started"]
+                for v in s["status"].values()
+                if v
+                for at, text in v.get("replaced") or []
+                if at and float(at) >= e["started"] and job in str(text)
+            ]
+            if said:  # the leader's event: re-placed at
+                requeue.append(min(said))
+                continue
+            for s in samples:  # else: the next attempt seen holding its run lease
                 if s["at"] < e["started"]:
                     continue
                 lease = (s.get("leases") or {}).get(job)
@@ -1209,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="demo thresholds (coordinator --demo): promotions on a CPU fleet",
     )
-    ap.add_argument("--games-per-job", type=int, default=40)
+    ap.add_argument("--games-per-job", type=int, default=1000)
     ap.add_argument("--lease-ttl", type=float, default=10.0, help="RINGRIFT_P2P_RUN_LEASE_TTL")
     ap.add_argument("--settle", type=float, default=30.0, help="s after the chaos before counting")
     ap.add_argument("--startup-timeout", type=float, default=300.0)
