@@ -51,7 +51,8 @@ from tests.support.procs import stop, wait_for  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
 from tests.support.sentinel import SentinelSet  # noqa: E402
 
-SENDS = 300  # per send-path measurement
+SENDS = 200  # per send-path measurement
+ROUNDS = 3
 
 
 def spread(values: list[float]) -> dict[str, float] | None:
@@ -128,8 +129,11 @@ def main() -> int:
     out: dict[str, Any] = {"kills": 0}
     try:
         single_cfg = load_config({"RINGRIFT_BROKER_URL": single.url})
-        sentinel_rate = send_path_rate(cfg, SENDS)
-        single_rate = send_path_rate(single_cfg, SENDS)
+        # alternating rounds, best of each: the machine's other load hits both alike
+        sentinel_rate = single_rate = 0.0
+        for _ in range(ROUNDS):
+            sentinel_rate = max(sentinel_rate, send_path_rate(cfg, SENDS))
+            single_rate = max(single_rate, send_path_rate(single_cfg, SENDS))
         out["sends_per_s_sentinel"] = round(sentinel_rate, 1)
         out["sends_per_s_single"] = round(single_rate, 1)
         out["dispatch_ratio"] = round(sentinel_rate / single_rate, 3)

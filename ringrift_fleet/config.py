@@ -358,7 +358,9 @@ def parse_sentinels(raw: str, var: str = "RINGRIFT_BROKER_SENTINELS") -> list[tu
     return out
 
 
-def _validate_broker(cfg: P2PConfig, where: Callable[[str], str], origin: Mapping[str, str]) -> None:
+def _validate_broker(
+    cfg: P2PConfig, where: Callable[[str], str], origin: Mapping[str, str]
+) -> None:
     if not cfg.BROKER_SENTINELS.strip():
         return
     parse_sentinels(cfg.BROKER_SENTINELS, where("BROKER_SENTINELS"))
