@@ -249,16 +249,13 @@ class FleetPage:
         if not isinstance(status.get("scheduler"), Mapping):
             return own, {}
         try:
-            import redis
-
             from ringrift_fleet.execution.dispatch import queue_depths
             from ringrift_fleet.execution.queues import all_queues
+            from ringrift_fleet.execution.redis_clients import redis_client
             from ringrift_fleet.scheduler.hosts import MetricsBoard
 
-            if self._board is None:
-                self._board = redis.Redis.from_url(
-                    self.node.config.BROKER_URL, socket_timeout=1.0, socket_connect_timeout=1.0
-                )
+            if self._board is None:  # the broker's current primary (Sentinel set or URL)
+                self._board = redis_client(self.node.config, timeout=1.0)
             names = sorted(
                 {h["name"] for h in summary(status, inventory=self.node.inventory)["hosts"]}
             )
