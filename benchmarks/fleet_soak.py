@@ -208,17 +208,23 @@ def collect_main(args: argparse.Namespace) -> int:
     hosts: dict[str, str] = json.loads(args.hosts_json)
     client = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=5)
     leader = None
+    views: dict[str, Any] = {}
     for name, addr in hosts.items():
-        st, _ = _get(f"http://{addr}:{STATUS_PORT}/status", 3.0)
-        if st and st.get("role") == "leader":
+        views[name], _ = _get(f"http://{addr}:{STATUS_PORT}/status", 5.0)
+        if views[name] and views[name].get("role") == "leader":
             leader = name
-            break
     ledger = None
-    status = None
-    if leader:
-        body, _ = _get(f"http://{hosts[leader]}:{STATUS_PORT}/consensus/ledger", 10.0, KEY)
-        ledger = body.get("state") if isinstance(body, dict) else None
-        status, _ = _get(f"http://{hosts[leader]}:{STATUS_PORT}/status", 3.0)
+    status = views.get(leader) if leader else None
+    errors: list[str] = []
+    # the leader's replica; after the settle any voter's is the same (bounded: each once)
+    for name in [leader, *hosts] if leader else list(hosts):
+        if name is None:
+            continue
+        body, ms = _get(f"http://{hosts[name]}:{STATUS_PORT}/consensus/ledger", 60.0, KEY)
+        if isinstance(body, dict) and isinstance(body.get("state"), dict):
+            ledger = body["state"]
+            break
+        errors.append(f"{name}: no ledger ({ms:.0f} ms): {str(body)[:200]}")
     results: dict[str, Any] = {}
     for key in client.scan_iter("celery-task-meta-*", count=1000):
         raw = client.get(key)
@@ -257,6 +263,7 @@ def collect_main(args: argparse.Namespace) -> int:
         {
             "leader": leader,
             "ledger": ledger,
+            "errors": errors,
             "leader_status": status,
             "results": results,
             "deliveries": deliveries,
@@ -1174,6 +1181,11 @@ def run_soak(opts: argparse.Namespace) -> int:
             t_end=t_end,
         )
         write_series(out, detail, events, soak.rss, t0)
+        shutil.copy(soak.samples_path, out / "samples.jsonl")
+        with open(out / "collected.json", "w") as f:
+            json.dump(collected, f)
+        if not collected.get("ledger"):
+            say(f"no ledger read at the end: {collected.get('errors')}")
         with open(out / "series.json", "w") as f:
             json.dump({"line": line, "detail": detail, "events": events, "rss": soak.rss,
                        "t0": t0, "t_end": t_end}, f)  # fmt: skip
