@@ -34,7 +34,9 @@ ledger and the Celery results in Redis at the end):
   jobs_lost        placed jobs cancelled, failed because the fleet lost them (workers
                    died until attempts ran out), or claimed/running with no run lease,
                    no stored result and no broker message after the settle
-  jobs_failed      jobs whose workload itself failed (an extra field; listed in detail)
+  jobs_failed      jobs whose workload itself failed (an extra field; listed in detail);
+                   a stage job (sync/training/evaluation) cancelled because its host
+                   died is neither: its cycle restarts elsewhere (detail: stage_jobs_cancelled)
   jobs_run_twice   jobs whose workload completed (a stored non-refused, non-duplicate
                    Celery result) in two attempts, or whose attempt started twice
                    (ringrift:deliveries:<job>:<attempt> > 1), or whose ledger result is
@@ -158,7 +160,7 @@ def sampler_main(args: argparse.Namespace) -> int:
     import redis
 
     hosts: dict[str, str] = json.loads(args.hosts_json)
-    client = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=2)
+    client: Any = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=2)
     stop_file = Path(args.stop_file)
     deadline = time.monotonic() + args.max_seconds
     pool = ThreadPoolExecutor(max(4, len(hosts)))
@@ -206,7 +208,7 @@ def collect_main(args: argparse.Namespace) -> int:
     import redis
 
     hosts: dict[str, str] = json.loads(args.hosts_json)
-    client = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=5)
+    client: Any = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=5)
     leader = None
     views: dict[str, Any] = {}
     for name, addr in hosts.items():
@@ -476,7 +478,7 @@ class Soak:
                 lines = f.read().splitlines()
             for raw in reversed(lines):
                 with contextlib.suppress(ValueError):
-                    return json.loads(raw)  # type: ignore[no-any-return]
+                    return json.loads(raw)
         except OSError:
             pass
         return None
@@ -618,12 +620,14 @@ class Soak:
             for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
                 self.lab.ns(self.ns(h), "iptables", "-I", chain, flag, "eth0", *rule)
 
+            lossy: str = h
+
             def unloss() -> None:
                 for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
                     self.lab.ns(
-                        self.ns(h), "iptables", "-D", chain, flag, "eth0", *rule, check=False
+                        self.ns(lossy), "iptables", "-D", chain, flag, "eth0", *rule, check=False
                     )
-                self._busy_hosts.discard(h)
+                self._busy_hosts.discard(lossy)
                 e.ended = now()
 
             self.later(e.duration, unloss)
@@ -714,7 +718,7 @@ class Soak:
         )
         if r.returncode != 0:
             raise RuntimeError(f"collector failed: {r.stderr[-2000:]}")
-        return json.loads(r.stdout)  # type: ignore[no-any-return]
+        return json.loads(r.stdout)
 
     def close(self) -> None:
         self._stop.set()
@@ -949,12 +953,20 @@ def analyse(
     live_done = set((collected.get("live") or {}).get("done") or [])
     queued = set(collected.get("queued") or [])
     completed = [k for k, w in work.items() if w.get("status") == "completed"]
-    lost, failed = [], []
+    lost, failed, superseded = [], [], []
     for k, w in work.items():
         st = w.get("status")
         why = str(w.get("error") or w.get("result") or "")
         if st == "failed" and not any(m in why for m in INFRA_FAILURES):
             failed.append(f"{k}: {why[:160]}")  # the workload failed, the fleet did not
+        elif (
+            st == "cancelled"
+            and w.get("work_type") != "selfplay"
+            and int(w.get("attempts") or 0) < int(w.get("max_attempts") or 1)
+        ):
+            # by design: a stage job (sync, training, evaluation) whose host died ends
+            # its cycle, which starts again on a host that has the games
+            superseded.append(f"{k} on {w.get('claimed_by')}")
         elif st in ("failed", "cancelled"):
             lost.append(f"{k} {st}: {why[:160]}")
         elif st in ("claimed", "running"):
@@ -985,6 +997,7 @@ def analyse(
             )
     detail["jobs_lost_list"] = lost[:20]
     detail["jobs_failed_list"] = failed[:20]
+    detail["stage_jobs_cancelled"] = superseded[:20]
     detail["jobs_run_twice_list"] = sorted(twice)[:20]
     detail["ledger_jobs"] = len(work)
     status = collected.get("leader_status") or {}
@@ -1213,8 +1226,8 @@ def run_soak(opts: argparse.Namespace) -> int:
         code = 130
     finally:
         soak.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
         if not opts.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
