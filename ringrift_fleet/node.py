@@ -161,7 +161,8 @@ class CoordinatorNode:
         self.status_server.add_routes(
             artifact_routes(self.config.artifact_dir, self.config.CLUSTER_KEY)
         )
-        await self.status_server.start(self.config.BIND_HOST, self.status_port)
+        # the coordinator resolved BIND_HOST "" to the inventory address or loopback
+        await self.status_server.start(self.coordinator.config.BIND_HOST, self.status_port)
         try:
             await self.coordinator.start()
             log.info(

@@ -10,4 +10,9 @@ from ringrift_fleet.membership.hybrid import HybridMembershipManager
 from ringrift_fleet.membership.swim.protocol import SwimConfig
 from ringrift_fleet.membership.swim_adapter import RECOVERY_MIN_INTERVAL, SwimMembershipManager
 
-__all__ = ["RECOVERY_MIN_INTERVAL", "HybridMembershipManager", "SwimConfig", "SwimMembershipManager"]
+__all__ = [
+    "RECOVERY_MIN_INTERVAL",
+    "HybridMembershipManager",
+    "SwimConfig",
+    "SwimMembershipManager",
+]
