@@ -370,9 +370,7 @@ def measure_idle_leader_changes(workdir: Path, seconds: float, hogs: int) -> dic
             raise RuntimeError("no leader before the idle run")
         time.sleep(2.0)  # the first leader's term settles
         hog = HOG.format(s=seconds + 30)  # bounded even if this process dies
-        procs = [
-            subprocess.Popen([PYTHON, "-c", hog], start_new_session=True) for _ in range(hogs)
-        ]
+        procs = [subprocess.Popen([PYTHON, "-c", hog], start_new_session=True) for _ in range(hogs)]
         last: str | None = None
         start = time.monotonic()
         end = start + seconds
