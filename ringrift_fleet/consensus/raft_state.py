@@ -21,13 +21,18 @@ the library's sharp edges is handled:
 * replicated state is plain dicts (the lock that guards reads sits outside
   the serialised attributes);
 * commands are not queued while no leader is known (``commandsWaitLeader``
-  off): a caller gets a prompt failure instead of a write that may land later.
+  off): a caller gets a prompt failure instead of a write that may land later;
+* importing it replaces ``socket.inet_ntop`` process-wide with a Windows-only
+  shim that raises ``TypeError`` on Linux (psutil's connection listing, for
+  one, then fails): the C implementation is put back right after the import.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+if os.name != "nt":
+    socket.inet_ntop = _socket.inet_ntop
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.consensus import ledger as sm

@@ -21,6 +21,17 @@ from ringrift_fleet.localhost import free_port
 CONFIG = load_config({"RINGRIFT_P2P_BIND_HOST": "127.0.0.1", "RINGRIFT_CLUSTER_KEY": "k"})
 
 
+def test_importing_the_raft_seam_leaves_socket_inet_ntop_working() -> None:
+    """pysyncobj swaps in a Windows-only ``inet_ntop``; psutil's connection list needs the real one."""
+    import socket
+
+    import psutil
+
+    assert socket.inet_ntop(socket.AF_INET, bytes([127, 0, 0, 1])) == "127.0.0.1"
+    assert socket.inet_ntop(socket.AF_INET6, bytes(15) + b"\x01") == "::1"
+    psutil.Process().net_connections(kind="inet")  # raised TypeError before
+
+
 def test_the_pysyncobj_internals_the_subclass_uses_are_there(tmp_path: Path) -> None:
     """A pysyncobj upgrade that renames these must fail here, not in production."""
     for method in ("_SyncObj__onMessageReceived", "_onTick", "_SyncObj__generateRaftTimeout"):
