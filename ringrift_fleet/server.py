@@ -43,6 +43,8 @@ header bytes holds a file descriptor for no longer than this.  Above the 15 s an
 aiohttp client keeps an idle connection, so no peer reuses one the server just closed."""
 BODY_TIMEOUT_S = 30.0
 """A request body must arrive within this many seconds of the handler asking for it (408)."""
+# bind addresses that already cover loopback
+_ALL_OR_LOOPBACK = frozenset({"", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1"})
 BODY_TIMEOUT_KEY = web.AppKey("ringrift_body_timeout", float)
 
 
@@ -293,6 +295,10 @@ class StatusServer:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
+        if host not in _ALL_OR_LOOPBACK:
+            # on a private address, also on loopback: the host's own scripts,
+            # health checks and `curl 127.0.0.1:8770/status` keep working
+            await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
         self._task = asyncio.create_task(self._refresh_loop(), name="status-refresh")
 
     async def stop(self) -> None:

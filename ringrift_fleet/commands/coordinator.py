@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         "./distributed_hosts.yaml. A named inventory that cannot be read is an error; "
         "no inventory at all needs --standalone. The status server, SWIM and Raft listen on "
         "RINGRIFT_P2P_BIND_HOST, by default this host's address in the inventory (its "
-        "private/Tailscale address), or 127.0.0.1 without one; 0.0.0.0 only if you set it.",
+        "private/Tailscale address), or 127.0.0.1 without one; 0.0.0.0 only if you set it. "
+        "On a private address the status server also answers on 127.0.0.1.",
     )
     parser.add_argument("--node", help="this host's name in the inventory (default: NODE_ID)")
     parser.add_argument(
