@@ -202,10 +202,32 @@ class HandoverRaft(Ledger):
             if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
                 return body
             return {"ok": False, "reason": f"Bully leader at {url} answered {status}: {body}"}
-        if not (self._open if self.raft.is_leader() else self._followable):
+        if not self._wait_open(wait):
             return {"ok": False, "reason": "consensus hand-over in progress; try again"}
         result: sm.Result = self.raft.propose(op, timeout)
         return result
+
+    def _gate_open(self) -> bool:
+        return self._open if self.raft.is_leader() else self._followable
+
+    def _wait_open(self, wait: float) -> bool:
+        """Whether writes may go to Raft, waiting up to ``wait`` s for the next
+        rounds to open the gate (a write right after an election would otherwise
+        fail while a follower's round has not yet seen the new leader lead).
+        On the event loop's own thread it does not wait: the rounds run there."""
+        if self._gate_open():
+            return True
+        try:
+            asyncio.get_running_loop()
+            return False
+        except RuntimeError:
+            pass
+        deadline = time.monotonic() + min(wait, 4 * self.poll + 1.0)
+        while time.monotonic() < deadline and self._bully is None:
+            time.sleep(min(0.05, self.poll))
+            if self._gate_open():
+                return True
+        return False
 
     @contextmanager
     def reading(self) -> Iterator[sm.State]:
