@@ -293,20 +293,17 @@ class ChaosEvent:
     note: str = ""
 
 
-CI_LEAVE_AT = 150.0  # s: the CI schedule's graceful leave (runs of 3 minutes and more)
-
-
 def schedule(kind: str, minutes: float) -> list[ChaosEvent]:
     """The scripted faults, by offset (s) from the start of the chaos clock."""
     total = minutes * 60.0
     ev: list[ChaosEvent] = []
-    if kind == "ci":  # the cluster test: every fault once or twice in 3 minutes
-        ev += [ChaosEvent(t, "worker_kill", RESTART_AFTER) for t in (20.0, 75.0, 135.0)]
-        ev += [ChaosEvent(t, "leader_kill", RESTART_AFTER) for t in (40.0, 110.0)]
-        ev.append(ChaosEvent(55.0, "partition", 20.0))
-        ev.append(ChaosEvent(10.0, "loss", 0.6 * total))
-        ev.append(ChaosEvent(95.0, "restart_nonvoter"))
-        ev.append(ChaosEvent(CI_LEAVE_AT, "leave", 20.0))
+    if kind == "ci":  # the cluster test: every fault once or twice in 5 minutes
+        ev += [ChaosEvent(t, "worker_kill", RESTART_AFTER) for t in (30.0, 110.0, 200.0)]
+        ev += [ChaosEvent(t, "leader_kill", RESTART_AFTER) for t in (60.0, 170.0)]
+        ev.append(ChaosEvent(85.0, "partition", 30.0))
+        ev.append(ChaosEvent(20.0, "loss", 0.6 * total))
+        ev.append(ChaosEvent(140.0, "restart_nonvoter"))
+        ev.append(ChaosEvent(230.0, "leave", 30.0))
     else:
         t = 300.0
         while t < total - 60:

@@ -1,10 +1,10 @@
-"""The fleet soak (benchmarks/fleet_soak.py) at 10 hosts for 3 minutes, the CI schedule.
+"""The fleet soak (benchmarks/fleet_soak.py) at 10 hosts for 5 minutes, the CI schedule.
 
 Ten network namespaces, each with ``ringrift-fleet coordinator`` (SWIM, Raft among 3
 voters, the scheduler, ``--demo`` thresholds so training, evaluation and promotions
 happen) and a one-process CPU worker, one redis-server in its own namespace; the
 short chaos schedule kills the leader twice, kills a whole worker three times, cuts
-two hosts off for 20 s, drops 10 % of one host's packets, restarts a non-voter's
+two hosts off for 30 s, drops 10 % of one host's packets, restarts a non-voter's
 coordinator and has a host leave and come back.  Whatever happened, no placed job
 may be lost and none may run to completion twice (counted from the ledger and from
 every Celery result in Redis, see the benchmark's docstring).
@@ -29,8 +29,7 @@ from tests.support.procs import REPO
 pytestmark = pytest.mark.cluster
 
 HOSTS = int(os.environ.get("RINGRIFT_SOAK_HOSTS", "10"))
-MINUTES = float(os.environ.get("RINGRIFT_SOAK_MINUTES", "3"))
-CI_LEAVE_AT = 150.0  # when the CI schedule's graceful leave fires (benchmarks/fleet_soak.py)
+MINUTES = float(os.environ.get("RINGRIFT_SOAK_MINUTES", "5"))
 SUBNET = "10.208.0"  # not the benchmark's default, so a benchmark run beside it cannot clash
 
 
@@ -58,7 +57,7 @@ def test_ten_hosts_under_chaos_lose_nothing_and_run_nothing_twice(tmp_path: Path
     print("\n" + json.dumps(line))
     # the chaos really happened: every kind of fault fired on some host
     expected = ["leader_kill", "worker_kill", "partition", "loss", "restart_nonvoter"]
-    if MINUTES * 60 > CI_LEAVE_AT + 20:  # the graceful leave has happened
+    if MINUTES * 60 > 230:  # the CI schedule's graceful leave is at 230 s
         expected.append("leave")
     for kind in expected:
         assert kind in kinds, (kind, kinds, log)
