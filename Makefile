@@ -41,7 +41,7 @@ deploy: deps
 	$(PY) -m pytest -q tests/deploy
 
 test: deps lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	PY=$(PY) bash scripts/run-tests.sh
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done

@@ -312,9 +312,9 @@ class LeaderSampler:
         return 0.5 * sum(1 for _, leader, _ in self.samples if leader is None)
 
 
-# The issue asks for 5 minutes without a leader change after a roll; the
-# default keeps the whole deploy test reasonable on a shared 2-core machine.
-HOLD_S = float(os.environ.get("RINGRIFT_DEPLOY_HOLD_S", "180"))
+# Five minutes without a leader change after a roll (the deploy level runs
+# beside the other levels in `make test`, so the hold costs no wall time).
+HOLD_S = float(os.environ.get("RINGRIFT_DEPLOY_HOLD_S", "300"))
 
 
 @pytest.mark.timeout(900 + HOLD_S)
