@@ -39,6 +39,7 @@ from ringrift_fleet.consensus.api import Ledger
 from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
+from ringrift_fleet.http_input import bearer_ok, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 def store_route(get_store: Callable[[], SqliteStore | None], token: str) -> web.RouteDef:
     """``GET /consensus/bully/store``: this voter's Bully SQLite copy, whatever backend
     runs now (a Raft voter keeps the one it had, for the hand-over)."""
-    from ringrift_fleet.server import bearer_ok
 
     async def get_store_copy(request: web.Request) -> web.Response:
         if not bearer_ok(request, token):
@@ -172,8 +172,6 @@ class BullyElection:
     # --- routes -----------------------------------------------------------------------
 
     def routes(self) -> list[web.RouteDef]:
-        from ringrift_fleet.server import read_json_object
-
         async def post_lease(request: web.Request) -> web.Response:
             body = await read_json_object(request)
             candidate, epoch = body.get("candidate"), body.get("epoch")
@@ -592,8 +590,6 @@ class BullyLedger(Ledger):
     # --- the follower side ------------------------------------------------------------------
 
     def routes(self) -> list[web.RouteDef]:
-        from ringrift_fleet.server import read_json_object
-
         async def post_replicate(request: web.Request) -> web.Response:
             body = await read_json_object(request)
             op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")

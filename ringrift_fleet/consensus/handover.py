@@ -55,6 +55,7 @@ from ringrift_fleet.consensus.bully import SETTLE, LeaseBook, store_route
 from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
+from ringrift_fleet.http_input import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -460,8 +461,6 @@ class HandoverRaft(Ledger):
     # --- the Bully routes every voter answers -------------------------------------------------
 
     def routes(self) -> list[web.RouteDef]:
-        from ringrift_fleet.server import read_json_object
-
         async def post_lease(request: web.Request) -> web.Response:
             body = await read_json_object(request)
             candidate, epoch = body.get("candidate"), body.get("epoch")

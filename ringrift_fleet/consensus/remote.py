@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
+from ringrift_fleet.http_input import bearer_ok, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[web.RouteDef]:
     """``POST /consensus/op`` applies an operation through this node's ledger;
     ``GET /consensus/ledger`` returns this node's replica (for standby copies)."""
-    from ringrift_fleet.server import bearer_ok, read_json_object
 
     async def post_op(request: web.Request) -> web.Response:
         op = await read_json_object(request)

@@ -55,7 +55,7 @@ from typing import Any
 from aiohttp import web
 
 from ringrift_fleet.errors import ValidationError
-from ringrift_fleet.server import same_secret
+from ringrift_fleet.http_input import same_secret
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.http_input import parse_json, read_body, same_secret
 from ringrift_fleet.membership.base import (
     ListenerSet,
     MembershipEvent,
@@ -285,7 +286,6 @@ class HttpHeartbeatMembership:
 
 def heartbeat_routes(manager: HttpHeartbeatMembership) -> list[web.RouteDef]:
     """POST /heartbeat: bearer-token auth when a cluster key is set; 400 naming the problem."""
-    from ringrift_fleet.server import parse_json, read_body, same_secret
 
     async def heartbeat(request: web.Request) -> web.Response:
         key = manager.config.CLUSTER_KEY

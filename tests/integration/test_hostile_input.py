@@ -193,7 +193,7 @@ def test_a_body_that_never_arrives_is_a_408() -> None:
 
 
 def test_the_coordinator_server_has_finite_timeouts() -> None:
-    from ringrift_fleet.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
+    from ringrift_fleet.http_input import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 
     server = StatusServer(lambda: {}, token="k")
     assert server._header_timeout == HEADER_TIMEOUT_S

@@ -9,7 +9,7 @@ import pytest
 
 from ringrift_fleet import inventory
 from ringrift_fleet.errors import InventoryError
-from ringrift_fleet.server import MAX_JSON_DEPTH, parse_json, same_secret
+from ringrift_fleet.http_input import MAX_JSON_DEPTH, parse_json, same_secret
 
 
 @pytest.mark.parametrize(
