@@ -3,7 +3,6 @@ directories, the bind address, and the seeds' older timing set (issue 11)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ringrift_fleet.config import (
     unknown_env_warnings,
 )
 from ringrift_fleet.errors import ConfigError
+from tests.support.unprivileged import error_of, world_dir
 
 PACKAGE = Path(__file__).parents[2] / "ringrift_fleet"
 ANSIBLE = Path(__file__).parents[2] / "ansible"
@@ -86,13 +86,13 @@ def test_a_set_but_missing_hosts_file_variable_is_an_error_naming_it(tmp_path: P
 def test_an_unreadable_hosts_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         resolve_hosts_file(None, env={HOSTS_FILE_VAR: str(tmp_path)})
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file: the permission case needs another user")
-    locked = tmp_path / "locked.yaml"
-    locked.write_text("hosts: {}\n")
-    locked.chmod(0)
-    with pytest.raises(ConfigError, match="cannot read"):
-        resolve_hosts_file(None, env={HOSTS_FILE_VAR: str(locked)})
+    with world_dir() as d:  # as root, checked as nobody: root reads any file
+        locked = d / "locked.yaml"
+        locked.write_text("hosts: {}\n")
+        locked.chmod(0)
+        err = error_of(lambda: resolve_hosts_file(None, env={HOSTS_FILE_VAR: str(locked)}))
+    assert err.startswith(f"ConfigError: {HOSTS_FILE_VAR}={locked}: cannot read"), err
+    assert "\n" not in err
 
 
 def test_no_inventory_must_be_chosen(tmp_path: Path) -> None:
@@ -147,15 +147,15 @@ def test_an_artifact_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     assert (tmp_path / "ok" / "artifacts").is_dir()
 
 
-def test_a_read_only_state_dir_is_named(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere: the permission case needs another user")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    env = {"RINGRIFT_P2P_STATE_DIR": str(ro)}
-    with pytest.raises(ConfigError, match=r"^RINGRIFT_P2P_STATE_DIR="):
-        check_state_dirs(load_config(env), env)
+def test_a_read_only_state_dir_is_named() -> None:
+    with world_dir() as d:  # as root, checked as nobody: root writes anywhere
+        ro = d / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        env = {"RINGRIFT_P2P_STATE_DIR": str(ro)}
+        err = error_of(lambda: check_state_dirs(load_config(env), env))
+    assert err.startswith(f"ConfigError: RINGRIFT_P2P_STATE_DIR={ro}: "), err
+    assert "\n" not in err
 
 
 # --- the bind address ---------------------------------------------------------------------------
