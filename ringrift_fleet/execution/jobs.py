@@ -19,7 +19,10 @@ Per type (``*`` = required):
   local), ``l2`` (ridge strength, default 0.01), ``min_games`` (default 1).
 * ``ringrift.evaluation``: ``candidate*``, ``champion*`` (artifact names, or
   ``"random"`` for the untrained player), ``board_type*``, ``num_players*``,
-  ``games*`` (1–10000), ``temperature`` (default 0.25).
+  ``games*`` (1–10000), ``temperature`` (default 0.25), ``model_sources`` (1 to
+  ``MAX_SOURCES`` ``http://host:port`` URLs: where to fetch the candidate or champion
+  from when this host lacks it; the scheduler adds them, see ``fetch_missing_models``
+  in :mod:`ringrift_fleet.execution.workloads.evaluation`).
 * ``ringrift.sync``: ``artifacts`` (non-empty list of names) or ``prefix`` (every
   artifact the source holds under it, e.g. ``games/hex8_2p/``; exactly one of the
   two), ``source*`` (``http://host:port`` of a host serving ``/artifacts``; with
@@ -76,6 +79,7 @@ _FIELDS: dict[str, dict[str, bool]] = {  # field -> required
         "num_players": True,
         "games": True,
         "temperature": False,
+        "model_sources": False,
     },
     "sync": {"artifacts": False, "prefix": False, "source": True},
     "noop": {},
@@ -214,6 +218,12 @@ def validate_job(job_type: str, kwargs: Mapping[str, Any], *, default_job_id: st
         out["temperature"] = as_float(
             kwargs.get("temperature", 0.25), "temperature", ctx, lo=0.0, hi=100.0
         )
+        raw = kwargs.get("model_sources")
+        if raw is not None:
+            if not isinstance(raw, list) or not 0 < len(raw) <= MAX_SOURCES:
+                raise ValidationError(f"{ctx}.model_sources: expected 1 to {MAX_SOURCES} URLs")
+            raw = [_source_url(u, f"model_sources[{i}]", ctx) for i, u in enumerate(raw)]
+        out["model_sources"] = raw
     elif job_type == "sync":
         names, prefix = kwargs.get("artifacts"), kwargs.get("prefix")
         if (names is None) == (prefix is None):

@@ -13,7 +13,8 @@ Result (a JSON dict)::
 
 plus, by type: selfplay ``games``, ``games_path``, ``config``; training
 ``model``, ``version``, ``samples``; evaluation ``win_rate``, ``elo_diff``,
-``games``, ``candidate``, ``champion``; sync ``fetched``, ``skipped``.
+``games``, ``candidate``, ``champion`` (and ``models_fetched`` when it first copied
+a model from its ``model_sources``); sync ``fetched``, ``skipped``.
 ``refused`` carries ``reason`` (stale fence, or the job runs elsewhere).  A copy
 of a job that already completed returns the stored result with
 ``"duplicate": true``.
@@ -54,7 +55,7 @@ from ringrift_fleet.execution.settings import time_limits
 from ringrift_fleet.execution.sync import SyncError, sync_artifacts
 from ringrift_fleet.execution.workloads import JobContext, StopRequested, WorkloadError
 from ringrift_fleet.execution.workloads.commands import run_command, templates_for
-from ringrift_fleet.execution.workloads.evaluation import run_evaluation
+from ringrift_fleet.execution.workloads.evaluation import fetch_missing_models, run_evaluation
 from ringrift_fleet.execution.workloads.selfplay import run_selfplay
 from ringrift_fleet.execution.workloads.training import run_training
 
@@ -237,14 +238,25 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             superseded=keeper.lost.is_set,
             interrupts=(SoftTimeLimitExceeded, Terminated, StopRequested),
         )
+        started = time.monotonic()
         try:
             with sigterm_raises():
+                fetched = (
+                    fetch_missing_models(
+                        spec, store, cfg.CLUSTER_KEY, should_stop=keeper.lost.is_set
+                    )
+                    if job_type == "evaluation"
+                    else []
+                )
                 out = workload_for(job_type, cfg)(spec, ctx)
+                if fetched:
+                    out = {**out, "models_fetched": fetched}
         except BaseException:
             with contextlib.suppress(redis.RedisError):
                 fencing.release_run(client, spec.job_id, lease)
             raise
-    result = {**base, **out}
+    # the job's run time as the worker measured it (ringrift_job_duration_seconds)
+    result = {**base, **out, "run_seconds": round(time.monotonic() - started, 3)}
     _sweep(store, cfg)
     retain(store, spec, out, models_keep=cfg.MODELS_KEEP, evaluations_keep=cfg.EVALUATIONS_KEEP)
     if keeper.lost.is_set():

@@ -42,8 +42,10 @@ from typing import Any, Protocol
 
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth, discard_unacked, url_of
 from ringrift_fleet.execution.jobs import MAX_SOURCES
+from ringrift_fleet.metrics import JobDurations, SchedulerCounts
 from ringrift_fleet.models import JobStatus, JobType, WorkItem, games_prefix
 from ringrift_fleet.scheduler.actions import (
+    HOST_DEAD,
     LEASE_LOST,
     Action,
     Dispatch,
@@ -111,6 +113,10 @@ class LedgerView:
         self.history: dict[str, History] = {}
         self._recorded: dict[str, Any] = {}
         self._live: dict[str, History] = {}  # what the held jobs add up to, per config
+        # run time of each job seen completing (ringrift_job_duration_seconds); jobs
+        # already complete at the first read are not counted again after a restart
+        self.durations = JobDurations()
+        self._primed = False
 
     def refresh(
         self,
@@ -165,7 +171,10 @@ class LedgerView:
                 self.started.setdefault(w.work_id, w.updated_at or now)
             elif w.status is JobStatus.COMPLETED and w.work_id not in self.counted:
                 self.counted.add(w.work_id)
+                if self._primed:
+                    self.durations.observe(w.work_type.value, run_seconds(w, self.started, now))
                 self._count(w, power_of)
+        self._primed = True
         if forgot:
             # jobs left for the history records: the one pass over every item,
             # once per prune rather than once per tick
@@ -207,6 +216,10 @@ class LedgerView:
         d = max(0.0, end - start) * power
         prev = self.job_seconds.get(key)
         self.job_seconds[key] = d if prev is None else 0.9 * prev + 0.1 * d
+
+    def type_of(self, job_id: str) -> str:
+        w = self.items.get(job_id)
+        return w.work_type.value if w is not None else "unknown"
 
     def live_jobs(self) -> list[Job]:
         out = []
@@ -281,12 +294,16 @@ def task_kwargs(
     if a.job_type is JobType.TRAINING:
         return {**base, "version": int(k.get("generation", 1)), "min_games": 1}
     if a.job_type is JobType.EVALUATION:
-        return {
+        out = {
             **base,
             "candidate": k.get("candidate"),
             "champion": k.get("champion") or "random",
             "games": int(k.get("games", 20)),
         }
+        sources = model_sources(a, view, address, (out["candidate"], out["champion"]))
+        if sources:
+            out["model_sources"] = sources
+        return out
     if k.get("kind") == "model":
         src = address(str(k.get("source")))
         if not src or not k.get("model"):
@@ -300,6 +317,39 @@ def task_kwargs(
     if not urls:
         return None
     return {"prefix": games_prefix(a.config_key), "source": urls[:MAX_SOURCES]}
+
+
+def model_sources(
+    a: Enqueue | Dispatch,
+    view: LedgerView,
+    address: Callable[[str], str | None],
+    models: Iterable[object],
+) -> list[str]:
+    """Where the evaluation host fetches the models it is not known to hold: the
+    URLs of the hosts known to hold them (see workloads/evaluation.py); [] when
+    it holds them all, so the task stays what older workers accept."""
+    urls: list[str] = []
+    for m in models:
+        if not isinstance(m, str) or not m or m == "random":
+            continue
+        holders = view.model_hosts(a.config_key, m)
+        if a.node_id in holders:
+            continue
+        for node in sorted(holders):
+            url = address(node)
+            if url and url not in urls:
+                urls.append(url)
+    return urls[:MAX_SOURCES]
+
+
+def run_seconds(w: WorkItem, started: Mapping[str, float], now: float) -> float:
+    """How long a completed job ran: as its worker measured it (``run_seconds`` in the
+    result), else from when this node first saw it running (or was created) to its end."""
+    measured = (w.result or {}).get("run_seconds")
+    if isinstance(measured, (int, float)) and not isinstance(measured, bool) and measured >= 0:
+        return float(measured)
+    end = w.updated_at or now
+    return max(0.0, end - started.get(w.work_id, w.created_at))
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -373,6 +423,11 @@ class Beat:
         self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
         self.lease_lost_total = 0  # attempts re-placed because their run lease vanished
         self.sends_deferred = 0  # sends the broker failed (each sent again in a later tick)
+        # for /metrics (ringrift_fleet.metrics.SchedulerCollector): attempts placed again,
+        # by (job type, cause), and effects a fence refused, by where
+        self.replaced: Counter[tuple[str, str]] = Counter()
+        self.worker_refusals = 0  # results in which the worker refused the attempt
+        self.term_refusals = 0  # our ledger writes refused (deposed, no quorum)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -451,6 +506,7 @@ class Beat:
                     LEADER_KIND, "current", {**mark, "since": self.clock()}
                 ):
                     report.refused.append(f"leader record: {self.ledger.last_error}")
+                    self.term_refusals += 1
                     self.last = report
                     return report
                 self._event(f"leading with fence {fence}")
@@ -590,7 +646,11 @@ class Beat:
                 result = value if isinstance(value, dict) else {"value": value}
                 if result.get("status") == "refused":
                     reason = str(result.get("reason", "refused by the worker"))
-                    changed += bool(self.ledger.fail_work(w.work_id, reason, current.fence_token))
+                    ok = self.ledger.fail_work(w.work_id, reason, current.fence_token)
+                    changed += bool(ok)
+                    self.worker_refusals += 1
+                    if ok:
+                        self._replaced(w, "worker_refused")
                     continue
                 if w.status is JobStatus.CLAIMED:
                     self.ledger.start_work(w.work_id, w.claimed_by)
@@ -607,7 +667,10 @@ class Beat:
                     self._event(f"{w.work_type.value} {w.work_id} completed on {w.claimed_by}")
             elif state in ("FAILURE", "REVOKED"):
                 error = f"{type(value).__name__}: {value}" if value else state.lower()
-                changed += bool(self.ledger.fail_work(w.work_id, error, current.fence_token))
+                ok = self.ledger.fail_work(w.work_id, error, current.fence_token)
+                changed += bool(ok)
+                if ok and w.attempts < w.max_attempts:  # back to pending: tried again
+                    self._replaced(w, "job_failed")
                 self._event(f"{w.work_type.value} {w.work_id} failed: {error}")
         return changed
 
@@ -640,11 +703,15 @@ class Beat:
                     if a.node_id not in released_nodes:
                         released_nodes.add(a.node_id)
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
+                        for job in jobs:
+                            self.replaced[(self.view.type_of(job), "host_death")] += 1
                         self._event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
                 else:
                     current = self.ledger.current(a.job_id)
                     token = current.fence_token if current else None
-                    self.ledger.fail_work(a.job_id, a.reason, token)
+                    if self.ledger.fail_work(a.job_id, a.reason, token):
+                        cause = "host_death" if a.cause == HOST_DEAD else a.cause
+                        self.replaced[(self.view.type_of(a.job_id), cause)] += 1
                     if a.cause == LEASE_LOST:
                         self._drop_lost_delivery(a)
                     else:
@@ -659,6 +726,7 @@ class Beat:
             if not ok:
                 # refused (deposed, or no quorum): nothing after it may go out
                 report.refused.append(f"{type(a).__name__}: {self.ledger.last_error}")
+                self.term_refusals += 1
                 log.info("scheduler stopped applying: %s", report.refused[-1])
                 return
 
@@ -731,7 +799,8 @@ class Beat:
         except Exception as exc:  # the job itself cannot be sent: give the attempt back
             self.redis.delete(slot)
             self._withdraw(w.work_id)
-            self.ledger.fail_work(w.work_id, f"send failed: {exc}", token)
+            if self.ledger.fail_work(w.work_id, f"send failed: {exc}", token):
+                self._replaced(w, "send_failed")
             self._event(f"{w.work_id}: send failed ({exc}); will place it again")
             return
         self._sent_unmarked.add((w.work_id, attempt))
@@ -786,6 +855,7 @@ class Beat:
         reason = "its leader died while sending it"
         ok = bool(self.ledger.fail_work(w.work_id, reason, token))
         if ok:
+            self._replaced(w, "sender_died")
             self._event(f"{w.work_id} attempt {attempt}: {reason}; placed again")
         return int(ok)
 
@@ -846,6 +916,23 @@ class Beat:
                 severity=n.severity,
                 details=dict(n.details),
             )
+
+    def _replaced(self, w: WorkItem, cause: str) -> None:
+        self.replaced[(w.work_type.value, cause)] += 1
+
+    def counts(self) -> SchedulerCounts:
+        """What /metrics shows of this scheduler (read from the scrape's thread)."""
+        return SchedulerCounts(
+            durations=self.view.durations.snapshot(),
+            buckets=self.view.durations.buckets,
+            replacements=dict(self.replaced),
+            fence_refusals={
+                "send_slot": self.slots_refused,
+                "ledger_result": self.ledger_refusals,
+                "worker": self.worker_refusals,
+                "leader_term": self.term_refusals,
+            },
+        )
 
     def _event(self, text: str) -> None:
         self.events.append((self.clock(), text))

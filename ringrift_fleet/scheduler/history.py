@@ -98,6 +98,10 @@ class History:
                 self.game_nodes[node] = self.game_nodes.get(node, 0) + 1
         elif w.work_type is JobType.TRAINING and result.get("model") and w.claimed_by:
             self._holds(str(result["model"]), w.claimed_by)
+        elif w.work_type is JobType.EVALUATION and w.claimed_by:
+            fetched = result.get("models_fetched")
+            for model in fetched if isinstance(fetched, list) else ():
+                self._holds(str(model), w.claimed_by)  # it copied them from model_sources
         elif (
             w.work_type is JobType.SYNC
             and isinstance(kwargs, Mapping)

@@ -264,7 +264,13 @@ class _Planner:
         ]
 
     def stage_job(self, c: BoardConfig, st: ConfigState) -> Enqueue | None:
-        """The job of ``st``'s stage, derived from the cursor alone (so it can be re-derived)."""
+        """The job of ``st``'s stage, derived from the cursor alone (so it can be re-derived).
+
+        Every stage runs on the cycle's host, the evaluation too: the candidate is
+        there.  A champion that host lacks is not a reason to move the evaluation
+        (elsewhere the candidate would be missing); the task fetches it first from
+        the hosts known to hold it (``model_sources``, added by the beat's
+        ``task_kwargs``; see execution/workloads/evaluation.py)."""
         job_id = st.stage_job_id(c.key)
         node = st.target_node
         if job_id is None or node is None:

@@ -243,6 +243,44 @@ def test_sync_task_pulls_artifacts_from_another_hosts_server(
     assert local.entry(champion["name"])["sha256"] == champion["sha256"]  # type: ignore[index]
 
 
+def test_evaluation_fetches_a_champion_this_host_lacks_from_its_model_sources(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """Soak defect: the evaluation host did not hold the champion, so the job failed."""
+    from ringrift_fleet.execution.workloads.reference_game import FEATURES
+    from ringrift_fleet.execution.workloads.training import MODEL_FORMAT
+
+    other = ArtifactStore(tmp_path / "champion-host")
+    model = {"format": MODEL_FORMAT, "weights": [0.1] * len(FEATURES)}
+    champ = other.put_bytes("models/hex8_2p/v0042.json", json.dumps(model).encode())["name"]
+    assert not ArtifactStore(fleet["artifacts"]).has(champ)
+    kwargs = {"board_type": "hex8", "num_players": 2, "candidate": "random", "champion": champ}
+    with ArtifactServer(other.root, CLUSTER_KEY) as server:
+        dead = "http://127.0.0.1:9"  # a source that is down is skipped
+        ev = send_job(
+            "evaluation",
+            {**kwargs, "games": 2, "model_sources": [dead, server.url]},
+            queue=f"node.{NODE}",
+            job_id="eval-fetch-1",
+            app=fleet["app"],
+        )
+        out = _get(fleet, ev)
+    assert out["status"] == "completed" and out["games"] == 2, out
+    assert out["models_fetched"] == [champ]
+    assert ArtifactStore(fleet["artifacts"]).has(champ)
+    missing = send_job(
+        "evaluation",
+        {**kwargs, "champion": "models/hex8_2p/v0099.json", "games": 2, "model_sources": [dead]},
+        queue=f"node.{NODE}",
+        job_id="eval-fetch-2",
+        app=fleet["app"],
+    )
+    failed = _get(fleet, missing)
+    assert failed["status"] == "failed"
+    assert "ringrift.evaluation.champion: model 'models/hex8_2p/v0099.json'" in failed["error"]
+    assert "no model source had it" in failed["error"] and dead in failed["error"]
+
+
 def test_progress_is_visible_while_a_job_runs(fleet: dict[str, Any]) -> None:
     app = fleet["app"]
     task_id = send_job(

@@ -153,3 +153,33 @@ def test_the_champion_is_known_where_it_was_trained_or_synced() -> None:
     built = task_kwargs(sp, view, lambda n: None)
     assert built is not None and built["model"] == "m1"
     validate_job("selfplay", {**built, "job_id": "x"})
+
+
+def test_an_evaluation_names_where_to_fetch_the_champion_its_host_lacks() -> None:
+    """Soak defect: an evaluation ran on a host without the champion and failed."""
+    from ringrift_fleet.execution.jobs import validate_job
+
+    champion = item("training:hex8_2p:g1", JobStatus.COMPLETED, node="a", model="m1")
+    candidate = item("training:hex8_2p:g2", JobStatus.COMPLETED, node="b", model="m2")
+    view = LedgerView(POLICY)
+    view.refresh([champion, candidate], {}, 0.0, lambda n: 1.0)
+    urls = {"a": "http://10.0.0.1:8770", "b": "http://10.0.0.2:8770"}
+    kwargs = {"board_type": "hex8", "num_players": 2, "candidate": "m2", "champion": "m1"}
+    ev = Enqueue("evaluation:hex8_2p:g2", JobType.EVALUATION, "hex8_2p", "b", "node.b", kwargs)
+    built = task_kwargs(ev, view, urls.get)
+    assert built is not None and built["model_sources"] == ["http://10.0.0.1:8770"]
+    validate_job("evaluation", {**built, "job_id": "x"})
+    # on the host that holds both, the task stays as older workers accept it
+    on_a = Enqueue("e", JobType.EVALUATION, "hex8_2p", "a", "node.a", {**kwargs, "candidate": "m1"})
+    assert "model_sources" not in (task_kwargs(on_a, view, urls.get) or {})
+    # a fetch it reports counts: the host now holds the champion
+    done = WorkItem(
+        "evaluation:hex8_2p:g2",
+        JobType.EVALUATION,
+        payload={"config": "hex8_2p", "kwargs": kwargs},
+        status=JobStatus.COMPLETED,
+        claimed_by="b",
+        result={"models_fetched": ["m1"], "win_rate": 0.4},
+    )
+    view.refresh([champion, candidate, done], {}, 0.0, lambda n: 1.0)
+    assert view.model_hosts("hex8_2p", "m1") == {"a", "b"}

@@ -5,12 +5,25 @@ players the candidate's score is compared with each champion seat in turn
 (win 1, draw ½, loss 0), so the win rate reads the same for 2, 3 and 4 players:
 0.5 means equal strength.  The Elo difference is the logistic one,
 ``400·log10(p / (1 − p))``, with ``p`` kept half a game away from 0 and 1.
+
+Where an evaluation runs, and how it gets its models: the scheduler runs it on
+its cycle's training host, where the candidate was just trained (the best
+trainer the cycle chose, holding its games), and does not move it to a host
+that happens to hold the champion — that host would lack the candidate instead.
+A champion this host lacks (it was down, cut off or not yet in the fleet when
+the champion was distributed, or that sync failed) is fetched before the first
+game: the scheduler names the hosts known to hold the models in
+``model_sources`` and :func:`fetch_missing_models` copies what is missing from
+the first that has it, through the verified artifact sync (the task layer calls
+it, so command workloads get their models too).  Only when no source has it
+does the job fail, naming the model and every source tried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +32,7 @@ from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.failures import TaskInputError
 from ringrift_fleet.execution.jobs import RANDOM_CHAMPION, TASK_NAMES, JobSpec
 from ringrift_fleet.execution.retention import pin
+from ringrift_fleet.execution.sync import SyncError, sync_artifacts
 from ringrift_fleet.execution.workloads import SUPERSEDED, JobContext
 from ringrift_fleet.execution.workloads.reference_game import (
     Engine,
@@ -29,6 +43,8 @@ from ringrift_fleet.execution.workloads.reference_game import (
 )
 from ringrift_fleet.execution.workloads.selfplay import game_seed
 from ringrift_fleet.execution.workloads.training import load_model
+
+MODEL_FETCH_TIMEOUT_S = 30.0  # per request to one source
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,42 @@ def engine_for(store: ArtifactStore, ref: str, temperature: float, field: str = 
     except ValidationError as exc:
         raise TaskInputError(f"{where}: {exc}") from None
     return linear_engine(model["weights"], temperature)
+
+
+def fetch_missing_models(
+    spec: JobSpec,
+    store: ArtifactStore,
+    token: str,
+    *,
+    timeout: float = MODEL_FETCH_TIMEOUT_S,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[str]:
+    """Copy the candidate and champion onto this host from ``model_sources`` when it
+    lacks them; the names fetched.  Each missing model comes from the first source
+    that has it; when none does, TaskInputError names the model and every source."""
+    sources: list[str] = spec.get("model_sources") or []
+    fetched: list[str] = []
+    for field in ("candidate", "champion"):
+        ref = spec.get(field)
+        if not sources or not isinstance(ref, str) or ref == RANDOM_CHAMPION or store.has(ref):
+            continue
+        tried: list[str] = []
+        for source in sources:
+            try:
+                report = sync_artifacts(
+                    store, source, [ref], token=token, timeout=timeout, should_stop=should_stop
+                )
+            except (SyncError, ValidationError) as exc:
+                tried.append(str(exc))
+                continue
+            fetched += [a["name"] for a in report.fetched]
+            break
+        else:
+            raise TaskInputError(
+                f"{TASK_NAMES['evaluation']}.{field}: model {ref!r} is not on this host and "
+                f"no model source had it ({'; '.join(tried)})"
+            )
+    return fetched
 
 
 def play_match(
