@@ -29,11 +29,16 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,8 @@ BROKER_TIMEOUT_S = 1.0
 JOB_STATES = ("pending", "claimed", "running", "completed", "failed", "cancelled")
 MEMBER_STATES = ("alive", "suspect", "dead")
 STAGES = ("idle", "sync", "training", "evaluation")
+# ringrift_job_duration_seconds: self-play jobs take seconds to minutes, training hours
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)  # fmt: skip
 
 
 @dataclass
@@ -69,18 +76,21 @@ def _num(value: Any) -> float | None:
 
 
 def replacement_cause(error: Any) -> str:
-    """The cause of a job's last re-placement, from the error the ledger recorded."""
+    """The cause of a job's last re-placement, from the error the ledger recorded
+    (the causes of ``ringrift_job_replacements_total``)."""
     text = str(error or "").lower()
     if "declared dead" in text or (text.startswith("node ") and text.endswith(" lost")):
         return "host_death"
     if "hard limit" in text:
         return "hard_limit"
-    if "leader" in text or "lease" in text:
-        return "lease_loss"
+    if "leader died while sending" in text:
+        return "sender_died"
+    if "lease" in text:
+        return "lease_lost"
     if "send failed" in text:
         return "send_failed"
-    if "fence" in text or "refused" in text:
-        return "fence_refused"
+    if "fence" in text or "refused" in text or "running on" in text:
+        return "worker_refused"
     return "job_failed"
 
 
@@ -217,7 +227,7 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
     for (kind, state), n in sorted(probes.jobs.items()):
         jobs.add_metric([node, kind, state], float(n))
     replaced = gauge(
-        "ringrift_job_replacements",
+        "ringrift_job_extra_attempts",
         "extra attempts of the jobs the ledger holds, by the cause of the last re-placement",
         ("job_type", "cause"),
     )
@@ -460,3 +470,96 @@ def _webhook_stats() -> dict[str, int]:
     if not isinstance(stats, Mapping):
         return {}
     return {str(k): int(v) for k, v in stats.items() if isinstance(v, int)}
+
+
+# --- what the scheduler counts ----------------------------------------------------------------
+
+
+class JobDurations:
+    """Run time of completed jobs per job type, in :data:`DURATION_BUCKETS`.
+
+    Plain data (no Prometheus type): the scheduler's ledger view fills it as it
+    sees each job complete, the collector reads it.  Thread-safe (ticks and
+    scrapes run in different threads).
+    """
+
+    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self._lock = threading.Lock()
+        self._counts: dict[str, list[int]] = {}  # per bucket, +Inf last (not cumulative)
+        self._sums: dict[str, float] = {}
+
+    def observe(self, job_type: str, seconds: float) -> None:
+        seconds = max(0.0, float(seconds))
+        i = next((k for k, le in enumerate(self.buckets) if seconds <= le), len(self.buckets))
+        with self._lock:
+            counts = self._counts.setdefault(job_type, [0] * (len(self.buckets) + 1))
+            counts[i] += 1
+            self._sums[job_type] = self._sums.get(job_type, 0.0) + seconds
+
+    def snapshot(self) -> dict[str, tuple[list[int], float]]:
+        """job type -> (cumulative counts per bucket, +Inf last; sum of seconds)."""
+        with self._lock:
+            out = {}
+            for kind, counts in self._counts.items():
+                total, cumulative = 0, []
+                for n in counts:
+                    total += n
+                    cumulative.append(total)
+                out[kind] = (cumulative, self._sums[kind])
+            return out
+
+
+@dataclass
+class SchedulerCounts:
+    """What one coordinator's scheduler counted since it started (``Beat.counts()``)."""
+
+    durations: Mapping[str, tuple[Sequence[int], float]] = field(default_factory=dict)
+    buckets: Sequence[float] = DURATION_BUCKETS
+    replacements: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (type, cause)
+    fence_refusals: Mapping[str, int] = field(default_factory=dict)  # where -> n
+
+
+def scheduler_families(node: str, counts: SchedulerCounts) -> list[Metric]:
+    """Job durations, re-placements by cause and fence refusals (pure)."""
+    hist = HistogramMetricFamily(
+        "ringrift_job_duration_seconds",
+        "run time of completed jobs (as the worker measured it), every job this node's "
+        "ledger replica saw complete",
+        labels=("node", "job_type"),
+    )
+    les = [str(le) for le in counts.buckets] + ["+Inf"]
+    for kind, (cumulative, total) in sorted(counts.durations.items()):
+        hist.add_metric(
+            [node, kind], list(zip(les, (float(n) for n in cumulative), strict=True)), total
+        )
+    replaced = CounterMetricFamily(
+        "ringrift_job_replacements",
+        "attempts this node, as leader, placed again, by cause (host_death, lease_lost, "
+        "hard_limit, sender_died, send_failed, worker_refused, job_failed)",
+        labels=("node", "job_type", "cause"),
+    )
+    for (kind, cause), n in sorted(counts.replacements.items()):
+        replaced.add_metric([node, kind, cause], float(n))
+    fenced = CounterMetricFamily(
+        "ringrift_fence_refusals",
+        "effects refused by a fence, by where: send_slot (another leader already sent the "
+        "attempt), ledger_result (a voided attempt's result), worker (the worker refused a "
+        "stale or duplicate attempt), leader_term (a deposed leader's ledger write)",
+        labels=("node", "where"),
+    )
+    for where, n in sorted(counts.fence_refusals.items()):
+        fenced.add_metric([node, where], float(n))
+    return [hist, replaced, fenced]
+
+
+class SchedulerCollector(Collector):
+    """Reads a scheduler's (``Beat``'s) counts at scrape time; registered by
+    ``ringrift_fleet.scheduler.service.attach`` on the coordinator's registry."""
+
+    def __init__(self, node_id: str, beat: Any) -> None:
+        self.node_id = node_id
+        self.beat = beat
+
+    def collect(self) -> Iterator[Metric]:
+        yield from scheduler_families(self.node_id, self.beat.counts())

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ringrift_fleet.config import P2PConfig
 from ringrift_fleet.execution.broker import LostMessages
 from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client, replica_wait
+from ringrift_fleet.metrics import SchedulerCollector
 from ringrift_fleet.models import JobType
 from ringrift_fleet.notifications import send_webhook_notification
 from ringrift_fleet.resources import probe_resources
@@ -187,6 +188,8 @@ def attach(
 
     node.add_tick_handler(on_tick)
     node.add_status_section("scheduler", beat.status)
+    # job durations, re-placements by cause, fence refusals: /metrics
+    node.status_server.registry.register(SchedulerCollector(node.node_id, beat))
     node.add_status_section(
         "broker",
         lambda: {

@@ -114,7 +114,7 @@ def test_families_cover_leadership_membership_ledger_and_training() -> None:
     assert value(got, "ringrift_ledger_items") == 15
     assert value(got, "ringrift_ledger_pruned_jobs_total") == 4
     assert value(got, "ringrift_jobs", job_type="selfplay", state="running") == 2
-    assert value(got, "ringrift_job_replacements", job_type="selfplay", cause="host_death") == 3
+    assert value(got, "ringrift_job_extra_attempts", job_type="selfplay", cause="host_death") == 3
     assert value(got, "ringrift_games_total", config="square8_2p") == 120
     assert value(got, "ringrift_model_elo", config="square8_2p") == 1620.5
     assert value(got, "ringrift_model_promotions_total", config="square8_2p") == 2
@@ -154,8 +154,9 @@ def test_a_broken_snapshot_still_gives_metrics() -> None:
         ("node gpu-3 lost", "host_death"),
         ("host gpu-3 declared dead", "host_death"),
         ("ran 7300s, past its hard limit", "hard_limit"),
-        ("its leader died while sending it", "lease_loss"),
-        ("stale fence t3:x:a1", "fence_refused"),
+        ("its leader died while sending it", "sender_died"),
+        ("attempt 1 on a lost its run lease (4.0s without it): its worker died", "lease_lost"),
+        ("stale fence t3:x:a1", "worker_refused"),
         ("send failed: Connection refused", "send_failed"),
         ("send failed: timeout", "send_failed"),
         ("exit status 1", "job_failed"),

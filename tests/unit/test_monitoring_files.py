@@ -10,7 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from ringrift_fleet.metrics import Probes, families
+from ringrift_fleet.metrics import (
+    DURATION_BUCKETS,
+    Probes,
+    SchedulerCounts,
+    families,
+    scheduler_families,
+)
 from tests.support.prereq import need_command
 from tests.unit.test_metrics import STATUS
 
@@ -38,8 +44,13 @@ def exported() -> set[str]:
         queues={"cpu": 1},
         webhooks={"sent": 1},
     )
-    names = set()
-    for fam in families("n1", STATUS, probes):
+    counts = SchedulerCounts(
+        durations={"selfplay": ([1] * (len(DURATION_BUCKETS) + 1), 1.0)},
+        replacements={("selfplay", "host_death"): 1},
+        fence_refusals={"send_slot": 1},
+    )
+    names: set[str] = set()
+    for fam in [*families("n1", STATUS, probes), *scheduler_families("n1", counts)]:
         names.update(s.name for s in fam.samples)
     return names
 
