@@ -409,6 +409,33 @@ def stored_result(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
     return None if raw is None else json.loads(_text(raw))
 
 
+def stored_results(client: redis.Redis, tokens: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The results stored by the attempts ``tokens`` names (job id -> fence token), in
+    one round trip; a job whose stored result is another attempt's (or none) is left out.
+
+    The run store is written before Celery's result backend (:func:`complete_run`,
+    then the task returns), so a broker failover can keep a job's ``done`` key and
+    lose its ``SUCCESS``: the leader then reads the result from here."""
+    if not tokens:
+        return {}
+    ids = list(tokens)
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.get(done_key(job_id))
+    out: dict[str, dict[str, Any]] = {}
+    for job_id, raw in zip(ids, pipe.execute(), strict=True):
+        if raw is None:
+            continue
+        try:
+            value = json.loads(_text(raw))
+        except ValueError:
+            continue
+        fence = value.get("fence") if isinstance(value, dict) else None
+        if isinstance(fence, dict) and fence.get("token") == tokens[job_id]:
+            out[job_id] = value
+    return out
+
+
 class LeaseKeeper:
     """Renews a run lease from a thread; ``lost`` is set when another copy took it or
     (a fenced job) the leader withdrew its attempt.

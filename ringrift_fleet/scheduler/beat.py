@@ -67,6 +67,7 @@ RECORD_KIND = "scheduler.config"
 LEADER_KIND = "scheduler.leader"
 FULL_READ_EVERY_S = 300.0  # the view re-reads the whole ledger this often anyway
 SLOT_PREFIX = "ringrift:slot:"
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})  # Celery's: the attempt ended
 NOTIFIED_PREFIX = "ringrift:notified:"
 
 
@@ -423,6 +424,7 @@ class Beat:
         self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
         self.lease_lost_total = 0  # attempts re-placed because their run lease vanished
         self.sends_deferred = 0  # sends the broker failed (each sent again in a later tick)
+        self.results_from_store = 0  # results read from the run store: Celery's was lost
         # for /metrics (ringrift_fleet.metrics.SchedulerCollector): attempts placed again,
         # by (job type, cause), and effects a fence refused, by where
         self.replaced: Counter[tuple[str, str]] = Counter()
@@ -623,6 +625,9 @@ class Beat:
             return changed
         from ringrift_fleet.execution.dispatch import task_id_for
 
+        stored = self._stored_results()
+        if stored is None:
+            return changed
         for w in list(self.view.items.values()):
             if not w.status.is_active or not w.claimed_by:
                 continue
@@ -635,6 +640,11 @@ class Beat:
                 self.broker.failed("read task results", exc)
                 self._broker_failed = True
                 return changed
+            if state not in FINAL_STATES and w.work_id in stored:
+                # a failover kept the run store's result and lost Celery's SUCCESS
+                # (written just after it): nothing would ever report it otherwise
+                state, value = "SUCCESS", stored[w.work_id]
+                self.results_from_store += 1
             if state == "PENDING":
                 if w.status is JobStatus.CLAIMED:
                     changed += self._reconcile_unsent(w, current.attempt, current.fence_token)
@@ -673,6 +683,24 @@ class Beat:
                     self._replaced(w, "job_failed")
                 self._event(f"{w.work_type.value} {w.work_id} failed: {error}")
         return changed
+
+    def _stored_results(self) -> dict[str, dict[str, Any]] | None:
+        """Results the live attempts stored in the run store (fencing ``done`` keys),
+        in one round trip; None when the broker failed."""
+        from ringrift_fleet.execution.fencing import stored_results
+
+        tokens = {}
+        for w in self.view.items.values():
+            if w.status.is_active and w.claimed_by:
+                current = self.ledger.current(w.work_id)
+                if current is not None and current.node_id == w.claimed_by:
+                    tokens[w.work_id] = current.fence_token
+        try:
+            return stored_results(self.redis, tokens)
+        except BROKER_ERRORS as exc:
+            self.broker.failed("read stored results", exc)
+            self._broker_failed = True
+            return None
 
     # -- actions -----------------------------------------------------------------------------------
 
@@ -956,6 +984,7 @@ class Beat:
             "configs": {k: s.to_dict() for k, s in self.view.states.items()},
             "dead_hosts": sorted(self._dead),
             "lease_lost_replaced": self.lease_lost_total,
+            "results_from_store": self.results_from_store,
             "sends_deferred": self.sends_deferred,
             "events": [{"at": t, "text": s} for t, s in self.events[-20:]],
         }

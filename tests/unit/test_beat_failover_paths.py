@@ -1,0 +1,168 @@
+"""What a broker failover can leave behind, and the leader still ends the job once.
+
+Redis replication is asynchronous, and writes land in order: a failover keeps a
+prefix of what the old primary acknowledged.  A worker writes the run store's
+result (``ringrift:done:<job>``, :func:`fencing.complete_run`) a moment before
+Celery's ``SUCCESS``; the prefix can end between the two.  The job then has no
+final task state (``PENDING``, or ``STARTED`` when that was kept), no run lease
+(``complete_run`` dropped it in the same step) and a stored result: the lease
+check sees "held", the lost-message check sees "ran", and nothing would ever
+report it (the CI failure of the Sentinel failover test: one job, placed before
+the kill, never completed).  The leader reads the stored result instead.
+
+Real redis-server (the fencing scripts), the real Beat on the in-memory ledger;
+Celery's result backend is a dict, so a test can lose exactly one write.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from ringrift_fleet.execution import fencing
+from ringrift_fleet.execution.broker import LostMessages
+from ringrift_fleet.models import JobStatus, JobType
+from ringrift_fleet.scheduler.beat import SLOT_PREFIX, Beat
+from ringrift_fleet.scheduler.settings import SchedulerPolicy
+from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
+from ringrift_fleet.training import TrainingThresholds
+from tests.support.memory_ledger import Clock, MemoryLedger
+
+pytestmark = pytest.mark.timeout(60)
+
+NEVER = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
+
+
+class Fleet:
+    """One leader placing self-play on host ``a`` (one slot), a dict for a backend."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.clock = Clock(1000.0)
+        self.ledger = MemoryLedger("leader")
+        self.backend: dict[str, tuple[str, Any]] = {}
+        self.sent: list[tuple[str, int]] = []
+        policy = SchedulerPolicy(
+            configs=(BoardConfig.parse("hex8_2p"),),
+            thresholds=NEVER,
+            prefetch=0.0,
+            lease_grace_s=2.0,
+        )
+        self.beat = Beat(
+            ledger=self.ledger,
+            leadership=self.ledger,
+            redis=r,
+            policy=policy,
+            hosts=lambda: [Host(node_id="a", slots=1)],
+            send=self.send,
+            read_result=lambda task_id: self.backend.get(task_id, ("PENDING", None)),
+            clock=self.clock,
+        )
+        self.beat.lost_messages = LostMessages(r, grace_s=1.0, cache_s=0.0, clock=self.clock)
+
+    def send(self, job_type: JobType, kwargs: Any, *, queue: str, job_id: str, fence: Any) -> str:
+        self.sent.append((job_id, int(fence["attempt"])))
+        return f"{job_id}.a{fence['attempt']}"
+
+    def placed(self) -> tuple[str, int, str]:
+        self.beat.tick()
+        (job,) = [w.work_id for w in self.ledger.items()]
+        current = self.ledger.current(job)
+        assert current is not None
+        return job, current.attempt, current.fence_token
+
+    def run(self, job: str, attempt: int, token: str) -> dict[str, Any]:
+        """What the worker does: claim, run, store the result (its Celery SUCCESS is
+        the write the failover loses)."""
+        claim = fencing.claim_run(self.r, job, owner="a@cpu", token=token, attempt=attempt, ttl=3)
+        assert claim.status == "claimed"
+        result = {
+            "job_id": job,
+            "attempt": attempt,
+            "fence": {"token": token, "attempt": attempt, "term": 1},
+            "node": "a",
+            "status": "completed",
+            "games": 2,
+        }
+        assert (
+            fencing.complete_run(self.r, job, claim.lease, result, token=token, expires=60) == "ok"
+        )
+        return result
+
+    def ticks(self, n: int, step: float = 1.0) -> None:
+        for _ in range(n):
+            self.clock.t += step
+            self.beat.tick()
+
+
+@pytest.fixture
+def fleet(redis_server: Any) -> Fleet:
+    return Fleet(redis.Redis.from_url(redis_server.url))
+
+
+def _status(f: Fleet, job: str) -> JobStatus:
+    w = f.ledger.get(job)
+    assert w is not None
+    return w.status
+
+
+def test_a_result_stored_before_a_failover_lost_its_success_is_accepted_once(fleet: Fleet) -> None:
+    """Ledger CLAIMED, task PENDING (neither STARTED nor SUCCESS survived), done kept."""
+    f = fleet
+    job, attempt, token = f.placed()
+    assert f.r.get(f"{SLOT_PREFIX}{job}#{attempt}").endswith(b"|sent")  # type: ignore[union-attr]
+    f.run(job, attempt, token)  # the backend never hears of it
+    f.ticks(15)  # past the lost-message grace and the lease grace
+    assert _status(f, job) is JobStatus.COMPLETED
+    w = f.ledger.get(job)
+    assert w is not None and w.result is not None and w.result["attempt"] == attempt
+    assert f.sent.count((job, 1)) == 1  # never sent again, never re-placed
+    assert f.ledger.current(job).attempt == 1  # type: ignore[union-attr]
+    assert f.beat.results_from_store == 1
+
+
+def test_a_started_job_whose_success_was_lost_is_completed_not_stranded(fleet: Fleet) -> None:
+    """Ledger RUNNING, task STARTED forever (kept), no run lease, done kept."""
+    f = fleet
+    job, attempt, token = f.placed()
+    f.backend[f"{job}.a{attempt}"] = ("STARTED", None)
+    f.ticks(1)
+    assert _status(f, job) is JobStatus.RUNNING
+    f.run(job, attempt, token)
+    f.ticks(10)
+    assert _status(f, job) is JobStatus.COMPLETED
+    assert f.ledger.current(job).attempt == 1  # type: ignore[union-attr]
+    assert f.sent.count((job, 1)) == 1 and f.beat.lease_lost_total == 0
+
+
+def test_another_attempts_stored_result_is_not_taken_for_this_one(fleet: Fleet) -> None:
+    """A done key under another token (an attempt the leader voided) answers nothing."""
+    f = fleet
+    job, _, token = f.placed()
+    stale = {"status": "completed", "fence": {"token": "t0:old", "attempt": 0}, "attempt": 0}
+    f.r.set(fencing.done_key(job), json.dumps(stale))
+    f.ticks(1)
+    assert _status(f, job) is JobStatus.CLAIMED
+    assert f.beat.results_from_store == 0
+    assert fencing.stored_results(f.r, {job: token}) == {}
+    assert fencing.stored_results(f.r, {job: "t0:old"}) == {job: stale}
+
+
+def test_when_both_the_result_and_the_success_are_lost_the_job_runs_again(fleet: Fleet) -> None:
+    """Ledger RUNNING, task STARTED kept, run lease and result lost: re-placed (not
+    stranded); the new attempt completes."""
+    f = fleet
+    job, attempt, _ = f.placed()
+    f.backend[f"{job}.a{attempt}"] = ("STARTED", None)
+    f.ticks(1)
+    assert _status(f, job) is JobStatus.RUNNING
+    f.ticks(4)  # no run lease at all: lease lost after the grace
+    current = f.ledger.current(job)
+    assert current is not None and current.attempt == 2
+    assert (job, 2) in f.sent
+    f.backend[f"{job}.a2"] = ("SUCCESS", f.run(job, 2, current.fence_token))
+    f.ticks(1)
+    assert _status(f, job) is JobStatus.COMPLETED
