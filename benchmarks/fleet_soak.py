@@ -9,13 +9,14 @@ worker ``ringrift-fleet worker --cpu --concurrency 1``.  One more namespace hold
 redis-server and the sampler; nothing in the main namespace ever talks to a host.
 
 Workload: the built-in reference game with short self-play jobs on two cheap board
-configs: ``--games-per-job`` (RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, default 1000) games
+configs: ``--games-per-job`` (RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, default 1000; with
+``--promote`` unset unless given, so the demo's 8 apply) games
 of the random engine take a few seconds (40 take 0.2-0.5 s).  ``--promote`` runs the
 coordinators as ``ringrift-fleet coordinator --demo`` (the demo's small training
 thresholds and CPU training), so training, evaluation, sync and promotions happen:
 the production thresholds (5,000 games, 2 h between runs) and no training on a CPU
-mean a CPU fleet never promotes.  The demo policy fixes 8 games a self-play job
-(sub-second jobs), whatever --games-per-job says.
+mean a CPU fleet never promotes.  The demo policy plays 8 games a self-play job
+(sub-second jobs) unless --games-per-job sets the variable (the demo honours it).
 
 Chaos (seeded, logged with timestamps; ``--schedule full`` by default, ``ci`` is
 the 5-minute cluster test's shorter one): kill -9 the Raft leader's coordinator
@@ -380,7 +381,6 @@ class Soak:
             "RINGRIFT_RAFT_ENABLED": "true",
             "RINGRIFT_CONSENSUS_MODE": "raft",
             "RINGRIFT_P2P_SCHEDULER_BOARD_CONFIGS": BOARD_CONFIGS,
-            "RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB": str(self.opts.games_per_job),
             "RINGRIFT_P2P_SCHEDULER_PREFETCH": "1",
             # the namespaces share two cores: host load is the soak's own, not overload
             "RINGRIFT_P2P_LOAD_MAX_FOR_NEW_JOBS": "1.0",
@@ -389,6 +389,9 @@ class Soak:
             "PYTHONUNBUFFERED": "1",
             "HOME": str(root),
         }
+        if self.opts.games_per_job is not None or not self.opts.promote:
+            per_job = self.opts.games_per_job or 1000
+            env["RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB"] = str(per_job)
         for item in self.opts.env:
             k, _, v = item.partition("=")
             env[k] = v
@@ -1257,7 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="demo thresholds (coordinator --demo): promotions on a CPU fleet",
     )
-    ap.add_argument("--games-per-job", type=int, default=1000)
+    ap.add_argument("--games-per-job", type=int, default=None)  # 1000; --promote: the demo's
     ap.add_argument("--lease-ttl", type=float, default=10.0, help="RINGRIFT_P2P_RUN_LEASE_TTL")
     ap.add_argument("--settle", type=float, default=30.0, help="s after the chaos before counting")
     ap.add_argument("--startup-timeout", type=float, default=300.0)

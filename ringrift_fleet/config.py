@@ -51,6 +51,8 @@ GPU_POWER_RANKINGS: dict[str, float] = {
 # card is never trusted with training until someone adds it to the table.
 UNKNOWN_GPU_POWER = 0.3
 
+_STALE_DEFAULT = 1000  # P2PConfig.TRAINING_MIN_GAMES_WHEN_STALE
+
 MEMBERSHIP_MODES = ("http", "swim", "hybrid")
 CONSENSUS_MODES = ("bully", "raft", "hybrid")
 
@@ -152,6 +154,12 @@ class P2PConfig:
     SELFPLAY_GAMES_PER_JOB: int = 16  # games per self-play job on the smallest board
     EVAL_GAMES: int = 40  # games a candidate plays against the champion
     EVAL_PROMOTION_MARGIN: float = 0.05  # candidate promoted when its win rate >= 0.5 + this
+    # when a config trains (training.TrainingThresholds; the demo profile has its own)
+    TRAINING_MIN_GAMES: int = 5000  # new games since the last run that start a run
+    TRAINING_STALENESS_HOURS: float = 24.0  # after this long a config trains with fewer …
+    # … but at least this many new games (unset: 1000, or TRAINING_MIN_GAMES if lower)
+    TRAINING_MIN_GAMES_WHEN_STALE: int = _STALE_DEFAULT
+    TRAINING_MIN_HOURS_BETWEEN_RUNS: float = 2.0  # never two runs of a config closer; 0 = off
 
     @property
     def artifact_dir(self) -> Path:
@@ -179,9 +187,23 @@ class P2PConfig:
 
     def replace(self, **changes: Any) -> P2PConfig:
         """A validated copy with some fields changed (tests, CLI flags)."""
+        if (
+            "TRAINING_MIN_GAMES" in changes
+            and "TRAINING_MIN_GAMES_WHEN_STALE" not in changes
+            and _stale_floor(self.TRAINING_MIN_GAMES) == self.TRAINING_MIN_GAMES_WHEN_STALE
+        ):  # still derived from TRAINING_MIN_GAMES: follow it
+            changes["TRAINING_MIN_GAMES_WHEN_STALE"] = _stale_floor(changes["TRAINING_MIN_GAMES"])
         new = dataclasses.replace(self, **changes)
         _validate(new, {name: f"P2PConfig.{name}" for name in changes})
         return new
+
+
+def _stale_floor(min_games: Any) -> Any:
+    """TRAINING_MIN_GAMES_WHEN_STALE when only TRAINING_MIN_GAMES was set: its default,
+    or MIN_GAMES when that is lower (lowering one knob must not need the other)."""
+    if isinstance(min_games, int) and not isinstance(min_games, bool):
+        return min(_STALE_DEFAULT, min_games)
+    return _STALE_DEFAULT
 
 
 # Documented aliases: variable name → field.  RINGRIFT_BROKER_URL and
@@ -207,7 +229,7 @@ _PERCENT_FIELDS = {
     "GPU_MEMORY_OVERLOAD_THRESHOLD",
 }
 _FRACTION_FIELDS = {"LOAD_MAX_FOR_NEW_JOBS", "SOFT_LIMIT_FRACTION"}
-_NONNEG_FIELDS = {"TRAINING_MIN_VRAM_GB", "TRAINING_MIN_POWER"}
+_NONNEG_FIELDS = {"TRAINING_MIN_VRAM_GB", "TRAINING_MIN_POWER", "TRAINING_MIN_HOURS_BETWEEN_RUNS"}
 _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer
 # files than that could starve it, so the floor is that (0 turns retention off).
@@ -223,7 +245,9 @@ def _accepts(name: str, kind: type) -> str:
     if name in _FRACTION_FIELDS:
         return "a number in (0, 1]"
     if name in _NONNEG_FIELDS:
-        return "a number >= 0"
+        return "a number of hours >= 0" if name.endswith("_HOURS_BETWEEN_RUNS") else "a number >= 0"
+    if name.endswith("_HOURS"):
+        return "a positive number of hours"
     if name in _ANY_INT_FIELDS:
         return "an integer"
     if name == "GAMES_KEEP_FILES":
@@ -309,6 +333,12 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
             "would be declared dead between two heartbeats; set RINGRIFT_P2P_PEER_TIMEOUT too "
             f"(three heartbeats: {_at_least_3x(cfg.HEARTBEAT_INTERVAL)}). The older 15/60/90 s set: "
             + SEED_000_TIMINGS
+        )
+    if cfg.TRAINING_MIN_GAMES_WHEN_STALE > cfg.TRAINING_MIN_GAMES:
+        raise ConfigError(
+            f"{where('TRAINING_MIN_GAMES_WHEN_STALE')}={cfg.TRAINING_MIN_GAMES_WHEN_STALE!r}: "
+            f"must not exceed TRAINING_MIN_GAMES ({cfg.TRAINING_MIN_GAMES!r}, from "
+            f"{where('TRAINING_MIN_GAMES')}): a stale config trains with fewer new games, not more"
         )
     if cfg.SWIM_PING_TIMEOUT >= cfg.SWIM_PING_INTERVAL:
         raise ConfigError(
@@ -409,9 +439,27 @@ def load_config(env: Mapping[str, str] | None = None) -> P2PConfig:
             )
         values[name] = value
         origin[name] = var
+    if "TRAINING_MIN_GAMES" in values and "TRAINING_MIN_GAMES_WHEN_STALE" not in values:
+        values["TRAINING_MIN_GAMES_WHEN_STALE"] = _stale_floor(values["TRAINING_MIN_GAMES"])
     cfg = P2PConfig(**values)
     _validate(cfg, origin)
     return cfg
+
+
+def set_by_user(cfg: P2PConfig, name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """Where the user chose field ``name``: its variable (or alias) when the environment
+    sets it, ``P2PConfig.<name>`` when code set a non-default value, None when it is
+    the default (a profile such as the demo may then pick its own)."""
+    env = os.environ if env is None else env
+    for var in (ENV_PREFIX + name, *(a for a, f in ENV_ALIASES.items() if f == name)):
+        if var in env:
+            return var
+    default = next(f for f in dataclasses.fields(P2PConfig) if f.name == name).default
+    if name == "TRAINING_MIN_GAMES_WHEN_STALE":  # derived from TRAINING_MIN_GAMES when unset
+        default = _stale_floor(cfg.TRAINING_MIN_GAMES)
+    if default is not dataclasses.MISSING and getattr(cfg, name) != default:
+        return f"P2PConfig.{name}"
+    return None
 
 
 @functools.lru_cache(maxsize=1)

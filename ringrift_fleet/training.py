@@ -49,6 +49,17 @@ class TrainingThresholds:
                 f"exceed MIN_GAMES={self.MIN_GAMES}"
             )
 
+    @classmethod
+    def from_config(cls, cfg: P2PConfig) -> TrainingThresholds:
+        """The thresholds the ``TRAINING_*`` config fields set (checked by the config module,
+        so a bad value fails at start naming its variable)."""
+        return cls(
+            MIN_GAMES=cfg.TRAINING_MIN_GAMES,
+            STALENESS_HOURS=cfg.TRAINING_STALENESS_HOURS,
+            MIN_GAMES_WHEN_STALE=cfg.TRAINING_MIN_GAMES_WHEN_STALE,
+            MIN_HOURS_BETWEEN_RUNS=cfg.TRAINING_MIN_HOURS_BETWEEN_RUNS,
+        )
+
 
 class TrainingDecision(NamedTuple):
     """``(should_train, reason)``; true only when training should start."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ringrift_fleet.config import P2PConfig
+from ringrift_fleet.config import ENV_PREFIX, P2PConfig, set_by_user
 from ringrift_fleet.execution.broker import LostMessages
 from ringrift_fleet.execution.redis_clients import FailoverWatch, redis_client, replica_wait
 from ringrift_fleet.metrics import SchedulerCollector
@@ -43,23 +43,49 @@ DEMO_GAMES_PER_JOB = 8
 DEMO_EVAL_GAMES = 24
 
 
-def demo_policy(config: P2PConfig, **overrides: Any) -> SchedulerPolicy:
+def demo_policy(
+    config: P2PConfig, *, env: Mapping[str, str] | None = None, **overrides: Any
+) -> SchedulerPolicy:
+    """The demo's profile: small thresholds and jobs, CPU training.
+
+    What the user set explicitly (``RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB``,
+    ``…_EVAL_GAMES``, ``…_TRAINING_*`` in ``env``, or a non-default value in
+    ``config``) holds here too; only the knobs left at their defaults take the
+    demo's values.  One log line says which value each knob has and why.
+    """
+
+    def pick(name: str, demo: Any) -> Any:
+        origin = set_by_user(config, name, env)
+        value = getattr(config, name) if origin else demo
+        chosen.append(f"{name}={value:g} ({origin or 'demo'})")
+        return value
+
+    chosen: list[str] = []
+    games_per_job = pick("SELFPLAY_GAMES_PER_JOB", DEMO_GAMES_PER_JOB)
+    eval_games = pick("EVAL_GAMES", DEMO_EVAL_GAMES)
+    min_games = pick("TRAINING_MIN_GAMES", DEMO_MIN_GAMES)
+    stale_games = pick("TRAINING_MIN_GAMES_WHEN_STALE", min(DEMO_MIN_GAMES, min_games))
     values: dict[str, Any] = {
         "thresholds": TrainingThresholds(
-            MIN_GAMES=DEMO_MIN_GAMES,
-            MIN_GAMES_WHEN_STALE=DEMO_MIN_GAMES,
-            STALENESS_HOURS=24.0,
-            MIN_HOURS_BETWEEN_RUNS=0.0,
+            MIN_GAMES=min_games,
+            MIN_GAMES_WHEN_STALE=min(stale_games, min_games),
+            STALENESS_HOURS=pick("TRAINING_STALENESS_HOURS", 24.0),
+            MIN_HOURS_BETWEEN_RUNS=pick("TRAINING_MIN_HOURS_BETWEEN_RUNS", 0.0),
         ),
         "allow_cpu_training": True,
-        "games_per_job": DEMO_GAMES_PER_JOB,
-        "eval_games": DEMO_EVAL_GAMES,
+        "games_per_job": games_per_job,
+        "eval_games": eval_games,
         "retry_backoff_s": 5.0,
         "load_max": 1.0,  # the demo's own jobs saturate the 2 cores; that is not overload
         "disk_critical": 100.0,
         "prefetch": 0.0,
     }
     values.update(overrides)
+    log.info(
+        "demo profile: %s; a knob marked (demo) takes %s<NAME> to change",
+        ", ".join(chosen),
+        ENV_PREFIX,
+    )
     return SchedulerPolicy.from_config(config, **values)
 
 

@@ -42,7 +42,8 @@ class SchedulerPolicy:
     lease_grace_s: float = 2.0
     retry_backoff_s: float = 600.0  # after a failed training cycle
     max_attempts: int = 3
-    thresholds: Any = None  # a training.TrainingThresholds; None = its defaults
+    # a training.TrainingThresholds (from_config: the TRAINING_* fields); None = its defaults
+    thresholds: Any = None
     allow_cpu_training: bool = False  # the one-machine demo trains on a CPU
     # finished jobs stay in the ledger this long, then only their summary does
     ledger_retention_s: float = 86400.0
@@ -82,6 +83,8 @@ class SchedulerPolicy:
 
     @classmethod
     def from_config(cls, cfg: P2PConfig, **overrides: Any) -> SchedulerPolicy:
+        from ringrift_fleet.training import TrainingThresholds
+
         configs = parse_board_configs(
             cfg.SCHEDULER_BOARD_CONFIGS,
             cfg.SCHEDULER_CONFIG_WEIGHTS,
@@ -97,6 +100,7 @@ class SchedulerPolicy:
             "games_per_job": cfg.SELFPLAY_GAMES_PER_JOB,
             "eval_games": cfg.EVAL_GAMES,
             "promotion_margin": cfg.EVAL_PROMOTION_MARGIN,
+            "thresholds": TrainingThresholds.from_config(cfg),
             "reap_grace_s": cfg.SCHEDULER_REAP_GRACE,
             "max_attempts": cfg.MAX_REDELIVERIES,
             "ledger_retention_s": cfg.SCHEDULER_LEDGER_RETENTION,
