@@ -40,6 +40,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -402,6 +403,52 @@ def complete_run(
         client, _COMPLETE, keys, lease, json.dumps(result), str(max(1, int(expires))), token or ""
     )
     return _text(out)
+
+
+FINISH_RETRY_S = 60.0  # how long a finished job's result waits for an unreachable broker
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+def finish_run(
+    client: redis.Redis,
+    job_id: str,
+    lease: str,
+    result: dict[str, Any],
+    *,
+    token: str | None,
+    expires: float,
+    replicate: Callable[[], Any] | None = None,
+    retry_s: float = FINISH_RETRY_S,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """:func:`complete_run` for a job that has run: retried (bounded) while the broker
+    is unreachable, then ``replicate`` (``WAIT 1``) once the result is stored.
+
+    A broker failover takes seconds; a job that finished in them would otherwise
+    fail, and its work (hours of GPU) be placed and run again.  Retrying is safe:
+    the script checks the fence and the lease each time, so an attempt the leader
+    voided meanwhile is still refused.  A retry that finds our own result already
+    stored (the first try ran but its answer was lost) reports ``ok``.  After
+    ``replicate`` the stored result is on a replica: a failover from then on keeps
+    it, and the leader reads it even if Celery's ``SUCCESS`` is lost."""
+    deadline = clock() + retry_s
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            outcome = complete_run(client, job_id, lease, result, token=token, expires=expires)
+            if outcome == "duplicate" and tries > 1:
+                mine = json.loads(json.dumps(result))
+                outcome = "ok" if stored_result(client, job_id) == mine else outcome
+            break
+        except _UNREACHABLE:
+            if clock() >= deadline:
+                raise
+            sleep(0.5)
+    if outcome == "ok" and replicate is not None:
+        replicate()
+    return outcome
 
 
 def stored_result(client: redis.Redis, job_id: str) -> dict[str, Any] | None:

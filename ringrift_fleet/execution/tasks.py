@@ -49,7 +49,12 @@ from ringrift_fleet.execution import fencing
 from ringrift_fleet.execution.artifacts import ArtifactStore
 from ringrift_fleet.execution.failures import TaskInputError, as_task_input_error
 from ringrift_fleet.execution.jobs import TASK_NAMES, JobSpec, validate_job
-from ringrift_fleet.execution.redis_clients import BrokerSpec, broker_spec, redis_client
+from ringrift_fleet.execution.redis_clients import (
+    BrokerSpec,
+    ReplicaWait,
+    broker_spec,
+    redis_client,
+)
 from ringrift_fleet.execution.retention import retain
 from ringrift_fleet.execution.settings import time_limits
 from ringrift_fleet.execution.sync import SyncError, sync_artifacts
@@ -132,6 +137,12 @@ def node_name(cfg: P2PConfig) -> str:
 def _redis(spec: BrokerSpec) -> redis.Redis:
     # redis-py pools notice a fork and reconnect, so one client per process is safe.
     return redis_client(spec, timeout=10, connect_timeout=5)
+
+
+@functools.lru_cache(maxsize=4)
+def _replica_wait(spec: BrokerSpec, timeout_s: float) -> ReplicaWait:
+    """``WAIT 1`` after a stored result (a Sentinel set only): see fencing.finish_run."""
+    return ReplicaWait(_redis(spec), timeout_s, enabled=spec.sentinel)
 
 
 def fence_client(cfg: P2PConfig) -> redis.Redis:
@@ -270,8 +281,14 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
         log.info("job %s attempt %s stopped: %s", spec.job_id, spec.attempt, reason)
         result.update(status="refused", reason=reason)
         return result
-    outcome = fencing.complete_run(
-        client, spec.job_id, lease, result, token=token, expires=cfg.RESULT_EXPIRES
+    outcome = fencing.finish_run(
+        client,
+        spec.job_id,
+        lease,
+        result,
+        token=token,
+        expires=cfg.RESULT_EXPIRES,
+        replicate=_replica_wait(broker_spec(cfg), cfg.BROKER_WAIT_TIMEOUT),
     )
     if outcome == "duplicate":
         return {**(fencing.stored_result(client, spec.job_id) or result), "duplicate": True}

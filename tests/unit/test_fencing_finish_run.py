@@ -1,0 +1,126 @@
+"""A job that finishes while the broker fails over keeps its result (real redis-server).
+
+Before: ``complete_run`` met a refused connection (the primary just died, Sentinel
+had not promoted yet), the task failed with ``ConnectionError``, the leader
+counted a failed attempt and the whole job ran again.  Now the result waits
+(bounded) for the broker to answer, is stored once, and is confirmed on a replica
+(``WAIT 1``) before Celery is told.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from ringrift_fleet.execution import fencing as f
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "t1:j:a1"
+
+
+def _result() -> dict[str, Any]:
+    return {"status": "completed", "attempt": 1, "fence": {"token": TOKEN}, "games": 2}
+
+
+@pytest.fixture
+def proxy(redis_server: Any) -> Any:
+    p = TcpProxy(redis_server.port)
+    yield p
+    p.close()
+
+
+def test_a_result_finished_during_an_outage_is_stored_when_the_broker_is_back(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    direct = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(proxy.url, socket_timeout=2, socket_connect_timeout=1)
+    f.publish_fence(r, "j", TOKEN, ttl=60)
+    claim = f.claim_run(r, "j", owner="w", token=TOKEN, attempt=1, ttl=30)
+    assert claim.status == "claimed"
+    proxy.down()  # the primary is gone; a replica is promoted a moment later
+    back = threading.Timer(1.5, proxy.up)
+    back.start()
+    waits: list[int] = []
+    try:
+        outcome = f.finish_run(
+            r, "j", claim.lease, _result(), token=TOKEN, expires=60,
+            replicate=lambda: waits.append(1), retry_s=20,
+        )  # fmt: skip
+    finally:
+        back.join()
+    assert outcome == "ok"
+    assert f.stored_result(direct, "j") == _result()
+    assert waits == [1]  # confirmed on a replica once stored
+    assert direct.get(f.run_key("j")) is None
+
+
+def test_a_retry_that_finds_its_own_result_already_stored_is_ok(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try ran on the server and its reply was lost (a timeout)."""
+    r = redis.Redis.from_url(redis_server.url)
+    f.publish_fence(r, "j", TOKEN, ttl=60)
+    claim = f.claim_run(r, "j", owner="w", token=TOKEN, attempt=1, ttl=30)
+    real = f.complete_run
+    outcomes: list[str] = []
+
+    def reply_lost_once(*args: Any, **kw: Any) -> str:
+        outcomes.append(real(*args, **kw))
+        if len(outcomes) == 1:
+            raise redis.TimeoutError("reply lost")
+        return outcomes[-1]
+
+    monkeypatch.setattr(f, "complete_run", reply_lost_once)
+    out = f.finish_run(
+        r, "j", claim.lease, _result(), token=TOKEN, expires=60, sleep=lambda s: None
+    )
+    assert outcomes == ["ok", "duplicate"]  # stored by the first try
+    assert out == "ok"  # ... and it is ours: a completed run, not a duplicate copy
+
+
+def test_an_attempt_voided_during_the_outage_is_still_refused(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    direct = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(proxy.url, socket_timeout=2, socket_connect_timeout=1)
+    f.publish_fence(r, "j", TOKEN, ttl=60)
+    claim = f.claim_run(r, "j", owner="w", token=TOKEN, attempt=1, ttl=30)
+    proxy.down()
+    f.withdraw_fence(direct, "j")  # the leader placed it again meanwhile
+    back = threading.Timer(1.0, proxy.up)
+    back.start()
+    waits: list[int] = []
+    try:
+        outcome = f.finish_run(
+            r, "j", claim.lease, _result(), token=TOKEN, expires=60,
+            replicate=lambda: waits.append(1), retry_s=20,
+        )  # fmt: skip
+    finally:
+        back.join()
+    assert outcome == "fenced" and waits == []
+    assert f.stored_result(direct, "j") is None
+
+
+def test_a_broker_that_stays_away_fails_the_task_after_the_bound(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    r = redis.Redis.from_url(proxy.url, socket_timeout=1, socket_connect_timeout=0.5)
+    f.publish_fence(r, "j", TOKEN, ttl=60)
+    claim = f.claim_run(r, "j", owner="w", token=TOKEN, attempt=1, ttl=30)
+    proxy.down()
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    with pytest.raises(redis.ConnectionError):
+        f.finish_run(
+            r, "j", claim.lease, _result(), token=TOKEN, expires=60,
+            retry_s=5, sleep=sleep, clock=lambda: now[0],
+        )  # fmt: skip
+    assert now[0] >= 5
