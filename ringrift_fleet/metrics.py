@@ -65,6 +65,8 @@ class Probes:
     queues: Mapping[str, int] = field(default_factory=dict)
     leader_changes: int = 0
     webhooks: Mapping[str, int] = field(default_factory=dict)  # outcome -> count
+    # this host's workers' reports (execution/worker_report.py): worker -> report
+    workers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _num(value: Any) -> float | None:
@@ -285,6 +287,8 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
         gauge("ringrift_host_has_gpu", "1 when this host has a GPU").add_metric(
             [node], 1.0 if h.get("has_gpu") else 0.0
         )
+    if probes.workers:
+        worker_families(gauge, counter, node, probes.workers)
     if probes.disk_critical_ratio is not None:
         gauge(
             "ringrift_disk_critical_threshold_ratio",
@@ -335,6 +339,46 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
     return out
 
 
+def worker_families(
+    gauge: Callable[..., GaugeMetricFamily],
+    counter: Callable[..., CounterMetricFamily],
+    node: str,
+    workers: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """This host's workers, from the reports they push (execution/worker_report.py)."""
+    up = gauge("ringrift_worker_up", "1 while the worker reports (every 5 s)", ("worker",))
+    running = gauge("ringrift_worker_tasks_running", "tasks the worker runs now", ("worker",))
+    conc = gauge(
+        "ringrift_worker_concurrency", "processes of the worker (one per GPU)", ("worker",)
+    )
+    done = counter(
+        "ringrift_worker_tasks", "tasks the worker finished since it started", ("worker", "task")
+    )
+    busy_s = counter(
+        "ringrift_worker_busy_seconds",
+        "process-seconds the worker spent running tasks (rate / concurrency = busy fraction)",
+        ("worker",),
+    )
+    busy, slots = 0, 0
+    for name, rep in sorted(workers.items()):
+        live = bool(rep.get("up"))
+        up.add_metric([node, name], 1.0 if live else 0.0)
+        if not live:
+            continue
+        n, c = int(rep.get("running", 0)), int(rep.get("concurrency", 1))
+        running.add_metric([node, name], float(n))
+        conc.add_metric([node, name], float(c))
+        busy_s.add_metric([node, name], float(rep.get("busy_seconds", 0.0)))
+        for task, count in sorted((rep.get("processed") or {}).items()):
+            done.add_metric([node, name, str(task)], float(count))
+        busy, slots = busy + min(n, c), slots + c
+    if slots:
+        gauge(
+            "ringrift_host_worker_busy_ratio",
+            "busy fraction of this host's worker processes (one per GPU), from their reports",
+        ).add_metric([node], busy / slots)
+
+
 class FleetCollector(Collector):
     """Reads a CoordinatorNode at scrape time (thread-safe: scrapes run off the event loop)."""
 
@@ -355,6 +399,7 @@ class FleetCollector(Collector):
         self._broker_up: bool | None = None
         self._broker_at = -PROBE_EVERY_S
         self._broker_errors = 0
+        self._workers: dict[str, dict[str, Any]] = {}
         self._redis: Any = None
         self._last_leader: tuple[Any, Any] | None = None
         self._leader_changes = 0
@@ -400,6 +445,7 @@ class FleetCollector(Collector):
         self._broker_at = now
         from ringrift_fleet.execution.dispatch import queue_depths
         from ringrift_fleet.execution.queues import all_queues
+        from ringrift_fleet.execution.worker_report import read_reports
 
         try:
             if self._redis is None:
@@ -408,6 +454,7 @@ class FleetCollector(Collector):
                 self._redis = redis_client(self.node.config, timeout=BROKER_TIMEOUT_S)
             self._queues = queue_depths(self._redis, all_queues(hosts))
             self._broker_up = True
+            self._workers = read_reports(self._redis, str(self.node.node_id))
         except Exception as exc:
             self._broker_errors += 1
             self._broker_up = False
@@ -443,6 +490,7 @@ class FleetCollector(Collector):
                 broker_up = None
             changes = self._count_leader_change(status)
             queues, errors = dict(self._queues), self._broker_errors
+            workers = dict(self._workers) if broker_up else {}
         critical = _num(getattr(self.node.config, "DISK_CRITICAL_THRESHOLD", None))
         return Probes(
             jobs=jobs,
@@ -454,6 +502,7 @@ class FleetCollector(Collector):
             queues=queues if broker_up else {},
             leader_changes=changes,
             webhooks=_webhook_stats(),
+            workers=workers,
         )
 
     def collect(self) -> Iterator[Metric]:

@@ -5,8 +5,9 @@ writes a scrape configuration with one target per coordinator (every host not
 retired, at ``address:status_port``, labelled ``host``) and Flower's
 ``/metrics`` on the broker host, plus the alert rules in
 ``monitoring/alerts.yml`` (docs/operations.md says what each means and what to
-do).  Workers export nothing of their own: their host's coordinator reports
-the host's resources and the broker's queues, and Flower reports Celery tasks.
+do).  Workers have no target of their own: they push their reports through
+the broker to their host's coordinator, which exports them
+(``ringrift_fleet/execution/worker_report.py``); Flower reports Celery tasks.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
-from ringrift_fleet.execution import failures  # noqa: F401  (clients rebuild TaskInputError)
+from ringrift_fleet.execution import (
+    failures,  # noqa: F401  (clients rebuild TaskInputError)
+    worker_report,  # noqa: F401  (workers report, /metrics)
+)
 from ringrift_fleet.execution.jobs import TASK_NAMES
 from ringrift_fleet.execution.queues import route_for
 from ringrift_fleet.execution.settings import celery_settings

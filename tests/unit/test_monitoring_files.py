@@ -43,6 +43,7 @@ def exported() -> set[str]:
         broker_up=True,
         queues={"cpu": 1},
         webhooks={"sent": 1},
+        workers={"n1@gpu0": {"up": True, "running": 1, "concurrency": 1, "processed": {"t": 1}}},
     )
     counts = SchedulerCounts(
         durations={"selfplay": ([1] * (len(DURATION_BUCKETS) + 1), 1.0)},
