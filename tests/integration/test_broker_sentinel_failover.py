@@ -12,9 +12,7 @@ restarted (same PIDs); /status shows the new primary and the failover.
 
 from __future__ import annotations
 
-import re
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,9 @@ from ringrift_fleet.commands.status import render
 from tests.support.celery_worker import cpu_worker_args, start_workers
 from tests.support.coordinators import LocalFleet
 from tests.support.procs import stop, wait_for
-from tests.support.sentinel import SentinelSet
+from tests.support.sentinel import SentinelSet, executions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-SUCCEEDED = re.compile(r"Task \S+\[(?P<job>[^\]]+)\.a(?P<attempt>\d+)\] succeeded in [\d.]+s: (.*)")
 
 
 def fleet_env(root: Path, sentinels: SentinelSet) -> dict[str, str]:
@@ -75,17 +71,6 @@ def _work(f: LocalFleet) -> dict[str, dict[str, Any]]:
 
 def _done(work: dict[str, dict[str, Any]]) -> set[str]:
     return {k for k, w in work.items() if w["status"] == "completed"}
-
-
-def executions(log: str) -> Counter[str]:
-    """Jobs the worker actually ran to completion (a duplicate copy answered from the
-    stored result, or a refused one, is not an execution)."""
-    runs: Counter[str] = Counter()
-    for m in SUCCEEDED.finditer(log):
-        text = m.group(3)
-        if "'status': 'completed'" in text and "'duplicate': True" not in text:
-            runs[m.group("job")] += 1
-    return runs
 
 
 def test_killing_the_redis_primary_loses_no_job_and_runs_none_twice(

@@ -5,13 +5,18 @@ the clients' password paths are exercised too."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import redis
+from redis import Redis
 
 from tests.support.prereq import need
 from tests.support.procs import free_port, port_open, spawn, stop, wait_for
@@ -19,6 +24,61 @@ from tests.support.procs import free_port, port_open, spawn, stop, wait_for
 MASTER = "ringrift"
 PASSWORD = "redis-test-pw"
 SENTINEL_PASSWORD = "sentinel-test-pw"
+
+
+SUCCEEDED = re.compile(r"Task \S+\[(?P<job>[^\]]+)\.a(?P<attempt>\d+)\] succeeded in [\d.]+s: (.*)")
+
+
+def redis_node_argv(
+    binary: str, bind: str, port: int, workdir: Path, primary: tuple[str, int] | None = None
+) -> list[str]:
+    """A Redis node of the set: AOF on, passwords on, a replica of ``primary`` if given."""
+    argv = [binary, "--port", str(port), "--bind", bind, "--dir", str(workdir)]
+    argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+    argv += ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
+    argv += ["--repl-diskless-sync-delay", "0"]  # default 5 s: a slow first sync
+    if primary is not None:
+        argv += ["--replicaof", primary[0], str(primary[1])]
+    return argv
+
+
+def sentinel_conf(
+    bind: str,
+    port: int,
+    workdir: Path,
+    primary: tuple[str, int],
+    *,
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 5000,
+) -> str:
+    """A Sentinel's configuration file (``redis-server <file> --sentinel``)."""
+    return "\n".join(
+        [
+            f"port {port}",
+            f"bind {bind}",
+            f"dir {workdir}",
+            f"requirepass {SENTINEL_PASSWORD}",
+            f"sentinel sentinel-pass {SENTINEL_PASSWORD}",
+            f"sentinel monitor {MASTER} {primary[0]} {primary[1]} {quorum}",
+            f"sentinel auth-pass {MASTER} {PASSWORD}",
+            f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
+            f"sentinel failover-timeout {MASTER} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {MASTER} 1",
+            "",
+        ]
+    )
+
+
+def executions(log: str) -> Counter[str]:
+    """Jobs a worker log shows actually run to completion (a duplicate copy answered
+    from the stored result, or a refused one, is not an execution)."""
+    runs: Counter[str] = Counter()
+    for m in SUCCEEDED.finditer(log):
+        text = m.group(3)
+        if "'status': 'completed'" in text and "'duplicate': True" not in text:
+            runs[m.group("job")] += 1
+    return runs
 
 
 @dataclass
@@ -50,11 +110,11 @@ class SentinelSet:
             "RINGRIFT_P2P_BROKER_WAIT_TIMEOUT": "0.5",
         }
 
-    def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, password=PASSWORD, socket_timeout=2)
+    def client(self, port: int) -> Redis:
+        return Redis(port=port, password=PASSWORD, socket_timeout=2)
 
-    def sentinel_client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, password=SENTINEL_PASSWORD, socket_timeout=1)
+    def sentinel_client(self, port: int) -> Redis:
+        return Redis(port=port, password=SENTINEL_PASSWORD, socket_timeout=1)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -73,15 +133,11 @@ class SentinelSet:
         for i, port in enumerate(ports):
             d = self.workdir / f"redis{i}"
             d.mkdir(parents=True, exist_ok=True)
-            argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d)]
-            argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
-            argv += ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
-            argv += ["--repl-diskless-sync-delay", "0"]  # default 5 s: a slow first sync
-            if i:
-                argv += ["--replicaof", "127.0.0.1", str(ports[0])]
+            upstream = ("127.0.0.1", ports[0]) if i else None
+            argv = redis_node_argv(binary, "127.0.0.1", port, d, upstream)
             self.redis.append(Node(port, spawn(argv, log=d / "redis.log"), d))
         for n in self.redis:
-            if not wait_for(lambda n=n: port_open(n.port), 10):
+            if not wait_for(partial(port_open, n.port), 10):
                 raise RuntimeError(f"redis-server did not open {n.port}; see {n.dir}/redis.log")
         primary = self.client(ports[0])
         ok = wait_for(lambda: self._replicas_online(primary), 15, 0.1)
@@ -93,33 +149,27 @@ class SentinelSet:
             d.mkdir(parents=True, exist_ok=True)
             conf = d / "sentinel.conf"
             conf.write_text(
-                "\n".join(
-                    [
-                        f"port {port}",
-                        "bind 127.0.0.1",
-                        f"dir {d}",
-                        f"requirepass {SENTINEL_PASSWORD}",
-                        f"sentinel sentinel-pass {SENTINEL_PASSWORD}",
-                        f"sentinel monitor {MASTER} 127.0.0.1 {ports[0]} {self.quorum}",
-                        f"sentinel auth-pass {MASTER} {PASSWORD}",
-                        f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}",
-                        f"sentinel failover-timeout {MASTER} {self.failover_timeout_ms}",
-                        f"sentinel parallel-syncs {MASTER} 1",
-                        "",
-                    ]
+                sentinel_conf(
+                    "127.0.0.1",
+                    port,
+                    d,
+                    ("127.0.0.1", ports[0]),
+                    quorum=self.quorum,
+                    down_after_ms=self.down_after_ms,
+                    failover_timeout_ms=self.failover_timeout_ms,
                 )
             )
             argv = [binary, str(conf), "--sentinel"]
             self.sentinel.append(Node(port, spawn(argv, log=d / "sentinel.log"), d))
         for n in self.sentinel:
-            if not wait_for(lambda n=n: port_open(n.port), 10):
+            if not wait_for(partial(port_open, n.port), 10):
                 raise RuntimeError(f"sentinel did not open {n.port}; see {n.dir}/sentinel.log")
         if not wait_for(self._sentinels_see_each_other, 20, 0.2):
             raise RuntimeError("the Sentinels did not discover each other and the replicas")
         return self
 
-    def _replicas_online(self, primary: redis.Redis) -> bool:
-        info = primary.info("replication")
+    def _replicas_online(self, primary: Redis) -> bool:
+        info = cast(dict[str, Any], primary.info("replication"))
         states = [info.get(f"slave{i}", {}).get("state") for i in range(self.replicas)]
         return states == ["online"] * self.replicas
 
