@@ -124,6 +124,11 @@ def count_delivery(client: redis.Redis, job_id: str, attempt: int, ttl: float) -
     return int(pipe.execute()[0])
 
 
+FINISH_RETRY_S = 60.0  # how long a finished job's result waits for an unreachable broker
+CLAIM_RETRY_S = 30.0  # how long a job about to start waits for an unreachable broker
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
 @cache
 def host_identity() -> str:
     """This machine (hostname + boot id): a PID means something only on its own boot."""
@@ -353,18 +358,35 @@ def wait_and_claim(
     ttl: float,
     count_ttl: float | None = None,
     poll: float = 0.25,
+    unreachable_s: float = CLAIM_RETRY_S,
 ) -> Claim:
     """Claim, waiting (bounded) for a dead holder's lease to lapse.
 
     Returns ``held`` when the holder keeps renewing (it is alive and running the
-    job): the caller refuses this copy.
+    job): the caller refuses this copy.  A broker that does not answer (a failover:
+    seconds) is waited for up to ``unreachable_s``, instead of failing the attempt
+    before it started.
     """
     deadline = time.monotonic() + ttl * 2 + 2
+    unreachable_until = time.monotonic() + unreachable_s
     last_ttl: int | None = None
     while True:
-        claim = claim_run(
-            client, job_id, owner=owner, token=token, attempt=attempt, ttl=ttl, count_ttl=count_ttl
-        )
+        try:
+            claim = claim_run(
+                client,
+                job_id,
+                owner=owner,
+                token=token,
+                attempt=attempt,
+                ttl=ttl,
+                count_ttl=count_ttl,
+            )
+        except _UNREACHABLE:
+            if time.monotonic() >= unreachable_until:
+                raise
+            time.sleep(0.5)
+            deadline = max(deadline, time.monotonic() + ttl * 2 + 2)
+            continue
         if claim.status != "held":
             return claim
         renewed = last_ttl is not None and claim.ttl_ms > last_ttl + int(poll * 1000)
@@ -403,10 +425,6 @@ def complete_run(
         client, _COMPLETE, keys, lease, json.dumps(result), str(max(1, int(expires))), token or ""
     )
     return _text(out)
-
-
-FINISH_RETRY_S = 60.0  # how long a finished job's result waits for an unreachable broker
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
 def finish_run(

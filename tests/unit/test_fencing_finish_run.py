@@ -1,10 +1,12 @@
-"""A job that finishes while the broker fails over keeps its result (real redis-server).
+"""A job that starts or finishes while the broker fails over keeps its attempt and its
+result (real redis-server).
 
 Before: ``complete_run`` met a refused connection (the primary just died, Sentinel
 had not promoted yet), the task failed with ``ConnectionError``, the leader
 counted a failed attempt and the whole job ran again.  Now the result waits
 (bounded) for the broker to answer, is stored once, and is confirmed on a replica
-(``WAIT 1``) before Celery is told.
+(``WAIT 1``) before Celery is told.  Likewise a job whose claim meets the dead
+primary waits (bounded) for the new one instead of failing an attempt that never ran.
 """
 
 from __future__ import annotations
@@ -124,3 +126,24 @@ def test_a_broker_that_stays_away_fails_the_task_after_the_bound(
             retry_s=5, sleep=sleep, clock=lambda: now[0],
         )  # fmt: skip
     assert now[0] >= 5
+
+
+def test_a_job_about_to_start_waits_out_the_outage_instead_of_failing(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    """Before: the claim met the dead primary, the task failed, an attempt was spent."""
+    direct = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(proxy.url, socket_timeout=2, socket_connect_timeout=1)
+    f.publish_fence(direct, "j", TOKEN, ttl=60)
+    proxy.down()
+    back = threading.Timer(1.5, proxy.up)
+    back.start()
+    try:
+        claim = f.wait_and_claim(r, "j", owner="w", token=TOKEN, attempt=1, ttl=3, count_ttl=60)
+    finally:
+        back.join()
+    assert claim.status == "claimed" and claim.deliveries == 1
+    assert direct.get(f.run_key("j")) is not None
+    proxy.down()
+    with pytest.raises(redis.ConnectionError):  # bounded: a broker that stays away fails it
+        f.wait_and_claim(r, "k", owner="w", token=None, attempt=1, ttl=3, unreachable_s=1.0)
