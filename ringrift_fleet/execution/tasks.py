@@ -41,7 +41,7 @@ from typing import Any
 import redis
 from billiard.process import current_process
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.errors import ConfigError, ValidationError
@@ -225,6 +225,13 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
         return {**(claim.result or {}), "duplicate": True}
     if claim.status == "held":
         holder = (claim.holder or {}).get("owner", "another worker")
+        if token and (claim.holder or {}).get("token") == token:
+            # Another copy of this very attempt runs (a message restored or sent again
+            # around a broker failover): its result is the attempt's.  Reporting this
+            # copy as refused would store that under the same task id, and the leader
+            # would void the attempt that is running.
+            log.info("job %s attempt %s: a copy runs on %s", spec.job_id, spec.attempt, holder)
+            raise Ignore()
         return {
             **base,
             "status": "refused",

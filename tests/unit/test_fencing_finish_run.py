@@ -12,6 +12,8 @@ primary waits (bounded) for the new one instead of failing an attempt that never
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -147,3 +149,33 @@ def test_a_job_about_to_start_waits_out_the_outage_instead_of_failing(
     proxy.down()
     with pytest.raises(redis.ConnectionError):  # bounded: a broker that stays away fails it
         f.wait_and_claim(r, "k", owner="w", token=None, attempt=1, ttl=3, unreachable_s=1.0)
+
+
+def test_a_second_copy_of_a_running_attempt_reports_nothing(
+    redis_server: Any, fresh_config: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A message restored or sent again around a failover, taken by a second worker
+    while the first runs the attempt: before, it stored "refused: running on …" under
+    the attempt's task id, and the leader voided the attempt that was running."""
+    from celery.exceptions import Ignore
+
+    from ringrift_fleet.config import reload_p2p_config
+    from ringrift_fleet.execution.tasks import execute
+
+    fresh_config.setenv("RINGRIFT_BROKER_URL", redis_server.url)
+    fresh_config.setenv("RINGRIFT_P2P_STATE_DIR", str(tmp_path / "state"))
+    fresh_config.setenv("RINGRIFT_P2P_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    fresh_config.setenv("RINGRIFT_P2P_RUN_LEASE_TTL", "1")
+    reload_p2p_config()
+    r = redis.Redis.from_url(redis_server.url)
+    f.publish_fence(r, "j", TOKEN, ttl=60)
+    first = f.claim_run(r, "j", owner="gpu0", token=TOKEN, attempt=1, ttl=1)
+    copy = SimpleNamespace(request=SimpleNamespace(id="j.a1", hostname="gpu1"))
+    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": 1, "job_id": "j"}
+    with f.LeaseKeeper(r, "j", first.lease, 1, TOKEN):  # the first copy runs
+        with pytest.raises(Ignore):
+            execute(copy, "selfplay", {**kwargs, "fence": {"token": TOKEN, "attempt": 1}})
+        assert r.get(f.run_key("j")) == first.lease.encode()  # untouched
+        # another attempt's copy is still refused, with a reason
+        stale = execute(copy, "selfplay", {**kwargs, "fence": {"token": "t9:j:a2", "attempt": 2}})
+        assert stale["status"] == "refused" and "stale" in stale["reason"]
