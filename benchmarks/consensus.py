@@ -279,6 +279,21 @@ def measure_scrapes(base: str, pid: int, idle_cpu: float, n: int = 50) -> dict[s
     }
 
 
+# figures whose spread over --rounds is reported too (key_min, key_max)
+SPREAD = ("status_p99_ms", "status_p99_ms_with_1hz_scrapes", "scrape_cpu_ms", "scrape_p50_ms")
+
+
+def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds; min and max of the ones in SPREAD."""
+    out: dict[str, float] = {"rounds": len(rounds)}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        out[key] = round(statistics.median(values), 2)
+        if key in SPREAD and len(rounds) > 1:
+            out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
+    return out
+
+
 EXTRA_ENV: dict[str, str] = {}  # --env K=V, for tuning runs
 RAW: dict[str, list[float]] = {}  # series behind the summary, for --plot
 STATUS_INTERVAL = 0.1  # each of the 100 clients polls 10 times a second: 1,000 req/s offered
@@ -411,6 +426,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--write-seconds", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="idle//status rounds: median, with min and max"
+    )
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--only", choices=("writes", "idle", "failover", "bully", "idle-changes"))
     parser.add_argument("--changes-seconds", type=float, default=240.0)
@@ -440,7 +458,11 @@ def main() -> None:
                 replicas_identical_after_writes=bool(writes["replicas_identical"]),
             )
         if args.only in (None, "idle"):
-            result.update(measure_idle_and_status(work, args.idle_seconds))
+            rounds = [
+                measure_idle_and_status(work / f"round{i}", args.idle_seconds)
+                for i in range(max(1, args.rounds))
+            ]
+            result.update(median_of_rounds(rounds))
         if args.only in (None, "idle-changes"):
             result.update(measure_idle_leader_changes(work, args.changes_seconds, args.hogs))
         if args.only in (None, "bully"):
