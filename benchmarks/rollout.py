@@ -28,21 +28,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.rollout import PLAN, Rollout, Sampler, StagedFleet
+from tests.support.rollout import PLAN, JobSide, Rollout, Sampler, StagedFleet
 
 
 def one_round(verbose: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
-        fleet = StagedFleet(Path(tmp) / "fleet", voters=3)
+        jobs = JobSide(Path(tmp) / "jobs")
+        fleet = StagedFleet(
+            Path(tmp) / "fleet", voters=3, scheduler=True, extra_env=jobs.coordinator_env()
+        )
+        jobs.ready_hosts(fleet)
         started = time.monotonic()
         log = (lambda m: print(m, file=sys.stderr)) if verbose else (lambda m: None)
         try:
             with Sampler(fleet) as sampler:
-                rollout = Rollout(fleet, sampler, log)
+                rollout = Rollout(fleet, sampler, log, jobs)
                 rollout.run(PLAN)
         finally:
             fleet.stop_all()
+            jobs.close()
         steps = [s for s in rollout.steps if s.host != "all"]
+        run = rollout.accounts
+        false_dead = rollout.false_dead()
+        for d in false_dead:
+            print(f"false dead: {json.dumps(d)}", file=sys.stderr)
         return {
             "leaderless_max_s": round(max(s.leaderless_s for s in steps), 2),
             "leaderless_median_s": round(statistics.median(s.leaderless_s for s in steps), 2),
@@ -50,9 +59,13 @@ def one_round(verbose: bool) -> dict[str, float]:
                 max((s.leaderless_s for s in rollout.steps if s.host == "all"), default=0.0), 2
             ),
             "two_leaders_s": sum(s.two_leaders_s for s in rollout.steps),
-            "false_dead_peers": rollout.false_dead_peers(),
-            "jobs_lost": sum(sw["jobs_lost"] for sw in rollout.switches),
-            "jobs_run_twice": sum(sw["jobs_run_twice"] for sw in rollout.switches),
+            "false_dead_peers": len(false_dead),
+            "jobs_lost": sum(sw["jobs_lost"] for sw in rollout.switches) + run["jobs_lost"],
+            "jobs_run_twice": sum(sw["jobs_run_twice"] for sw in rollout.switches)
+            + run["jobs_run_twice"],
+            "jobs_completed": run["completed"],
+            "jobs_replaced": run["replaced"],
+            "attempts_stopped": run["stopped_attempts"],
             "ledger_unequal_switches": sum(not sw["ledger_equal"] for sw in rollout.switches),
             "host_steps": len(rollout.steps),
             "switches": len(rollout.switches),

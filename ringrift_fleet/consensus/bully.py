@@ -132,6 +132,10 @@ class BullyElection:
         self._leader_name: str | None = None
         self._deferred_since: float | None = None
         self._quiet_until = 0.0  # after losing to a live holder: no campaign before this
+        # holders that gave their lease back to us (name -> when): losing a campaign to
+        # one of them is a race with its release reaching the other voters, not a
+        # reason to stay quiet for a whole lease
+        self._released: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_change: list[Callable[[bool], None]] = []
@@ -232,6 +236,8 @@ class BullyElection:
             self.book.grant = None
         if self._leader_name == holder:
             self._leader_name = None
+        self._released[holder] = self.clock()
+        self._quiet_until = 0.0
         self._deferred_since = None
         if self._wake is not None:
             self._wake.set()
@@ -404,8 +410,15 @@ class BullyElection:
             holders = [a.get("holder") for a in answers if a and a.get("holder")]
             others_hold = [h for h in holders if h != self.node_id]
             self._leader_name = others_hold[0] if others_hold else None
-            if others_hold:  # someone holds a majority lease: follow it, stop campaigning
+            # someone holds a majority lease: follow it, stop campaigning; unless it
+            # has just given its lease back (its release has not reached everyone
+            # yet): then the next round campaigns again
+            if others_hold and not self._just_released(others_hold[0]):
                 self._quiet_until = self.clock() + self.lease
+
+    def _just_released(self, holder: Any) -> bool:
+        at = self._released.get(holder) if isinstance(holder, str) else None
+        return at is not None and self.clock() - at < self.lease
 
     async def _call(
         self, voter: Voter, method: str, path: str, body: dict[str, Any] | None = None

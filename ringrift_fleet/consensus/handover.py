@@ -55,7 +55,7 @@ from ringrift_fleet.consensus.bully import SETTLE, LeaseBook, store_route
 from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
-from ringrift_fleet.http_input import read_json_object
+from ringrift_fleet.http_input import bearer_ok, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ class HandoverRaft(Ledger):
         self._led_at = -SETTLE  # when we last were the leader (monotonic)
         self._term_base = 0
         self._task: asyncio.Task[None] | None = None
+        self._synced_epoch = -1  # the Bully leader epoch whose full copy our store holds
+        self._pull_lock = asyncio.Lock()
         self.handovers: list[dict[str, Any]] = []  # for /status: what was adopted, when
 
     # --- Raft terms above every Bully epoch -------------------------------------------------
@@ -499,12 +501,74 @@ class HandoverRaft(Ledger):
                 self.book.grant = None
             return web.json_response({"released": released})
 
+        async def post_replicate(request: web.Request) -> web.Response:
+            if not bearer_ok(request, self.token):
+                return web.json_response({"error": "needs Authorization: Bearer"}, status=401)
+            body = await read_json_object(request)
+            op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
+            if not isinstance(op, dict):
+                return web.json_response({"error": "field 'op': expected an object"}, status=400)
+            for name, value in (("seq", seq), ("epoch", epoch)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    return web.json_response(
+                        {"error": f"field '{name}': expected an integer"}, status=400
+                    )
+            assert isinstance(seq, int) and isinstance(epoch, int)
+            return web.json_response(
+                await self.hold_bully_write(op, seq, epoch, body.get("leader"))
+            )
+
         return [
             web.post("/consensus/bully/lease", post_lease),
             web.get("/consensus/bully/ping", get_ping),
             web.post("/consensus/bully/release", post_release),
+            web.post("/consensus/bully/replicate", post_replicate),
             store_route(lambda: self.store, self.token),
         ]
+
+    async def hold_bully_write(
+        self, op: dict[str, Any], seq: int, epoch: int, leader: Any
+    ) -> dict[str, Any]:
+        """A Bully leader's write, while it still leads a switch to Raft: held in our
+        Bully copy like any Bully follower's, so its writes stay on a majority (and
+        are in the copy a Raft leader adopts).  Refused once a Raft quorum leads, or
+        from an epoch below a lease we granted since."""
+        store = self.store
+        if store is None or self.raft_leader() is not None or epoch < self.book.max_epoch:
+            return {"ack": False, "reason": "stale epoch or a Raft quorum leads"}
+        if epoch != self._synced_epoch:
+            await self._pull_bully(leader)
+        outcome = "gap"
+        if epoch == self._synced_epoch:
+            outcome = await asyncio.to_thread(store.apply_at, op, seq)
+            if outcome == "gap":  # we missed one: catch up with a full copy, then retry
+                await self._pull_bully(leader)
+                outcome = await asyncio.to_thread(store.apply_at, op, seq)
+        return {"ack": outcome != "gap", "seq": store.seq}
+
+    async def _pull_bully(self, leader: Any) -> None:
+        """The Bully leader's full copy into our store (it is the truth for its epoch)."""
+        url = self._url(leader) if isinstance(leader, str) else None
+        store = self.store
+        if url is None or store is None or leader == self.node_id:
+            return
+        async with self._pull_lock:
+            status, body = await asyncio.to_thread(
+                http_json, url + "/consensus/ledger", token=self.token, timeout=1.0
+            )
+            if not (
+                status == 200
+                and isinstance(body, dict)
+                and isinstance(body.get("state"), dict)
+                and isinstance(body.get("version"), int)
+                and isinstance(body.get("term"), int)
+            ):
+                return
+            if body["term"] < self.book.max_epoch:
+                return  # not the leader that holds the newest lease
+            if body["term"] != self._synced_epoch or body["version"] > store.seq:
+                await asyncio.to_thread(store.install, body["state"], body["version"])
+            self._synced_epoch = body["term"]
 
 
 def sm_copy(state: sm.State) -> sm.State:

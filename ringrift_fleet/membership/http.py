@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ from ringrift_fleet.membership.base import (
 log = logging.getLogger(__name__)
 
 MAX_HEARTBEAT_BYTES = 256 * 1024
+LEAVE_TIMEOUT = 0.5  # s: telling the peers we leave, at most
 
 
 def parse_heartbeat(payload: Any) -> tuple[str, int, dict[str, Any]]:
@@ -95,6 +97,13 @@ class HttpHeartbeatMembership:
         self.speaks_swim = speaks_swim
         self.beat_to = beat_to
         self._peer_swim: dict[str, bool] = {}
+        # Graceful leave (a rolling restart): when we stop, every peer is told, and
+        # marks us "left" (not "dead": the scheduler keeps our host's jobs); a peer's
+        # heartbeats from the life it left (the same ``boot``), still in flight, do
+        # not bring it back.
+        self.leaving = False
+        self.boot = uuid.uuid4().hex[:16]  # this life of ours
+        self._left: dict[str, str | None] = {}  # peer -> the boot it left with
         self._task: asyncio.Task[None] | None = None
         self._session: ClientSession | None = None
         self.sent = 0
@@ -107,13 +116,26 @@ class HttpHeartbeatMembership:
     async def start(self) -> None:
         if self._task is not None:
             return
+        if self.leaving:  # started again in this process: peers must hear us again
+            self.leaving = False
+            self.boot = uuid.uuid4().hex[:16]
         self._session = ClientSession(timeout=ClientTimeout(total=self._request_timeout()))
         self._task = asyncio.create_task(self._loop())
 
-    async def stop(self) -> None:
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop beating; with ``leave`` (a real stop, not a restart of SWIM beside us)
+        tell every peer first, so that they see "left" rather than "dead"."""
         task, self._task = self._task, None
         await cancel_task(task)
-        session, self._session = self._session, None
+        session = self._session
+        if leave and session is not None and task is not None:
+            self.leaving = True  # from now on our answers say so too
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._post(n, url) for n, url in self.peers.items())),
+                    LEAVE_TIMEOUT,
+                )
+        self._session = None
         if session is not None:
             await session.close()
 
@@ -148,6 +170,8 @@ class HttpHeartbeatMembership:
             "node_id": self.node_id,
             "incarnation": self.incarnation,
             "swim": self.speaks_swim,
+            "leaving": self.leaving,
+            "boot": self.boot,
             "summary": {**dict(self.summary()), "metadata": self._metadata},
         }
         headers = {}
@@ -157,11 +181,16 @@ class HttpHeartbeatMembership:
         try:
             async with session.post(f"{url}/heartbeat", json=body, headers=headers) as resp:
                 if resp.status == 200:
+                    answer: Any = None
                     with contextlib.suppress(Exception):  # an older peer may say less
                         answer = await resp.json(content_type=None)
-                        if isinstance(answer, dict) and isinstance(answer.get("swim"), bool):
-                            self._peer_swim[name] = answer["swim"]
-                    self.seen(name, self.clock())
+                    if isinstance(answer, dict) and isinstance(answer.get("swim"), bool):
+                        self._peer_swim[name] = answer["swim"]
+                    if isinstance(answer, dict) and answer.get("leaving") is True:
+                        boot = answer.get("boot")  # it is stopping: not a sign of life
+                        self.left(name, boot if isinstance(boot, str) else None)
+                    elif not self.leaving:
+                        self.seen(name, self.clock())
                 else:
                     self.failed += 1
                     log.debug("heartbeat to %s: HTTP %s", name, resp.status)
@@ -179,7 +208,19 @@ class HttpHeartbeatMembership:
         swim = payload.get("swim")
         if swim is not None and not isinstance(swim, bool):
             raise ValidationError(f"heartbeat.swim: expected true or false, got {swim!r:.60}")
+        leaving = payload.get("leaving", False)
+        if not isinstance(leaving, bool):
+            raise ValidationError(f"heartbeat.leaving: expected true or false, got {leaving!r:.60}")
+        boot = payload.get("boot")
+        if boot is not None and not (isinstance(boot, str) and 0 < len(boot) <= 64):
+            raise ValidationError(f"heartbeat.boot: expected a short string, got {boot!r:.60}")
         self.received += 1
+        if leaving:
+            self.left(name, boot)
+            return
+        if boot is not None and name in self._left and self._left[name] == boot:
+            return  # sent by the life that left, before it did
+        self._left.pop(name, None)
         if swim is not None:
             self._peer_swim[name] = swim
         old = self._info.get(name)
@@ -203,6 +244,14 @@ class HttpHeartbeatMembership:
         if was != "alive":
             self._state[name] = "alive"
             self._emit("join" if was is None else "alive", name)
+
+    def left(self, name: str, boot: str | None) -> None:
+        """``name`` stops gracefully: "left", no longer alive, never declared dead."""
+        self._left[name] = boot
+        self._last_seen.pop(name, None)
+        if self._state.get(name) == "alive":
+            self._state[name] = "left"
+            self._emit("left", name)
 
     def check(self, now: float) -> None:
         """Declare dead every peer unheard for PEER_TIMEOUT."""
@@ -234,7 +283,7 @@ class HttpHeartbeatMembership:
         alive = set(self.get_alive_peers())
         members = {
             n: {
-                "state": "alive" if n in alive else "dead",
+                "state": "alive" if n in alive else ("left" if n in self._left else "dead"),
                 "incarnation": self._info.get(n, (0, {}))[0],
                 "last_seen_s": round(now - self._last_seen[n], 3) if n in self._last_seen else None,
                 "metadata": self.peer_metadata(n) or {},
@@ -247,7 +296,7 @@ class HttpHeartbeatMembership:
             "started": self.started,
             "alive_count": len(alive) + 1,
             "suspect_count": 0,
-            "dead_count": len(members) - len(alive),
+            "dead_count": sum(1 for m in members.values() if m["state"] == "dead"),
             "members": members,
         }
 
@@ -311,7 +360,13 @@ def heartbeat_routes(manager: HttpHeartbeatMembership) -> list[web.RouteDef]:
             manager.rejected += 1
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(
-            {"ok": True, "node_id": manager.node_id, "swim": manager.speaks_swim}
+            {
+                "ok": True,
+                "node_id": manager.node_id,
+                "swim": manager.speaks_swim,
+                "leaving": manager.leaving,
+                "boot": manager.boot,
+            }
         )
 
     return [web.post("/heartbeat", heartbeat)]

@@ -183,7 +183,7 @@ class SwimMembershipManager:
     async def stop(self, *, leave: bool = True) -> None:
         """Leave gracefully (peers see "left", not "dead"), then close the socket."""
         if self.http is not None:
-            await self.http.stop()
+            await self.http.stop(leave=leave)
         transport = self._transport
         if transport is None:
             return

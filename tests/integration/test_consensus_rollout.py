@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.rollout import PLAN, Rollout, Sampler, StagedFleet
+from tests.support.rollout import PLAN, JobSide, Rollout, Sampler, StagedFleet
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +25,26 @@ LEADERLESS_MAX = 3.0
 
 @pytest.mark.timeout(600)
 def test_rollout_and_rollback_in_every_restart_order(tmp_path: Path) -> None:
-    fleet = StagedFleet(tmp_path / "fleet", voters=3)
+    jobs = JobSide(tmp_path / "jobs")
+    fleet = StagedFleet(
+        tmp_path / "fleet", voters=3, scheduler=True, extra_env=jobs.coordinator_env()
+    )
+    jobs.ready_hosts(fleet)
     lines: list[str] = []
     try:
         with Sampler(fleet) as sampler:
-            rollout = Rollout(fleet, sampler, lines.append)
+            rollout = Rollout(fleet, sampler, lines.append, jobs)
             rollout.run(PLAN)
     finally:
         fleet.stop_all()
+        jobs.close()
     story = "\n".join(lines)
+    print(story)
+    assert rollout.false_dead() == [], f"live peers reported dead\n{story}"
+    run = rollout.accounts
+    assert run["jobs_lost"] == 0 and run["jobs_run_twice"] == 0, run
+    assert run["ids_contiguous"], run  # no job id skipped
+    assert run["completed"] >= 20, run  # real jobs ran all along
     for step in rollout.steps:
         where = f"{step.switch} restarting {step.host}"
         assert step.two_leaders_s == 0, f"{where}: two leaders {step.two_leader_samples}\n{story}"

@@ -185,13 +185,52 @@ def test_http_heartbeats_find_peers_and_declare_the_silent_dead() -> None:
         try:
             assert await until(lambda: a.is_peer_alive("b") and b.is_peer_alive("a"), 5)
             assert (a.get_membership_summary()["members"]["b"]["metadata"]) == {}
-            await b.stop()
+            await b.stop(leave=False)  # silent, as a killed process
             await rb.cleanup()
             assert await until(lambda: not a.is_peer_alive("b"), 5)
             assert await until(
                 lambda: [e.kind for e in heard if e.node == "b"] == ["join", "dead"], 2
             )
         finally:
+            await a.stop()
+            await ra.cleanup()
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_http_heartbeats_a_stopping_peer_leaves_and_comes_back() -> None:
+    """A graceful stop (a rolling restart) is "left", never "dead", even while the
+    stopping process still answers; its next life is alive again."""
+
+    async def body() -> None:
+        pa, pb = free_port(), free_port()
+        a = _http("a", {"b": f"http://127.0.0.1:{pb}"})
+        b = _http("b", {"a": f"http://127.0.0.1:{pa}"})
+        ra, _ = await serve_heartbeats(a, "127.0.0.1", pa)
+        rb, _ = await serve_heartbeats(b, "127.0.0.1", pb)
+        heard: list[MembershipEvent] = []
+        a.add_listener(heard.append)
+        await a.start()
+        await b.start()
+        b2: HttpHeartbeatMembership | None = None
+        try:
+            assert await until(lambda: a.is_peer_alive("b"), 5)
+            await b.stop()  # its server still answers (it stops after membership)
+            assert not a.is_peer_alive("b")
+            await asyncio.sleep(1.5)  # past PEER_TIMEOUT
+            await rb.cleanup()
+            assert [e.kind for e in heard if e.node == "b"] == ["join", "left"]
+            assert a.get_membership_summary()["members"]["b"]["state"] == "left"
+            b2 = _http("b", {"a": f"http://127.0.0.1:{pa}"})
+            rb, _ = await serve_heartbeats(b2, "127.0.0.1", pb)
+            await b2.start()
+            assert await until(lambda: a.is_peer_alive("b"), 5)
+            assert [e.kind for e in heard if e.node == "b"] == ["join", "left", "alive"]
+        finally:
+            if b2 is not None:
+                await b2.stop()
+            await rb.cleanup()
             await a.stop()
             await ra.cleanup()
 
