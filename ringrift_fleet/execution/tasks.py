@@ -288,6 +288,9 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
         log.info("job %s attempt %s stopped: %s", spec.job_id, spec.attempt, reason)
         result.update(status="refused", reason=reason)
         return result
+    # one line per run that did all its work (whatever Celery then manages to record:
+    # a broker failover can cost the SUCCESS, the leader then reads the run store)
+    log.info("job %s attempt %s ran to the end on %s", spec.job_id, spec.attempt, node)
     outcome = fencing.finish_run(
         client,
         spec.job_id,

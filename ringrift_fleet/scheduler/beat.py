@@ -642,7 +642,8 @@ class Beat:
                 return changed
             if state not in FINAL_STATES and w.work_id in stored:
                 # a failover kept the run store's result and lost Celery's SUCCESS
-                # (written just after it): nothing would ever report it otherwise
+                # (written just after it, or never: Celery gave up on the dead
+                # primary): nothing would ever report it otherwise
                 state, value = "SUCCESS", stored[w.work_id]
                 self.results_from_store += 1
             if state == "PENDING":

@@ -1,9 +1,12 @@
 """What a broker failover can leave behind, and the leader still ends the job once.
 
-Redis replication is asynchronous, and writes land in order: a failover keeps a
-prefix of what the old primary acknowledged.  A worker writes the run store's
-result (``ringrift:done:<job>``, :func:`fencing.complete_run`) a moment before
-Celery's ``SUCCESS``; the prefix can end between the two.  The job then has no
+A worker writes the run store's result (``ringrift:done:<job>``,
+:func:`fencing.finish_run`) a moment before Celery's ``SUCCESS``, and a failover can
+keep the first and lose the second: Celery's ``store_result`` meets the dead
+primary and gives up (with ``result_extended`` it first reads the old meta, a read
+its backend does not retry: "Exception raised outside body", seen in the netns
+failover test), or the ``SUCCESS`` reached the old primary but not a replica
+(replication is asynchronous and in order).  The job then has no
 final task state (``PENDING``, or ``STARTED`` when that was kept), no run lease
 (``complete_run`` dropped it in the same step) and a stored result: the lease
 check sees "held", the lost-message check sees "ran", and nothing would ever
