@@ -36,9 +36,16 @@ from ringrift_fleet.config import (
     resolve_bind_host,
 )
 from ringrift_fleet.consensus.api import Leadership, Ledger
-from ringrift_fleet.consensus.remote import RemoteLedger, http_json, ledger_routes
+from ringrift_fleet.consensus.backends import (
+    BullyBackend,
+    ConsensusBackend,
+    RaftBackend,
+    RemoteBackend,
+)
+from ringrift_fleet.consensus.remote import ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
 from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.membership.http import HttpHeartbeatMembership
 
 log = logging.getLogger(__name__)
 
@@ -64,48 +71,6 @@ def choose_consensus(mode: str, is_voter: bool, raft_error: str | None) -> str:
     if mode == RAFT:
         raise RaftUnavailable(f"CONSENSUS_MODE=raft but Raft cannot run here: {raft_error}")
     return BULLY
-
-
-class _RemoteLeadership:
-    """A non-voter's view: the leader the voters report, newest term wins."""
-
-    def __init__(self, voters: list[Voter], token: str) -> None:
-        self.voters = voters
-        self.token = token
-        self._leader: str | None = None
-        self._term = 0
-
-    def is_leader(self) -> bool:
-        return False
-
-    def leader(self) -> str | None:
-        return self._leader
-
-    def term(self) -> int:
-        return self._term
-
-    def fence_token(self) -> str:
-        return f"{self._term}:{self._leader or '-'}"
-
-    def leader_url(self) -> str | None:
-        voter = next((v for v in self.voters if v.name == self._leader), None)
-        return voter.status_url if voter else None
-
-    def poll_once(self) -> None:
-        best: tuple[int, str] | None = None
-        for v in self.voters:
-            status, body = http_json(v.status_url + "/status", token="", timeout=0.5)
-            if status != 200 or not isinstance(body, dict):
-                continue
-            term, leader = body.get("term"), body.get("leader_id")
-            if (
-                isinstance(term, int)
-                and isinstance(leader, str)
-                and (best is None or term > best[0])
-            ):
-                best = (term, leader)
-        if best is not None:
-            self._term, self._leader = best
 
 
 def build_membership(
@@ -202,10 +167,9 @@ class HybridCoordinator:
         self.membership = membership
         self.backend: str | None = None
         self.raft_error: str | None = None
+        self.consensus: ConsensusBackend | None = None
         self.ledger: Ledger | None = None
         self.leadership: Leadership | None = None
-        self._bully: Any = None
-        self._remote: _RemoteLeadership | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.membership_started = False
         self.swim_recover_every = SWIM_RECOVER_EVERY  # s between checks (tests shorten it)
@@ -222,14 +186,13 @@ class HybridCoordinator:
                 self.config, self.inventory, self.node_id, self.flags
             )
 
-    def heartbeat_manager(self) -> Any | None:
+    def heartbeat_manager(self) -> HttpHeartbeatMembership | None:
         """The HTTP-heartbeat part of membership, whose /heartbeat route we serve."""
         m = self.membership
-        if m is None:
-            return None
-        if type(m).__name__ == "HttpHeartbeatMembership":
+        if isinstance(m, HttpHeartbeatMembership):
             return m
-        return getattr(m, "http", None)
+        http = getattr(m, "http", None)
+        return http if isinstance(http, HttpHeartbeatMembership) else None
 
     def open_consensus(self) -> None:
         """Create the consensus backend (synchronously; before the server starts)."""
@@ -241,39 +204,29 @@ class HybridCoordinator:
                 self.raft_error = str(exc)
                 log.error("raft unavailable: %s", exc)
         self.backend = choose_consensus(mode, self.is_voter, self.raft_error)
+        cfg, token = self.config, self.config.CLUSTER_KEY
+        consensus: ConsensusBackend
         if self.backend == RAFT:
-            # a Raft voter leads only while no Bully voter does (consensus.handover)
-            from ringrift_fleet.consensus.handover import HandoverRaft
-
-            self.ledger = HandoverRaft(
+            assert self.ledger is not None
+            consensus = RaftBackend(
                 self.ledger,
                 self.voters,
                 state_dir=self.state_dir,
-                token=self.config.CLUSTER_KEY,
-                lease=self.config.LEADER_LEASE_DURATION,
+                token=token,
+                lease=cfg.LEADER_LEASE_DURATION,
             )
-            self.leadership = self.ledger
         elif self.backend == BULLY:
-            from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
-
-            self._bully = BullyElection(
+            consensus = BullyBackend(
                 self.node_id,
                 self.voters,
-                lease=self.config.LEADER_LEASE_DURATION,
-                token=self.config.CLUSTER_KEY,
+                state_dir=self.state_dir,
+                token=token,
+                lease=cfg.LEADER_LEASE_DURATION,
             )
-            self.ledger = BullyLedger(self._bully, self.state_dir, token=self.config.CLUSTER_KEY)
-            self.leadership = self._bully
         else:
-            self._remote = _RemoteLeadership(self.voters, self.config.CLUSTER_KEY)
-            self.ledger = RemoteLedger(
-                self.node_id,
-                self._remote.leader_url,
-                self._remote.leader,
-                self._remote.term,
-                token=self.config.CLUSTER_KEY,
-            )
-            self.leadership = self._remote
+            consensus = RemoteBackend(self.node_id, self.voters, token=token)
+        self.consensus = consensus
+        self.ledger, self.leadership = consensus.ledger, consensus.leadership
 
     def _open_raft(self) -> Ledger:
         # pysyncobj is a hard dependency; imported here only so that non-voters do not
@@ -290,11 +243,8 @@ class HybridCoordinator:
     def routes(self) -> list[web.RouteDef]:
         """Routes the status server must mount for this coordinator."""
         out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY)
-        if self._bully is not None:
-            out += self._bully.routes()
-            out += self.ledger.routes()  # type: ignore[union-attr]
-        elif self.backend == RAFT:
-            out += self.ledger.routes()  # type: ignore[union-attr]
+        if self.consensus is not None:
+            out += self.consensus.routes()
         return out
 
     async def start(self, wait_for_leader: float | None = None) -> None:
@@ -326,13 +276,8 @@ class HybridCoordinator:
 
     async def _start(self) -> None:
         self.prepare()
-        if self._bully is not None:
-            await self._bully.start()
-            await self.ledger.start()  # type: ignore[union-attr]
-        elif self.backend == RAFT:
-            await self.ledger.start()  # type: ignore[union-attr]
-        if self._remote is not None:
-            self._tasks.append(asyncio.create_task(self._poll_remote(), name="leader-poll"))
+        if self.consensus is not None:
+            await self.consensus.start()
         if self.membership is not None:
             try:
                 await self.membership.start()
@@ -409,14 +354,6 @@ class HybridCoordinator:
             return "hybrid" if running else "http"
         return "swim"
 
-    async def _poll_remote(self) -> None:
-        assert self._remote is not None
-        while True:
-            await asyncio.to_thread(self._remote.poll_once)
-            if isinstance(self.ledger, RemoteLedger):
-                await asyncio.to_thread(self.ledger.refresh, 1.0)
-            await asyncio.sleep(1.0)
-
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -424,13 +361,8 @@ class HybridCoordinator:
         if self.membership is not None and self.membership_started:
             with contextlib.suppress(Exception):
                 await self.membership.stop()
-        if self._bully is not None:
-            await self._bully.stop()
-            await self.ledger.stop()  # type: ignore[union-attr]
-        elif self.ledger is not None:
-            if self.backend == RAFT:
-                await self.ledger.stop()  # type: ignore[attr-defined]
-            self.ledger.close()
+        if self.consensus is not None:
+            await self.consensus.stop()
 
     # --- the README's interface -----------------------------------------------------------
 

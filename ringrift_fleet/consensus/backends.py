@@ -1,0 +1,175 @@
+"""The three ways a coordinator takes part in consensus, behind one protocol.
+
+A voter runs Raft (:class:`RaftBackend`, the Raft ledger wrapped for the
+Bully<->Raft hand-over) or Bully (:class:`BullyBackend`, leases plus a
+replicated SQLite ledger); a host that is not a voter runs neither and follows
+whoever the voters say leads (:class:`RemoteBackend`).  The coordinator only
+chooses one (``hybrid_coordinator.choose_consensus``) and delegates to it: each
+backend knows its own routes, background tasks and shutdown order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from ringrift_fleet.consensus.api import Leadership, Ledger
+from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
+from ringrift_fleet.consensus.handover import HandoverRaft
+from ringrift_fleet.consensus.remote import RemoteLedger, http_json
+from ringrift_fleet.consensus.voters import Voter
+
+log = logging.getLogger(__name__)
+
+
+class ConsensusBackend(Protocol):
+    """What a coordinator needs from its consensus, whichever it is."""
+
+    @property
+    def name(self) -> str:
+        """One of raft, bully or remote, as /status reports it."""
+        ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def leadership(self) -> Leadership: ...
+
+    def routes(self) -> list[web.RouteDef]:
+        """Routes of this backend the :8770 server mounts (beside /consensus/op)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Stop background work and release files; the backend is not used again."""
+        ...
+
+
+class RaftBackend:
+    """Raft among the voters, leading only while no Bully voter leads (consensus.handover)."""
+
+    name = "raft"
+
+    def __init__(
+        self, raft: Ledger, voters: list[Voter], *, state_dir: Path, token: str, lease: float
+    ) -> None:
+        self.ledger = HandoverRaft(raft, voters, state_dir=state_dir, token=token, lease=lease)
+        self.leadership: Leadership = self.ledger
+
+    def routes(self) -> list[web.RouteDef]:
+        return self.ledger.routes()
+
+    async def start(self) -> None:
+        await self.ledger.start()
+
+    async def stop(self) -> None:
+        await self.ledger.stop()
+        self.ledger.close()
+
+
+class BullyBackend:
+    """Bully leases among the voters; the leader's SQLite ledger, pushed to the others."""
+
+    name = "bully"
+
+    def __init__(
+        self, node_id: str, voters: list[Voter], *, state_dir: Path, token: str, lease: float
+    ) -> None:
+        self.election = BullyElection(node_id, voters, lease=lease, token=token)
+        self.ledger = BullyLedger(self.election, state_dir, token=token)
+        self.leadership: Leadership = self.election
+
+    def routes(self) -> list[web.RouteDef]:
+        return self.election.routes() + self.ledger.routes()
+
+    async def start(self) -> None:
+        await self.election.start()
+        await self.ledger.start()
+
+    async def stop(self) -> None:
+        await self.election.stop()
+        await self.ledger.stop()  # closes its store
+
+
+class RemoteLeadership:
+    """A non-voter's view: the leader the voters report, newest term wins."""
+
+    def __init__(self, voters: list[Voter], token: str) -> None:
+        self.voters = voters
+        self.token = token
+        self._leader: str | None = None
+        self._term = 0
+
+    def is_leader(self) -> bool:
+        return False
+
+    def leader(self) -> str | None:
+        return self._leader
+
+    def term(self) -> int:
+        return self._term
+
+    def fence_token(self) -> str:
+        return f"{self._term}:{self._leader or '-'}"
+
+    def leader_url(self) -> str | None:
+        voter = next((v for v in self.voters if v.name == self._leader), None)
+        return voter.status_url if voter else None
+
+    def poll_once(self) -> None:
+        best: tuple[int, str] | None = None
+        for v in self.voters:
+            status, body = http_json(v.status_url + "/status", token="", timeout=0.5)
+            if status != 200 or not isinstance(body, dict):
+                continue
+            term, leader = body.get("term"), body.get("leader_id")
+            if (
+                isinstance(term, int)
+                and isinstance(leader, str)
+                and (best is None or term > best[0])
+            ):
+                best = (term, leader)
+        if best is not None:
+            self._term, self._leader = best
+
+
+class RemoteBackend:
+    """Not a voter: writes go to the leader, reads from a copy refreshed every second."""
+
+    name = "remote"
+    POLL_S = 1.0
+
+    def __init__(self, node_id: str, voters: list[Voter], *, token: str) -> None:
+        self.remote = RemoteLeadership(voters, token)
+        self.leadership: Leadership = self.remote
+        self.ledger: RemoteLedger = RemoteLedger(
+            node_id, self.remote.leader_url, self.remote.leader, self.remote.term, token=token
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="leader-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.remote.poll_once)
+                await asyncio.to_thread(self.ledger.refresh, 1.0)
+            except Exception as exc:  # a bad answer must not end the poll
+                log.warning("leader poll failed: %s", exc)
+            await asyncio.sleep(self.POLL_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.ledger.close()
