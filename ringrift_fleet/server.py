@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -51,7 +51,13 @@ def _client_fault(exc: BaseException | None) -> bool:
     return isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500
 
 
-class _ServerLog(logging.LoggerAdapter):
+if TYPE_CHECKING:
+    _LogAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # subscriptable at run time only from Python 3.11
+    _LogAdapter = logging.LoggerAdapter
+
+
+class _ServerLog(_LogAdapter):
     """aiohttp's request log, less one thing: it logs every malformed request (a bad
     request line, header or URL, already answered 400) as an ERROR with a traceback,
     so any client could fill the log.  Those are one DEBUG line; real errors keep theirs."""

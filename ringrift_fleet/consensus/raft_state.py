@@ -636,7 +636,8 @@ class RaftLedger(Ledger):
         node = self._sync._getLeader()
         if node is None:
             return None
-        return self._names.get(node.id, node.id)
+        name: str = self._names.get(node.id, node.id)
+        return name
 
     def term(self) -> int:
         return int(self._sync.raftCurrentTerm)

@@ -612,8 +612,8 @@ class Beat:
         if pruned is None:
             log.warning("pruning %d finished jobs refused: %s", len(ids), self.ledger.last_error)
             return 0
-        self.pruned_total += pruned
-        return pruned
+        self.pruned_total += int(pruned)
+        return int(pruned)
 
     # -- broker -> ledger ------------------------------------------------------------------------
 

@@ -125,7 +125,8 @@ class GameState:
         return [int(c) for c in counts[: self.num_players]]
 
     def filled_mask(self) -> NDArray[np.bool_]:
-        return self.owner[: self.board.size] != EMPTY
+        mask: NDArray[np.bool_] = self.owner[: self.board.size] != EMPTY
+        return mask
 
     def _same_count(self, cell: int) -> int:
         me = self.owner[cell]
