@@ -23,6 +23,12 @@ Keys (all strings; ``<id>`` is the job id):
 ``ringrift:deliveries:<id>:<attempt>``
     How many times this attempt was started.  Past ``MAX_REDELIVERIES`` the job is
     failed with a clear message instead of killing another worker.
+``ringrift:slot:<id>#<attempt>`` (scheduler side)
+    The send slot: ``"<leader fence>|claimed"`` taken with ``SET NX`` before a
+    leader sends an attempt, then ``"<leader fence>|sent"``.  Two leaders (or one
+    that restarted) never both send the same attempt.
+``ringrift:notified:<event>`` (scheduler side)
+    A webhook notification's dedupe mark: one message per event across leaders.
 ``ringrift:revoke:<id>`` (a pub/sub channel)
     :func:`withdraw_fence` deletes the fence and publishes the withdrawn token here,
     in one step.  A worker running the job listens while it runs
@@ -64,6 +70,18 @@ def done_key(job_id: str) -> str:
 
 def deliveries_key(job_id: str, attempt: int) -> str:
     return f"{PREFIX}:deliveries:{job_id}:{attempt}"
+
+
+SLOT_PREFIX = f"{PREFIX}:slot:"
+NOTIFIED_PREFIX = f"{PREFIX}:notified:"
+
+
+def slot_key(job_id: str, attempt: int) -> str:
+    return f"{SLOT_PREFIX}{job_id}#{attempt}"
+
+
+def notified_key(event: str) -> str:
+    return f"{NOTIFIED_PREFIX}{event}"
 
 
 def revoke_channel(job_id: str) -> str:

@@ -38,6 +38,7 @@ from redis.sentinel import Sentinel
 
 from ringrift_fleet.config import P2PConfig, parse_sentinels
 from ringrift_fleet.execution.broker import BROKER_ERRORS, mask_url
+from ringrift_fleet.execution.fencing import notified_key
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class FailoverWatch:
         if self.client is None:
             return True
         try:
-            key = f"ringrift:notified:broker_failover:{epoch}:{primary}"
+            key = notified_key(f"broker_failover:{epoch}:{primary}")
             return bool(self.client.set(key, "1", nx=True, ex=7 * 86400))
         except BROKER_ERRORS:
             return True  # better a duplicate event than none

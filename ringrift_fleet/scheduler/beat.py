@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth, discard_unacked, url_of
+from ringrift_fleet.execution.fencing import SLOT_PREFIX as SLOT_PREFIX  # re-exported
+from ringrift_fleet.execution.fencing import notified_key, slot_key
 from ringrift_fleet.execution.jobs import MAX_SOURCES
 from ringrift_fleet.metrics import JobDurations, SchedulerCounts
 from ringrift_fleet.models import JobStatus, JobType, WorkItem, games_prefix
@@ -66,9 +68,7 @@ log = logging.getLogger(__name__)
 RECORD_KIND = "scheduler.config"
 LEADER_KIND = "scheduler.leader"
 FULL_READ_EVERY_S = 300.0  # the view re-reads the whole ledger this often anyway
-SLOT_PREFIX = "ringrift:slot:"
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})  # Celery's: the attempt ended
-NOTIFIED_PREFIX = "ringrift:notified:"
 
 
 class Sender(Protocol):
@@ -800,7 +800,7 @@ class Beat:
         if self._broker_failed:
             self.sends_deferred += 1
             return  # the broker failed earlier in this tick: the next tick sends it
-        slot = SLOT_PREFIX + f"{w.work_id}#{attempt}"
+        slot = slot_key(w.work_id, attempt)
         ttl = int(self.fence_ttl_s)
         mine = f"{self._fence}|claimed"
         try:
@@ -844,7 +844,7 @@ class Beat:
         return bool(held == mine)
 
     def _mark_sent(self, job_id: str, attempt: int) -> None:
-        slot = SLOT_PREFIX + f"{job_id}#{attempt}"
+        slot = slot_key(job_id, attempt)
         try:
             self.redis.set(slot, f"{self._fence}|sent", xx=True, ex=int(self.fence_ttl_s))
             # WAIT 1 at the end of the tick: the slots, fences and messages (replicated
@@ -857,7 +857,7 @@ class Beat:
         self._sent_unmarked.discard((job_id, attempt))
 
     def _slot(self, job_id: str, attempt: int) -> str | None:
-        raw = self.redis.get(SLOT_PREFIX + f"{job_id}#{attempt}")
+        raw = self.redis.get(slot_key(job_id, attempt))
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def _reconcile_unsent(self, w: WorkItem, attempt: int, token: str) -> int:
@@ -904,7 +904,7 @@ class Beat:
             f"{w.work_id} attempt {attempt}: message lost by the broker; sent again"
             + (f" ({dropped} orphaned unacknowledged copy discarded)" if dropped else "")
         )
-        slot, ttl = SLOT_PREFIX + f"{w.work_id}#{attempt}", int(self.fence_ttl_s)
+        slot, ttl = slot_key(w.work_id, attempt), int(self.fence_ttl_s)
         self.redis.set(slot, f"{self._fence}|claimed", xx=True, ex=ttl)
         self._send(w, attempt, token)
         return 0
@@ -931,7 +931,7 @@ class Beat:
         )
 
     def _notify(self, n: Notify) -> None:
-        slot = NOTIFIED_PREFIX + n.slot
+        slot = notified_key(n.slot)
         if self.redis is not None and not self.redis.set(
             slot, self._fence or "", nx=True, ex=7 * 86400
         ):

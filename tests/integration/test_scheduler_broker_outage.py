@@ -22,8 +22,9 @@ from celery.result import AsyncResult
 
 from ringrift_fleet.execution.app import create_app
 from ringrift_fleet.execution.dispatch import send_job
+from ringrift_fleet.execution.fencing import SLOT_PREFIX
 from ringrift_fleet.models import JobStatus, JobType
-from ringrift_fleet.scheduler.beat import SLOT_PREFIX, Beat
+from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
 from ringrift_fleet.training import TrainingThresholds

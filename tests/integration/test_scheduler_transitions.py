@@ -23,6 +23,7 @@ import pytest
 import redis
 import yaml
 
+from ringrift_fleet.execution.fencing import slot_key
 from tests.support.celery_worker import Worker, cpu_worker_args, fleet_env, start_worker
 from tests.support.coordinators import LocalFleet, get_json
 from tests.support.procs import PYTHON, REPO, stop, wait_for
@@ -264,7 +265,7 @@ def test_broker_down_for_ten_seconds_loses_no_send_and_logs_a_few_lines(
             if w["status"] != "claimed":
                 continue
             attempt = state["assign"][job_id]["attempt"]
-            slot = t.r.get(f"ringrift:slot:{job_id}#{attempt}")
+            slot = t.r.get(slot_key(job_id, attempt))
             if slot is None or not slot.endswith(b"|sent"):
                 out.append(job_id)
         return out
