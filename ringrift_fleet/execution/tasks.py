@@ -347,8 +347,24 @@ def _task_body(job_type: str, name: str) -> Callable[..., dict[str, Any]]:
     return run
 
 
+BACKEND_RETRIES = 60  # about 30 s of Celery's jittered backoff, capped at 1 s a try
+
+
 def register_tasks(app: Celery, cfg: P2PConfig) -> None:
-    """Define the fleet's tasks on ``app`` with per-type time limits."""
+    """Define the fleet's tasks on ``app`` with per-type time limits.
+
+    Only an app that runs or calls tasks gets here (the coordinator never finalizes
+    its app), so this is also where the worker's result backend is told to retry
+    through a broker failover: without it, storing ``STARTED`` (before the job) or
+    ``SUCCESS`` (after it; with ``result_extended`` Celery first reads the old meta,
+    a read its backend does not retry) meets the dead primary and the task errors —
+    an attempt spent on a job that never ran, or a finished job that reports nothing.
+    The coordinator's reads keep failing fast (its tick retries them)."""
+    app.conf.update(
+        result_backend_always_retry=True,
+        result_backend_max_retries=BACKEND_RETRIES,
+        result_backend_max_sleep_between_retries_ms=1000,
+    )
     for job_type, name in TASK_NAMES.items():
         soft, hard = time_limits(cfg, job_type if job_type != "noop" else "sync")
         app.task(

@@ -179,3 +179,20 @@ def test_a_second_copy_of_a_running_attempt_reports_nothing(
         # another attempt's copy is still refused, with a reason
         stale = execute(copy, "selfplay", {**kwargs, "fence": {"token": "t9:j:a2", "attempt": 2}})
         assert stale["status"] == "refused" and "stale" in stale["reason"]
+
+
+def test_only_a_worker_retries_its_result_backend_through_an_outage() -> None:
+    """Celery storing STARTED or SUCCESS meets the dead primary: a worker's backend
+    retries (bounded) instead of erroring the task; the coordinator's reads, whose
+    tick retries them anyway, still fail fast (no tracebacks per retry in its log)."""
+    from ringrift_fleet.config import load_config
+    from ringrift_fleet.execution.app import create_app
+    from ringrift_fleet.execution.tasks import BACKEND_RETRIES
+
+    app = create_app(load_config({"RINGRIFT_BROKER_URL": "redis://127.0.0.1:1/0"}))
+    app.AsyncResult("j.a1")  # what the coordinator does: the app is never finalized
+    assert not app.conf.result_backend_always_retry
+    assert "ringrift.selfplay" in app.tasks  # a worker (or `celery call`) finalizes it
+    assert app.conf.result_backend_always_retry
+    assert app.conf.result_backend_max_retries == BACKEND_RETRIES
+    assert app.conf.result_backend_max_sleep_between_retries_ms == 1000
