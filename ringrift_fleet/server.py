@@ -203,7 +203,10 @@ class StatusServer:
         if host not in _ALL_OR_LOOPBACK:
             # on a private address, also on loopback: the host's own scripts,
             # health checks and `curl 127.0.0.1:8770/status` keep working
-            await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+            try:
+                await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+            except OSError as exc:  # taken on loopback: the private address still serves
+                log.warning("status server: not also on 127.0.0.1:%s (%s)", self.port, exc)
         self._task = asyncio.create_task(self._refresh_loop(), name="status-refresh")
 
     async def stop(self) -> None:
