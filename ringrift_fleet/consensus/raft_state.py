@@ -539,6 +539,12 @@ class RaftLedger(Ledger):
             journalFile=str(directory / f"{node_id}.journal"),
             fullDumpFile=str(directory / f"{node_id}.dump"),
             appendEntriesUseBatch=False,
+            # never split an entry into "transmission" chunks: pysyncobj marks the last
+            # chunk by the command's length, not the pickled entry's (protocol 2 pickles
+            # bytes >= 0x80 as two), so a large entry (adopt_state.v1 of a few hundred
+            # jobs) ends early on the followers, fails to unpickle, and is re-sent
+            # forever: the leader loses its quorum.  One TCP message per entry instead.
+            appendEntriesBatchSizeBytes=2**28,
             raftMinTimeout=settings.min_timeout,
             raftMaxTimeout=settings.max_timeout,
             appendEntriesPeriod=settings.append_entries_period,
