@@ -178,11 +178,12 @@ class BrokerFleet:
             self.spawn(h, "worker", argv, self.env(h))
 
     def status(self, host: str) -> dict[str, Any] | None:
-        return self.lab.http_json(self.ns(host), f"{STATUS}/status", timeout=2)
+        body = self.lab.http_json(self.ns(host), f"{STATUS}/status", timeout=2)
+        return body if isinstance(body, dict) else None
 
     def leader(self) -> str | None:
         views = [self.status(h) for h in self.names]
-        leaders = {v["node_id"] for v in views if v and v.get("role") == "leader"}
+        leaders = {str(v["node_id"]) for v in views if v and v.get("role") == "leader"}
         agreed = {v.get("leader_id") for v in views if v}
         if len(leaders) == 1 and agreed == leaders:
             return leaders.pop()

@@ -173,7 +173,7 @@ class SentinelSet:
     def _sentinels_see_each_other(self) -> bool:
         try:
             for s in self.sentinel:
-                m = self.sentinel_client(s.port).execute_command("SENTINEL MASTER", MASTER)
+                m = self.sentinel_client(s.port).execute_command("SENTINEL MASTER", MASTER)  # type: ignore[no-untyped-call]
                 if int(m["num-other-sentinels"]) < self.sentinels - 1:
                     return False
                 if int(m["num-slaves"]) < self.replicas:
@@ -188,7 +188,7 @@ class SentinelSet:
         for s in self.sentinel:
             try:
                 c = self.sentinel_client(s.port)
-                _, port = c.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", MASTER)
+                _, port = c.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", MASTER)  # type: ignore[no-untyped-call]
                 seen.add(int(port))
             except (redis.RedisError, TypeError):
                 return None
