@@ -628,14 +628,17 @@ class Beat:
         stored = self._stored_results()
         if stored is None:
             return changed
+        live: set[str] = set()  # task ids of the live attempts
         for w in list(self.view.items.values()):
             if not w.status.is_active or not w.claimed_by:
                 continue
             current = self.ledger.current(w.work_id)
             if current is None or current.node_id != w.claimed_by:
                 continue
+            task_id = task_id_for(w.work_id, current.attempt)
+            live.add(task_id)
             try:
-                state, value = self.read_result(task_id_for(w.work_id, current.attempt))
+                state, value = self.read_result(task_id)
             except BROKER_ERRORS as exc:
                 self.broker.failed("read task results", exc)
                 self._broker_failed = True
@@ -683,6 +686,11 @@ class Beat:
                 if ok and w.attempts < w.max_attempts:  # back to pending: tried again
                     self._replaced(w, "job_failed")
                 self._event(f"{w.work_type.value} {w.work_id} failed: {error}")
+        if self.lost_messages is not None:
+            # what it noted about attempts that started or ended since (a worker had
+            # taken the message, its run lease not yet there) would stay forever: one
+            # entry per such job, for as long as the coordinator runs
+            self.lost_messages.forget(live)
         return changed
 
     def _stored_results(self) -> dict[str, dict[str, Any]] | None:
