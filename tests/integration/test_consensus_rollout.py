@@ -1,13 +1,18 @@
-"""The seed's gradual rollout and the instant rollback, host by host, on 3 real coordinators.
+"""The seed's gradual rollout and the instant rollback, host by host, on 3 real coordinators
+with the scheduler and a CPU Celery worker each, running real (2 s) self-play jobs.
 
 Stage 0 (HTTP + Bully) -> 1 -> 2 -> 3 (Raft) -> 4 (Raft only) -> rollback (HTTP + Bully),
 then the Bully <-> Raft switch again in every restart order: the leader first,
 second ("middle"), last, and all at once.  /status of every node is sampled
 every 0.25 s.  Checks, per host step: never two nodes claiming leadership;
-leaderless at most LEADERLESS_MAX (the 2 s target is benchmarks/rollout.py's;
-the slack covers a loaded 2-core CI box).  Per switch: the ledger (work items,
-attempts and fences, records) is the same before and after, the leader's term
-only grows across backends, and the new backend takes writes.
+leaderless at most 2 s (measured from the samples, so over-estimated by up to one
+period); no live peer (up 6 s, not stopping) missing from a live node's peers.
+Per switch: the jobs and records written by the test are the same before and
+after, every scheduler job held before is held after (none gone back), the
+leader's term only grows across backends, and the new backend takes writes.
+Over the whole run: 0 jobs lost and 0 run twice, counted from the ledger, what
+each job's command recorded, Celery's results and the delivery counters; job
+ids contiguous (no placed job forgotten).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from tests.support.rollout import PLAN, JobSide, Rollout, Sampler, StagedFleet
 
 pytestmark = pytest.mark.integration
 
-LEADERLESS_MAX = 3.0
+LEADERLESS_MAX = 2.0
 
 
 @pytest.mark.timeout(600)
