@@ -1,19 +1,23 @@
 """The gradual rollout and the instant rollback on 3 real coordinators, as one JSON line.
 
 Runs tests/support/rollout.py's PLAN (stage 0 -> 1 -> 2 -> 3 -> 4 -> rollback, then the
-Bully <-> Raft switch in every restart order: leader first, middle, last, all at once),
+Bully <-> Raft switch in every restart order: leader first, middle, last, all at once)
+on 3 coordinators with the scheduler, one redis-server and a CPU Celery worker per host
+running real 2 s self-play jobs (a command that records each start, stop and end),
 sampling every node's /status every 0.25 s, and prints
 
   {"leaderless_max_s", "two_leaders_s", "false_dead_peers", "jobs_lost", "jobs_run_twice", ...}
 
 leaderless_max_s is the longest stretch without a leader in any host-by-host step (the
 all-at-once restarts have nobody up and are reported apart); two_leaders_s the sampled
-seconds with two nodes claiming leadership; false_dead_peers (observer, peer) pairs where
-a peer up for 6 s was missing from the observer's alive peers (once per pair per 10 s);
-jobs_lost / jobs_run_twice over every switch (a job whose attempt changed counts as run
-twice; no workers run here: this is the ledger's side of it).
+seconds with two nodes claiming leadership; false_dead_peers the stretches where a live
+peer (up 6 s, not told to stop) was missing from a live node's alive peers, each printed
+to stderr with its observer, peer and host step; jobs_lost / jobs_run_twice over every
+switch (the test's own ledger entries) and over the whole run (the scheduler's jobs:
+from the ledger, each job's own records, Celery's results and the delivery counters).
+With --verbose, each host step's leader timeline goes to stderr.
 
-  python benchmarks/rollout.py [--rounds N]
+  python benchmarks/rollout.py [--rounds N] [--verbose]
 """
 
 from __future__ import annotations
