@@ -48,28 +48,21 @@ def _local_systemd_version() -> int:
     return int(match.group(1))
 
 
-def render_units(out: Path, systemd_version: int) -> None:
-    """Render systemd/ with the roles' defaults, as the roles do on a host."""
-    (out / "ringrift-worker@cpu.service.d").mkdir(parents=True, exist_ok=True)
+def render_units(out: Path, *overrides: str) -> None:
+    """Render the roles' unit templates with the roles' defaults, as the roles do
+    on a host; each override is NAME=VALUE, an -e over those defaults."""
     extra: list[str] = []
-    for role in ("common", "coordinator", "worker", "flower"):
-        extra += ["-e", f"@{ROLES / role / 'defaults' / 'main.yml'}"]
+    for override in overrides:
+        extra += ["-e", override]
     proc = subprocess.run(
         [
             str(BIN / "ansible-playbook"),
             "-i",
             "localhost,",
             str(REPO / "tests" / "deploy" / "render_units.yml"),
-            *extra,  # the defaults first: later -e values win
-            "-e",
-            f"units_src={REPO / 'systemd'}",
             "-e",
             f"units_out={out}",
-            "-e",
-            f"common_systemd_version={systemd_version}",
-            # ExecStart= must name an executable that exists here for verify.
-            "-e",
-            f"common_venv={REPO / '.venv'}",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -78,6 +71,14 @@ def render_units(out: Path, systemd_version: int) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def _verifiable(systemd_version: int) -> tuple[str, ...]:
+    return (
+        f"common_systemd_version={systemd_version}",
+        # ExecStart= must name an executable that exists here for verify.
+        f"common_venv={REPO / '.venv'}",
+    )
 
 
 def verify(out: Path) -> subprocess.CompletedProcess[str]:
@@ -130,7 +131,7 @@ def test_ansible_lint_production_profile_is_clean() -> None:
 @pytest.mark.timeout(300)
 def test_rendered_units_verify_without_any_warning(tmp_path: Path) -> None:
     need(shutil.which("systemd-analyze") is not None, "systemd-analyze (package systemd)")
-    render_units(tmp_path, _local_systemd_version())
+    render_units(tmp_path, *_verifiable(_local_systemd_version()))
     rendered = (tmp_path / "ringrift-worker@.service").read_text()
     # What the issue asks of the worker unit, as rendered.
     for line in (
@@ -159,7 +160,7 @@ def test_verify_catches_a_key_this_systemd_does_not_know(tmp_path: Path) -> None
     need(shutil.which("systemd-analyze") is not None, "systemd-analyze (package systemd)")
     local = _local_systemd_version()
     need(local < 254, "a systemd older than 254, to render units it does not understand")
-    render_units(tmp_path, 254)
+    render_units(tmp_path, *_verifiable(254))
     proc = verify(tmp_path)
     assert "RestartSteps" in proc.stdout + proc.stderr
 
@@ -185,3 +186,40 @@ def test_the_documented_command_reads_the_projects_ansible_cfg() -> None:
     assert "DEFAULT_FORKS(" in dump and ") = 20" in dump, dump
     assert "INTERPRETER_PYTHON(" in dump and "auto_silent" in dump, dump
     assert f"DEFAULT_ROLES_PATH({REPO / 'ansible.cfg'}) = ['{REPO / 'ansible' / 'roles'}']" in dump
+
+
+@pytest.mark.timeout(180)
+def test_the_documented_units_in_systemd_dir_are_the_roles_units_rendered(
+    tmp_path: Path,
+) -> None:
+    """systemd/ holds the units as the roles install them with their defaults;
+    the templates in the roles are the one source, so an edit there that is not
+    re-rendered into systemd/ (systemd/README.md) fails here."""
+    render_units(tmp_path)
+    documented = REPO / "systemd"
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "README.md"
+        }
+
+    rendered, copies = files(tmp_path), files(documented)
+    assert sorted(copies) == sorted(rendered)
+    stale = [name for name in rendered if rendered[name] != copies[name]]
+    assert not stale, (
+        f"systemd/{stale} differ from the roles' templates; re-render them: "
+        "ansible-playbook -i localhost, tests/deploy/render_units.yml -e units_out=$PWD/systemd"
+    )
+
+
+def test_the_unit_snippets_each_role_carries_are_the_same() -> None:
+    """_restart.conf.j2 and _hardening.conf.j2 live in every role with a service
+    unit (a role is self-contained); the copies must not drift apart."""
+    for snippet in ("_restart.conf.j2", "_hardening.conf.j2"):
+        copies = {
+            role: (ROLES / role / "templates" / snippet).read_bytes()
+            for role in ("coordinator", "worker", "flower")
+        }
+        assert len(set(copies.values())) == 1, f"{snippet} differs between {sorted(copies)}"
