@@ -303,16 +303,37 @@ class BullyElection:
 
     async def stop(self) -> None:
         self.stopping = True  # pings now say we are no candidate: nobody defers to us
+        if self.is_leader():
+            await self._await_raft_successor(RAFT_SUCCESSOR_WAIT)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.is_leader():
             self._set_leader(False)
             await asyncio.sleep(SETTLE)  # our /status says so before a successor leads
-            await self.release_everywhere()  # a restart hands over now, not a lease later
+        # a restart hands over now, not a lease later (also after a yield or a lapsed
+        # lease: grants to us may still be live at the voters)
+        await self.release_everywhere()
         if self._session is not None:
             await self._session.close()
         self._set_leader(False)
+
+    async def _await_raft_successor(self, limit: float) -> None:
+        """Stopping as leader while a majority of voters run Raft (a host-by-host switch
+        to Raft): lead on (renewing) until their leader asks us to yield, at most
+        ``limit`` s, rather than leave nobody leading until they have elected one."""
+        if self._session is None or self._session.closed:
+            return
+        others = [v for v in self.voters if v.name != self.node_id]
+        deadline = self.clock() + limit
+        while self.is_leader() and self.clock() < deadline:
+            answers = await asyncio.gather(
+                *(self._call(v, "GET", "/consensus/bully/ping") for v in others)
+            )
+            raft = sum(1 for a in answers if a and a.get("backend") == "raft")
+            if raft <= len(self.voters) // 2:
+                return  # no Raft quorum to hand over to: give the lease back now
+            await asyncio.sleep(0.1)
 
     async def _run(self) -> None:
         while True:
@@ -442,6 +463,9 @@ FOLLOWER_PERIOD = 0.25  # s between a non-leader's rounds (at most; lease/4 if s
 # s a leader that steps down for a hand-over waits before its successor may lead: the
 # status server rebuilds /status at least every 0.25 s, so nobody sees two leaders
 SETTLE = 0.4
+# s a Bully leader that stops leads on while a Raft quorum elects its leader (which then
+# asks it to yield): a switch to Raft restarting the Bully leader last has no gap
+RAFT_SUCCESSOR_WAIT = 2.5
 
 
 class BullyLedger(Ledger):

@@ -348,7 +348,8 @@ class HandoverRaft(Ledger):
                 timeout=max(2.0, self.op_timeout + 1.0),
             )
             if status == 200 and isinstance(body, dict) and isinstance(body.get("state"), dict):
-                await self._adopt(body["state"], f"yield of {name}")
+                if await self._adopt(body["state"], f"yield of {name}"):
+                    await self._release_grants_of(name)
             else:
                 log.warning("handover: %s did not yield (%s %s)", name, status, body)
             return
@@ -365,6 +366,26 @@ class HandoverRaft(Ledger):
             self._open = True
         else:
             self._open = False
+
+    async def _release_grants_of(self, holder: str) -> None:
+        """``holder`` yielded to us: its Bully grants at the voters are void.  It gives
+        them back itself, but it may be stopping (its session closed): do it for it, so
+        the gate does not wait a lease for them to lapse."""
+        if self.book.grant is not None and self.book.grant.holder == holder:
+            self.book.grant = None
+        others = [v for v in self.voters if v.name not in (self.node_id, holder)]
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    http_json,
+                    v.status_url + "/consensus/bully/release",
+                    token=self.token,
+                    body={"holder": holder},
+                    timeout=0.5,
+                )
+                for v in others
+            )
+        )
 
     async def _fetch_store(self, name: str) -> dict[str, Any] | None:
         if name == self.node_id:
