@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.prereq import need
 
@@ -223,3 +224,15 @@ def test_the_unit_snippets_each_role_carries_are_the_same() -> None:
             for role in ("coordinator", "worker", "flower")
         }
         assert len(set(copies.values())) == 1, f"{snippet} differs between {sorted(copies)}"
+
+
+def test_every_role_has_a_readme_naming_each_of_its_variables() -> None:
+    """A role is read on its own: its README.md lists every default it has."""
+    for role in sorted(p for p in ROLES.iterdir() if p.is_dir()):
+        readme = (role / "README.md").read_text()
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+        missing = [name for name in defaults if f"| `{name}` |" not in readme]
+        assert not missing, f"{role.name}/README.md does not list {missing}"
+        meta = yaml.safe_load((role / "meta" / "main.yml").read_text())
+        wanted = [] if role.name == "common" else [{"role": "common"}]
+        assert meta["dependencies"] == wanted, role.name
