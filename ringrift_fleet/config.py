@@ -133,8 +133,11 @@ class P2PConfig:
     # --- Raft / Bully consensus ----------------------------------------------------
     RAFT_PORT: int = 4321
     RAFT_PASSWORD: str = ""  # "" = derived from CLUSTER_KEY
-    RAFT_MIN_TIMEOUT: float = 0.4  # election timeout range, s
-    RAFT_MAX_TIMEOUT: float = 0.8
+    # Election timeout range, s.  0.8 s is eight missed heartbeats: a leader whose
+    # process is starved of CPU for half a second on a busy host (seen at 0.5-0.9 s
+    # with load 10 on 2 cores) keeps its leadership; a dead one is replaced in ~1-2 s.
+    RAFT_MIN_TIMEOUT: float = 0.8
+    RAFT_MAX_TIMEOUT: float = 1.6
     RAFT_APPEND_ENTRIES_PERIOD: float = 0.1  # leader heartbeat, s
     RAFT_TICK_PERIOD: float = (
         0.05  # pysyncobj tick thread's poll timeout, s (idle CPU vs timer slack)
