@@ -30,8 +30,11 @@ else
     deploy_pid=$!
 fi
 
-echo "== unit, integration, cluster (deploy level alongside: $OUT/deploy.log)"
-"$PY" -m pytest "${ARGS[@]}" --basetemp="$OUT/main-tmp" tests/unit tests/integration tests/cluster
+# The heaviest level (ten namespaced hosts under chaos) first, while the deploy
+# lane is still building and deploying its containers; the deploy lane's timed
+# checks (a roll, a 5-minute hold) then run beside the lighter levels.
+echo "== cluster, integration, unit (deploy level alongside: $OUT/deploy.log)"
+"$PY" -m pytest "${ARGS[@]}" --basetemp="$OUT/main-tmp" tests/cluster tests/integration tests/unit
 main_rc=$?
 
 if [ -n "$deploy_pid" ]; then

@@ -374,7 +374,8 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     probe = selfplay(400)
     bed.ctl([*celery, "result", probe], env=env, timeout=120)
     took = _poll("the probe job's run time", lambda: _run_seconds(bed, probe), 60)
-    games = max(400, min(100_000, int(400 * 45 / max(took, 0.01))))
+    # ~100 s of work: it must outlast the play's steps before the drain, even on a busy box
+    games = max(400, min(200_000, int(400 * 100 / max(took, 0.01))))
     task_id = selfplay(games)
 
     def running_on() -> str | None:
