@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -292,13 +293,35 @@ class LeaderSampler:
         end = time.monotonic() + self.limit_s
         while not self._stop.is_set() and time.monotonic() < end:
             t = time.monotonic()
-            views = {h: _status(self.bed, h) for h in self.hosts}
-            named = {str(v["leader_id"]) for v in views.values() if v and v.get("leader_id")}
-            # Leaderless: no voter that answers names a leader (one restarting
-            # voter that has not heard from the leader yet is not an outage).
-            leader = named.pop() if len(named) == 1 else (None if not named else "<split>")
+            with ThreadPoolExecutor(len(self.hosts)) as pool:  # one moment, not three
+                views = dict(zip(self.hosts, pool.map(self._status, self.hosts), strict=True))
+            leader = self.leader_of(views)
             self.samples.append((t, leader, {h: v for h, v in views.items() if v}))
             time.sleep(max(0.0, 0.5 - (time.monotonic() - t)))
+
+    def _status(self, host: str) -> dict[str, object] | None:
+        return _status(self.bed, host)
+
+    @staticmethod
+    def leader_of(views: dict[str, dict[str, object] | None]) -> str | None:
+        """The leader of one sample: ``"<split>"`` when two voters claim leadership in
+        the same term (two leaders); else the one leader every answering voter names;
+        else, mid-handover (the voters have not all heard yet), the claimant of the
+        newest term; None (leaderless) when nobody leads.  One restarting voter that
+        has not heard from the leader yet is not an outage."""
+        named = {str(v["leader_id"]) for v in views.values() if v and v.get("leader_id")}
+        claims = {
+            h: int(str(v.get("term") or 0))
+            for h, v in views.items()
+            if v and v.get("role") == "leader"
+        }
+        if len(set(claims.values())) < len(claims):
+            return "<split>"
+        if len(named) == 1:
+            return named.pop()
+        if claims:
+            return max(claims, key=lambda h: claims[h])
+        return None
 
     def __enter__(self) -> LeaderSampler:
         self._thread.start()
