@@ -589,6 +589,8 @@ class JobSide:
         lost += sorted(j for j, w in jobs.items() if w["status"] == "failed")
         # ran to the end, but the ledger never took the result
         lost += sorted(j for j in done if j in jobs and jobs[j]["status"] != "completed")
+        # started on a worker (so it was placed and sent) but unknown to the ledger
+        lost += sorted(j for j in set(started) | set(done) if j not in jobs and j not in seen)
         twice = {j for j, a in done.items() if len(a) > 1}  # ran to the end twice
         for j, w in jobs.items():
             results = self.celery_results(j, w["attempts"])
@@ -609,5 +611,7 @@ class JobSide:
             "twice": sorted(twice)[:10],
             "replaced": sum(w["attempts"] > 1 for w in jobs.values()),
             "stopped_attempts": stopped,
-            "ids_contiguous": ids == list(range(ids[0], ids[0] + len(ids))) if ids else True,
+            # ids a leader numbered but never committed (a write lost with a stopping
+            # leader): no job behind them ran (that would count as lost above)
+            "ids_skipped": sorted(set(range(ids[0], ids[-1] + 1)) - set(ids))[:20] if ids else [],
         }
