@@ -24,7 +24,15 @@ from typing import TypeVar
 
 import pytest
 
-from tests.deploy.testbed import SCRIPTS, SECRETS, VENV_BIN, NspawnTestbed, exclusive, recap
+from tests.deploy.testbed import (
+    BUSY_BOX_ENV,
+    SCRIPTS,
+    SECRETS,
+    VENV_BIN,
+    NspawnTestbed,
+    exclusive,
+    recap,
+)
 from tests.support.prereq import need, need_root
 
 pytestmark = pytest.mark.deploy
@@ -359,7 +367,7 @@ def test_a_config_roll_moves_leadership_at_most_once_then_holds(fleet: Fleet) ->
             "--tags",
             "config",
             "-e",
-            '{"common_extra_env": {"RINGRIFT_ROLL": "1"}}',
+            json.dumps({"common_extra_env": {**BUSY_BOX_ENV, "RINGRIFT_ROLL": "1"}}),
         )
         time.sleep(2)
     out = deploy.stdout + deploy.stderr
