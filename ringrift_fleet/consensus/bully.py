@@ -44,6 +44,19 @@ from ringrift_fleet.http_input import bearer_ok, read_json_object
 log = logging.getLogger(__name__)
 
 
+def replicate_fields(body: dict[str, Any]) -> tuple[dict[str, Any], int, int] | web.Response:
+    """``op``, ``seq`` and ``epoch`` of a ``/consensus/bully/replicate`` body, or the 400
+    that names the bad field (Bully followers and Raft voters in a switch both take it)."""
+    op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
+    if not isinstance(op, dict):
+        return web.json_response({"error": "field 'op': expected an object"}, status=400)
+    for name, value in (("seq", seq), ("epoch", epoch)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return web.json_response({"error": f"field '{name}': expected an integer"}, status=400)
+    assert isinstance(seq, int) and isinstance(epoch, int)
+    return op, seq, epoch
+
+
 def store_route(get_store: Callable[[], SqliteStore | None], token: str) -> web.RouteDef:
     """``GET /consensus/bully/store``: this voter's Bully SQLite copy, whatever backend
     runs now (a Raft voter keeps the one it had, for the hand-over)."""
@@ -629,15 +642,10 @@ class BullyLedger(Ledger):
     def routes(self) -> list[web.RouteDef]:
         async def post_replicate(request: web.Request) -> web.Response:
             body = await read_json_object(request)
-            op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
-            if not isinstance(op, dict):
-                return web.json_response({"error": "field 'op': expected an object"}, status=400)
-            for name, value in (("seq", seq), ("epoch", epoch)):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    return web.json_response(
-                        {"error": f"field '{name}': expected an integer"}, status=400
-                    )
-            assert isinstance(seq, int) and isinstance(epoch, int)
+            fields = replicate_fields(body)
+            if isinstance(fields, web.Response):
+                return fields
+            op, seq, epoch = fields
             if epoch < self.election.term() or self.election.is_leader():
                 return web.json_response({"ack": False, "reason": "stale epoch"})
             if epoch != self._synced_epoch:

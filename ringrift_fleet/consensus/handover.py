@@ -51,7 +51,7 @@ from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
-from ringrift_fleet.consensus.bully import SETTLE, LeaseBook, store_route
+from ringrift_fleet.consensus.bully import SETTLE, LeaseBook, replicate_fields, store_route
 from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
@@ -526,15 +526,10 @@ class HandoverRaft(Ledger):
             if not bearer_ok(request, self.token):
                 return web.json_response({"error": "needs Authorization: Bearer"}, status=401)
             body = await read_json_object(request)
-            op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
-            if not isinstance(op, dict):
-                return web.json_response({"error": "field 'op': expected an object"}, status=400)
-            for name, value in (("seq", seq), ("epoch", epoch)):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    return web.json_response(
-                        {"error": f"field '{name}': expected an integer"}, status=400
-                    )
-            assert isinstance(seq, int) and isinstance(epoch, int)
+            fields = replicate_fields(body)
+            if isinstance(fields, web.Response):
+                return fields
+            op, seq, epoch = fields
             return web.json_response(
                 await self.hold_bully_write(op, seq, epoch, body.get("leader"))
             )
