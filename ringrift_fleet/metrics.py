@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -40,6 +41,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from ringrift_fleet.histograms import LEDGER_OP_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class Probes:
     queues: Mapping[str, int] = field(default_factory=dict)
     leader_changes: int = 0
     webhooks: Mapping[str, int] = field(default_factory=dict)  # outcome -> count
+    # (op, outcome) -> (cumulative counts, +Inf last; sum of seconds): Ledger.op_latency
+    ledger_ops: Mapping[tuple[str, ...], tuple[Sequence[int], float]] = field(default_factory=dict)
+    ledger_op_buckets: Sequence[float] = LEDGER_OP_BUCKETS
     # this host's workers' reports (execution/worker_report.py): worker -> report
     workers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -187,6 +193,29 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
             gauge(
                 "ringrift_swim_local_health_multiplier", "Lifeguard local health (0 = healthy)"
             ).add_metric([node], lhm)
+        for key, name, doc in (
+            ("probes", "ringrift_swim_probes", "SWIM probes (pings) this node sent"),
+            (
+                "probe_failures",
+                "ringrift_swim_probe_failures",
+                "SWIM probes no one answered in time (each starts a suspicion)",
+            ),
+            (
+                "refutations",
+                "ringrift_swim_refutations",
+                "suspicions of this node that it refuted (false suspicions)",
+            ),
+        ):
+            value = _num(health.get(key))
+            if value is not None:
+                counter(name, doc).add_metric([node], value)
+        fallback = health.get("fallback")
+        saved = _num(fallback.get("suspicions_avoided")) if isinstance(fallback, Mapping) else None
+        if saved is not None:
+            counter(
+                "ringrift_swim_suspicions_avoided",
+                "failed UDP probes the TCP fallback answered (no suspicion started)",
+            ).add_metric([node], saved)
         rec = _num(health.get("recoveries"))
         if rec is not None:
             counter("ringrift_swim_recoveries", "SWIM transport restarts").add_metric([node], rec)
@@ -225,6 +254,18 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
         counter(
             "ringrift_ledger_pruned_jobs", "finished jobs folded into history records"
         ).add_metric([node], _num(queue.get("pruned")) or 0.0)
+    if probes.ledger_ops:
+        ops = HistogramMetricFamily(
+            "ringrift_ledger_op_duration_seconds",
+            "from proposing a ledger operation on this node (its own, or one a non-voter "
+            "forwarded) until it was committed and applied, or refused",
+            labels=("node", "op", "outcome"),
+        )
+        les = [str(le) for le in probes.ledger_op_buckets] + ["+Inf"]
+        for (op, outcome), (cumulative, total) in sorted(probes.ledger_ops.items()):
+            buckets = list(zip(les, (float(n) for n in cumulative), strict=True))
+            ops.add_metric([node, op.removesuffix(".v1"), outcome], buckets, total)
+        out.append(ops)
     jobs = gauge("ringrift_jobs", "ledger jobs by type and state", ("job_type", "state"))
     for (kind, state), n in sorted(probes.jobs.items()):
         jobs.add_metric([node, kind, state], float(n))
@@ -284,6 +325,18 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
             value = _num(h.get(key))
             if value is not None:
                 gauge(name, doc).add_metric([node], value / 100.0)
+        for key, name, doc in (
+            (
+                "load_score",
+                "ringrift_host_load_score",
+                "the scheduler's composite load of this host (0-1; no new work above "
+                "LOAD_MAX_FOR_NEW_JOBS)",
+            ),
+            ("load1", "ringrift_host_load1", "1-minute load average of this host"),
+        ):
+            value = _num(h.get(key))
+            if value is not None:
+                gauge(name, doc).add_metric([node], value)
         gauge("ringrift_host_has_gpu", "1 when this host has a GPU").add_metric(
             [node], 1.0 if h.get("has_gpu") else 0.0
         )
@@ -433,7 +486,12 @@ class FleetCollector(Collector):
                 else:
                     from ringrift_fleet.resources import probe_resources
 
-                    self._host = probe_resources(str(self.node.config.state_dir)).to_dict()
+                    probed = probe_resources(str(self.node.config.state_dir))
+                    self._host = {
+                        **probed.to_dict(),
+                        "load_score": probed.load_score,
+                        "load1": os.getloadavg()[0],
+                    }
             except Exception as exc:
                 log.debug("metrics: resource probe failed: %s", exc)
         return self._host
@@ -491,6 +549,8 @@ class FleetCollector(Collector):
             changes = self._count_leader_change(status)
             queues, errors = dict(self._queues), self._broker_errors
             workers = dict(self._workers) if broker_up else {}
+        latency = getattr(self.node.ledger, "op_latency", None)
+        ledger_ops = latency.snapshot() if isinstance(latency, Histogram) else {}
         critical = _num(getattr(self.node.config, "DISK_CRITICAL_THRESHOLD", None))
         return Probes(
             jobs=jobs,
@@ -503,6 +563,8 @@ class FleetCollector(Collector):
             leader_changes=changes,
             webhooks=_webhook_stats(),
             workers=workers,
+            ledger_ops=ledger_ops,
+            ledger_op_buckets=latency.buckets if isinstance(latency, Histogram) else (),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -533,30 +595,15 @@ class JobDurations:
     """
 
     def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self._lock = threading.Lock()
-        self._counts: dict[str, list[int]] = {}  # per bucket, +Inf last (not cumulative)
-        self._sums: dict[str, float] = {}
+        self._hist = Histogram(buckets)
+        self.buckets = self._hist.buckets
 
     def observe(self, job_type: str, seconds: float) -> None:
-        seconds = max(0.0, float(seconds))
-        i = next((k for k, le in enumerate(self.buckets) if seconds <= le), len(self.buckets))
-        with self._lock:
-            counts = self._counts.setdefault(job_type, [0] * (len(self.buckets) + 1))
-            counts[i] += 1
-            self._sums[job_type] = self._sums.get(job_type, 0.0) + seconds
+        self._hist.observe((job_type,), seconds)
 
     def snapshot(self) -> dict[str, tuple[list[int], float]]:
         """job type -> (cumulative counts per bucket, +Inf last; sum of seconds)."""
-        with self._lock:
-            out = {}
-            for kind, counts in self._counts.items():
-                total, cumulative = 0, []
-                for n in counts:
-                    total += n
-                    cumulative.append(total)
-                out[kind] = (cumulative, self._sums[kind])
-            return out
+        return {key[0]: value for key, value in self._hist.snapshot().items()}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.histograms import LEDGER_OP_BUCKETS, Histogram
 from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Ledger(ABC):
 
     def __init__(self) -> None:
         self.last_error: str | None = None
+        # (op, ok|refused) -> seconds from proposing to commit or refusal (/metrics)
+        self.op_latency = Histogram(LEDGER_OP_BUCKETS)
 
     # --- what a backend provides -----------------------------------------------------
 
@@ -120,9 +123,17 @@ class Ledger(ABC):
 
     # --- the typed interface -------------------------------------------------------------
 
+    def timed_propose(self, op: dict[str, Any]) -> sm.Result:
+        """:meth:`propose`, its wait recorded in :attr:`op_latency`."""
+        started = time.perf_counter()
+        result = self.propose(op)
+        outcome = "ok" if result.get("ok") else "refused"
+        self.op_latency.observe((str(op.get("op")), outcome), time.perf_counter() - started)
+        return result
+
     def _do(self, name: str, **args: Any) -> sm.Result:
         op = sm.make_op(name, now=self.clock(), term=self.term(), **args)
-        result = self.propose(op)
+        result = self.timed_propose(op)
         self.last_error = None if result.get("ok") else str(result.get("reason"))
         if not result.get("ok"):
             log.debug("%s refused: %s", name, self.last_error)

@@ -58,7 +58,7 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
             or ledger.is_leader()
         ):
             op["term"] = ledger.term()
-        result = await asyncio.to_thread(ledger.propose, op)
+        result = await asyncio.to_thread(ledger.timed_propose, op)
         return web.json_response(result)
 
     async def get_state(request: web.Request) -> web.Response:

@@ -310,6 +310,9 @@ class SwimMembershipManager:
             "datagrams_sent": stats.sent if stats else 0,
             "datagrams_received": stats.received if stats else 0,
             "dropped": dict(stats.dropped) if stats else {},
+            "probes": stats.probes if stats else 0,
+            "probe_failures": stats.probe_failures if stats else 0,
+            "refutations": stats.refutations if stats else 0,
             "core_errors": transport.errors if transport else 0,
             "fallback": {
                 "listening": bool(transport and transport.fallback_error is None),

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ringrift_fleet.histograms import Histogram
 from ringrift_fleet.metrics import (
     FleetCollector,
     Probes,
@@ -60,6 +61,21 @@ STATUS: dict[str, Any] = {
         "dead_hosts": ["n3"],
     },
     "queues_without_consumers": {"queues": [{"queue": "training.t3", "messages": 2}]},
+    "swim_raft": {
+        "swim": {
+            "health": {
+                "datagrams_sent": 30,
+                "datagrams_received": 28,
+                "dropped": {"malformed": 1},
+                "probes": 20,
+                "probe_failures": 3,
+                "refutations": 1,
+                "fallback": {"suspicions_avoided": 2},
+                "local_health_multiplier": 0,
+                "recoveries": 0,
+            }
+        }
+    },
     "uptime_s": 12.5,
     "snapshot_age_s": 0.1,
 }
@@ -232,3 +248,57 @@ def test_leader_changes_are_counted_as_observed() -> None:
         status.update(leader_id=leader, term=term)
         probes = collector.probes(collector.status())
     assert probes.leader_changes == 2
+
+
+def test_swim_probes_refutations_and_host_load() -> None:
+    probes = Probes(host={"cpu_percent": 50.0, "load_score": 0.42, "load1": 3.5})
+    got = samples(STATUS, probes)
+    assert value(got, "ringrift_swim_probes_total") == 20
+    assert value(got, "ringrift_swim_probe_failures_total") == 3
+    assert value(got, "ringrift_swim_refutations_total") == 1
+    assert value(got, "ringrift_swim_suspicions_avoided_total") == 2
+    assert value(got, "ringrift_swim_dropped_datagrams_total", reason="malformed") == 1
+    assert value(got, "ringrift_host_load_score") == pytest.approx(0.42)
+    assert value(got, "ringrift_host_load1") == pytest.approx(3.5)
+    # HTTP membership (no SWIM health): no SWIM series at all, rather than zeros
+    quiet = samples({k: v for k, v in STATUS.items() if k != "swim_raft"}, Probes())
+    assert not [name for name, _ in quiet if name.startswith("ringrift_swim_")]
+
+
+def test_ledger_op_latency_is_a_histogram_per_op_and_outcome() -> None:
+    hist = Histogram((0.01, 0.1))
+    for op, outcome, s in (
+        ("add_work.v1", "ok", 0.004),
+        ("add_work.v1", "ok", 0.05),
+        ("claim_work.v1", "refused", 2.0),
+    ):
+        hist.observe((op, outcome), s)
+    got = samples(STATUS, Probes(ledger_ops=hist.snapshot(), ledger_op_buckets=hist.buckets))
+    name = "ringrift_ledger_op_duration_seconds"
+    assert value(got, f"{name}_bucket", op="add_work", outcome="ok", le="0.01") == 1
+    assert value(got, f"{name}_bucket", op="add_work", outcome="ok", le="0.1") == 2
+    assert value(got, f"{name}_count", op="add_work", outcome="ok") == 2
+    assert value(got, f"{name}_sum", op="add_work", outcome="ok") == pytest.approx(0.054)
+    assert value(got, f"{name}_bucket", op="claim_work", outcome="refused", le="0.1") == 0
+    assert value(got, f"{name}_bucket", op="claim_work", outcome="refused", le="+Inf") == 1
+
+
+def test_the_ledger_times_every_operation_it_proposes() -> None:
+    from tests.support.memory_ledger import MemoryLedger
+
+    ledger = MemoryLedger("n1")
+    assert ledger.add_work("a", {})
+    assert ledger.claim_work("a", "n1")
+    assert not ledger.claim_work("nothing-by-this-id", "n1")  # refused by the state machine
+    snap = ledger.op_latency.snapshot()
+    assert sorted(snap) == [
+        ("add_work.v1", "ok"),
+        ("claim_work.v1", "ok"),
+        ("claim_work.v1", "refused"),
+    ]
+    assert all(counts[-1] == 1 for counts, _ in snap.values())
+
+
+def test_histogram_buckets_must_increase() -> None:
+    with pytest.raises(ValueError, match="increase"):
+        Histogram((0.1, 0.01))
