@@ -162,8 +162,9 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
             members.add_metric([node, state], value)
     alive = gauge(
         "ringrift_member_alive",
-        "1 if this node sees the host alive, 0 if suspect or dead",
-        ("host",),
+        "1 if this node sees the member (host) alive, 0 if suspect or dead "
+        "(not `host`: Prometheus targets carry that label)",
+        ("member",),
     )
     listed = membership.get("members")
     if isinstance(listed, Mapping):

@@ -119,7 +119,8 @@ def fast_rules(path: Path) -> None:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
-    f = LocalFleet(tmp_path / "fleet", voters=1, non_voters=1)
+    swim = {"RINGRIFT_SWIM_ENABLED": "true", "RINGRIFT_MEMBERSHIP_MODE": "swim"}
+    f = LocalFleet(tmp_path / "fleet", voters=1, non_voters=1, extra_env=swim)
     try:
         f.start_all()
         yield f
@@ -169,8 +170,21 @@ def test_prometheus_scrapes_two_coordinators_and_fires_no_leader(
         assert len(query(port, "ringrift_term")) == 2
         assert len(query(port, 'ringrift_work_items{state="pending"}')) == 2
         assert len(query(port, "ringrift_raft_commit_index")) == 1  # the voter only
-        hosts = {r["metric"]["host"] for r in query(port, "ringrift_member_alive == 1")}
-        assert hosts == {"n0", "n1"}
+        # each node's view of each member (the target's own label is `host`)
+        assert wait_for(lambda: len(query(port, "ringrift_member_alive == 1")) == 4, 10, 0.25)
+        views = {
+            (r["metric"]["node"], r["metric"]["member"])
+            for r in query(port, "ringrift_member_alive == 1")
+        }
+        assert views == {("n0", "n0"), ("n0", "n1"), ("n1", "n0"), ("n1", "n1")}
+        # SWIM at work on both nodes, and the ledger's write latency on the leader
+        probing = "ringrift_swim_probes_total > 0"
+        assert wait_for(lambda: len(query(port, probing)) == 2, 15, 0.25), query(port, probing)
+        assert len(query(port, "ringrift_swim_refutations_total")) == 2
+        writes = query(port, "sum by (node) (ringrift_ledger_op_duration_seconds_count)")
+        assert [r["metric"]["node"] for r in writes] == [leader]
+        p99 = "histogram_quantile(0.99, sum by (le) (ringrift_ledger_op_duration_seconds_bucket))"
+        assert 0 < float(query(port, p99)[0]["value"][1]) <= 5.0
         # before the first scrapes there is no leader to see: once one is scraped, no alert
         assert wait_for(lambda: not firing(port, "RingriftNoLeader"), 15, 0.25)
 
@@ -182,5 +196,17 @@ def test_prometheus_scrapes_two_coordinators_and_fires_no_leader(
             f"RingriftNoLeader firing {time.monotonic() - killed:.1f}s after the kill"
         )
         assert wait_for(lambda: firing(port, "RingriftCoordinatorDown"), 20, 0.25)
+        # the survivor's own view of the dead leader, as its members by state say
+        gone = 'ringrift_members{node="n1",state=~"suspect|dead"} > 0'
+        assert wait_for(lambda: len(query(port, gone)) == 1, 20, 0.25), query(
+            port, "ringrift_members"
+        )
+        assert wait_for(lambda: firing(port, "RingriftHostDead"), 20, 0.25), api(port, "alerts")
+        dead = [
+            a["labels"]["member"]
+            for a in api(port, "alerts")["alerts"]
+            if a["labels"]["alertname"] == "RingriftHostDead" and a["state"] == "firing"
+        ]
+        assert dead == ["n0"]
     finally:
         stop(proc)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.coordinators import CLUSTER_KEY, LocalFleet, get_json, make_op, post_json
 from tests.support.procs import PYTHON, REPO, free_port
@@ -63,6 +64,20 @@ def test_health_and_prometheus_metrics(single: LocalFleet) -> None:
     assert 'ringrift_is_leader{node="n0"} 1' in text
     assert "# TYPE ringrift_work_items gauge" in text
     assert 'ringrift_work_items{node="n0",state="pending"}' in text
+    # host load, and how long ledger writes take: one through /consensus/op, timed
+    assert 'ringrift_host_load_score{node="n0"}' in text
+    assert single.op("n0", make_op("add_work.v1", work_id="timed", payload={}))["ok"]
+    with urllib.request.urlopen(url + "/metrics", timeout=2) as resp:
+        after = {
+            (s.name, s.labels.get("op"), s.labels.get("outcome"), s.labels.get("le")): s.value
+            for fam in text_string_to_metric_families(resp.read().decode())
+            for s in fam.samples
+        }
+    name = "ringrift_ledger_op_duration_seconds"
+    count = after[(f"{name}_count", "add_work", "ok", None)]
+    assert count >= 1
+    assert after[(f"{name}_bucket", "add_work", "ok", "+Inf")] == count
+    assert 0 < after[(f"{name}_sum", "add_work", "ok", None)] < 2.0 * count  # within op_timeout
 
 
 @pytest.mark.timeout(60)

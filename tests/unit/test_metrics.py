@@ -121,9 +121,9 @@ def test_families_cover_leadership_membership_ledger_and_training() -> None:
     assert value(got, "ringrift_leader", leader="n1") == 1
     assert value(got, "ringrift_leader_changes_total") == 2
     assert value(got, "ringrift_members", state="dead") == 1
-    assert value(got, "ringrift_member_alive", host="n3") == 0
-    assert value(got, "ringrift_member_alive", host="n2") == 1
-    assert value(got, "ringrift_member_alive", host="n1") == 1  # itself
+    assert value(got, "ringrift_member_alive", member="n3") == 0
+    assert value(got, "ringrift_member_alive", member="n2") == 1
+    assert value(got, "ringrift_member_alive", member="n1") == 1  # itself
     assert value(got, "ringrift_raft_commit_index") == 42
     assert value(got, "ringrift_raft_has_quorum") == 1
     assert value(got, "ringrift_work_items", state="pending") == 3
