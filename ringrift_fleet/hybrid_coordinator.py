@@ -185,6 +185,8 @@ class HybridCoordinator:
             self.membership = build_membership(
                 self.config, self.inventory, self.node_id, self.flags
             )
+        if self.consensus is not None and self.membership is not None:
+            self.consensus.watch_peers(self.membership.is_peer_alive)
 
     def heartbeat_manager(self) -> HttpHeartbeatMembership | None:
         """The HTTP-heartbeat part of membership, whose /heartbeat route we serve."""

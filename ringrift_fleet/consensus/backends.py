@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -24,6 +25,8 @@ from ringrift_fleet.consensus.remote import RemoteLedger, http_json
 from ringrift_fleet.consensus.voters import Voter
 
 log = logging.getLogger(__name__)
+
+PEER_VIEW_EVERY_S = 0.2  # how stale membership's verdict may be when Raft weighs it
 
 
 class ConsensusBackend(Protocol):
@@ -44,11 +47,23 @@ class ConsensusBackend(Protocol):
         """Routes of this backend the :8770 server mounts (beside /consensus/op)."""
         ...
 
+    def watch_peers(self, is_alive: Callable[[str], bool]) -> None:
+        """Membership's verdict on a peer (called on the event loop), for consensus
+        to weigh beside its own timeouts; before start."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None:
         """Stop background work and release files; the backend is not used again."""
         ...
+
+
+@runtime_checkable
+class PeerViewSink(Protocol):
+    """A ledger that weighs membership's view of the voters (the Raft ledger)."""
+
+    def set_peer_view(self, alive: Mapping[str, bool]) -> None: ...
 
 
 class RaftBackend:
@@ -61,14 +76,38 @@ class RaftBackend:
     ) -> None:
         self.ledger = HandoverRaft(raft, voters, state_dir=state_dir, token=token, lease=lease)
         self.leadership: Leadership = self.ledger
+        self._raft = raft
+        self._voters = [v.name for v in voters]
+        self._is_alive: Callable[[str], bool] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return self.ledger.routes()
 
+    def watch_peers(self, is_alive: Callable[[str], bool]) -> None:
+        self._is_alive = is_alive
+
     async def start(self) -> None:
         await self.ledger.start()
+        if self._is_alive is not None and isinstance(self._raft, PeerViewSink):
+            self._task = asyncio.create_task(
+                self._publish_peers(self._is_alive, self._raft), name="raft-peer-view"
+            )
+
+    async def _publish_peers(self, is_alive: Callable[[str], bool], sink: PeerViewSink) -> None:
+        """Copy membership's verdicts for the Raft thread, which must not read
+        membership's structures while the event loop changes them."""
+        while True:
+            try:
+                sink.set_peer_view({name: bool(is_alive(name)) for name in self._voters})
+            except Exception as exc:  # a membership hiccup must not end the copy
+                log.debug("peer view not refreshed: %s", exc)
+            await asyncio.sleep(PEER_VIEW_EVERY_S)
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         await self.ledger.stop()
         self.ledger.close()
 
@@ -87,6 +126,9 @@ class BullyBackend:
 
     def routes(self) -> list[web.RouteDef]:
         return self.election.routes() + self.ledger.routes()
+
+    def watch_peers(self, is_alive: Callable[[str], bool]) -> None:
+        """Bully's lease alone decides; membership is not consulted."""
 
     async def start(self) -> None:
         await self.election.start()
@@ -155,6 +197,9 @@ class RemoteBackend:
 
     def routes(self) -> list[web.RouteDef]:
         return []
+
+    def watch_peers(self, is_alive: Callable[[str], bool]) -> None:
+        """Not a voter: nothing to weigh."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._poll(), name="leader-poll")

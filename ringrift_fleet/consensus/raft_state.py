@@ -128,6 +128,16 @@ class _FleetSyncObj(SyncObj):
       its own.  So a voter that rejoins, or stalls for a moment on a busy host,
       cannot depose a healthy leader by bumping the term (pysyncobj steps a
       leader down on any vote request with a higher term).
+    * **A second signal before anyone stands.**  Silence alone is what a leader
+      starved of CPU for a second looks like too, and then every follower's
+      timer fires together: pre-vote cannot help.  So a follower neither asks
+      for nor grants a pre-vote while the leader it follows still looks alive:
+      its Raft connection is up and membership (SWIM or heartbeats) holds it
+      alive.  A killed leader's connection drops at once (its kernel resets
+      it), a crashed or cut-off host is declared dead by membership within
+      seconds or its connection times out; and silence over ``silence_cap``
+      counts on its own, so a leader that answers pings but not Raft is still
+      replaced.  Every election names which of these it saw.
     * **Handover**: ``request_handover`` makes a leader that is shutting down
       send Raft's TimeoutNow to a caught-up follower, which starts its
       election at once instead of after a timeout.
@@ -148,6 +158,14 @@ class _FleetSyncObj(SyncObj):
         names: Mapping[str, str],
     ) -> None:
         self._names = dict(names)
+        # name -> alive, as membership sees it: replaced whole from the event loop
+        # (RaftLedger.watch), read here on the Raft thread; a name missing is unknown
+        self._peer_alive: Mapping[str, bool] = {}
+        self._silence_cap = max(
+            4 * conf.raftMaxTimeout, conf.connectionTimeout + conf.raftMinTimeout
+        )
+        self._deferred_logged_at = 0.0
+        self._last_tick_at = time.monotonic()
         # A node that has just started treats its start as word from a leader: a
         # voter that is restarting must not help a stalled one depose the leader
         # before it has even connected (see _answer_pre_vote).
@@ -158,6 +176,7 @@ class _FleetSyncObj(SyncObj):
         self._pre_votes: set[str] = set()
         self._pre_vote_won = False
         self._election_reason = ""
+        self._election_gone = ""
         self._stop_reason: str | None = None
         self._handover_requested = False
         self._handover_sent_at = 0.0
@@ -168,6 +187,8 @@ class _FleetSyncObj(SyncObj):
             "elections_started": 0,
             "stepdowns": 0,
             "pre_votes_started": 0,
+            "elections_deferred": 0,
+            "own_stalls": 0,
             "appends_trimmed": 0,
         }
         self._last_change: dict[str, Any] | None = None
@@ -192,6 +213,27 @@ class _FleetSyncObj(SyncObj):
 
     def request_handover(self) -> None:
         self._handover_requested = True
+
+    def set_peer_view(self, alive: Mapping[str, bool]) -> None:
+        """Membership's verdicts by voter name (the event loop replaces the mapping)."""
+        self._peer_alive = alive
+
+    def _leader_gone(self, now: float) -> str | None:
+        """Why the leader this node last followed counts as gone, or None while it
+        still looks alive (connection up, membership holding it alive, heard from
+        within the silence cap)."""
+        leader = self._p("raftLeader")
+        if leader is None or leader == self.selfNode:
+            return "no leader known"
+        name = self._name(leader)
+        if leader not in self._p("connectedNodes"):
+            return f"the connection to {name} is down"
+        if self._peer_alive.get(name) is False:
+            return f"membership reports {name} gone"
+        silent = now - self._heard_leader_at
+        if silent >= self._silence_cap:
+            return f"{name} silent for {silent:.1f}s with its connection up"
+        return None
 
     # --- the message seam ---------------------------------------------------------------
 
@@ -262,6 +304,7 @@ class _FleetSyncObj(SyncObj):
             and now - self._started_at >= 2 * conf.raftMaxTimeout
             and (message.get("last_log_term", -1), message.get("last_log_index", -1))
             >= self._last_log()
+            and (self._leader_gone(now) is not None or self._p("raftLeader") == node)
         )
         if grant:
             self._p("transport").send(
@@ -291,7 +334,7 @@ class _FleetSyncObj(SyncObj):
             self._SyncObj__raftElectionDeadline = 0.0  # elect on the next tick
             heard = time.monotonic() - self._heard_leader_at
             self._election_reason = (
-                f"no leader heard for {heard:.2f}s; "
+                f"no leader heard for {heard:.2f}s ({self._election_gone}); "
                 f"pre-vote granted by {', '.join(sorted(self._pre_votes - {self._name(self.selfNode)}))}"
             )
 
@@ -305,6 +348,9 @@ class _FleetSyncObj(SyncObj):
     def _before_tick(self) -> None:
         state = self._p("raftState")
         now = time.monotonic()
+        gap, self._last_tick_at = now - self._last_tick_at, now
+        if state == _LEADER and gap > self._p("conf").leaderFallbackTimeout / 2:
+            self._forgive_own_stall(now)
         if state == _LEADER:
             if self._handover_requested:
                 self._try_handover(now)
@@ -327,6 +373,21 @@ class _FleetSyncObj(SyncObj):
             self._counts["elections_started"] += 1
             log.info("raft: starting an election for term %d: %s", self.raftCurrentTerm + 1, reason)
             return
+        gone = self._leader_gone(now)
+        if gone is None:
+            # the leader is silent but its connection is up and membership holds it
+            # alive: a stall (a busy host), not a death; look again after a timeout
+            self._counts["elections_deferred"] += 1
+            if now - self._deferred_logged_at >= 60.0:
+                self._deferred_logged_at = now
+                log.info(
+                    "raft: no word from the leader for %.2fs, but it looks alive "
+                    "(connection up, membership alive): not standing",
+                    now - self._heard_leader_at,
+                )
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            return
+        self._election_gone = gone
         self._pre_round += 1
         self._pre_round_at = now
         self._pre_votes = {self._name(self.selfNode)}
@@ -343,6 +404,18 @@ class _FleetSyncObj(SyncObj):
         for node in others:
             transport.send(node, ask)
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    def _forgive_own_stall(self, now: float) -> None:
+        """This leader's process was stalled (no tick for over half the fallback
+        timeout): the followers' answers wait unread in its sockets, and pysyncobj
+        would step down on this tick, before reading them, for a silence that was
+        its own.  Give every follower half a fallback timeout from now to be heard;
+        one that is really gone still costs the leader its quorum after that."""
+        floor = now - self._p("conf").leaderFallbackTimeout / 2
+        responses = self._p("lastResponseTime")
+        for node in list(responses):
+            responses[node] = max(responses[node], floor)
+        self._counts["own_stalls"] += 1
 
     def _try_handover(self, now: float) -> None:
         conf = self._p("conf")
@@ -567,6 +640,11 @@ class RaftLedger(Ledger):
         if not self._wait_bound(bind_wait):
             self.close()
             raise OSError(f"cannot bind the Raft port {conf.bindAddress} (in use?)")
+
+    def set_peer_view(self, alive: Mapping[str, bool]) -> None:
+        """Membership's verdicts by voter name: a follower stands for election only
+        when the leader also looks gone there (or its connection is down)."""
+        self._sync.set_peer_view(dict(alive))
 
     def _wait_bound(self, timeout: float) -> bool:
         transport = getattr(self._sync, "_SyncObj__transport", None)

@@ -96,3 +96,57 @@ def test_a_stopped_leader_hands_over_and_every_change_is_logged_and_counted(
     ), text
     for name in fleet3.nodes:
         assert "CRITICAL" not in fleet3.log(name)
+
+
+@pytest.fixture
+def patient_fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
+    # membership's own verdict takes 8 s here (HTTP heartbeats; SWIM's is seconds too)
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env={"RINGRIFT_P2P_PEER_TIMEOUT": "8.0"})
+    try:
+        fleet.start_all()
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.mark.timeout(120)
+def test_a_leader_stalled_past_every_election_timeout_keeps_leading(
+    patient_fleet3: LocalFleet,
+) -> None:
+    """A leader whose process gets no CPU for 2.5 s (a busy GPU host) stays leader.
+
+    2.5 s is past every follower's election timeout (0.8-1.6 s) and past the
+    leader's own quorum check (1.6 s), but its Raft connections stay up and
+    membership holds it alive (its verdict takes 8 s here): a stall, not a
+    death.  Before the second signal, both followers granted each other's
+    pre-vote, and the leader stepped down on waking before reading the answers
+    waiting in its sockets.
+    """
+    fleet = patient_fleet3
+    leader = fleet.wait_leader(15)
+    assert leader
+    followers = [n for n in fleet.nodes if n != leader]
+    assert wait_for(lambda: all(v == (leader, v[1]) for v in leader_views(fleet)), 10)
+    term = (fleet.status(leader) or {})["term"]
+    for round_ in range(2):
+        proc = fleet.nodes[leader].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.5)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        end = time.monotonic() + 5
+        seen: set[tuple[str | None, int | None]] = set()
+        while time.monotonic() < end:
+            seen.update(v for v in leader_views(fleet) if v[0] is not None)
+            time.sleep(0.1)
+        assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
+    for name in followers:
+        assert "starting an election" not in fleet.log(name), fleet.log(name)
+    deferred = [
+        ((fleet.status(n) or {}).get("raft_detail") or {}).get("elections_deferred", 0)
+        for n in followers
+    ]
+    assert max(deferred) > 0, deferred  # the followers' timers did fire
+    assert ((fleet.status(leader) or {}).get("raft_detail") or {}).get("own_stalls", 0) >= 2

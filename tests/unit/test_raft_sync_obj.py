@@ -50,6 +50,8 @@ def test_the_pysyncobj_internals_the_subclass_uses_are_there(tmp_path: Path) -> 
             "transport",
             "conf",
             "raftMatchIndex",
+            "raftLeader",
+            "lastResponseTime",
         ):
             assert hasattr(ledger._sync, f"_SyncObj__{attr}"), attr
     finally:
