@@ -236,3 +236,105 @@ def test_every_role_has_a_readme_naming_each_of_its_variables() -> None:
         meta = yaml.safe_load((role / "meta" / "main.yml").read_text())
         wanted = [] if role.name == "common" else [{"role": "common"}]
         assert meta["dependencies"] == wanted, role.name
+
+
+MONITORING_PLAY = """\
+- name: The monitoring role, on this machine, into a scratch directory
+  hosts: broker
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  roles:
+    - role: monitoring
+"""
+
+
+@pytest.mark.timeout(300)
+def test_the_monitoring_role_installs_valid_files_and_reruns_unchanged(tmp_path: Path) -> None:
+    """The role as deploy.yml applies it (its common dependency included), with every
+    path under tmp_path and the services left alone: Prometheus's configuration
+    generated from the inventory, the rules and the configuration accepted by
+    promtool, Grafana provisioned with the role's own dashboard; a second run
+    changes nothing."""
+    need(shutil.which("promtool") is not None, "promtool (package prometheus)")
+    need(os.geteuid() == 0, "root (the role installs files owned by root)")
+    build, etc, grafana = tmp_path / "build", tmp_path / "prometheus", tmp_path / "grafana"
+    for d in (build, etc, grafana / "datasources", grafana / "dashboards"):
+        d.mkdir(parents=True)
+    (build / "distributed_hosts.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hosts": {
+                    "gpu-1": {"address": "10.0.0.1", "gpu": "H100", "gpu_count": 1},
+                    "broker-1": {"address": "10.0.0.3", "role": "broker"},
+                },
+                "coordinator": {"broker_host": "broker-1"},
+                "raft_voters": ["gpu-1"],
+            }
+        )
+    )
+    (tmp_path / "inventory.yml").write_text(
+        yaml.safe_dump({"all": {"children": {"broker": {"hosts": {"localhost": None}}}}})
+    )
+    (tmp_path / "play.yml").write_text(MONITORING_PLAY)
+    variables = {
+        "common_fleet_cli": str(BIN / "ringrift-fleet"),
+        "common_build_dir": str(build),
+        "common_cluster_key": "k" * 16,
+        "common_broker_password": "p" * 16,
+        "monitoring_enabled": True,
+        "monitoring_install_prometheus": False,
+        "monitoring_manage_services": False,
+        "monitoring_prometheus_config_dir": str(etc),
+        "monitoring_grafana_enabled": True,
+        "monitoring_grafana_provisioning_dir": str(grafana),
+        "monitoring_grafana_dashboards_dir": str(grafana / "ringrift"),
+        "monitoring_alertmanagers": ["10.0.0.3:9093"],
+    }
+    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
+
+    def play() -> str:
+        proc = subprocess.run(
+            [
+                str(BIN / "ansible-playbook"),
+                "-i",
+                str(tmp_path / "inventory.yml"),
+                "-e",
+                f"@{tmp_path / 'vars.yml'}",
+                str(tmp_path / "play.yml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=140,
+            env=_env(),
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        recap = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", proc.stdout)
+        assert recap, proc.stdout[-2000:]
+        return recap.group(1)
+
+    assert play() != "0"
+    prometheus = yaml.safe_load((etc / "prometheus.yml").read_text())
+    targets = [t["targets"][0] for t in prometheus["scrape_configs"][0]["static_configs"]]
+    assert sorted(targets) == ["10.0.0.1:8770", "10.0.0.3:8770"]
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "10.0.0.3:9093"
+    ]
+    assert (etc / "alerts.yml").read_bytes() == (REPO / "monitoring" / "alerts.yml").read_bytes()
+    check = subprocess.run(
+        ["promtool", "check", "config", str(etc / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    dashboard = ROLES / "monitoring" / "files" / "grafana-dashboard.json"
+    assert (grafana / "ringrift" / "ringrift-fleet.json").read_bytes() == dashboard.read_bytes()
+    provider = yaml.safe_load((grafana / "dashboards" / "ringrift.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == str(grafana / "ringrift")
+    source = yaml.safe_load((grafana / "datasources" / "ringrift.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://127.0.0.1:9090"
+    assert play() == "0"  # idempotent

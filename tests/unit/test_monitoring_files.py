@@ -1,4 +1,4 @@
-"""monitoring/: the Grafana dashboard is valid JSON whose queries parse and name only metrics
+"""The monitoring role's Grafana dashboard is valid JSON whose queries parse and name only metrics
 the coordinators export; the alert rules name only exported metrics too."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.support.prereq import need_command
 from tests.unit.test_metrics import STATUS
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "monitoring" / "grafana-dashboard.json"
+DASHBOARD = REPO / "ansible" / "roles" / "monitoring" / "files" / "grafana-dashboard.json"
 RULES = REPO / "monitoring" / "alerts.yml"
 NAME = re.compile(r"\bringrift_[a-z0-9_]+")
 
