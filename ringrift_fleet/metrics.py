@@ -7,7 +7,8 @@ the rest of the code updates a metric inline: :class:`FleetCollector` is a
 * the /status snapshot the status server already keeps (leadership, term,
   membership, Raft, the ledger's counts, the scheduler's per-config state);
 * the local ledger replica, for jobs by type and state (one pass under the
-  ledger's read lock);
+  ledger's read lock), and the ledger's own timing of the writes it proposed
+  (``Ledger.op_latency``, a plain :class:`~ringrift_fleet.histograms.Histogram`);
 * this host's resources (psutil/NVML, at most every few seconds);
 * the broker (queue depths; only on a coordinator with the scheduler attached,
   the only kind that uses a broker).

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from ringrift_fleet.histograms import LEDGER_OP_BUCKETS
 from ringrift_fleet.metrics import (
     DURATION_BUCKETS,
     Probes,
@@ -38,12 +39,15 @@ def exported() -> set[str]:
             "gpu_utilization_percent": 1.0,
             "gpu_memory_percent": 1.0,
             "has_gpu": True,
+            "load_score": 0.5,
+            "load1": 1.0,
         },
         disk_critical_ratio=0.7,
         broker_up=True,
         queues={"cpu": 1},
         webhooks={"sent": 1},
         workers={"n1@gpu0": {"up": True, "running": 1, "concurrency": 1, "processed": {"t": 1}}},
+        ledger_ops={("add_work.v1", "ok"): ([1] * (len(LEDGER_OP_BUCKETS) + 1), 0.01)},
     )
     counts = SchedulerCounts(
         durations={"selfplay": ([1] * (len(DURATION_BUCKETS) + 1), 1.0)},
@@ -100,3 +104,19 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_docs_operations_describes_every_exported_metric() -> None:
+    ops = (REPO / "docs" / "operations.md").read_text()
+    names = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exported()}
+    missing = sorted(n for n in names if f"`{n}`" not in ops)
+    assert not missing, f"docs/operations.md (### Metrics) does not describe {missing}"
+
+
+def test_docs_operations_lists_every_alert_with_its_severity() -> None:
+    ops = (REPO / "docs" / "operations.md").read_text()
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            rows = [line for line in ops.splitlines() if line.startswith(f"| {rule['alert']} |")]
+            assert len(rows) == 1, f"docs/operations.md: no table row for {rule['alert']}"
+            assert f"| {rule['labels']['severity']} |" in rows[0], rows[0]
