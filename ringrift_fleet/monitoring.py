@@ -3,9 +3,10 @@
 ``ringrift-fleet inventory prometheus distributed_hosts.yaml -o prometheus.yml``
 writes a scrape configuration with one target per coordinator (every host not
 retired, at ``address:status_port``, labelled ``host``) and Flower's
-``/metrics`` on the broker host, plus the alert rules in
-``monitoring/alerts.yml`` (docs/operations.md says what each means and what to
-do).  Workers have no target of their own: they push their reports through
+``/metrics`` on the broker host, and beside it ``alerts.yml``, the alert rules
+(``ringrift_fleet/alerts.yaml``, shipped in the package so that an installed
+``ringrift-fleet`` writes them too; docs/operations.md says what each means and
+what to do).  Workers have no target of their own: they push their reports through
 the broker to their host's coordinator, which exports them
 (``ringrift_fleet/execution/worker_report.py``); Flower reports Celery tasks.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 COORDINATOR_JOB = "ringrift-coordinator"
 FLOWER_JOB = "ringrift-flower"
-RULES_FILE = Path(__file__).resolve().parent.parent / "monitoring" / "alerts.yml"
+RULES_FILE = Path(__file__).resolve().parent / "alerts.yaml"
 
 
 def scrape_config(

@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
         help="write a Prometheus scrape configuration (and alert rules) for the fleet",
         description="One scrape target per coordinator (every host not retired, "
         "address:status_port, labelled host) and Flower on the broker host; the alert "
-        "rules from monitoring/alerts.yml are copied beside it (docs/operations.md).",
+        "rules (ringrift_fleet/alerts.yaml) are written beside it as alerts.yml "
+        "(docs/operations.md).",
     )
     prom.add_argument("file", help="distributed_hosts.yaml")
     prom.add_argument(
@@ -144,7 +145,7 @@ def _prometheus(args: argparse.Namespace) -> int:
     if monitoring.RULES_FILE.exists():
         print(f"wrote {rules} (alert rules; runbook: docs/operations.md)")
     else:
-        print(f"alert rules: copy monitoring/alerts.yml from the repository to {rules}")
+        print(f"alert rules: copy ringrift_fleet/alerts.yaml from the repository to {rules}")
     return 0
 
 

@@ -322,7 +322,9 @@ def test_the_monitoring_role_installs_valid_files_and_reruns_unchanged(tmp_path:
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "10.0.0.3:9093"
     ]
-    assert (etc / "alerts.yml").read_bytes() == (REPO / "monitoring" / "alerts.yml").read_bytes()
+    assert (etc / "alerts.yml").read_bytes() == (
+        REPO / "ringrift_fleet" / "alerts.yaml"
+    ).read_bytes()
     check = subprocess.run(
         ["promtool", "check", "config", str(etc / "prometheus.yml")],
         capture_output=True,

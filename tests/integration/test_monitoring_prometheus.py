@@ -22,7 +22,7 @@ from tests.support.procs import PYTHON, REPO, free_port, spawn, stop, wait_for
 
 pytestmark = pytest.mark.integration
 
-RULES = REPO / "monitoring" / "alerts.yml"
+RULES = REPO / "ringrift_fleet" / "alerts.yaml"
 INVENTORY = """\
 hosts:
   gpu-1: {address: 10.0.0.1, gpu: H100, gpu_count: 1, gpu_vram_gb: 80, role: gpu}

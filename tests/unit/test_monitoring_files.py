@@ -23,7 +23,7 @@ from tests.unit.test_metrics import STATUS
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "ansible" / "roles" / "monitoring" / "files" / "grafana-dashboard.json"
-RULES = REPO / "monitoring" / "alerts.yml"
+RULES = REPO / "ringrift_fleet" / "alerts.yaml"
 NAME = re.compile(r"\bringrift_[a-z0-9_]+")
 
 
