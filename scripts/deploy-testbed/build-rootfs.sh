@@ -12,11 +12,11 @@ CACHE=${RINGRIFT_TESTBED_CACHE:-/var/cache/ringrift-fleet-testbed}
 SUITE=bookworm
 PACKAGES=(
   systemd systemd-sysv dbus libpam-systemd openssh-server openssh-client
-  python3 python3-apt python3-venv python3-pip redis-server iproute2 iputils-ping sudo
+  python3 python3-apt python3-venv python3-pip redis-server redis-sentinel iproute2 iputils-ping sudo
   curl ca-certificates procps less
 )
 # Bump when the customisation below changes, so the cache key changes with it.
-RECIPE_VERSION=3
+RECIPE_VERSION=4
 
 die() { echo "build-rootfs: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap)"
@@ -86,8 +86,10 @@ ln -sf /etc/systemd/system/ssh-hostkeys.service "$work/etc/systemd/system/multi-
 mkdir -p "$work/etc/ssh/sshd_config.d"
 printf 'PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' \
   >"$work/etc/ssh/sshd_config.d/testbed.conf"
-# The stock redis-server unit is the broker role's to configure; keep it off until then.
-rm -f "$work"/etc/systemd/system/multi-user.target.wants/redis-server.service
+# The stock redis-server and redis-sentinel units are the broker role's to
+# configure (a Sentinel set on 3 or 5 hosts); keep them off until then.
+rm -f "$work"/etc/systemd/system/multi-user.target.wants/redis-server.service \
+  "$work"/etc/systemd/system/multi-user.target.wants/redis-sentinel.service
 # Nothing in the container needs these, and they slow or fail boot without hardware.
 for u in systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
   rm -f "$work/etc/systemd/system/"*.wants/"$u"

@@ -8,6 +8,7 @@ tests run in file order and each checks what a user would see.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -38,7 +39,9 @@ from tests.support.prereq import need, need_root
 pytestmark = pytest.mark.deploy
 
 T = TypeVar("T")
-BROKER_URL = f"redis://:{SECRETS['vault_broker_password']}@10.203.0.11:6379/0"
+PASSWORD = SECRETS["vault_broker_password"]
+MASTER_NAME = "ringrift"  # common_broker_master_name's default
+REDIS_CLI = shutil.which("redis-cli") or str(VENV_BIN / "redis-cli")
 
 
 @dataclass
@@ -67,6 +70,90 @@ def _status(bed: NspawnTestbed, host: str) -> dict[str, object] | None:
 def _unit(bed: NspawnTestbed, host: str, unit: str) -> dict[str, str]:
     out = bed.ssh(host, f"systemctl show -p ActiveState -p MainPID -p NRestarts {unit}").stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _broker_env(bed: NspawnTestbed) -> dict[str, str]:
+    """What an operator's `celery` needs for the test bed's Sentinel set (the
+    variables the play writes into fleet.env; docs/deploy.md, "Check")."""
+    return {
+        "RINGRIFT_BROKER_SENTINELS": ",".join(f"{a}:26379" for a in bed.hosts.values()),
+        "RINGRIFT_BROKER_MASTER_NAME": MASTER_NAME,
+        "RINGRIFT_BROKER_PASSWORD": PASSWORD,
+        "RINGRIFT_BROKER_SENTINEL_PASSWORD": PASSWORD,  # common_sentinel_password unset
+    }
+
+
+def _redis(bed: NspawnTestbed, host: str, *args: str, port: int = 6379) -> str:
+    """redis-cli from the controller, authenticated, against one host's Redis or Sentinel."""
+    argv = [REDIS_CLI, "-h", bed.hosts[host], "-p", str(port), "--no-auth-warning"]
+    proc = bed.ctl([*argv, "-a", PASSWORD, *args], timeout=15)
+    return proc.stdout + proc.stderr
+
+
+def _info(bed: NspawnTestbed, host: str, section: str = "replication") -> dict[str, str]:
+    text = _redis(bed, host, "INFO", section)
+    return dict(ln.strip().split(":", 1) for ln in text.splitlines() if ":" in ln)
+
+
+def _primary_per_sentinel(bed: NspawnTestbed) -> dict[str, str | None]:
+    """Each Sentinel's answer to SENTINEL get-master-addr-by-name, as a host name."""
+    by_addr = {a: h for h, a in bed.hosts.items()}
+    views: dict[str, str | None] = {}
+    for h in bed.hosts:
+        words = _redis(bed, h, "SENTINEL", "get-master-addr-by-name", MASTER_NAME, port=26379)
+        views[h] = by_addr.get(words.split()[0]) if words.split() else None
+    return views
+
+
+def _agreed_primary(bed: NspawnTestbed) -> str | None:
+    """The primary every Sentinel names, once that host's Redis says it is one."""
+    named = set(_primary_per_sentinel(bed).values())
+    if len(named) != 1:
+        return None
+    primary = named.pop()
+    if primary is None or _info(bed, primary).get("role") != "master":
+        return None
+    return primary
+
+
+def _replicating(bed: NspawnTestbed, host: str, primary: str) -> bool:
+    info = _info(bed, host)
+    return (
+        info.get("role") == "slave"
+        and info.get("master_host") == bed.hosts[primary]
+        and info.get("master_link_status") == "up"
+    )
+
+
+def _selfplay(bed: NspawnTestbed, games: int) -> str:
+    """`celery call ringrift.selfplay` from the controller; returns the task id."""
+    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": games}
+    call = bed.ctl(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "ringrift_fleet",
+            "call",
+            "ringrift.selfplay",
+            "--kwargs",
+            json.dumps(kwargs),
+        ],
+        env=_broker_env(bed),
+        timeout=60,
+    )
+    assert call.returncode == 0, call.stdout + call.stderr
+    return call.stdout.strip().splitlines()[-1]
+
+
+def _result(bed: NspawnTestbed, task_id: str, timeout: float = 180) -> str:
+    """`celery result` from the controller: waits for the task, returns what it prints."""
+    result = bed.ctl(
+        [str(VENV_BIN / "celery"), "-A", "ringrift_fleet", "result", task_id],
+        env=_broker_env(bed),
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def _run_seconds(bed: NspawnTestbed, task_id: str) -> float | None:
@@ -147,29 +234,65 @@ def test_deploy_brings_up_broker_coordinators_and_workers(fleet: Fleet) -> None:
         hosts_yaml = bed.ssh(host, "cat /etc/ringrift/distributed_hosts.yaml").stdout
         for name in ("h1", "h2", "h3", "raft_voters"):
             assert name in hosts_yaml, (host, hosts_yaml)
-    proc = bed.ssh("h1", "systemctl is-active redis-server.service ringrift-flower.service")
-    assert proc.stdout.split() == ["active", "active"], proc.stdout + proc.stderr
+    # The broker group is all three hosts: Redis and a Sentinel on each, Flower on
+    # the first; every unit finds the primary through the Sentinels.
+    sentinels = ",".join(f"{a}:26379" for a in bed.hosts.values())
+    for host in ("h1", "h2", "h3"):
+        proc = bed.ssh(host, "systemctl is-active redis-server.service redis-sentinel.service")
+        assert proc.stdout.split() == ["active", "active"], (host, proc.stdout + proc.stderr)
+        env = bed.ssh(host, "grep ^RINGRIFT_BROKER_ /etc/ringrift/fleet.env | cut -d= -f1,2")
+        assert f'RINGRIFT_BROKER_SENTINELS="{sentinels}"' in env.stdout, (host, env.stdout)
+        assert "RINGRIFT_BROKER_URL" not in env.stdout, (host, env.stdout)
+    proc = bed.ssh("h1", "systemctl is-active ringrift-flower.service")
+    assert proc.stdout.strip() == "active", proc.stdout + proc.stderr
     # No secret in the play's output (no_log); the vault held them.
     for secret in SECRETS.values():
         assert secret not in out
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_broker_is_private_password_protected_and_never_evicts(fleet: Fleet) -> None:
     bed = fleet.bed
-    cli = ["redis-cli", "-h", "10.203.0.11", "-p", "6379"]
-    if shutil.which("redis-cli") is None:
-        cli = [str(VENV_BIN / "redis-cli"), "-h", "10.203.0.11", "-p", "6379"]
-    anonymous = bed.ctl([*cli, "ping"])
-    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
-    authed = [*cli, "--no-auth-warning", "-a", SECRETS["vault_broker_password"]]
-    assert bed.ctl([*authed, "ping"]).stdout.strip() == "PONG"
-    policy = bed.ctl([*authed, "config", "get", "maxmemory-policy"]).stdout.split()
-    assert policy == ["maxmemory-policy", "noeviction"]
-    aof = bed.ctl([*authed, "config", "get", "appendonly"]).stdout.split()
-    assert aof == ["appendonly", "yes"]
-    bind = bed.ctl([*authed, "config", "get", "bind"]).stdout
-    assert "10.203.0.11" in bind and "0.0.0.0" not in bind
+    for host, addr in bed.hosts.items():
+        anonymous = bed.ctl([REDIS_CLI, "-h", addr, "-p", "6379", "ping"])
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, host
+        assert _redis(bed, host, "ping").strip() == "PONG", host
+        # AOF and noeviction on every node: a promoted replica keeps the same guarantees.
+        assert _redis(bed, host, "config", "get", "maxmemory-policy").split() == [
+            "maxmemory-policy",
+            "noeviction",
+        ], host
+        assert _redis(bed, host, "config", "get", "appendonly").split() == [
+            "appendonly",
+            "yes",
+        ], host
+        bind = _redis(bed, host, "config", "get", "bind")
+        assert addr in bind and "0.0.0.0" not in bind, (host, bind)
+        # Sentinel too needs the password.
+        anonymous = bed.ctl([REDIS_CLI, "-h", addr, "-p", "26379", "ping"])
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, host
+
+
+@pytest.mark.timeout(180)
+def test_the_broker_is_a_sentinel_set_with_h1_primary(fleet: Fleet) -> None:
+    """h1 (the first of `broker`) is the primary, h2 and h3 replicate it, and each
+    Sentinel knows the primary, both replicas and the two other Sentinels."""
+    bed = fleet.bed
+    assert _poll("the Sentinels to agree on a primary", lambda: _agreed_primary(bed), 60) == "h1"
+    for h in ("h2", "h3"):
+        _poll(f"{h} to replicate h1", functools.partial(_replicating, bed, h, "h1"), 60)
+
+    def complete_view() -> bool:
+        for h in bed.hosts:
+            text = _redis(bed, h, "SENTINEL", "master", MASTER_NAME, port=26379).split()
+            view = dict(zip(text[::2], text[1::2], strict=False))
+            if (view.get("num-slaves"), view.get("num-other-sentinels")) != ("2", "2"):
+                return False
+            if view.get("quorum") != "2":
+                return False
+        return True
+
+    _poll("every Sentinel to see 2 replicas and 2 other Sentinels", complete_view, 60)
 
 
 @pytest.mark.timeout(120)
@@ -208,30 +331,8 @@ def test_check_mode_on_the_deployed_fleet_reports_no_change(fleet: Fleet) -> Non
 @pytest.mark.timeout(300)
 def test_selfplay_called_from_the_controller_runs_on_a_container_worker(fleet: Fleet) -> None:
     bed = fleet.bed
-    env = {"RINGRIFT_BROKER_URL": BROKER_URL}
-    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": 2}
-    call = bed.ctl(
-        [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "ringrift_fleet",
-            "call",
-            "ringrift.selfplay",
-            "--kwargs",
-            json.dumps(kwargs),
-        ],
-        env=env,
-        timeout=60,
-    )
-    assert call.returncode == 0, call.stdout + call.stderr
-    task_id = call.stdout.strip().splitlines()[-1]
-    result = bed.ctl(
-        [str(VENV_BIN / "celery"), "-A", "ringrift_fleet", "result", task_id],
-        env=env,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    text = result.stdout
+    task_id = _selfplay(bed, 2)
+    text = _result(bed, task_id)
     node = next((h for h in ("h1", "h2", "h3") if f"'node': '{h}'" in text), None)
     assert node is not None, text
     assert "'games': 2" in text, text
@@ -285,6 +386,82 @@ def test_killing_the_leaders_coordinator_elects_another_and_systemd_restarts_it(
     _poll(f"systemd to restart {old_leader}'s coordinator", restarted, 90)
     _poll(
         f"{old_leader}'s coordinator to answer /status again", lambda: _status(bed, old_leader), 60
+    )
+
+
+FLEET_UNITS = ("ringrift-coordinator.service", "ringrift-worker@cpu.service")
+
+
+@pytest.mark.timeout(600)
+def test_killing_the_broker_primary_fails_over_and_celery_call_still_completes(
+    fleet: Fleet,
+) -> None:
+    """`systemctl kill -s KILL redis-server` on the primary: the Sentinels promote a
+    replica, a `celery call` from the controller completes on a container worker, no
+    coordinator or worker restarts, the old primary comes back as a replica, and the
+    play run again leaves the promoted primary where it is."""
+    bed = fleet.bed
+    hosts = tuple(bed.hosts)
+    old = _poll("the Sentinels to agree on a primary", lambda: _agreed_primary(bed), 60)
+    for h in hosts:
+        if h != old:
+            _poll(f"{h} to replicate {old}", functools.partial(_replicating, bed, h, old), 60)
+    before = {(h, u): _unit(bed, h, u) for h in hosts for u in FLEET_UNITS}
+    redis_before = _unit(bed, old, "redis-server.service")
+
+    t0 = time.monotonic()
+    killed = bed.ssh(old, "systemctl kill -s KILL redis-server")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+
+    def promoted() -> str | None:
+        primary = _agreed_primary(bed)
+        return primary if primary not in (None, old) else None
+
+    new = _poll(f"the Sentinels to promote a replica of {old}", promoted, 90, 0.5)
+    failover_s = time.monotonic() - t0
+    # The operator's `celery call` finds the new primary through the Sentinels.
+    task_id = _selfplay(bed, 2)
+    text = _result(bed, task_id)
+    first_job_after_s = time.monotonic() - t0
+    assert "'status': 'completed'" in text and "'games': 2" in text, text
+    assert any(f"'node': '{h}'" in text for h in hosts), text
+
+    # systemd brings the killed Redis back (after broker_sentinel_restart_sec), and
+    # the Sentinels make it a replica of the new primary.
+    _poll(
+        f"{old}'s Redis to rejoin as a replica of {new}",
+        lambda: _replicating(bed, old, new),
+        120,
+    )
+    redis_after = _unit(bed, old, "redis-server.service")
+    assert int(redis_after["NRestarts"]) == int(redis_before["NRestarts"]) + 1, redis_after
+    # Nothing of the fleet needed a restart: same processes, no systemd restarts.
+    for (h, u), was in before.items():
+        now = _unit(bed, h, u)
+        assert now.get("ActiveState") == "active", (h, u, now)
+        assert (now.get("MainPID"), now.get("NRestarts")) == (
+            was.get("MainPID"),
+            was.get("NRestarts"),
+        ), (h, u, was, now)
+
+    # The play again, after the failover: it must not fight Sentinel for the primary.
+    again = bed.playbook(fleet.inventory, "--tags", "broker")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    changed = {h: c["changed"] for h, c in recap(again.stdout).items() if c["changed"]}
+    assert changed == {}, (changed, again.stdout[-6000:])
+    assert _primary_per_sentinel(bed) == {h: new for h in hosts}
+    assert _replicating(bed, old, new)
+    conf = bed.ssh(old, "grep -E '^(replicaof|slaveof) ' /etc/redis/redis.conf").stdout
+    assert conf.split() == ["replicaof", bed.hosts[new], "6379"], conf
+    print(
+        json.dumps(
+            {
+                "failover_s": round(failover_s, 1),
+                "first_job_after_s": round(first_job_after_s, 1),
+                "old_primary": old,
+                "new_primary": new,
+            }
+        )
     )
 
 
@@ -390,24 +567,13 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     """A unit change restarts the workers batch by batch, each with a warm
     shutdown: the job running during the deploy finishes on its first attempt."""
     bed = fleet.bed
-    env = {"RINGRIFT_BROKER_URL": BROKER_URL}
-    celery = [str(VENV_BIN / "celery"), "-A", "ringrift_fleet"]
-
-    def selfplay(games: int) -> str:
-        kwargs = {"board_type": "hex8", "num_players": 2, "num_games": games}
-        call = bed.ctl(
-            [*celery, "call", "ringrift.selfplay", "--kwargs", json.dumps(kwargs)], env=env
-        )
-        assert call.returncode == 0, call.stdout + call.stderr
-        return call.stdout.strip().splitlines()[-1]
-
     # Size the job to outlast the play's first steps: time a small one first.
-    probe = selfplay(400)
-    bed.ctl([*celery, "result", probe], env=env, timeout=120)
+    probe = _selfplay(bed, 400)
+    _result(bed, probe, timeout=120)
     took = _poll("the probe job's run time", lambda: _run_seconds(bed, probe), 60)
     # ~100 s of work: it must outlast the play's steps before the drain, even on a busy box
     games = max(400, min(200_000, int(400 * 100 / max(took, 0.01))))
-    task_id = selfplay(games)
+    task_id = _selfplay(bed, games)
 
     def running_on() -> str | None:
         for h in ("h1", "h2", "h3"):
@@ -436,9 +602,9 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     assert received >= 0 and done >= 0 and drain >= 0, journal[-3000:]
     # The shutdown began while the job ran, and waited for it to finish.
     assert received < drain < done, journal[-3000:]
-    result = bed.ctl([*celery, "result", task_id], env=env, timeout=120)
-    assert "'status': 'completed'" in result.stdout, result.stdout + result.stderr
-    assert f"'games': {games}" in result.stdout and "'attempt': 1" in result.stdout, result.stdout
+    result = _result(bed, task_id, timeout=120)
+    assert "'status': 'completed'" in result, result
+    assert f"'games': {games}" in result and "'attempt': 1" in result, result
     units = "ringrift-worker@cpu.service"
     for h in ("h1", "h2", "h3"):
         assert bed.ssh(h, f"systemctl is-active {units}").stdout.strip() == "active", h

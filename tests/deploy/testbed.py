@@ -131,13 +131,14 @@ class NspawnTestbed:
         hosts: dict[str, dict[str, object]] = {}
         for name, addr in self.hosts.items():
             hosts[name] = {"ansible_host": addr, "memory_gb": 2, "cpus": 1}
-        hosts["h1"]["selfplay_enabled"] = True  # the broker host also runs a worker
+        # The broker is the production default (docs/deploy.md): a Sentinel set on the
+        # voters, h1 its first primary; those hosts keep their workers.
         doc = {
             "all": {
                 "hosts": hosts,
                 "children": {
                     "voters": {"hosts": {n: None for n in self.hosts}},
-                    "broker": {"hosts": {"h1": None}},
+                    "broker": {"hosts": {n: None for n in self.hosts}},
                 },
             }
         }
