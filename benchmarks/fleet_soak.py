@@ -5,7 +5,9 @@ is blackholed in the main namespace first; everything is removed on exit, also o
 SIGTERM/SIGINT).  Every host runs ``ringrift-fleet coordinator`` (the command
 systemd runs, with ``--hosts-file`` of a generated distributed_hosts.yaml and
 RINGRIFT_CLUSTER_KEY set; SWIM membership, Raft among 3 or 5 voters) and a CPU
-worker ``ringrift-fleet worker --cpu --concurrency 1``.  One more namespace holds
+worker ``ringrift-fleet worker --cpu --concurrency 1`` (at ``--worker-nice``, 19 by
+default: on a GPU host the games run on the GPU and leave the coordinator its CPU;
+here every host's games share the same few cores).  One more namespace holds
 redis-server and the sampler; nothing in the main namespace ever talks to a host.
 
 Workload: the built-in reference game with short self-play jobs on two cheap board
@@ -429,6 +431,10 @@ class Soak:
 
     def start_worker(self, host: str) -> None:
         argv = [PY, "-m", "ringrift_fleet", "worker", "--cpu", "--node", host]
+        if self.opts.worker_nice:
+            # the games a GPU host plays run on its GPU, not on the coordinator's CPU;
+            # here N CPU workers share the machine's cores with N coordinators
+            argv = ["nice", "-n", str(self.opts.worker_nice), *argv]
         argv += ["--concurrency", "1", "--loglevel", "info"]
         self.worker[host] = self._spawn(host, "worker", argv)
 
@@ -1259,6 +1265,12 @@ def main(argv: list[str] | None = None) -> int:
         "--promote",
         action="store_true",
         help="demo thresholds (coordinator --demo): promotions on a CPU fleet",
+    )
+    ap.add_argument(
+        "--worker-nice",
+        type=int,
+        default=19,
+        help="nice of the CPU workers (0: none); their games stand in for GPU work",
     )
     ap.add_argument("--games-per-job", type=int, default=None)  # 1000; --promote: the demo's
     ap.add_argument("--lease-ttl", type=float, default=10.0, help="RINGRIFT_P2P_RUN_LEASE_TTL")
