@@ -1,0 +1,477 @@
+"""The one interpreter of the scheduler's effects: ``plan``'s actions and the broker's
+task states, applied through typed ports (:mod:`ringrift_fleet.scheduler.ports`).
+
+Production runs it inside :class:`~ringrift_fleet.scheduler.beat.Beat` on Redis,
+Celery and the replicated ledger; the fleet simulation runs the same class on
+in-memory ports.  It does two things:
+
+* :meth:`Interpreter.apply` — the actions of one ``plan``, in order, stopping at
+  the first ledger write that is refused (a deposed leader's writes are refused
+  by term, so it stops there);
+* :meth:`Interpreter.collect` — task states of live attempts into the ledger
+  (results count only through ``accept_result``, which refuses any attempt but
+  the live one), and placed attempts no send reached the broker sent (again).
+
+Sending an attempt is fenced twice: its send slot (``SET NX`` on
+``<job>#<attempt>``: two leaders that both think they lead cannot both send it;
+the slot moves from ``<leader fence>|claimed`` to ``|sent`` once the send
+returned) and the attempt's fence token published before the send (a worker
+refuses every other attempt of the job).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
+from ringrift_fleet.execution.dispatch import task_id_for
+from ringrift_fleet.models import JobStatus, WorkItem
+from ringrift_fleet.scheduler.actions import (
+    HOST_DEAD,
+    LEASE_LOST,
+    Action,
+    Dispatch,
+    Enqueue,
+    FailJob,
+    Notify,
+    Release,
+    SetState,
+)
+from ringrift_fleet.scheduler.ports import (
+    Leadership,
+    Ledger,
+    LostMessageFinder,
+    Notifier,
+    Results,
+    Sender,
+    Slots,
+)
+from ringrift_fleet.scheduler.readmodel import RECORD_KIND, LedgerView, task_kwargs
+from ringrift_fleet.scheduler.snapshot import Stage
+
+log = logging.getLogger("ringrift_fleet.scheduler.beat")
+
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})  # Celery's: the attempt ended
+NOTIFIED_TTL_S = 7 * 86400
+
+
+@dataclass
+class TickReport:
+    leader: bool
+    actions: Counter[str] = field(default_factory=Counter)
+    refused: list[str] = field(default_factory=list)
+    recorded: int = 0
+    pruned: int = 0
+    error: str | None = None
+
+
+class Interpreter:
+    """Applies the scheduler's effects through its ports; holds the counts they leave.
+
+    ``fence`` is the leader fence this coordinator leads under (set by the beat
+    each tick); ``broker_failed`` is set by the first broker error of a tick, after
+    which nothing more is sent in it (the next tick sends it).
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        leadership: Leadership,
+        slots: Slots | None,
+        send: Sender,
+        results: Results,
+        view: LedgerView,
+        broker: BrokerHealth,
+        is_dead: Callable[[str], bool],
+        event: Callable[[str], None],
+        address: Callable[[str], str | None] = lambda node: None,
+        notify: Notifier | None = None,
+        fence_ttl_s: float = 3600.0,
+    ) -> None:
+        self.ledger = ledger
+        self.leadership = leadership
+        self.slots = slots
+        self.send = send
+        self.results = results
+        self.view = view
+        self.broker = broker
+        self.is_dead = is_dead
+        self.event = event
+        self.address = address
+        self.notify = notify
+        self.fence_ttl_s = fence_ttl_s
+        self.fence: str | None = None
+        self.broker_failed = False
+        # WAIT 1 <ms> after fence/slot writes when the broker has replicas (Sentinel
+        # set; redis_clients.ReplicaWait): an acknowledged fence survives a failover.
+        self.replicate: Callable[[], object] = lambda: True
+        self.unreplicated = False  # sends this tick not yet covered by a WAIT
+        # Sent attempts whose message a broker failover forgot (broker.LostMessages):
+        # sent again under the same attempt and fence.  None: not looked for.
+        self.lost_messages: LostMessageFinder | None = None
+        self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
+        self.slots_refused = 0  # sends another leader had already made
+        self.ledger_refusals = 0  # results the ledger would not take from us (fence, term)
+        self.worker_refusals = 0  # results in which the worker refused the attempt
+        self.term_refusals = 0  # our ledger writes refused (deposed, no quorum)
+        self.lease_lost_total = 0  # attempts re-placed because their run lease vanished
+        self.sends_deferred = 0  # sends the broker failed (each sent again in a later tick)
+        self.results_from_store = 0  # results read from the run store: Celery's was lost
+        # attempts placed again, by (job type, cause)
+        self.replaced: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def _ttl(self) -> int:
+        return int(self.fence_ttl_s)
+
+    def flush(self) -> None:
+        """End of a tick: one WAIT 1 covers every send of it."""
+        if self.unreplicated:
+            self.unreplicated = False
+            self.replicate()
+
+    # -- broker -> ledger ------------------------------------------------------------------------
+
+    def collect(self) -> int:
+        """Fold task states of live attempts into the ledger, and send placed attempts
+        no send reached the broker; returns how many ledger entries changed."""
+        changed = 0
+        if self.slots is None:  # no broker (consensus only): nothing was sent to read back
+            return changed
+        stored = self._stored_results()
+        if stored is None:
+            return changed
+        live: set[str] = set()  # task ids of the live attempts
+        for w in list(self.view.items.values()):
+            if not w.status.is_active or not w.claimed_by:
+                continue
+            current = self.ledger.current(w.work_id)
+            if current is None or current.node_id != w.claimed_by:
+                continue
+            task_id = task_id_for(w.work_id, current.attempt)
+            live.add(task_id)
+            try:
+                state, value = self.results(task_id)
+            except BROKER_ERRORS as exc:
+                self.broker.failed("read task results", exc)
+                self.broker_failed = True
+                return changed
+            if state not in FINAL_STATES and w.work_id in stored:
+                # a failover kept the run store's result and lost Celery's SUCCESS
+                # (written just after it, or never: Celery gave up on the dead
+                # primary): nothing would ever report it otherwise
+                state, value = "SUCCESS", stored[w.work_id]
+                self.results_from_store += 1
+            if state == "PENDING":
+                if w.status is JobStatus.CLAIMED:
+                    changed += self._reconcile_unsent(w, current.attempt, current.fence_token)
+                continue
+            if state in ("STARTED", "PROGRESS", "RETRY") and w.status is JobStatus.CLAIMED:
+                changed += bool(self.ledger.start_work(w.work_id, w.claimed_by))
+                continue
+            if state == "SUCCESS":
+                result = value if isinstance(value, dict) else {"value": value}
+                if result.get("status") == "refused":
+                    reason = str(result.get("reason", "refused by the worker"))
+                    ok = self.ledger.fail_work(w.work_id, reason, current.fence_token)
+                    changed += bool(ok)
+                    self.worker_refusals += 1
+                    if ok:
+                        self._replaced(w, "worker_refused")
+                    continue
+                if w.status is JobStatus.CLAIMED:
+                    self.ledger.start_work(w.work_id, w.claimed_by)
+                # the token the attempt ran under, not ours: a result sent by another
+                # leader's assignment is refused by this ledger's fence
+                fence = result.get("fence")
+                token = fence.get("token") if isinstance(fence, dict) else None
+                ok = self.ledger.accept_result(
+                    w.work_id, str(token or current.fence_token), plain_dict(result)
+                )
+                changed += bool(ok)
+                self.ledger_refusals += not ok
+                if ok:
+                    self.event(f"{w.work_type.value} {w.work_id} completed on {w.claimed_by}")
+            elif state in ("FAILURE", "REVOKED"):
+                error = f"{type(value).__name__}: {value}" if value else state.lower()
+                ok = self.ledger.fail_work(w.work_id, error, current.fence_token)
+                changed += bool(ok)
+                if ok and w.attempts < w.max_attempts:  # back to pending: tried again
+                    self._replaced(w, "job_failed")
+                self.event(f"{w.work_type.value} {w.work_id} failed: {error}")
+        if self.lost_messages is not None:
+            # what it noted about attempts that started or ended since (a worker had
+            # taken the message, its run lease not yet there) would stay forever: one
+            # entry per such job, for as long as the coordinator runs
+            self.lost_messages.forget(live)
+        return changed
+
+    def _stored_results(self) -> dict[str, dict[str, object]] | None:
+        """Results the live attempts stored in the run store (fencing ``done`` keys),
+        in one round trip; None when the broker failed."""
+        assert self.slots is not None
+        tokens = {}
+        for w in self.view.items.values():
+            if w.status.is_active and w.claimed_by:
+                current = self.ledger.current(w.work_id)
+                if current is not None and current.node_id == w.claimed_by:
+                    tokens[w.work_id] = current.fence_token
+        try:
+            return self.slots.stored_results(tokens)
+        except BROKER_ERRORS as exc:
+            self.broker.failed("read stored results", exc)
+            self.broker_failed = True
+            return None
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def apply(self, actions: list[Action], report: TickReport) -> None:
+        released_nodes: set[str] = set()
+        for a in actions:
+            ok = True
+            if isinstance(a, SetState):
+                ok = self.ledger.put_record(RECORD_KIND, a.config_key, a.state.to_dict())
+                if ok and a.state.stage is not Stage.IDLE:
+                    self.event(f"{a.config_key}: {a.state.stage.value} on {a.state.target_node}")
+            elif isinstance(a, Enqueue):
+                payload = {
+                    "config": a.config_key,
+                    "kwargs": dict(a.kwargs),
+                    "hard_limit_s": a.hard_limit_s,
+                }
+                ok = self.ledger.add_work(
+                    a.job_id, payload, work_type=a.job_type.value, max_attempts=a.max_attempts
+                )
+                if ok:
+                    self._dispatch(a)
+            elif isinstance(a, Dispatch):
+                self._dispatch(a)
+            elif isinstance(a, Release):
+                self._withdraw(a.job_id)
+                if self.is_dead(a.node_id):
+                    if a.node_id not in released_nodes:
+                        released_nodes.add(a.node_id)
+                        jobs = self.ledger.reassign_jobs_of(a.node_id)
+                        for job in jobs:
+                            self.replaced[(self.view.type_of(job), "host_death")] += 1
+                        self.event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
+                else:
+                    current = self.ledger.current(a.job_id)
+                    token = current.fence_token if current else None
+                    if self.ledger.fail_work(a.job_id, a.reason, token):
+                        cause = "host_death" if a.cause == HOST_DEAD else a.cause
+                        self.replaced[(self.view.type_of(a.job_id), cause)] += 1
+                    if a.cause == LEASE_LOST:
+                        self._drop_lost_delivery(a)
+                    else:
+                        self.event(f"{a.job_id} reaped: {a.reason}")
+            elif isinstance(a, FailJob):
+                self._withdraw(a.job_id)
+                self.ledger.cancel_work(a.job_id)
+                self.event(f"{a.job_id} given up: {a.reason}")
+            elif isinstance(a, Notify):
+                self._notify(a)
+            report.actions[type(a).__name__] += 1
+            if not ok:
+                # refused (deposed, or no quorum): nothing after it may go out
+                report.refused.append(f"{type(a).__name__}: {self.ledger.last_error}")
+                self.term_refusals += 1
+                log.info("scheduler stopped applying: %s", report.refused[-1])
+                return
+
+    def _dispatch(self, a: Enqueue | Dispatch) -> None:
+        assignment = self.ledger.assign(a.job_id, a.node_id, a.job_type.value)
+        if assignment is None:
+            return
+        w = self.ledger.get(a.job_id)
+        if w is None:
+            return
+        kwargs = task_kwargs(a, self.view, self.address)
+        if kwargs is None:
+            # nothing to move (every game is already on the training host): done as is
+            self.ledger.start_work(a.job_id, a.node_id)
+            self.ledger.accept_result(
+                a.job_id,
+                assignment.fence_token,
+                {"status": "completed", "skipped": "nothing to do"},
+            )
+            return
+        w.payload = {**w.payload, "task_kwargs": kwargs, "queue": a.queue}
+        self._send(w, assignment.attempt, assignment.fence_token)
+
+    def _send(self, w: WorkItem, attempt: int, token: str) -> None:
+        kwargs = w.payload.get("task_kwargs")
+        queue = w.payload.get("queue") or f"node.{w.claimed_by}"
+        if kwargs is None:
+            # re-sent by a new leader: rebuild the arguments as the first leader did
+            logical = Enqueue(
+                w.work_id,
+                w.work_type,
+                str(w.payload.get("config", "")),
+                str(w.claimed_by),
+                queue,
+                dict(w.payload.get("kwargs", {})),
+            )
+            kwargs = task_kwargs(logical, self.view, self.address)
+            if kwargs is None:
+                return
+        if self.broker_failed:
+            self.sends_deferred += 1
+            return  # the broker failed earlier in this tick: the next tick sends it
+        if self.slots is None:  # no broker (consensus only): nothing can be sent
+            return
+        leader = str(self.fence)
+        try:
+            if not self.slots.claim(w.work_id, attempt, leader, self._ttl):
+                log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
+                self.slots_refused += 1
+                return
+            self.slots.publish_fence(w.work_id, token, self.fence_ttl_s)
+            term = int(self.leadership.term())
+            self.send(
+                w.work_type,
+                kwargs,
+                queue=str(queue),
+                job_id=w.work_id,
+                fence={"token": token, "attempt": attempt, "term": term},
+            )
+        except BROKER_ERRORS as exc:
+            # Nothing reached the broker.  The attempt stays placed and its slot (if
+            # taken) stays ours: the next tick's reconcile sends it again, under the
+            # same attempt, as soon as the broker answers.
+            self.broker.failed("send", exc)
+            self.broker_failed = True
+            self.sends_deferred += 1
+            return
+        except Exception as exc:  # the job itself cannot be sent: give the attempt back
+            self.slots.release(w.work_id, attempt)
+            self._withdraw(w.work_id)
+            if self.ledger.fail_work(w.work_id, f"send failed: {exc}", token):
+                self._replaced(w, "send_failed")
+            self.event(f"{w.work_id}: send failed ({exc}); will place it again")
+            return
+        self._sent_unmarked.add((w.work_id, attempt))
+        self._mark_sent(w.work_id, attempt)
+
+    def _mark_sent(self, job_id: str, attempt: int) -> None:
+        assert self.slots is not None
+        try:
+            self.slots.mark_sent(job_id, attempt, str(self.fence), self._ttl)
+            # WAIT 1 at the end of the tick: the slots, fences and messages (replicated
+            # in order) are then on a replica too (docs/deploy.md)
+            self.unreplicated = True
+        except BROKER_ERRORS as exc:
+            self.broker.failed("mark sent", exc)
+            self.broker_failed = True
+            return  # remembered in _sent_unmarked: marked by a later tick, never re-sent
+        self._sent_unmarked.discard((job_id, attempt))
+
+    def _reconcile_unsent(self, w: WorkItem, attempt: int, token: str) -> int:
+        """A placed attempt with no task state yet (every tick).
+
+        No slot: no leader ever sent it — send it now.  Slot ours and not marked
+        sent: our own send failed (broker error) — send it again, same attempt.
+        Another leader's slot never marked sent: it died between taking the slot
+        and the send, so nobody knows if a copy is on the broker — void the
+        attempt; the next attempt has a new fence, which any lost copy fails.
+        """
+        if self.broker_failed or self.slots is None:
+            return 0
+        if (w.work_id, attempt) in self._sent_unmarked:
+            self._mark_sent(w.work_id, attempt)
+            return 0
+        slot = self.slots.holder(w.work_id, attempt)
+        if slot is not None and slot.sent:
+            return self._resend_if_lost(w, attempt, token)
+        if slot is None or slot.leader == str(self.fence):
+            self._send(w, attempt, token)
+            return 0
+        self._withdraw(w.work_id)
+        reason = "its leader died while sending it"
+        ok = bool(self.ledger.fail_work(w.work_id, reason, token))
+        if ok:
+            self._replaced(w, "sender_died")
+            self.event(f"{w.work_id} attempt {attempt}: {reason}; placed again")
+        return int(ok)
+
+    def _resend_if_lost(self, w: WorkItem, attempt: int, token: str) -> int:
+        """Sent, no task state, and its message nowhere on the broker for a while (a
+        failover forgot it): send it again, same attempt and fence (docs/deploy.md)."""
+        if self.lost_messages is None or self.slots is None:
+            return 0
+        queue = str(w.payload.get("queue") or f"node.{w.claimed_by}")
+        task_id = task_id_for(w.work_id, attempt)
+        if not self.lost_messages.lost(queue, task_id, w.work_id):
+            return 0
+        dropped = self.slots.discard_unacked([task_id])  # an orphaned copy, if any
+        self.event(
+            f"{w.work_id} attempt {attempt}: message lost by the broker; sent again"
+            + (f" ({dropped} orphaned unacknowledged copy discarded)" if dropped else "")
+        )
+        self.slots.reclaim(w.work_id, attempt, str(self.fence), self._ttl)
+        self._send(w, attempt, token)
+        return 0
+
+    def _withdraw(self, job_id: str) -> None:
+        """Void the job's live attempt on the broker: fence gone, revocation published
+        (a worker still running it stops within a second)."""
+        if self.slots is None:  # no broker (consensus only): no fence was published
+            return
+        self.slots.withdraw_fence(job_id)
+        self.replicate()
+
+    def _drop_lost_delivery(self, a: Release) -> None:
+        """The dead worker's unacknowledged message of the voided attempt: discarded
+        now instead of handed out again after the visibility timeout (hours)."""
+        dropped = (
+            self.slots.discard_unacked([task_id_for(a.job_id, a.attempt)])
+            if self.slots is not None
+            else 0
+        )
+        self.lease_lost_total += 1
+        self.event(
+            f"{a.job_id} re-placed: {a.reason}; {dropped} unacknowledged message(s) discarded"
+        )
+
+    def _notify(self, n: Notify) -> None:
+        if self.slots is not None and not self.slots.notify_once(
+            n.slot, self.fence or "", NOTIFIED_TTL_S
+        ):
+            return
+        self.event(f"notify {n.event_type}: {n.title}")
+        if self.notify is not None:
+            self.notify(
+                event_type=n.event_type,
+                title=n.title,
+                message=n.message,
+                severity=n.severity,
+                details=dict(n.details),
+            )
+
+    def _replaced(self, w: WorkItem, cause: str) -> None:
+        self.replaced[(w.work_type.value, cause)] += 1
+
+
+def plain_dict(value: dict[object, object]) -> dict[str, object]:
+    """:func:`plain` of a result dict."""
+    return {str(k): plain(v) for k, v in value.items()}
+
+
+def plain(value: object) -> object:
+    """JSON-shaped copy (the ledger holds plain data only)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return str(value)
+
+
+__all__ = ["FINAL_STATES", "RECORD_KIND", "Interpreter", "TickReport", "plain"]
