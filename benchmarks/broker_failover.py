@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,56 +52,108 @@ from tests.support.procs import stop, wait_for  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
 from tests.support.sentinel import SentinelSet  # noqa: E402
 
-SENDS = 200  # per send-path measurement
-ROUNDS = 3
+SENDS = 200  # per send-path round
+ROUNDS = 7  # alternating Sentinel set / single Redis, reported as median / min / max
+WARMUP = 20  # sends before the first round: connections, Lua scripts, kombu's producer
 
 
-def spread(values: list[float]) -> dict[str, float] | None:
+def spread(values: list[float], digits: int = 3) -> dict[str, float] | None:
     if not values:
         return None
     return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
     }
 
 
-def send_path_rate(cfg: Any, n: int, per_tick: int = 10) -> float:
-    """Fenced sends per second: the Beat's per-send Redis work plus the publish, and
-    its one WAIT 1 per tick (here per ``per_tick`` sends)."""
-    app = create_app(cfg)
-    client = redis_client(cfg, timeout=5)
-    wait = replica_wait(cfg, client)
-    queue = f"bench.nobody.{uuid.uuid4().hex[:6]}"
-    t0 = time.perf_counter()
-    for i in range(n):
-        job = f"bench:{queue}:{i}"
-        client.set(f"ringrift:slot:{job}#1", "bench|claimed", nx=True, ex=600)
-        publish_fence(client, job, f"tok{i}", 600)
-        send_job(
-            "noop",
-            {},
-            queue=queue,
-            job_id=job,
-            fence={"token": f"tok{i}", "attempt": 1, "term": 1},
-            app=app,
-        )
-        client.set(f"ringrift:slot:{job}#1", "bench|sent", xx=True, ex=600)
-        if i % per_tick == per_tick - 1:
-            wait()
-    rate = n / (time.perf_counter() - t0)
-    client.delete(queue)
-    return rate
+class SendPath:
+    """The Beat's fenced send path on one broker, built once (as a coordinator keeps
+    its app and client) through the same code as production: ``create_app`` and
+    ``redis_client``.  Per send: slot ``SET NX``, the fence, the Celery publish, the
+    "sent" mark; one ``WAIT 1`` per ``per_tick`` sends (the Beat's one per tick, a
+    no-op on a broker without replicas)."""
+
+    def __init__(self, cfg: Any, per_tick: int = 10) -> None:
+        self.app = create_app(cfg)
+        self.client = redis_client(cfg, timeout=5)
+        self.wait = replica_wait(cfg, self.client)
+        self.queue = f"bench.nobody.{uuid.uuid4().hex[:6]}"
+        self.per_tick, self.sent = per_tick, 0
+
+    def sends_per_s(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            i, self.sent = self.sent, self.sent + 1
+            job = f"bench:{self.queue}:{i}"
+            self.client.set(f"ringrift:slot:{job}#1", "bench|claimed", nx=True, ex=600)
+            publish_fence(self.client, job, f"tok{i}", 600)
+            send_job(
+                "noop",
+                {},
+                queue=self.queue,
+                job_id=job,
+                fence={"token": f"tok{i}", "attempt": 1, "term": 1},
+                app=self.app,
+            )
+            self.client.set(f"ringrift:slot:{job}#1", "bench|sent", xx=True, ex=600)
+            if i % self.per_tick == self.per_tick - 1:
+                self.wait()
+        rate = n / (time.perf_counter() - t0)
+        self.client.delete(self.queue)  # both sides keep an empty queue between rounds
+        return rate
+
+    def fence_writes_per_s(self, n: int) -> float:
+        """A fence write and a ``WAIT 1`` each (what a WAIT per write would cost)."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            i, self.sent = self.sent, self.sent + 1
+            publish_fence(self.client, f"bench:fence:{self.queue}:{i}", f"t{i}", 600)
+            self.wait()
+        return n / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.app.close()
+        self.client.close()
 
 
-def fence_write_rate(cfg: Any, n: int) -> float:
-    client = redis_client(cfg, timeout=5)
-    wait = replica_wait(cfg, client)
-    t0 = time.perf_counter()
-    for i in range(n):
-        publish_fence(client, f"bench:fence:{i}", f"t{i}", 600)
-        wait()
-    return n / (time.perf_counter() - t0)
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def throughput(cfg: Any, single_cfg: Any, rounds: int, sends: int) -> dict[str, Any]:
+    """Both sides in alternating rounds (who goes first alternates too), so the
+    machine's other load falls on both alike; median / min / max of each side and of
+    the per-round ratio, never the best round."""
+    sides = {"sentinel": SendPath(cfg), "single": SendPath(single_cfg)}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    fences: dict[str, list[float]] = {k: [] for k in sides}
+    load = [loadavg()]
+    try:
+        for side in sides.values():
+            side.sends_per_s(WARMUP)
+        for r in range(rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for name in order:
+                rates[name].append(sides[name].sends_per_s(sends))
+            for name in order:
+                fences[name].append(sides[name].fence_writes_per_s(sends))
+        load.append(loadavg())
+    finally:
+        for side in sides.values():
+            side.close()
+    ratios = [a / b for a, b in zip(rates["sentinel"], rates["single"], strict=True)]
+    return {
+        "rounds": rounds,
+        "sends_per_round": sends,
+        "sends_per_s_sentinel": spread(rates["sentinel"], 1),
+        "sends_per_s_single": spread(rates["single"], 1),
+        "dispatch_ratio": spread(ratios),
+        "fence_writes_per_s_with_wait": spread(fences["sentinel"], 1),
+        "fence_writes_per_s_single": spread(fences["single"], 1),
+        "loadavg_before_after": load,
+        "cpus": os.cpu_count(),
+    }
 
 
 def work(f: LocalFleet) -> dict[str, dict[str, Any]]:
@@ -110,92 +163,116 @@ def work(f: LocalFleet) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def failovers(
+    f: LocalFleet, s: SentinelSet, env: dict[str, str], root: Path, args: Any, workers: list[Any]
+) -> dict[str, Any]:
+    """``args.kills`` kills of the primary with real jobs running (see the module doc)."""
+    out: dict[str, Any] = {"kills": 0}
+    f.start_all(timeout=60)
+    workers += start_workers([(cpu_worker_args("n0"), "n0@cpu", root / "w-n0.log")], env)
+    assert f.wait_leader(30), f.log("n0")
+    assert wait_for(lambda: len(_done(work(f))) >= 2, 120, 0.5), f.log("n0")
+    failover, first_job = [], []
+    placed: set[str] = set()
+    for _ in range(args.kills):
+        before = work(f)
+        done_before = _done(before)
+        placed |= set(before) - done_before
+        old = s.kill_primary()
+        t0 = time.monotonic()
+        if not wait_for(lambda o=old: s.primary_port() not in (None, o), args.timeout, 0.05):
+            out["error"] = f"no promotion within {args.timeout} s"
+            break
+        failover.append(time.monotonic() - t0)
+        if not wait_for(lambda d=done_before: len(_done(work(f)) - d) >= 1, args.timeout, 0.1):
+            out["error"] = f"no job completed within {args.timeout} s of a kill"
+            break
+        first_job.append(time.monotonic() - t0)
+        s.restart(old)  # it comes back as a replica of the new primary
+        new = s.client(s.primary_port() or 0)
+
+        def synced(new: Any = new) -> bool:
+            try:
+                info = new.info("replication")
+                states = [info.get(f"slave{i}", {}).get("state") for i in range(2)]
+                return states == ["online", "online"]
+            except Exception:
+                return False
+
+        wait_for(synced, 30, 0.2)
+        out["kills"] += 1
+    # every job placed before a kill must complete (bounded wait)
+    wait_for(lambda: placed <= _done(work(f)), 120, 0.5)
+    final = work(f)
+    runs = executions(workers[0].log_text())
+    out.update(
+        failover_s=spread(failover),
+        first_job_after_s=spread(first_job),
+        jobs_lost=len(placed - _done(final)),
+        lost_detail={
+            j: {k: final.get(j, {}).get(k) for k in ("status", "attempts", "error")}
+            for j in sorted(placed - _done(final))
+        },
+        jobs_run_twice=sum(1 for n in runs.values() if n > 1),
+        jobs_completed=len(_done(final)),
+        jobs_placed_before_kills=len(placed),
+        worker_restarted=workers[0].proc.poll() is not None,
+    )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=90.0, help="s per kill before giving up")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="send-path rounds per side")
+    ap.add_argument("--sends", type=int, default=SENDS, help="sends per round")
+    ap.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="measure the send path only (no coordinator, worker or kills)",
+    )
     args = ap.parse_args()
+    if args.rounds < 5:
+        ap.error(f"--rounds {args.rounds}: at least 5 (a median of fewer says little)")
+    if args.sends < 20:
+        ap.error(f"--sends {args.sends}: at least 20 per round")
+    if args.kills < 0:
+        ap.error(f"--kills {args.kills}: must be 0 or more")
     root = Path(tempfile.mkdtemp(prefix="broker-failover-"))
-    s = SentinelSet(root / "broker").start()
-    single = start_redis(root / "single")
-    env = fleet_env(root, s)
-    cfg = load_config(env)
-    f = LocalFleet(root / "coord", voters=1, scheduler=True, extra_env=env)
-    doc = yaml.safe_load(f.hosts_file.read_text())
-    for spec in doc["hosts"].values():
-        spec.update({"cpus": 2, "status": "ready"})
-    f.hosts_file.write_text(yaml.safe_dump(doc))
-    workers = []
-    out: dict[str, Any] = {"kills": 0}
+    s = SentinelSet(root / "broker")
+    single: Any = None
+    workers: list[Any] = []
+    out: dict[str, Any] = {}
+    f: LocalFleet | None = None
     try:
-        single_cfg = load_config({"RINGRIFT_BROKER_URL": single.url})
-        # alternating rounds, best of each: the machine's other load hits both alike
-        sentinel_rate = single_rate = 0.0
-        for _ in range(ROUNDS):
-            sentinel_rate = max(sentinel_rate, send_path_rate(cfg, SENDS))
-            single_rate = max(single_rate, send_path_rate(single_cfg, SENDS))
-        out["sends_per_s_sentinel"] = round(sentinel_rate, 1)
-        out["sends_per_s_single"] = round(single_rate, 1)
-        out["dispatch_ratio"] = round(sentinel_rate / single_rate, 3)
-        out["fence_writes_per_s_with_wait"] = round(fence_write_rate(cfg, SENDS), 1)
-        out["fence_writes_per_s_single"] = round(fence_write_rate(single_cfg, SENDS), 1)
-
-        f.start_all(timeout=60)
-        workers = start_workers([(cpu_worker_args("n0"), "n0@cpu", root / "w-n0.log")], env)
-        assert f.wait_leader(30), f.log("n0")
-        assert wait_for(lambda: len(_done(work(f))) >= 2, 120, 0.5), f.log("n0")
-        failover, first_job = [], []
-        placed: set[str] = set()
-        for _ in range(args.kills):
-            before = work(f)
-            done_before = _done(before)
-            placed |= set(before) - done_before
-            old = s.kill_primary()
-            t0 = time.monotonic()
-            if not wait_for(lambda o=old: s.primary_port() not in (None, o), args.timeout, 0.05):
-                out["error"] = f"no promotion within {args.timeout} s"
-                break
-            failover.append(time.monotonic() - t0)
-            if not wait_for(lambda d=done_before: len(_done(work(f)) - d) >= 1, args.timeout, 0.1):
-                out["error"] = f"no job completed within {args.timeout} s of a kill"
-                break
-            first_job.append(time.monotonic() - t0)
-            s.restart(old)  # it comes back as a replica of the new primary
-            new = s.client(s.primary_port() or 0)
-
-            def synced(new: Any = new) -> bool:
-                try:
-                    info = new.info("replication")
-                    states = [info.get(f"slave{i}", {}).get("state") for i in range(2)]
-                    return states == ["online", "online"]
-                except Exception:
-                    return False
-
-            wait_for(synced, 30, 0.2)
-            out["kills"] += 1
-        # every job placed before a kill must complete (bounded wait)
-        wait_for(lambda: placed <= _done(work(f)), 120, 0.5)
-        final = work(f)
-        runs = executions(workers[0].log_text())
+        s.start()
+        # the single Redis as the broker role deploys every node: AOF, password
+        single = start_redis(root / "single", broker_node=True)
+        env = fleet_env(root, s)
         out.update(
-            failover_s=spread(failover),
-            first_job_after_s=spread(first_job),
-            jobs_lost=len(placed - _done(final)),
-            lost_detail={
-                j: {k: final.get(j, {}).get(k) for k in ("status", "attempts", "error")}
-                for j in sorted(placed - _done(final))
-            },
-            jobs_run_twice=sum(1 for n in runs.values() if n > 1),
-            jobs_completed=len(_done(final)),
-            jobs_placed_before_kills=len(placed),
-            worker_restarted=workers[0].proc.poll() is not None,
+            throughput(
+                load_config(env),
+                load_config({"RINGRIFT_BROKER_URL": single.url}),
+                args.rounds,
+                args.sends,
+            )
         )
+        if not args.throughput_only:
+            f = LocalFleet(root / "coord", voters=1, scheduler=True, extra_env=env)
+            doc = yaml.safe_load(f.hosts_file.read_text())
+            for spec in doc["hosts"].values():
+                spec.update({"cpus": 2, "status": "ready"})
+            f.hosts_file.write_text(yaml.safe_dump(doc))
+            out.update(failovers(f, s, env, root, args, workers))
     finally:
         for w in workers:
             stop(w.proc, timeout=15)
-        f.stop_all()
+        if f is not None:
+            f.stop_all()
         s.stop()
-        single.stop()
+        if single is not None:
+            single.stop()
     print(json.dumps(out))
     return 0 if "error" not in out else 1
 

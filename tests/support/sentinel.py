@@ -211,10 +211,8 @@ class SentinelSet:
         n = self.node(port)
         binary = shutil.which("redis-server")
         assert binary is not None
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(n.dir)]
-        argv += ["--save", "", "--appendonly", "yes", "--requirepass", PASSWORD]
-        argv += ["--masterauth", PASSWORD, "--repl-diskless-sync-delay", "0"]
-        n.proc = spawn(argv, log=n.dir / "redis.log")
+        # no replicaof: it starts as a primary, and Sentinel demotes it
+        n.proc = spawn(redis_node_argv(binary, "127.0.0.1", port, n.dir), log=n.dir / "redis.log")
         wait_for(lambda: port_open(port), 10)
 
     def pids(self) -> dict[str, int]:
