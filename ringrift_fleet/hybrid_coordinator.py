@@ -42,7 +42,7 @@ from ringrift_fleet.consensus.backends import (
     RaftBackend,
     RemoteBackend,
 )
-from ringrift_fleet.consensus.remote import ledger_routes
+from ringrift_fleet.consensus.remote import ReplicaBodies, ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
 from ringrift_fleet.errors import ConfigError
 from ringrift_fleet.membership.http import HttpHeartbeatMembership
@@ -174,6 +174,8 @@ class HybridCoordinator:
         self.membership_started = False
         self.swim_recover_every = SWIM_RECOVER_EVERY  # s between checks (tests shorten it)
         self.swim_recoveries: list[float] = []  # wall times SWIM_RECOVERED was emitted
+        # what GET /consensus/ledger has sent the standby copies (shown in /status)
+        self.replica_bodies = ReplicaBodies(lambda: self.ledger)
 
     # --- start / stop ---------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ class HybridCoordinator:
 
     def routes(self) -> list[web.RouteDef]:
         """Routes the status server must mount for this coordinator."""
-        out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY)
+        out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY, self.replica_bodies)
         if self.consensus is not None:
             out += self.consensus.routes()
         return out

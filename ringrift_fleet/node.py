@@ -142,6 +142,7 @@ class CoordinatorNode:
             "work_queue": queue,
             "swim_raft": self.coordinator.get_status(),
             "raft_detail": self.coordinator.raft_detail(),
+            "ledger_copies": self.coordinator.replica_bodies.counts(),
             "membership": membership,
             "ticks": self.ticks,
         }

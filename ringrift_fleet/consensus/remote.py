@@ -27,10 +27,90 @@ from ringrift_fleet.http_input import bearer_ok, read_json_object
 
 log = logging.getLogger(__name__)
 
+# What a non-voter waits for a whole copy (a delta gets the caller's timeout).
+FULL_COPY_TIMEOUT_S = 15.0
 
-def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[web.RouteDef]:
+
+class ReplicaBodies:
+    """Encodes ``GET /consensus/ledger`` answers off the event loop, and the whole
+    replica once for every asker that was waiting when the encoding began.
+
+    After a leader change every non-voter asks the new leader for the whole
+    replica at once; encoding it (about 1.5 kB a job) once per asker, on the
+    event loop, silenced a 30-host fleet's leader for minutes -- /status,
+    heartbeats and SWIM with it -- until membership called it dead.  Now one
+    encoding serves the crowd, and still never a state older than the request:
+    a body is reused only by requests that arrived before its encoding began,
+    or while the replica has not changed since.
+    """
+
+    def __init__(self, get_ledger: Callable[[], Ledger | None]) -> None:
+        self._get_ledger = get_ledger
+        # (encoding began, id(ledger), ledger version then, body)
+        self._full: tuple[float, int, Any, bytes] | None = None
+        self._lock: asyncio.Lock | None = None
+        self.full_encoded = 0
+        self.full_served = 0
+        self.deltas_served = 0
+
+    async def answer(self, ledger: Ledger, since: int | None) -> bytes:
+        if since is not None:
+            delta = await asyncio.to_thread(self._encode_delta, ledger, since)
+            if delta is not None:
+                self.deltas_served += 1
+                return delta
+        arrived = time.monotonic()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one encoding at a time; the waiting ones reuse it
+            cached = self._full
+            fresh = cached is not None and (
+                cached[1] == id(ledger)
+                and (
+                    cached[0] >= arrived
+                    or (cached[2] is not None and cached[2] == ledger.version())
+                )
+            )
+            if cached is None or not fresh:
+                began, version = time.monotonic(), ledger.version()
+                body = await asyncio.to_thread(self._encode_full, ledger)
+                cached = self._full = (began, id(ledger), version, body)
+                self.full_encoded += 1
+            self.full_served += 1
+            return cached[3]
+
+    @staticmethod
+    def _head(ledger: Ledger) -> dict[str, Any]:
+        return {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
+
+    def _encode_delta(self, ledger: Ledger, since: int) -> bytes | None:
+        """A copy that says where it is gets only what it lacks (small); None when
+        it is too far behind (or ahead) for that."""
+        with ledger.reading() as state:
+            head = self._head(ledger)
+            delta = sm.changes(state, since)
+            if delta is None:
+                return None
+            return json.dumps({**head, "changes": delta}, default=str).encode()
+
+    def _encode_full(self, ledger: Ledger) -> bytes:
+        with ledger.reading() as state:
+            return json.dumps({**self._head(ledger), "state": state}, default=str).encode()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "full_encoded": self.full_encoded,
+            "full_served": self.full_served,
+            "deltas_served": self.deltas_served,
+        }
+
+
+def ledger_routes(
+    get_ledger: Callable[[], Ledger | None], token: str, bodies: ReplicaBodies | None = None
+) -> list[web.RouteDef]:
     """``POST /consensus/op`` applies an operation through this node's ledger;
     ``GET /consensus/ledger`` returns this node's replica (for standby copies)."""
+    replica = bodies or ReplicaBodies(get_ledger)
 
     async def post_op(request: web.Request) -> web.Response:
         op = await read_json_object(request)
@@ -74,16 +154,9 @@ def ledger_routes(get_ledger: Callable[[], Ledger | None], token: str) -> list[w
             return web.json_response(
                 {"error": f"query 'since': {raw!r} is not a revision number"}, status=400
             )
-        with ledger.reading() as state:
-            head = {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
-            # a copy that says where it is gets only what it lacks (small); the
-            # whole replica goes out only to a new copy or one too far behind
-            delta = None if since is None else sm.changes(state, since)
-            body = json.dumps(
-                {**head, "changes": delta} if delta is not None else {**head, "state": state},
-                default=str,
-            )
-        return web.Response(text=body, content_type="application/json")
+        # the whole replica goes out only to a new copy or one too far behind
+        body = await replica.answer(ledger, since)
+        return web.Response(body=body, content_type="application/json")
 
     return [web.post("/consensus/op", post_op), web.get("/consensus/ledger", get_state)]
 
@@ -179,7 +252,11 @@ class RemoteLedger(Ledger):
             rev = int(self._copy.get("rev", 0)) if source == self._source else 0
         query = f"?since={rev}" if rev > 0 else ""
         status, body = http_json(
-            url + "/consensus/ledger" + query, token=self._token, timeout=timeout
+            url + "/consensus/ledger" + query,
+            token=self._token,
+            # a whole copy of a big ledger takes longer than a delta; giving up on it
+            # after a second only made every copy ask again, every second
+            timeout=timeout if rev > 0 else max(timeout, FULL_COPY_TIMEOUT_S),
         )
         if status != 200 or not isinstance(body, dict):
             return False

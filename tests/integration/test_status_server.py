@@ -107,6 +107,48 @@ def test_mutating_routes_need_the_cluster_token(single: LocalFleet) -> None:
     assert http_error(lambda: post_json(heartbeat, {"node_id": "x"}, token=None)).code == 401
 
 
+@pytest.mark.timeout(120)
+def test_a_crowd_of_new_copies_gets_one_encoding_of_the_replica(single: LocalFleet) -> None:
+    """After a leader change every non-voter asks the new leader for the whole
+    replica at once.  One encoding serves them all (it was one per asker, on the
+    event loop: at 30 hosts the leader's /status, heartbeats and SWIM went quiet
+    for minutes and membership declared it dead)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = single.nodes["n0"].url
+    blob = "x" * 2000
+    with ThreadPoolExecutor(8) as pool:
+        oks = list(
+            pool.map(
+                lambda i: single.op(
+                    "n0", make_op("add_work.v1", work_id=f"big{i}", payload={"b": blob})
+                )["ok"],
+                range(200),
+            )
+        )
+    assert all(oks)
+    before = (single.status("n0") or {}).get("ledger_copies") or {}
+    with ThreadPoolExecutor(30) as pool:
+        copies = list(
+            pool.map(
+                lambda _: get_json(url + "/consensus/ledger", token=CLUSTER_KEY, timeout=30),
+                range(30),
+            )
+        )
+    revs = {c["state"]["rev"] for c in copies}
+    assert all(len(c["state"]["work"]) >= 200 for c in copies)
+    assert len(revs) <= 2, revs  # one replica, encoded at most about once a second
+    from tests.support.procs import wait_for
+
+    def counts() -> dict[str, int]:
+        return (single.status("n0") or {}).get("ledger_copies") or {}
+
+    assert wait_for(lambda: counts().get("full_served", 0) >= before.get("full_served", 0) + 30, 5)
+    encoded = counts()["full_encoded"] - before.get("full_encoded", 0)
+    assert 1 <= encoded <= 3, counts()
+    assert single.status("n0") is not None
+
+
 @pytest.mark.timeout(60)
 def test_malformed_json_gets_a_400_naming_the_problem(single: LocalFleet) -> None:
     url = single.nodes["n0"].url + "/consensus/op"
