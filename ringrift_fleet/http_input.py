@@ -76,6 +76,10 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         ) from None
     except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a plain body
         raise _json_error(web.HTTPBadRequest, f"request body: {exc}".splitlines()[0]) from None
+    except ConnectionError:
+        # the client hung up mid-body (a peer that gave up on a slow answer): nobody is
+        # left to answer, and it is not this server's error -- no traceback in the log
+        raise _json_error(web.HTTPBadRequest, "connection lost while reading the body") from None
 
 
 MAX_JSON_DEPTH = 64

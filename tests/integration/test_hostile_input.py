@@ -359,3 +359,25 @@ def test_malformed_requests_leave_no_traceback_in_the_log(node: LocalFleet) -> N
     resp = raw_request(port_of(node), "GET", "/health", [(b"Content-Encoding", b"gzip")], b"zz")
     assert resp.status == 200
     assert_no_traceback(node)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(node: LocalFleet) -> None:
+    # a peer whose heartbeat or write gave up on a slow answer: at 30 hosts one busy
+    # leader logged hundreds of "Error handling request ... Connection lost" tracebacks
+    import struct
+
+    for path in ("/heartbeat", "/consensus/op"):
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port_of(node)), timeout=5)
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLUSTER_KEY}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+            )
+            sock.sendall(head.encode() + b'{"node_id": "n')
+            time.sleep(0.2)  # the server is now waiting for the rest of the body
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # reset, not a clean end
+    time.sleep(1.0)
+    assert node.status("n0") is not None
+    assert_no_traceback(node)
