@@ -1,13 +1,18 @@
-"""A simulated day of a 50-host fleet under the real scheduler policy; prints one JSON line.
+"""A simulated day of a 50-host fleet under the production scheduler; prints one JSON line.
 
 Hosts of mixed GPUs fail at random (crashes and partitions that leave zombie
-attempts), a few jobs hang, a few disks fill; the real ``plan`` schedules it
-all.  Keys: gpu_busy_fraction (steady state: after the first half hour, over
+attempts), a few jobs hang, a few disks fill, the broker fails sends and
+``|sent`` marks, and leaders die between taking a send slot and sending.  The
+production scheduler runs it all: the real Beat (read model, ``plan``, and the
+Interpreter that applies every action) on the real ledger state machine, through
+in-memory ports (scheduler/slots.py's MemorySlots: ``SET NX`` semantics).  The
+injected faults that struck are printed to stderr.  Keys: gpu_busy_fraction (steady state: after the first half hour, over
 healthy reachable slots), min_config_share_ratio (worst config's share of
 self-play compute over any hour, divided by its weight's share), lost_jobs,
-duplicate_executions, requeue_p50_s / requeue_p99_s (membership's death
-declaration to the job's new attempt being placed: plan wall time plus the
-ledger writes before it), and the counts behind them.
+duplicate_executions (jobs whose result was kept twice), requeue_p50_s /
+requeue_p99_s (membership's death declaration to the job's new attempt being
+placed: the wall time of the beat tick that places it), plan_ms_p50 (``plan``
+alone), and the counts behind them.
 
     .venv/bin/python benchmarks/fleet_sim.py [--seed N] [--hosts N] [--hours H]
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -23,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ringrift_fleet.scheduler.fairshare import share_ratios, window_totals
+from ringrift_fleet.scheduler.interpreter import Interpreter  # what production runs
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 from ringrift_fleet.scheduler.simulation import FleetSim, SimParams
 
@@ -34,12 +41,16 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--plot", metavar="PNG", help="also draw each config's hourly share ratio")
     args = ap.parse_args()
+    # the injected broker faults would log a line a minute each
+    logging.getLogger("ringrift_fleet").setLevel(logging.CRITICAL)
     t0 = time.perf_counter()
     sim = FleetSim(
         SimParams(hosts=args.hosts, duration_s=args.hours * 3600.0, seed=args.seed),
         SchedulerPolicy(),
     )
     result = sim.run()
+    assert isinstance(sim.beat.effects, Interpreter)
+    print(json.dumps({"faults_injected": dict(sim.faults)}), file=sys.stderr)
     if args.plot:
         plot(sim, Path(args.plot))
     out = result.to_json()

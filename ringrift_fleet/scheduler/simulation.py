@@ -1,20 +1,33 @@
-"""A discrete-event fleet that runs the real ``plan`` for a simulated day.
+"""A discrete-event fleet that runs the production scheduler for a simulated day.
 
-What is modelled, because it is what the scheduler must survive:
+Nothing of the scheduler is modelled here: each tick runs the real
+:class:`~ringrift_fleet.scheduler.beat.Beat` — its read model, the pure ``plan``
+and the :class:`~ringrift_fleet.scheduler.interpreter.Interpreter` that applies
+the actions — on a ledger running the real state machine
+(:func:`ringrift_fleet.consensus.ledger.apply`), through in-memory ports: a fence
+store with ``SET NX`` semantics (:class:`~ringrift_fleet.scheduler.slots.MemorySlots`),
+a broker of per-host queues, and a result backend.  What is modelled is the
+world around it, because it is what the scheduler must survive:
 
 * hosts with 1-8 GPUs of mixed power, each with its own node queue (a Redis
   list: it outlives the host) and one slot per GPU;
 * job lengths that depend on board size, GPU power and random noise;
 * host failures: crashes (running work dies) and partitions (running work goes
-  on and reports after the host is back — a zombie), detected by membership
-  after a short delay; hung jobs that never report and must be reaped;
-* the ledger's fence: a result is accepted only from the job's live attempt,
-  a worker refuses to start an attempt that is no longer live.  Zombie results
-  are counted twice: as refused, and as the duplicates they would have been.
+  on and reports after the host is back — a stale attempt reporting late),
+  declared by membership after a short delay; hung jobs that never report and
+  must be reaped;
+* workers as ``execution/fencing.py`` makes them: an attempt whose fence is not
+  the published one is refused, a run takes the job's run lease, a result is
+  stored only while its attempt's fence is still published;
+* injected faults: a send the broker fails, the ``|sent`` mark failing after a
+  send that worked, and a leader that dies between taking a send slot and
+  sending (the next leader, on the same ledger with a higher term, takes over).
 
-The beat is modelled as planning every ``tick_s`` and at once on a death.  The
-time a re-enqueue takes is the measured wall time of ``plan`` plus one ledger
-write per action before it (``ledger_write_s``).
+``duplicate_executions`` counts jobs whose result was kept twice (stored by a
+worker past its fence, or accepted by the ledger); ``duplicates_without_fencing``
+counts the stale attempts that finished and would have been a second result
+without the fence.  A re-enqueue's time is membership's death declaration to the
+new attempt being placed: the measured wall time of the beat tick that does it.
 """
 
 from __future__ import annotations
@@ -25,24 +38,24 @@ import random
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringrift_fleet.models import JobStatus, JobType, ResourceMetrics
-from ringrift_fleet.scheduler.actions import (
-    Action,
-    Dispatch,
-    Enqueue,
-    FailJob,
-    Notify,
-    Release,
-    SetState,
-)
-from ringrift_fleet.scheduler.fairshare import UsageWindow, share_ratios, window_totals
+from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus.api import Ledger
+from ringrift_fleet.execution.dispatch import task_id_for
+from ringrift_fleet.membership.base import MembershipEvent
+from ringrift_fleet.models import JobStatus, JobType, ResourceMetrics, WorkItem
+from ringrift_fleet.placement import can_train
+from ringrift_fleet.scheduler.actions import Action, Dispatch, Enqueue, FailJob
+from ringrift_fleet.scheduler.beat import Beat
+from ringrift_fleet.scheduler.fairshare import share_ratios, window_totals
 from ringrift_fleet.scheduler.policy import plan, unhealthy_reason
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
-from ringrift_fleet.scheduler.snapshot import ConfigState, Host, Job, Outcome, Snapshot, Stage
+from ringrift_fleet.scheduler.slots import BrokerFault, MemorySlots
+from ringrift_fleet.scheduler.snapshot import Host, Snapshot, Stage
 
 # (gpu, power, vram_gb, share of hosts): a rented fleet's mix
 GPU_MIX = (
@@ -54,6 +67,7 @@ GPU_MIX = (
     ("A10", 0.4, 24.0, 0.1),
     ("CPU", 0.1, 0.0, 0.05),
 )
+INF = float("inf")
 
 
 @dataclass
@@ -67,16 +81,20 @@ class SimParams:
     down_s: tuple[float, float] = (600.0, 3600.0)
     partition_fraction: float = 0.3  # failures that leave running work going (zombies)
     detect_s: tuple[float, float] = (1.0, 4.0)  # membership's time to declare a death
+    lease_ttl_s: float = 30.0  # a run lease outlives its worker by this long
     hang_probability: float = 0.003  # attempts that never report
     job_noise: float = 0.35  # lognormal sigma of job lengths
     seconds_per_game: float = 30.0  # cheapest game on an H100
     training_s: tuple[float, float] = (1800.0, 3600.0)
     eval_s: tuple[float, float] = (300.0, 900.0)
     sync_s: tuple[float, float] = (20.0, 120.0)
-    ledger_write_s: float = 0.0005  # one synchronous Raft write on the leader
     unhealthy_fraction: float = 0.04  # hosts whose disk fills for a while
     share_window_s: float = 3600.0
     share_step_s: float = 900.0
+    # injected broker and leader faults
+    send_fail_probability: float = 0.01  # the broker fails a send (sent again next tick)
+    mark_fail_probability: float = 0.01  # the "|sent" mark fails after the send worked
+    leader_change_every_s: float = 2 * 3600.0  # mean time between leader deaths mid-send
 
 
 @dataclass
@@ -90,25 +108,9 @@ class SimHost:
     connected: bool = True  # False while partitioned
     declared_dead: bool = False
     epoch: int = 0  # bumped on crash: events of an older epoch are void
-    queue: deque[tuple[str, int]] = field(default_factory=deque)  # its node queue in Redis
-    running: dict[tuple[str, int], float] = field(default_factory=dict)  # attempt -> start
+    queue: deque[tuple[str, int, str]] = field(default_factory=deque)  # job, attempt, fence
+    running: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)
     disk: float = 30.0
-
-
-@dataclass
-class SimJob:
-    job_id: str
-    job_type: JobType
-    config_key: str
-    kwargs: dict[str, Any]
-    max_attempts: int
-    hard_limit_s: float
-    status: JobStatus = JobStatus.CLAIMED
-    attempt: int = 1
-    node: str | None = None
-    enqueued_at: float = 0.0
-    started_at: float | None = None
-    accepted: int = 0  # results accepted for this job (more than 1 = a duplicate)
 
 
 @dataclass
@@ -139,37 +141,84 @@ class SimResult:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
+class SimLedger(Ledger):
+    """The ledger's state machine in this process: every write is ``sm.apply`` on one
+    shared state, as a Raft replica would apply it once committed.  Two leaders of
+    different terms share the state; the older one's writes are refused by term."""
+
+    def __init__(
+        self, node_id: str, term: int, state: sm.State, clock: Callable[[], float]
+    ) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.state = state
+        self._term = term
+        self.clock = clock
+
+    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+        return sm.apply(self.state, op)
+
+    @contextmanager
+    def reading(self) -> Iterator[sm.State]:
+        yield self.state
+
+    def is_leader(self) -> bool:
+        return True
+
+    def leader(self) -> str | None:
+        return self.node_id
+
+    def term(self) -> int:
+        return self._term
+
+
+class SimSlots(MemorySlots):
+    """The in-memory fence store, with a leader that can die right after taking a slot."""
+
+    dying: str | None = None  # the fence of a leader about to die mid-send
+    died = False
+
+    def claim(self, job_id: str, attempt: int, leader: str, ttl: int) -> bool:
+        took = super().claim(job_id, attempt, leader, ttl)
+        if took and leader == self.dying:
+            self.died = True
+            raise BrokerFault("leader died between taking the slot and sending")
+        return took
+
+
 class FleetSim:
     def __init__(self, params: SimParams, policy: SchedulerPolicy | None = None) -> None:
         self.p = params
         self.rng = random.Random(params.seed)
+        self.fault_rng = random.Random(params.seed + 1_000_003)
         self.policy = policy or SchedulerPolicy()
         self.now = 0.0
         self.events: list[tuple[float, int, str, tuple[Any, ...]]] = []
         self._seq = 0
         self.hosts: dict[str, SimHost] = {}
-        self.jobs: dict[str, SimJob] = {}
-        self.live: set[str] = set()  # ids of non-terminal jobs
-        self.states: dict[str, ConfigState] = {}
-        self.outcomes: dict[str, Outcome] = {}
-        self.games: Counter[str] = Counter()
-        self.usage = UsageWindow(self.policy.fairshare_window_s)
-        self.job_seconds: dict[str, float] = {}
-        self.intervals: list[tuple[str, float, float, float]] = []
+        self.state = sm.new_state()
+        self.slots = SimSlots(clock=self.clock, fault=self._fault)
+        self.backend: dict[str, tuple[str, object]] = {}  # task id -> (state, value)
         self.dead_at: dict[str, float] = {}  # host -> when membership declared it dead
-        self.lost_at: dict[str, float] = {}  # released job -> its host's death time
-        self.newly_dead: set[str] = set()
+        self.term = 0
+        self.beat = self._new_leader()
+        self.intervals: list[tuple[str, float, float, float]] = []
+        self.lost_at: dict[str, tuple[float, str]] = {}  # job -> (its host's death, host)
         self.requeue_s: list[float] = []
         self.detect_s: list[float] = []
         self.plan_ms: list[float] = []
         self.counts: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()  # injected faults that struck
+        self.kept: Counter[str] = Counter()  # job -> results kept (stored past the fence)
         self.active_trainings: Counter[str] = Counter()
         self.max_trainings = 0
-        self.released_at: dict[str, float] = {}
-        self._pending_reports: dict[str, list[tuple[str, int, float, bool]]] = {}
         self.slot_samples = 0  # healthy, reachable GPU slots seen at each tick
         self.busy_samples = 0  # … of which running a job
+        self._pending_reports: dict[str, list[tuple[str, int, str, float, bool]]] = {}
         self._make_hosts()
+
+    def clock(self) -> float:
+        return self.now
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -186,20 +235,49 @@ class FleetSim:
             start = self.rng.uniform(0, self.p.duration_s * 0.8)
             self._schedule(start, "disk", (h.node_id, 85.0))
             self._schedule(start + self.rng.uniform(1800, 7200), "disk", (h.node_id, 30.0))
+        if self.p.leader_change_every_s > 0:
+            self._schedule(self._leader_gap(), "leader", ())
 
     def _failure_gap(self) -> float:
         return self.now + self.rng.expovariate(1.0 / self.p.host_mtbf_s)
+
+    def _leader_gap(self) -> float:
+        return self.now + self.fault_rng.expovariate(1.0 / self.p.leader_change_every_s)
 
     def _schedule(self, at: float, kind: str, data: tuple[Any, ...]) -> None:
         self._seq += 1
         heapq.heappush(self.events, (at, self._seq, kind, data))
 
-    # -- the snapshot the beat would build ------------------------------------------------
+    # -- the production scheduler on in-memory ports ---------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        from ringrift_fleet.placement import can_train
+    def _new_leader(self) -> Beat:
+        """A coordinator that wins the next term on the shared ledger state."""
+        self.term += 1
+        ledger = SimLedger(f"leader-{self.term}", self.term, self.state, self.clock)
+        beat = Beat(
+            ledger=ledger,
+            leadership=ledger,
+            slots=self.slots,
+            policy=self.policy,
+            hosts=self.alive_hosts,
+            send=self.send,
+            read_result=lambda task_id: self.backend.get(task_id, ("PENDING", None)),
+            clock=self.clock,
+            planner=self.timed_plan,
+        )
+        beat.full_read_every_s = 3600.0  # a 300 s full read costs a day-long run minutes
+        for node, at in self.dead_at.items():
+            beat.on_membership(MembershipEvent("dead", node, 0, at=at))
+        return beat
 
-        hosts = tuple(
+    def _fault(self, op: str) -> bool:
+        if op == "mark_sent" and self.fault_rng.random() < self.p.mark_fail_probability:
+            self.faults["mark_sent_failed"] += 1
+            return True
+        return False
+
+    def alive_hosts(self) -> list[Host]:
+        return [
             Host(
                 node_id=h.node_id,
                 gpu_type=h.gpu,
@@ -217,114 +295,73 @@ class FleetSim:
             )
             for h in self.hosts.values()
             if not h.declared_dead
-        )
-        jobs = tuple(
-            Job(
-                j.job_id,
-                j.job_type,
-                j.config_key,
-                j.status,
-                j.attempt,
-                j.max_attempts,
-                j.node,
-                j.enqueued_at,
-                j.started_at,
-                j.hard_limit_s,
-                j.kwargs,
-            )
-            for j in (self.jobs[i] for i in self.live)
-        )
-        outcomes = {}
-        for c in self.policy.configs:
-            sid = self.states.get(c.key, ConfigState()).stage_job_id(c.key)
-            if sid is not None and sid in self.outcomes:
-                outcomes[sid] = self.outcomes[sid]
-        snap = Snapshot(
-            now=self.now,
-            hosts=hosts,
-            dead=frozenset(h.node_id for h in self.hosts.values() if h.declared_dead),
-            jobs=jobs,
-            outcomes=outcomes,
-            games=dict(self.games),
-            states=dict(self.states),
-            usage=self.usage.totals(self.now),
-            job_seconds=dict(self.job_seconds),
-            newly_dead=frozenset(self.newly_dead),
-            policy=self.policy,
-        )
-        self.newly_dead.clear()
-        return snap
+        ]
 
-    # -- the beat: plan, then apply in order ----------------------------------------------
-
-    def beat(self) -> None:
-        snap = self.snapshot()
+    def timed_plan(self, snap: Snapshot) -> list[Action]:
         unhealthy = {h.node_id for h in snap.hosts if unhealthy_reason(h, self.policy)}
         t0 = time.perf_counter()
         actions = plan(snap)
-        elapsed = time.perf_counter() - t0
+        self.plan_ms.append((time.perf_counter() - t0) * 1000)
         self.counts["plans"] += 1
-        self.plan_ms.append(elapsed * 1000)
-        for i, a in enumerate(actions):
+        for a in actions:
             if isinstance(a, (Enqueue, Dispatch)) and a.node_id in unhealthy:
                 self.counts["unhealthy_placements"] += 1
-            self.apply(a, elapsed + (i + 1) * self.p.ledger_write_s)
+            elif isinstance(a, FailJob):
+                self.counts["failed_jobs"] += 1
+        return actions
+
+    def send(
+        self,
+        job_type: JobType,
+        kwargs: Mapping[str, object],
+        *,
+        queue: str,
+        job_id: str,
+        fence: Mapping[str, object],
+    ) -> str:
+        """The broker: the message goes onto the host's node queue (it outlives the host)."""
+        if self.fault_rng.random() < self.p.send_fail_probability:
+            self.faults["send_failed"] += 1
+            raise BrokerFault("injected: the broker failed the send")
+        attempt = int(str(fence["attempt"]))
+        self.hosts[queue.removeprefix("node.")].queue.append((job_id, attempt, str(fence["token"])))
+        self.counts["messages_sent"] += 1
+        return task_id_for(job_id, attempt)
+
+    def tick(self) -> None:
+        """One beat of the leader; a leader that died mid-send is replaced by the next."""
+        placed_before = self._placed()
+        t0 = time.perf_counter()
+        self.beat.tick()
+        wall = time.perf_counter() - t0
+        if self.slots.died:
+            self.faults["leader_died_mid_send"] += 1
+            self.slots.died, self.slots.dying = False, None
+            self.beat = self._new_leader()
+        self._count_requeues(placed_before, wall)
         for h in self.hosts.values():
             self.pull(h)
 
-    def apply(self, a: Action, latency: float) -> None:
-        if isinstance(a, SetState):
-            self.states[a.config_key] = a.state
-        elif isinstance(a, Enqueue):
-            if a.job_id in self.jobs:  # slot already taken: the broker refuses a second copy
-                self.counts["slot_refused"] += 1
-                return
-            job = SimJob(
-                a.job_id,
-                a.job_type,
-                a.config_key,
-                dict(a.kwargs),
-                a.max_attempts,
-                a.hard_limit_s,
-                node=a.node_id,
-                enqueued_at=self.now,
-            )
-            self.jobs[a.job_id] = job
-            self.live.add(a.job_id)
-            self.hosts[a.node_id].queue.append((a.job_id, 1))
-        elif isinstance(a, Dispatch):
-            job = self.jobs[a.job_id]
-            if job.status is not JobStatus.PENDING or a.attempt != job.attempt + 1:
-                self.counts["slot_refused"] += 1
-                return
-            job.status, job.attempt, job.node = JobStatus.CLAIMED, a.attempt, a.node_id
-            job.enqueued_at, job.started_at = self.now, None
-            self.hosts[a.node_id].queue.append((a.job_id, a.attempt))
-            if a.job_id in self.lost_at:
-                self.requeue_s.append(self.now - self.lost_at.pop(a.job_id) + latency)
+    def _placed(self) -> dict[str, tuple[int, str | None]]:
+        return {
+            j: (w.attempts, w.claimed_by)
+            for j in self.lost_at
+            if (w := self.beat.ledger.get(j)) is not None
+        }
+
+    def _count_requeues(self, before: dict[str, tuple[int, str | None]], wall: float) -> None:
+        for job_id, (died, host) in list(self.lost_at.items()):
+            w = self.beat.ledger.get(job_id)
+            if w is None or w.status.is_terminal:
+                del self.lost_at[job_id]
+                continue
+            if w.status is JobStatus.CLAIMED and w.claimed_by not in (None, host):
+                if before.get(job_id) != (w.attempts, w.claimed_by):
+                    self.requeue_s.append(self.now - died + wall)
+                else:  # placed by an earlier tick than this one
+                    self.requeue_s.append(self.now - died)
                 self.counts["requeues"] += 1
-        elif isinstance(a, Release):
-            job = self.jobs[a.job_id]
-            if job.attempt != a.attempt or not job.status.is_active:
-                return
-            if job.status is JobStatus.RUNNING:
-                self._end_training(job)
-            job.status, job.node, job.started_at = JobStatus.PENDING, None, None
-            self.released_at[a.job_id] = self.now
-            if self.hosts[a.node_id].declared_dead:
-                self.lost_at[a.job_id] = self.dead_at[a.node_id]
-            else:
-                self.counts["reaped_jobs"] += 1
-        elif isinstance(a, FailJob):
-            job = self.jobs[a.job_id]
-            if job.status is JobStatus.RUNNING:
-                self._end_training(job)
-            job.status = JobStatus.FAILED
-            self.live.discard(a.job_id)
-            self.outcomes[a.job_id] = Outcome(a.job_id, False, error=a.reason)
-            self.counts["failed_jobs"] += 1
-        elif isinstance(a, Notify):
-            self.counts["notify_" + a.event_type] += 1
+                del self.lost_at[job_id]
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -333,89 +370,103 @@ class FleetSim:
         if not h.up or not h.connected:
             return
         while h.queue and len(h.running) < h.slots:
-            job_id, attempt = h.queue.popleft()
-            job = self.jobs[job_id]
-            live = (
-                job.status is JobStatus.CLAIMED and job.attempt == attempt and job.node == h.node_id
-            )
-            if not live:  # the run key / fence check: this attempt is no longer the job's
+            job_id, attempt, token = h.queue.popleft()
+            task_id = task_id_for(job_id, attempt)
+            owner = f"{h.node_id}:{h.epoch}:{attempt}"
+            if not self.slots.claim_run(job_id, owner, token, INF):
+                # the worker's fence check (fencing.claim_run): not the live attempt
                 self.counts["stale_attempts_refused"] += 1
+                refusal = {"status": "refused", "reason": "stale fence", "job_id": job_id}
+                self.backend[task_id] = ("SUCCESS", refusal)
                 continue
-            job.status, job.started_at = JobStatus.RUNNING, self.now
-            h.running[(job_id, attempt)] = self.now
-            if job.job_type is JobType.TRAINING:
-                self.active_trainings[job.config_key] += 1
-                self.max_trainings = max(self.max_trainings, self.active_trainings[job.config_key])
-            length = self.job_length(job, h)
+            self.backend[task_id] = ("STARTED", None)
+            h.running[(job_id, attempt)] = (self.now, token)
+            w = self.beat.ledger.get(job_id)
+            assert w is not None
+            if w.work_type is JobType.TRAINING:
+                key = str(w.payload.get("config", ""))
+                self.active_trainings[key] += 1
+                self.max_trainings = max(self.max_trainings, self.active_trainings[key])
             if self.rng.random() < self.p.hang_probability:
                 # hangs: Celery's hard limit frees the slot, no result ever comes
-                self._schedule(
-                    self.now + job.hard_limit_s, "killed", (h.node_id, h.epoch, job_id, attempt)
-                )
+                limit = float(w.payload.get("hard_limit_s", 7200.0))
+                self._schedule(self.now + limit, "killed", (h.node_id, h.epoch, job_id, attempt))
             else:
+                length = self.job_length(w, h)
                 self._schedule(self.now + length, "finish", (h.node_id, h.epoch, job_id, attempt))
 
-    def job_length(self, job: SimJob, h: SimHost) -> float:
+    def job_length(self, w: WorkItem, h: SimHost) -> float:
         noise = math.exp(self.rng.gauss(0.0, self.p.job_noise))
-        if job.job_type is JobType.SELFPLAY:
-            c = self.policy.config(job.config_key)
-            cost = (c.game_cost if c else 1.0) * int(job.kwargs.get("num_games", 1))
+        kwargs = w.payload.get("kwargs", {})
+        if w.work_type is JobType.SELFPLAY:
+            c = self.policy.config(str(w.payload.get("config", "")))
+            cost = (c.game_cost if c else 1.0) * int(kwargs.get("num_games", 1))
             return cost * self.p.seconds_per_game / h.power * noise
         lo, hi = {
             JobType.TRAINING: self.p.training_s,
             JobType.EVALUATION: self.p.eval_s,
             JobType.SYNC: self.p.sync_s,
-        }[job.job_type]
+        }[w.work_type]
         return self.rng.uniform(lo, hi) / max(h.power, 0.1) * noise
 
-    def _end_training(self, job: SimJob) -> None:
-        if job.job_type is JobType.TRAINING:
-            self.active_trainings[job.config_key] -= 1
+    def _end_training(self, job_id: str) -> None:
+        w = self.beat.ledger.get(job_id)
+        if w is not None and w.work_type is JobType.TRAINING:
+            self.active_trainings[str(w.payload.get("config", ""))] -= 1
 
     def finish(self, node: str, epoch: int, job_id: str, attempt: int, killed: bool) -> None:
         h = self.hosts[node]
         if epoch != h.epoch:
             return  # the host crashed: this run died with it
-        start = h.running.pop((job_id, attempt), None)
-        if start is None:
+        run = h.running.pop((job_id, attempt), None)
+        if run is None:
             return
-        job = self.jobs[job_id]
+        start, token = run
+        self._end_training(job_id)
         if not h.connected:
             # partitioned: the result waits until the host is back
-            self._pending_reports.setdefault(node, []).append((job_id, attempt, start, killed))
+            self._pending_reports.setdefault(node, []).append(
+                (job_id, attempt, token, start, killed)
+            )
             return
-        self.report(h, job, attempt, start, killed)
+        self.report(h, job_id, attempt, token, start, killed)
         self.pull(h)
 
-    def report(self, h: SimHost, job: SimJob, attempt: int, start: float, killed: bool) -> None:
+    def report(
+        self, h: SimHost, job_id: str, attempt: int, token: str, start: float, killed: bool
+    ) -> None:
+        self.slots.drop_run(job_id, f"{h.node_id}:{h.epoch}:{attempt}")
         if killed:
             return  # a hung attempt: nothing reports; the scheduler reaps it
-        live = job.status is JobStatus.RUNNING and job.attempt == attempt and job.node == h.node_id
-        if not live:
+        w = self.beat.ledger.get(job_id)
+        assert w is not None
+        kwargs, key = w.payload.get("kwargs", {}), str(w.payload.get("config", ""))
+        result: dict[str, object] = {
+            "status": "completed",
+            "node": h.node_id,
+            "job_id": job_id,
+            "fence": {"token": token, "attempt": attempt, "term": self.term},
+            "run_seconds": self.now - start,
+        }
+        if w.work_type is JobType.SELFPLAY:
+            result["games"] = int(kwargs.get("num_games", 0))
+        elif w.work_type is JobType.TRAINING:
+            result["model"] = f"{key}_g{kwargs.get('generation')}.npz"
+        elif w.work_type is JobType.EVALUATION:
+            result["win_rate"] = min(1.0, max(0.0, self.rng.gauss(0.56, 0.06)))
+        if not self.slots.store_result(job_id, token, result):
+            # its fence is gone (fencing.complete_run): a stale attempt, discarded
             self.counts["zombie_results_refused"] += 1
-            if job.status is JobStatus.COMPLETED or job.attempt != attempt:
+            if w.status is JobStatus.COMPLETED or w.attempts != attempt:
                 self.counts["duplicates_without_fencing"] += 1
             return
-        self._end_training(job)
-        job.status = JobStatus.COMPLETED
-        job.accepted += 1
-        self.live.discard(job.job_id)
-        result: dict[str, Any] = {}
-        if job.job_type is JobType.SELFPLAY:
-            n = int(job.kwargs.get("num_games", 0))
-            self.games[job.config_key] += n
+        self.kept[job_id] += 1
+        self.backend[task_id_for(job_id, attempt)] = ("SUCCESS", result)
+        if w.work_type is JobType.SELFPLAY:
+            self.intervals.append((key, start, self.now, h.power))
             self.counts["selfplay_jobs_done"] += 1
-            self.usage.add(job.config_key, start, self.now, h.power)
-            self.intervals.append((job.config_key, start, self.now, h.power))
-            prev = self.job_seconds.get(job.config_key)
-            d = (self.now - start) * h.power  # H100-seconds, like the usage
-            self.job_seconds[job.config_key] = d if prev is None else 0.98 * prev + 0.02 * d
-        elif job.job_type is JobType.TRAINING:
+        elif w.work_type is JobType.TRAINING:
             self.counts["trainings_done"] += 1
-            result = {"model": f"{job.config_key}_g{job.kwargs.get('generation')}.npz"}
-        elif job.job_type is JobType.EVALUATION:
-            result = {"win_rate": min(1.0, max(0.0, self.rng.gauss(0.56, 0.06)))}
-        self.outcomes[job.job_id] = Outcome(job.job_id, True, result, node_id=h.node_id)
 
     # -- failures -----------------------------------------------------------------------------
 
@@ -424,12 +475,18 @@ class FleetSim:
         if not h.up or not h.connected:
             return
         self.counts["host_failures"] += 1
+        for job_id, attempt in h.running:  # no renewals from here on: leases lapse
+            owner = f"{h.node_id}:{h.epoch}:{attempt}"
+            self.slots.lapse_run(job_id, owner, self.now + self.p.lease_ttl_s)
         if self.rng.random() < self.p.partition_fraction:
             h.connected = False  # running work goes on, unseen
         else:
-            for (job_id, _attempt), start in list(h.running.items()):
-                if self.jobs[job_id].job_type is JobType.SELFPLAY:
-                    self.intervals.append((self.jobs[job_id].config_key, start, self.now, h.power))
+            for (job_id, _attempt), (start, _token) in list(h.running.items()):
+                self._end_training(job_id)
+                w = self.beat.ledger.get(job_id)
+                if w is not None and w.work_type is JobType.SELFPLAY:
+                    key = str(w.payload.get("config", ""))
+                    self.intervals.append((key, start, self.now, h.power))
             h.running.clear()
             h.up = False
             h.epoch += 1
@@ -444,16 +501,26 @@ class FleetSim:
             return
         h.declared_dead = True
         self.dead_at[node] = self.now
-        self.newly_dead.add(node)
-        self.beat()  # the beat reacts to a membership death at once
+        for w in self.beat.ledger.items():
+            if w.status.is_active and w.claimed_by == node:
+                self.lost_at[w.work_id] = (self.now, node)
+        self.beat.on_membership(MembershipEvent("dead", node, 0, at=self.now))
+        self.tick()  # the beat reacts to a membership death at once
 
     def recover(self, node: str) -> None:
         h = self.hosts[node]
         h.up, h.connected, h.declared_dead = True, True, False
-        for job_id, attempt, start, killed in self._pending_reports.pop(node, []):
-            self.report(h, self.jobs[job_id], attempt, start, killed)
+        self.dead_at.pop(node, None)
+        self.beat.on_membership(MembershipEvent("alive", node, 0, at=self.now))
+        for job_id, attempt, token, start, killed in self._pending_reports.pop(node, []):
+            self.report(h, job_id, attempt, token, start, killed)
         self._schedule(self._failure_gap(), "fail", (node,))
         self.pull(h)
+
+    def leader_dies_mid_send(self) -> None:
+        """The leader's next send slot is its last act: it dies before sending."""
+        self.slots.dying = self.beat.effects.fence
+        self._schedule(self._leader_gap(), "leader", ())
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -469,7 +536,7 @@ class FleetSim:
             self.now = at
             if kind == "tick":
                 self.sample()  # before the beat: slots left idle since the last one count
-                self.beat()
+                self.tick()
                 self._schedule(at + self.p.tick_s, "tick", ())
                 if progress and int(at) % 3600 == 0:
                     progress(at)
@@ -483,6 +550,8 @@ class FleetSim:
                 self.detect(*data)
             elif kind == "recover":
                 self.recover(*data)
+            elif kind == "leader":
+                self.leader_dies_mid_send()
             elif kind == "disk":
                 self.hosts[data[0]].disk = data[1]
         self.now = end
@@ -500,23 +569,27 @@ class FleetSim:
 
     def result(self) -> SimResult:
         for h in self.hosts.values():
-            for (job_id, _), start in h.running.items():
-                if self.jobs[job_id].job_type is JobType.SELFPLAY:
-                    self.intervals.append((self.jobs[job_id].config_key, start, self.now, h.power))
+            for (job_id, _), (start, _token) in h.running.items():
+                w = self.beat.ledger.get(job_id)
+                if w is not None and w.work_type is JobType.SELFPLAY:
+                    key = str(w.payload.get("config", ""))
+                    self.intervals.append((key, start, self.now, h.power))
         ratios: list[float] = []
         t = self.p.share_window_s
         while t <= self.p.duration_s:
             totals = window_totals(self.intervals, t - self.p.share_window_s, t)
             ratios.extend(share_ratios(totals, self.policy.configs).values())
             t += self.p.share_step_s
-        lost = sum(1 for job_id in self.live if self.is_lost(self.jobs[job_id]))
-        dup = sum(1 for j in self.jobs.values() if j.accepted > 1)
+        items = self.beat.ledger.items()
+        lost = sum(1 for w in items if self.is_lost(w))
         rq = sorted(self.requeue_s) or [0.0]
+        replaced = self.beat.replaced
+        states = self.beat.view.states
         return SimResult(
             gpu_busy_fraction=self.busy_samples / self.slot_samples if self.slot_samples else 0.0,
             min_config_share_ratio=min(ratios) if ratios else 0.0,
             lost_jobs=lost,
-            duplicate_executions=dup,
+            duplicate_executions=sum(1 for n in self.kept.values() if n > 1),
             requeue_p50_s=_pct(rq, 50),
             requeue_p99_s=_pct(rq, 99),
             detect_p50_s=_pct(sorted(self.detect_s) or [0.0], 50),
@@ -524,32 +597,43 @@ class FleetSim:
             zombie_results_refused=self.counts["zombie_results_refused"],
             duplicates_without_fencing=self.counts["duplicates_without_fencing"],
             stale_attempts_refused=self.counts["stale_attempts_refused"],
-            reaped_jobs=self.counts["reaped_jobs"],
+            reaped_jobs=sum(n for (_, cause), n in replaced.items() if cause != "host_death"),
             failed_jobs=self.counts["failed_jobs"],
             host_failures=self.counts["host_failures"],
             selfplay_jobs_done=self.counts["selfplay_jobs_done"],
             trainings_done=self.counts["trainings_done"],
-            promotions=sum(s.promotions for s in self.states.values()),
+            promotions=sum(s.promotions for s in states.values()),
             unhealthy_placements=self.counts["unhealthy_placements"],
             max_concurrent_trainings_per_config=self.max_trainings,
             plans=self.counts["plans"],
             plan_ms_p50=statistics.median(self.plan_ms) if self.plan_ms else 0.0,
         )
 
-    def is_lost(self, j: SimJob) -> bool:
-        """A live job no queue, worker or pending requeue will ever finish."""
-        if j.status is JobStatus.PENDING:
-            return self.now - self.released_at.get(j.job_id, self.now) > 60.0
-        if j.node is None or self.hosts[j.node].declared_dead:
-            return True  # active on a dead host and never released
-        h = self.hosts[j.node]
-        if j.status is JobStatus.CLAIMED:
-            return (j.job_id, j.attempt) not in h.queue
-        if (j.job_id, j.attempt) in h.running:
+    def is_lost(self, w: WorkItem) -> bool:
+        """A live job no queue, worker, send or pending requeue will ever finish."""
+        if w.status.is_terminal:
+            return False
+        recent = self.now - (w.updated_at or 0.0) <= 60.0
+        if w.status is JobStatus.PENDING:
+            return not recent
+        node = w.claimed_by
+        if node is None:
+            return True
+        h = self.hosts[node]
+        if h.declared_dead:
+            return self.now - self.dead_at.get(node, self.now) > 60.0
+        if w.status is JobStatus.CLAIMED:
+            queued = any(j == w.work_id and a == w.attempts for j, a, _ in h.queue)
+            running = (w.work_id, w.attempts) in h.running
+            return not (queued or running or recent)
+        if (w.work_id, w.attempts) in h.running:
+            return False
+        if any(r[0] == w.work_id for r in self._pending_reports.get(node, [])):
             return False
         # a hung attempt Celery killed: the scheduler reaps it after the grace
-        limit = j.hard_limit_s + self.policy.reap_grace_s + 2 * self.p.tick_s
-        return j.started_at is None or self.now - j.started_at > limit
+        limit = float(w.payload.get("hard_limit_s", 7200.0))
+        limit += self.policy.reap_grace_s + 2 * self.p.tick_s
+        return self.now - (w.updated_at or 0.0) > limit
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
