@@ -10,12 +10,18 @@ bring the killed node back (Sentinel makes it a replica) and wait until it is in
 sync.  At the end every job placed before a kill must have completed, and the
 worker's log must show no job executed twice.
 
-Also measured, in the same run: the fenced send path (slot SET NX + fence + WAIT 1
-when replicas exist + the Celery publish) in sends per second through the Sentinel
-set versus a single redis-server, and fence writes per second with the WAIT.
+Measured first, in the same run: the Beat's fenced send path (per send: slot
+``SET NX``, fence, Celery publish, "sent" mark; one ``WAIT 1`` per tick of 10 sends
+when replicas exist) in sends per second through the Sentinel set versus a single
+redis-server configured like every node of the set (AOF, password), both built by
+the production code (``create_app``, ``redis_client``); and fence writes per second
+with a ``WAIT 1`` each.  ``--rounds`` rounds (≥ 5); within a round the two sides
+take turns tick by tick.  ``--throughput-only`` stops there.
 
 Prints one JSON line: ``{"failover_s", "first_job_after_s", "jobs_lost",
-"jobs_run_twice", "fence_writes_per_s_with_wait", …}`` (times as median/min/max).
+"jobs_run_twice", "fence_writes_per_s_with_wait", "dispatch_ratio", …}``, every
+figure as median/min/max over its rounds, with the load average before and after
+the send-path rounds (the machine is shared: say what else ran).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from tests.support.sentinel import SentinelSet  # noqa: E402
 SENDS = 200  # per send-path round
 ROUNDS = 7  # alternating Sentinel set / single Redis, reported as median / min / max
 WARMUP = 20  # sends before the first round: connections, Lua scripts, kombu's producer
+PER_TICK = 10  # sends per Beat tick (one WAIT 1 after them)
 
 
 def spread(values: list[float], digits: int = 3) -> dict[str, float] | None:
@@ -74,16 +81,17 @@ class SendPath:
     "sent" mark; one ``WAIT 1`` per ``per_tick`` sends (the Beat's one per tick, a
     no-op on a broker without replicas)."""
 
-    def __init__(self, cfg: Any, per_tick: int = 10) -> None:
+    def __init__(self, cfg: Any, per_tick: int = PER_TICK) -> None:
         self.app = create_app(cfg)
         self.client = redis_client(cfg, timeout=5)
         self.wait = replica_wait(cfg, self.client)
         self.queue = f"bench.nobody.{uuid.uuid4().hex[:6]}"
         self.per_tick, self.sent = per_tick, 0
 
-    def sends_per_s(self, n: int) -> float:
+    def tick(self) -> float:
+        """One Beat tick's sends (``per_tick`` of them, then the WAIT): seconds taken."""
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(self.per_tick):
             i, self.sent = self.sent, self.sent + 1
             job = f"bench:{self.queue}:{i}"
             self.client.set(f"ringrift:slot:{job}#1", "bench|claimed", nx=True, ex=600)
@@ -97,20 +105,21 @@ class SendPath:
                 app=self.app,
             )
             self.client.set(f"ringrift:slot:{job}#1", "bench|sent", xx=True, ex=600)
-            if i % self.per_tick == self.per_tick - 1:
-                self.wait()
-        rate = n / (time.perf_counter() - t0)
-        self.client.delete(self.queue)  # both sides keep an empty queue between rounds
-        return rate
+        self.wait()
+        return time.perf_counter() - t0
 
-    def fence_writes_per_s(self, n: int) -> float:
-        """A fence write and a ``WAIT 1`` each (what a WAIT per write would cost)."""
+    def fence_writes(self) -> float:
+        """``per_tick`` fence writes with a ``WAIT 1`` each (what a WAIT per write
+        would cost): seconds taken."""
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(self.per_tick):
             i, self.sent = self.sent, self.sent + 1
             publish_fence(self.client, f"bench:fence:{self.queue}:{i}", f"t{i}", 600)
             self.wait()
-        return n / (time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    def empty_queue(self) -> None:
+        self.client.delete(self.queue)  # both sides keep an empty queue between rounds
 
     def close(self) -> None:
         self.app.close()
@@ -122,22 +131,33 @@ def loadavg() -> list[float]:
 
 
 def throughput(cfg: Any, single_cfg: Any, rounds: int, sends: int) -> dict[str, Any]:
-    """Both sides in alternating rounds (who goes first alternates too), so the
-    machine's other load falls on both alike; median / min / max of each side and of
-    the per-round ratio, never the best round."""
+    """Sends per second on each side, ``rounds`` times.  Within a round the two sides
+    take turns tick by tick (10 sends and a WAIT each; who goes first alternates), so
+    a burst of the machine's other load falls on both alike.  Median / min / max of
+    each side and of the per-round ratio, never the best round."""
     sides = {"sentinel": SendPath(cfg), "single": SendPath(single_cfg)}
     rates: dict[str, list[float]] = {k: [] for k in sides}
     fences: dict[str, list[float]] = {k: [] for k in sides}
+    ticks = max(1, sends // PER_TICK)
     load = [loadavg()]
     try:
         for side in sides.values():
-            side.sends_per_s(WARMUP)
-        for r in range(rounds):
-            order = list(sides) if r % 2 == 0 else list(reversed(sides))
-            for name in order:
-                rates[name].append(sides[name].sends_per_s(sends))
-            for name in order:
-                fences[name].append(sides[name].fence_writes_per_s(sends))
+            for _ in range(max(1, WARMUP // PER_TICK)):
+                side.tick()
+            side.empty_queue()
+        for _ in range(rounds):
+            spent = dict.fromkeys(sides, 0.0)
+            fenced = dict.fromkeys(sides, 0.0)
+            for t in range(ticks):
+                order = list(sides) if t % 2 == 0 else list(reversed(sides))
+                for name in order:
+                    spent[name] += sides[name].tick()
+                for name in order:
+                    fenced[name] += sides[name].fence_writes()
+            for name, side in sides.items():
+                side.empty_queue()
+                rates[name].append(ticks * PER_TICK / spent[name])
+                fences[name].append(ticks * PER_TICK / fenced[name])
         load.append(loadavg())
     finally:
         for side in sides.values():
@@ -145,7 +165,7 @@ def throughput(cfg: Any, single_cfg: Any, rounds: int, sends: int) -> dict[str, 
     ratios = [a / b for a, b in zip(rates["sentinel"], rates["single"], strict=True)]
     return {
         "rounds": rounds,
-        "sends_per_round": sends,
+        "sends_per_round": ticks * PER_TICK,
         "sends_per_s_sentinel": spread(rates["sentinel"], 1),
         "sends_per_s_single": spread(rates["single"], 1),
         "dispatch_ratio": spread(ratios),
