@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
 from ringrift_fleet.execution.dispatch import task_id_for
-from ringrift_fleet.models import JobStatus, WorkItem
+from ringrift_fleet.models import JobAssignment, JobStatus, WorkItem
 from ringrift_fleet.scheduler.actions import (
     HOST_DEAD,
     LEASE_LOST,
@@ -142,15 +142,14 @@ class Interpreter:
         changed = 0
         if self.slots is None:  # no broker (consensus only): nothing was sent to read back
             return changed
-        stored = self._stored_results()
+        placed = self._live_attempts()  # one ledger read per job and tick
+        stored = self._stored_results(placed)
         if stored is None:
             return changed
         live: set[str] = set()  # task ids of the live attempts
         for w in list(self.view.items.values()):
-            if not w.status.is_active or not w.claimed_by:
-                continue
-            current = self.ledger.current(w.work_id)
-            if current is None or current.node_id != w.claimed_by:
+            current = placed.get(w.work_id)
+            if current is None or not w.claimed_by:
                 continue
             task_id = task_id_for(w.work_id, current.attempt)
             live.add(task_id)
@@ -210,16 +209,24 @@ class Interpreter:
             self.lost_messages.forget(live)
         return changed
 
-    def _stored_results(self) -> dict[str, dict[str, object]] | None:
-        """Results the live attempts stored in the run store (fencing ``done`` keys),
-        in one round trip; None when the broker failed."""
-        assert self.slots is not None
-        tokens = {}
+    def _live_attempts(self) -> dict[str, JobAssignment]:
+        """The ledger's live attempt of every active job the view has placed on a host
+        (the job's current assignment, when it is still on that host)."""
+        out = {}
         for w in self.view.items.values():
             if w.status.is_active and w.claimed_by:
                 current = self.ledger.current(w.work_id)
                 if current is not None and current.node_id == w.claimed_by:
-                    tokens[w.work_id] = current.fence_token
+                    out[w.work_id] = current
+        return out
+
+    def _stored_results(
+        self, placed: dict[str, JobAssignment]
+    ) -> dict[str, dict[str, object]] | None:
+        """Results the live attempts stored in the run store (fencing ``done`` keys),
+        in one round trip; None when the broker failed."""
+        assert self.slots is not None
+        tokens = {job: current.fence_token for job, current in placed.items()}
         try:
             return self.slots.stored_results(tokens)
         except BROKER_ERRORS as exc:
