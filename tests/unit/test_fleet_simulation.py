@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ringrift_fleet.scheduler.settings import SchedulerPolicy, parse_board_configs
 from ringrift_fleet.scheduler.simulation import SimParams, simulate
 from ringrift_fleet.training import TrainingThresholds
@@ -25,6 +27,9 @@ def rough_day(**kw: object) -> SimParams:
     return SimParams(**base)  # type: ignore[arg-type]
 
 
+# Each tick is the production Beat over the real state machine (about 2 min each on a
+# quiet 2-core box, several times that beside the deploy lane).
+@pytest.mark.timeout(900)
 def test_failures_lose_nothing_and_zombies_are_refused() -> None:
     r = simulate(rough_day(), SchedulerPolicy(thresholds=FAST_TRAINING))
     assert r.host_failures >= 5
@@ -40,6 +45,7 @@ def test_failures_lose_nothing_and_zombies_are_refused() -> None:
     assert r.requeue_p99_s < 2.0
 
 
+@pytest.mark.timeout(900)
 def test_busy_and_fair_with_uneven_weights_and_job_lengths() -> None:
     configs = parse_board_configs("", "square19_4p=3,hexagonal_4p=2,square8_2p=0.5")
     r = simulate(rough_day(seed=11), SchedulerPolicy(configs=configs))
