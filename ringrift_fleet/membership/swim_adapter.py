@@ -80,6 +80,7 @@ class SwimMembershipManager:
         self._transport: UdpSwimTransport | None = None
         self._started_at: float | None = None
         self._last_recovery: float | None = None
+        self._last_incarnation = 0  # the stopped node's, so that a restart outranks it
         self.recoveries = 0
         self.last_error: str | None = None
         self.http: HttpHeartbeatMembership | None = None
@@ -161,8 +162,10 @@ class SwimMembershipManager:
             config=self.swim_config,
             seeds=self.seeds,
             metadata=self._metadata,
-            # A restarted process outranks every verdict about its previous life.
-            incarnation=int(time.time()),
+            # A restarted process outranks every verdict about its previous life;
+            # a restarted socket (check_and_recover) outranks this process's own
+            # earlier incarnations, which refutations may have raised past the clock.
+            incarnation=max(int(time.time()), self._last_incarnation + 1),
         )
         transport = UdpSwimTransport(
             node,
@@ -187,6 +190,8 @@ class SwimMembershipManager:
         transport = self._transport
         if transport is None:
             return
+        if self._node is not None:
+            self._last_incarnation = self._node.incarnation
         if leave and transport.running:
             await transport.leave(linger=self.swim_config.ping_interval)
         transport.close()
@@ -302,6 +307,7 @@ class SwimMembershipManager:
             "backend": "swim",
             "healthy": not problems,
             "problems": problems,
+            "warnings": self._warnings(),
             "started": self.started,
             "members": len(node.members) if node else 0,
             "alive": len(node.live_names()) if node else 0,
@@ -335,13 +341,24 @@ class SwimMembershipManager:
         out = []
         if transport.errors:
             out.append(f"{transport.errors} internal errors in the protocol core")
-        if node.lhm >= node.config.lhm_max:
-            out.append("local health at its worst: we miss most acks")
         now = time.monotonic()
         last = transport.last_received or self._started_at or now
         if self.seeds and now - last > SILENCE_UNHEALTHY:
             out.append(f"no datagram received for {now - last:.0f} s")
         return out
+
+    def _warnings(self) -> list[str]:
+        """Conditions worth showing that a restart would not cure.
+
+        A local health multiplier at its ceiling means this process misses acks,
+        nearly always because it gets too little CPU (a busy GPU host). Lifeguard's
+        answer is already in force: our probes and suspicions wait longer.  A new
+        socket would only forget every member and make this host look like it
+        left, so it is reported, not acted on (the 30-host soak's leader churn)."""
+        node = self._node
+        if node is not None and self.started and node.lhm >= node.config.lhm_max:
+            return ["local health at its worst: we miss most acks (CPU-starved?)"]
+        return []
 
     def is_healthy(self) -> bool:
         return not self._problems()

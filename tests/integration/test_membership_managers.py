@@ -130,6 +130,75 @@ def test_check_and_recover_restarts_an_unhealthy_swim_at_most_once_per_interval(
 
 
 @pytest.mark.timeout(60)
+def test_a_cpu_starved_swim_is_reported_but_not_restarted() -> None:
+    """Local health at its ceiling (we miss acks: our own process is slow) is a
+    warning. Restarting the socket would forget every member and, in the 30-host
+    soak, made a starved leader look gone to the voters that followed it."""
+
+    async def body() -> None:
+        ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
+        a = _swim("n0", ports[0], [ports[1]])
+        b = _swim("n1", ports[1], [ports[0]], recovery_min_interval=0.0)
+        heard: list[MembershipEvent] = []
+        b.add_listener(heard.append)
+        await a.start()
+        await b.start()
+        try:
+            assert await until(lambda: b.is_peer_alive("n0"), 10)
+            assert b._node is not None
+            b._node.lhm = b._node.config.lhm_max  # what a starved process reaches
+            health = b.get_swim_health()
+            assert health["healthy"], health
+            assert any("local health" in w for w in health["warnings"]), health
+            assert not await b.check_and_recover()
+            assert b.get_swim_health()["recoveries"] == 0
+            assert b.is_peer_alive("n0"), "members are not forgotten"
+            assert not [e for e in heard if e.kind == SWIM_RECOVERED]
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_a_restarted_swim_outranks_its_own_earlier_incarnations() -> None:
+    """Refutations raise a member's incarnation by one each; after many, it can
+    pass the wall clock that a fresh start takes as its incarnation. A restarted
+    socket must still outrank what peers hold, or they would ignore its news
+    (here: its new metadata) until they suspected it again."""
+
+    async def body() -> None:
+        ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
+        a = _swim("n0", ports[0], [ports[1]])
+        b = _swim("n1", ports[1], [ports[0]], recovery_min_interval=0.0)
+        await a.start()
+        await b.start()
+        try:
+            assert await until(lambda: a.is_peer_alive("n1"), 10)
+            assert b._node is not None
+            b._node.incarnation = int(time.time()) + 10_000  # many refutations
+            b.set_local_metadata({"round": 1})
+            assert await until(lambda: (a.peer_metadata("n1") or {}).get("round") == 1, 10)
+            held = a.get_membership_summary()["members"]["n1"]["incarnation"]
+
+            assert b._transport is not None
+            b._transport.close()  # the socket dies under it
+            assert await b.check_and_recover()
+            assert b._node is not None and b._node.incarnation > held
+            b.set_local_metadata({"round": 2})
+            assert await until(lambda: (a.peer_metadata("n1") or {}).get("round") == 2, 10), (
+                a.get_membership_summary()["members"]["n1"]
+            )
+            assert a.is_peer_alive("n1")
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
 def test_from_distributed_hosts_seeds_from_the_inventory(tmp_path: Path) -> None:
     ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
     inv = tmp_path / "distributed_hosts.yaml"
