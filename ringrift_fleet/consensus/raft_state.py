@@ -134,10 +134,12 @@ class _FleetSyncObj(SyncObj):
       for nor grants a pre-vote while the leader it follows still looks alive:
       its Raft connection is up and membership (SWIM or heartbeats) holds it
       alive.  A killed leader's connection drops at once (its kernel resets
-      it), a crashed or cut-off host is declared dead by membership within
-      seconds or its connection times out; and silence over ``silence_cap``
-      counts on its own, so a leader that answers pings but not Raft is still
-      replaced.  Every election names which of these it saw.
+      it), a crashed or cut-off host's connection times out; membership's
+      "gone" counts once the leader has also been silent for two election
+      timeouts (a verdict from a starved or restarting detector alone moves
+      nothing); and silence over ``silence_cap`` counts on its own, so a
+      leader that answers pings but not Raft is still replaced.  Every
+      election names which of these it saw.
     * **Handover**: ``request_handover`` makes a leader that is shutting down
       send Raft's TimeoutNow to a caught-up follower, which starts its
       election at once instead of after a timeout.
@@ -164,6 +166,11 @@ class _FleetSyncObj(SyncObj):
         self._silence_cap = max(
             4 * conf.raftMaxTimeout, conf.connectionTimeout + conf.raftMinTimeout
         )
+        # Membership's "gone" counts only after this much Raft silence as well:
+        # a verdict reached while the leader still spoke recently is membership's
+        # own trouble (a starved or restarting detector, a peer not yet relearned),
+        # and a real death is seen sooner by the connection (a reset) anyway.
+        self._membership_confirm = 2 * conf.raftMaxTimeout
         self._deferred_logged_at = 0.0
         self._last_tick_at = time.monotonic()
         # A node that has just started treats its start as word from a leader: a
@@ -220,17 +227,17 @@ class _FleetSyncObj(SyncObj):
 
     def _leader_gone(self, now: float) -> str | None:
         """Why the leader this node last followed counts as gone, or None while it
-        still looks alive (connection up, membership holding it alive, heard from
-        within the silence cap)."""
+        still looks alive (connection up; heard from within the silence cap, and
+        within two election timeouts if membership reports it gone)."""
         leader = self._p("raftLeader")
         if leader is None or leader == self.selfNode:
             return "no leader known"
         name = self._name(leader)
         if leader not in self._p("connectedNodes"):
             return f"the connection to {name} is down"
-        if self._peer_alive.get(name) is False:
-            return f"membership reports {name} gone"
         silent = now - self._heard_leader_at
+        if self._peer_alive.get(name) is False and silent >= self._membership_confirm:
+            return f"membership reports {name} gone and it has been silent for {silent:.1f}s"
         if silent >= self._silence_cap:
             return f"{name} silent for {silent:.1f}s with its connection up"
         return None
@@ -376,7 +383,8 @@ class _FleetSyncObj(SyncObj):
         gone = self._leader_gone(now)
         if gone is None:
             # the leader is silent but its connection is up and membership holds it
-            # alive: a stall (a busy host), not a death; look again after a timeout
+            # alive (or has not for long): a stall (a busy host), not a death;
+            # look again after a timeout
             self._counts["elections_deferred"] += 1
             if now - self._deferred_logged_at >= 60.0:
                 self._deferred_logged_at = now

@@ -150,3 +150,53 @@ def test_a_leader_stalled_past_every_election_timeout_keeps_leading(
     ]
     assert max(deferred) > 0, deferred  # the followers' timers did fire
     assert ((fleet.status(leader) or {}).get("raft_detail") or {}).get("own_stalls", 0) >= 2
+
+
+@pytest.fixture
+def quick_verdict_fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
+    # membership calls a peer dead after 1.5 s without a heartbeat (sent every 0.5 s)
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env={"RINGRIFT_P2P_PEER_TIMEOUT": "1.5"})
+    try:
+        fleet.start_all()
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.mark.timeout(120)
+def test_membership_calling_a_briefly_stalled_leader_dead_does_not_move_leadership(
+    quick_verdict_fleet3: LocalFleet,
+) -> None:
+    """A 2.3 s stall: membership's verdict (1.5 s) comes in the middle of it, as a
+    starved SWIM's did in the 30-host soak, but Raft heard the leader 2.3 s ago,
+    under two election timeouts (3.2 s): no follower stands. Before, membership's
+    "dead" plus an expired election timer was enough, and leadership moved."""
+    fleet = quick_verdict_fleet3
+    leader = fleet.wait_leader(15)
+    assert leader
+    followers = [n for n in fleet.nodes if n != leader]
+    assert wait_for(lambda: all(v == (leader, v[1]) for v in leader_views(fleet)), 10)
+    term = (fleet.status(leader) or {})["term"]
+    called_dead = 0
+    for round_ in range(2):
+        proc = fleet.nodes[leader].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            stop_at = time.monotonic() + 2.3
+            while time.monotonic() < stop_at - 0.15:  # followers' views, mid-stall
+                views = [fleet.status(n) or {} for n in followers]
+                called_dead += sum(1 for v in views if "peers" in v and leader not in v["peers"])
+                time.sleep(0.05)
+            time.sleep(max(0.0, stop_at - time.monotonic()))
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        end = time.monotonic() + 5
+        seen: set[tuple[str | None, int | None]] = set()
+        while time.monotonic() < end:
+            seen.update(v for v in leader_views(fleet) if v[0] is not None)
+            time.sleep(0.1)
+        assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
+    assert called_dead > 0, "membership never called the stalled leader dead"
+    for name in followers:
+        assert "starting an election" not in fleet.log(name), fleet.log(name)
