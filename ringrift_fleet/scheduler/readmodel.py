@@ -44,7 +44,10 @@ class LedgerView:
 
     def __init__(self, policy: SchedulerPolicy) -> None:
         self.policy = policy
-        self.started: dict[str, float] = {}  # job id -> when first seen running
+        # job id -> when its live attempt started running, and which attempt that is
+        # (a re-placed attempt runs from its own start, not its first attempt's)
+        self.started: dict[str, float] = {}
+        self._started_attempt: dict[str, int] = {}
         self.counted: set[str] = set()
         self.games: Counter[str] = Counter()
         self.usage = UsageWindow(policy.fairshare_window_s)
@@ -73,6 +76,7 @@ class LedgerView:
         self.counted &= ids
         for gone in [k for k in self.started if k not in ids]:
             del self.started[gone]
+            self._started_attempt.pop(gone, None)
         self.items = {}
         self._live = {}
         self.update(items, ids, records, now, power_of, history)
@@ -98,6 +102,7 @@ class LedgerView:
                 del self.items[gone]
                 self.counted.discard(gone)
                 self.started.pop(gone, None)
+                self._started_attempt.pop(gone, None)
             forgot = True
         for w in changed:
             dirty = True
@@ -109,7 +114,11 @@ class LedgerView:
                 # a finished job never changes again: its part is added once
                 self._live.setdefault(config_of(w), History()).add(w)
             if w.status is JobStatus.RUNNING:
-                self.started.setdefault(w.work_id, w.updated_at or now)
+                if self._started_attempt.get(w.work_id) != w.attempts:
+                    # the ledger stamps updated_at when an attempt starts running and
+                    # not again until it leaves RUNNING
+                    self._started_attempt[w.work_id] = w.attempts
+                    self.started[w.work_id] = w.updated_at or now
             elif w.status is JobStatus.COMPLETED and w.work_id not in self.counted:
                 self.counted.add(w.work_id)
                 if self._primed:
@@ -151,6 +160,7 @@ class LedgerView:
         key = str(w.payload.get("config", ""))
         end = w.updated_at or time.time()
         start = self.started.pop(w.work_id, w.created_at)
+        self._started_attempt.pop(w.work_id, None)
         node = str(result.get("node") or w.claimed_by or "")
         power = power_of(node)
         self.usage.add(key, start, end, power)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ringrift_fleet.scheduler.settings import SchedulerPolicy
 from tests.support.memory_ledger import Clock, MemoryLedger, idle_beat
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (found by the FleetSim on the production Beat): LedgerView.started "
-    "keeps the first attempt's start; tracking the live attempt's start made the "
-    "simulation run two trainings of one config at once, not yet understood",
-)
 def test_a_re_placed_attempt_runs_from_its_own_start_not_its_first_attempts() -> None:
     """Attempt 1 runs from t=1000 and its host dies at 6000; attempt 2 starts at 6000.
     The hard-limit reaper must see 2 s of run time, not 5,002 s."""
