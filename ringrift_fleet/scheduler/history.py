@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """What finished jobs leave behind once the ledger forgets them.
 
 The ledger keeps a job only until ``ledger_retention_s`` after it finished;
@@ -17,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ringrift_fleet.models import JobStatus, JobType, WorkItem
 
@@ -37,7 +37,7 @@ def selfplay_seq(work_id: str) -> tuple[str, int] | None:
     return (m["key"], int(m["seq"])) if m else None
 
 
-def _count(value: Any) -> int:
+def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
@@ -52,7 +52,7 @@ class History:
     jobs: int = 0  # finished jobs folded in
 
     @classmethod
-    def from_dict(cls, raw: Any) -> History:
+    def from_dict(cls, raw: object) -> History:
         """Tolerant: a malformed field reads as empty rather than stopping the scheduler."""
         if not isinstance(raw, Mapping):
             return cls()
@@ -72,7 +72,7 @@ class History:
             jobs=_count(raw.get("jobs")),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "games": self.games,
             "game_nodes": dict(self.game_nodes),
@@ -142,8 +142,8 @@ def summarise(items: Iterable[WorkItem]) -> dict[str, History]:
 
 
 def fold(
-    records: Mapping[str, Any], forgotten: Iterable[WorkItem]
-) -> list[tuple[str, str, dict[str, Any]]]:
+    records: Mapping[str, object], forgotten: Iterable[WorkItem]
+) -> list[tuple[str, str, dict[str, object]]]:
     """The summary records to write when ``forgotten`` jobs leave the ledger.
 
     Values are absolute (the record as read, plus these jobs), so writing them
