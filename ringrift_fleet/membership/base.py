@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The membership interface the rest of the fleet codes against.
 
 Liveness has one source of truth per node (ARCHITECTURE.md); the scheduler, the
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import NotRequired, Protocol, TypedDict, runtime_checkable
+
+from ringrift_fleet.jsontypes import JSONMapping
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,10 @@ class MembershipEvent:
     kind: str  # one of EVENT_KINDS, or SWIM_RECOVERED for the local node
     node: str
     incarnation: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: JSONMapping = field(default_factory=dict)
     at: float = 0.0  # wall-clock seconds (time.time()) when this node learned it
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "kind": self.kind,
             "node": self.node,
@@ -43,6 +46,35 @@ class MembershipEvent:
             "metadata": dict(self.metadata),
             "at": self.at,
         }
+
+
+class MemberInfo(TypedDict):
+    """One member in :meth:`Membership.get_membership_summary`."""
+
+    state: str  # alive, suspect, dead or left
+    incarnation: int
+    metadata: JSONMapping
+    last_seen_s: NotRequired[float | None]  # HTTP heartbeats: seconds since the last one
+    address: NotRequired[str]  # SWIM: host:port
+    via: NotRequired[str]  # "http": alive by heartbeats only (mixed fleets)
+
+
+class MembershipSummary(TypedDict):
+    """What :meth:`Membership.get_membership_summary` returns (and /status shows)."""
+
+    node_id: str
+    backend: str  # swim, swim-p2p or http
+    started: bool
+    alive_count: int  # live members, this node included
+    suspect_count: int
+    dead_count: int
+    members: dict[str, MemberInfo]
+    incarnation: NotRequired[int | None]  # SWIM: this node's
+    left_count: NotRequired[int]
+    http_only_peers: NotRequired[list[str]]  # mixed fleets: alive by heartbeats only
+    authority: NotRequired[str]  # hybrid: which backend decides
+    swim_alive_count: NotRequired[int]
+    http_alive_count: NotRequired[int]
 
 
 MembershipListener = Callable[[MembershipEvent], None]
@@ -64,7 +96,7 @@ class Membership(Protocol):
         """Names of the members believed alive, excluding this node."""
         ...
 
-    def get_membership_summary(self) -> dict[str, Any]:
+    def get_membership_summary(self) -> MembershipSummary:
         """Counts plus, per member, its state, incarnation and metadata."""
         ...
 
@@ -72,13 +104,13 @@ class Membership(Protocol):
         """Call ``callback`` for every change this node learns, however it learned it."""
         ...
 
-    def peer_metadata(self, name: str) -> Mapping[str, Any] | None: ...
+    def peer_metadata(self, name: str) -> JSONMapping | None: ...
 
-    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+    def set_local_metadata(self, metadata: JSONMapping) -> None:
         """Replace this node's metadata; bumps its incarnation so the newest wins."""
         ...
 
-    def get_swim_health(self) -> dict[str, Any]: ...
+    def get_swim_health(self) -> dict[str, object]: ...
 
 
 class ListenerSet:
@@ -98,7 +130,7 @@ class ListenerSet:
                 log.exception("membership listener %r failed on %s", callback, event)
 
 
-async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+async def cancel_task(task: asyncio.Task[object] | None) -> None:
     """Cancel a manager's background loop and wait until it has stopped."""
     if task is None:
         return

@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """HTTP heartbeat membership: the fallback when SWIM is off or unhealthy.
 
 Every ``HEARTBEAT_INTERVAL`` each node POSTs its summary to every peer's
@@ -24,17 +25,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.http_input import parse_json, read_body, same_secret
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import (
     ListenerSet,
+    MemberInfo,
     MembershipEvent,
     MembershipListener,
+    MembershipSummary,
     cancel_task,
 )
 
@@ -44,7 +47,7 @@ MAX_HEARTBEAT_BYTES = 256 * 1024
 LEAVE_TIMEOUT = 0.5  # s: telling the peers we leave, at most
 
 
-def parse_heartbeat(payload: Any) -> tuple[str, int, dict[str, Any]]:
+def parse_heartbeat(payload: object) -> tuple[str, int, dict[str, object]]:
     """(node_id, incarnation, summary) from a heartbeat body, or a ValidationError naming the field."""
     if not isinstance(payload, dict):
         raise ValidationError("heartbeat: expected a JSON object")
@@ -75,7 +78,7 @@ class HttpHeartbeatMembership:
         node_id: str,
         peers: Mapping[str, str],
         config: P2PConfig | None = None,
-        summary: Callable[[], Mapping[str, Any]] | None = None,
+        summary: Callable[[], JSONMapping] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         speaks_swim: bool = False,
@@ -87,11 +90,11 @@ class HttpHeartbeatMembership:
         self.summary = summary or (lambda: {})
         self.clock = clock
         self.incarnation = int(time.time())
-        self._metadata: dict[str, Any] = {}
+        self._metadata: dict[str, object] = {}
         self._listeners = ListenerSet()
         self._last_seen: dict[str, float] = {}
         self._state: dict[str, str] = {}  # name -> "alive" | "dead"
-        self._info: dict[str, tuple[int, dict[str, Any]]] = {}  # name -> (incarnation, summary)
+        self._info: dict[str, tuple[int, dict[str, object]]] = {}  # name -> (incarnation, summary)
         # Whether this node runs SWIM beside us (said in every heartbeat and answer),
         # which peers we POST to (None: all), and what each peer last said of itself.
         self.speaks_swim = speaks_swim
@@ -181,7 +184,7 @@ class HttpHeartbeatMembership:
         try:
             async with session.post(f"{url}/heartbeat", json=body, headers=headers) as resp:
                 if resp.status == 200:
-                    answer: Any = None
+                    answer: object = None
                     with contextlib.suppress(Exception):  # an older peer may say less
                         answer = await resp.json(content_type=None)
                     if isinstance(answer, dict) and isinstance(answer.get("swim"), bool):
@@ -200,18 +203,19 @@ class HttpHeartbeatMembership:
 
     # --- what we learn -------------------------------------------------------------------------
 
-    def record_heartbeat(self, payload: Any) -> None:
+    def record_heartbeat(self, payload: object) -> None:
         """A heartbeat arrived (the route calls this).  Raises ValidationError when malformed."""
         name, inc, summary = parse_heartbeat(payload)
+        body: JSONMapping = payload if isinstance(payload, dict) else {}  # parse_heartbeat checked
         if name == self.node_id:
             raise ValidationError(f"heartbeat.node_id: {name!r} is this node")
-        swim = payload.get("swim")
+        swim = body.get("swim")
         if swim is not None and not isinstance(swim, bool):
             raise ValidationError(f"heartbeat.swim: expected true or false, got {swim!r:.60}")
-        leaving = payload.get("leaving", False)
+        leaving = body.get("leaving", False)
         if not isinstance(leaving, bool):
             raise ValidationError(f"heartbeat.leaving: expected true or false, got {leaving!r:.60}")
-        boot = payload.get("boot")
+        boot = body.get("boot")
         if boot is not None and not (isinstance(boot, str) and 0 < len(boot) <= 64):
             raise ValidationError(f"heartbeat.boot: expected a short string, got {boot!r:.60}")
         self.received += 1
@@ -278,10 +282,10 @@ class HttpHeartbeatMembership:
         dead = expired(self._last_seen, self.clock(), self.config.PEER_TIMEOUT)
         return sorted(n for n, s in self._state.items() if s == "alive" and n not in dead)
 
-    def get_membership_summary(self) -> dict[str, Any]:
+    def get_membership_summary(self) -> MembershipSummary:
         now = self.clock()
         alive = set(self.get_alive_peers())
-        members = {
+        members: dict[str, MemberInfo] = {
             n: {
                 "state": "alive" if n in alive else ("left" if n in self._left else "dead"),
                 "incarnation": self._info.get(n, (0, {}))[0],
@@ -303,7 +307,7 @@ class HttpHeartbeatMembership:
     def add_listener(self, callback: MembershipListener) -> None:
         self._listeners.add(callback)
 
-    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+    def peer_metadata(self, name: str) -> JSONMapping | None:
         if name == self.node_id:
             return dict(self._metadata)
         info = self._info.get(name)
@@ -312,11 +316,11 @@ class HttpHeartbeatMembership:
         meta = info[1].get("metadata", {})
         return dict(meta) if isinstance(meta, dict) else {}
 
-    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+    def set_local_metadata(self, metadata: JSONMapping) -> None:
         self._metadata = dict(metadata)
         self.incarnation += 1
 
-    def get_swim_health(self) -> dict[str, Any]:
+    def get_swim_health(self) -> dict[str, object]:
         """The HTTP fallback's own health (it has no SWIM): started and reaching peers?"""
         return {
             "backend": "http",

@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """``HybridMembershipManager``: SWIM is the authority while healthy; HTTP only stands in.
 
 Why one authority and not "alive if either says so": with an OR, a host is
@@ -22,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from ringrift_fleet.errors import FleetError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import (
     SWIM_RECOVERED,
     ListenerSet,
     MembershipEvent,
     MembershipListener,
+    MembershipSummary,
     cancel_task,
 )
 from ringrift_fleet.membership.http import HttpHeartbeatMembership
@@ -140,8 +141,8 @@ class HybridMembershipManager:
             alive |= set(self.mixed.extra_alive())
         return sorted(alive)
 
-    def get_membership_summary(self) -> dict[str, Any]:
-        summary = dict(self._current().get_membership_summary())
+    def get_membership_summary(self) -> MembershipSummary:
+        summary = self._current().get_membership_summary().copy()
         if self._authority == "swim":
             summary = self.mixed.add_to_summary(summary, len(self.get_alive_peers()) + 1)
         summary["authority"] = self._authority
@@ -152,17 +153,17 @@ class HybridMembershipManager:
     def add_listener(self, callback: MembershipListener) -> None:
         self._listeners.add(callback)
 
-    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+    def peer_metadata(self, name: str) -> JSONMapping | None:
         meta = self._current().peer_metadata(name)
         if meta is None and self._authority == "swim" and self.mixed.http_only(name):
             return self.http.peer_metadata(name)
         return meta
 
-    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+    def set_local_metadata(self, metadata: JSONMapping) -> None:
         self.swim.set_local_metadata(metadata)
         self.http.set_local_metadata(metadata)
 
-    def get_swim_health(self) -> dict[str, Any]:
+    def get_swim_health(self) -> dict[str, object]:
         health = dict(self.swim.get_swim_health())
         health["authority"] = self._authority
         health["http"] = self.http.get_swim_health()

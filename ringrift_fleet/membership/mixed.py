@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Peers that speak only HTTP, seen from a node that runs SWIM: the mixed-mode rule.
 
 During a host-by-host rollout (or rollback) some hosts run HTTP heartbeats and
@@ -19,9 +20,9 @@ is its authority) apply this one rule; the functions here are its whole logic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ringrift_fleet.membership.base import MembershipEvent
+from ringrift_fleet.membership.base import MemberInfo, MembershipEvent, MembershipSummary
 
 if TYPE_CHECKING:
     from ringrift_fleet.membership.http import HttpHeartbeatMembership
@@ -72,15 +73,17 @@ class HttpOnlyPeers:
         """Forward this heartbeat event?  Only about HTTP-only peers SWIM does not hold."""
         return self.http_only(ev.node) and not self.swim_alive(ev.node)
 
-    def add_to_summary(self, summary: dict[str, Any], alive_count: int) -> dict[str, Any]:
+    def add_to_summary(self, summary: MembershipSummary, alive_count: int) -> MembershipSummary:
         """``summary`` (SWIM's) with the HTTP-only peers alive by heartbeats added."""
         extra = self.extra_alive()
-        out = dict(summary)
+        out = summary.copy()
         if extra:
-            members = dict(out.get("members", {}))
+            members = dict(out["members"])
             theirs = self.http.get_membership_summary()["members"]
             for n in extra:
-                members[n] = {**theirs.get(n, {}), "state": "alive", "via": "http"}
+                # every peer alive by heartbeats is in the heartbeat summary
+                base: MemberInfo = theirs.get(n) or {"state": "", "incarnation": 0, "metadata": {}}
+                members[n] = {**base, "state": "alive", "via": "http"}
             out["members"] = members
             out["alive_count"] = alive_count
             out["dead_count"] = sum(1 for m in members.values() if m.get("state") == "dead")

@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """``SwimMembershipManager``: our SWIM behind the :class:`Membership` interface.
 
 The name and methods are the ones users know from the RingRift P2P module;
@@ -14,16 +15,19 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ringrift_fleet.config import P2PConfig, get_p2p_config, resolve_bind_host
 from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import (
     SWIM_RECOVERED,
     ListenerSet,
+    MemberInfo,
     MembershipEvent,
     MembershipListener,
+    MembershipSummary,
 )
 
 if TYPE_CHECKING:  # imported lazily: a bare SWIM agent need not load aiohttp
@@ -57,7 +61,7 @@ class SwimMembershipManager:
         seeds: Sequence[Addr] = (),
         cluster_key: str | bytes = b"",
         swim_config: SwimConfig | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: JSONMapping | None = None,
         inject_loss: float = 0.0,
         inject_loss_in: float = 0.0,
         recovery_min_interval: float = RECOVERY_MIN_INTERVAL,
@@ -74,7 +78,7 @@ class SwimMembershipManager:
         self.inject_loss = inject_loss
         self.inject_loss_in = inject_loss_in
         self.recovery_min_interval = recovery_min_interval
-        self._metadata: dict[str, Any] = dict(metadata or {})
+        self._metadata: dict[str, object] = dict(metadata or {})
         self._listeners = ListenerSet()
         self._node: SwimNode | None = None
         self._transport: UdpSwimTransport | None = None
@@ -111,7 +115,11 @@ class SwimMembershipManager:
         node_id: str,
         hosts_file: str | None = None,
         config: P2PConfig | None = None,
-        **kwargs: Any,
+        *,
+        swim_config: SwimConfig | None = None,
+        inject_loss: float | None = None,
+        inject_loss_in: float | None = None,
+        recovery_min_interval: float = RECOVERY_MIN_INTERVAL,
     ) -> SwimMembershipManager:
         """Bind this host's swim_port; every other host in the inventory is a seed."""
         from ringrift_fleet import inventory
@@ -120,7 +128,7 @@ class SwimMembershipManager:
         inv = inventory.load(hosts_file or cfg.HOSTS_FILE)
         me = inv.host(node_id)
         seeds = [(h.address, h.swim_port) for h in inv.hosts if h.name != node_id]
-        metadata = {
+        metadata: dict[str, object] = {
             "host": me.name,
             "gpu": me.gpu,
             "gpu_count": me.gpu_count,
@@ -134,18 +142,22 @@ class SwimMembershipManager:
             metadata["version"] = version("ringrift_fleet")
         except Exception:  # running from a source tree without metadata
             metadata["version"] = "dev"
-        kwargs.setdefault("swim_config", SwimConfig.from_p2p_config(cfg))
         # Test-only loss knobs, so real coordinators can be run over a lossy "link".
-        kwargs.setdefault("inject_loss", inject_loss_from_env())
-        kwargs.setdefault("inject_loss_in", inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN"))
+        if inject_loss is None:
+            inject_loss = inject_loss_from_env()
+        if inject_loss_in is None:
+            inject_loss_in = inject_loss_from_env("RINGRIFT_SWIM_INJECT_LOSS_IN")
         return cls(
             node_id,
             bind=(resolve_bind_host(cfg, me.address), me.swim_port),
             advertise=(cfg.ADVERTISE_HOST or me.address, me.swim_port),
             seeds=seeds,
             cluster_key=cfg.CLUSTER_KEY,
+            swim_config=swim_config or SwimConfig.from_p2p_config(cfg),
             metadata=metadata,
-            **kwargs,
+            inject_loss=inject_loss,
+            inject_loss_in=inject_loss_in,
+            recovery_min_interval=recovery_min_interval,
         )
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -213,7 +225,7 @@ class SwimMembershipManager:
             return False
         return name != self.node_id and node.state_of(name) in (ALIVE, SUSPECT)
 
-    def _swim_meta(self, name: str) -> Mapping[str, Any] | None:
+    def _swim_meta(self, name: str) -> JSONMapping | None:
         node = self._node
         m = node.members.get(name) if node else None
         return dict(m.metadata) if m else None
@@ -232,7 +244,7 @@ class SwimMembershipManager:
             alive |= set(self._mixed.extra_alive())
         return sorted(alive)
 
-    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+    def peer_metadata(self, name: str) -> JSONMapping | None:
         if name == self.node_id:
             return dict(self._metadata)
         meta = self._swim_meta(name)
@@ -241,7 +253,7 @@ class SwimMembershipManager:
             return self.http.peer_metadata(name)
         return meta
 
-    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+    def set_local_metadata(self, metadata: JSONMapping) -> None:
         node = self._node
         if node is not None:
             out = node.set_metadata(time.monotonic(), metadata)
@@ -253,9 +265,9 @@ class SwimMembershipManager:
         if self.http is not None:
             self.http.set_local_metadata(metadata)
 
-    def get_membership_summary(self) -> dict[str, Any]:
+    def get_membership_summary(self) -> MembershipSummary:
         node = self._node
-        members: dict[str, Any] = {}
+        members: dict[str, MemberInfo] = {}
         counts = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEFT: 0}
         if node is not None:
             for m in node.members.values():
@@ -266,7 +278,7 @@ class SwimMembershipManager:
                     "address": f"{m.addr[0]}:{m.addr[1]}",
                     "metadata": dict(m.metadata),
                 }
-        summary = {
+        summary: MembershipSummary = {
             "node_id": self.node_id,
             "backend": "swim",
             "started": self.started,
@@ -299,7 +311,7 @@ class SwimMembershipManager:
 
     # --- health and recovery ------------------------------------------------------------------
 
-    def get_swim_health(self) -> dict[str, Any]:
+    def get_swim_health(self) -> dict[str, object]:
         node, transport = self._node, self._transport
         problems = self._problems()
         stats = node.stats if node else None

@@ -27,10 +27,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ringrift_fleet.errors import ConfigError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import (
     ListenerSet,
     MembershipEvent,
     MembershipListener,
+    MembershipSummary,
     cancel_task,
 )
 from ringrift_fleet.membership.swim.codec import Addr
@@ -83,7 +85,7 @@ class SwimP2PMembership:
         ping_timeout: float = 0.2,
         suspect_timeout: float = 2.0,
         poll_interval: float = 0.1,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: JSONMapping | None = None,
         inject_loss: float = 0.0,
     ) -> None:
         self.node_id = node_id
@@ -94,10 +96,10 @@ class SwimP2PMembership:
         self.ping_timeout = ping_timeout
         self.suspect_timeout = suspect_timeout
         self.poll_interval = poll_interval
-        self._metadata = dict(metadata or {})
+        self._metadata: dict[str, object] = dict(metadata or {})
         self.inject_loss = inject_loss
         self._listeners = ListenerSet()
-        self._node: Any = None
+        self._node: Any = None  # a swim-p2p Node (the package is untyped)
         self._poller: asyncio.Task[None] | None = None
         self._view: dict[str, tuple[str, int]] = {}  # name -> (state, incarnation)
         self.last_error: str | None = None
@@ -195,7 +197,7 @@ class SwimP2PMembership:
     def get_alive_peers(self) -> list[str]:
         return sorted(n for n, (s, _) in self._view.items() if s in ("alive", "suspect"))
 
-    def get_membership_summary(self) -> dict[str, Any]:
+    def get_membership_summary(self) -> MembershipSummary:
         counts: dict[str, int] = {}
         for state, _ in self._view.values():
             counts[state] = counts.get(state, 0) + 1
@@ -215,15 +217,15 @@ class SwimP2PMembership:
     def add_listener(self, callback: MembershipListener) -> None:
         self._listeners.add(callback)
 
-    def peer_metadata(self, name: str) -> Mapping[str, Any] | None:
+    def peer_metadata(self, name: str) -> JSONMapping | None:
         if name == self.node_id:
             return dict(self._metadata)
         return {} if name in self._view else None
 
-    def set_local_metadata(self, metadata: Mapping[str, Any]) -> None:
+    def set_local_metadata(self, metadata: JSONMapping) -> None:
         self._metadata = dict(metadata)  # swim-p2p does not gossip metadata
 
-    def get_swim_health(self) -> dict[str, Any]:
+    def get_swim_health(self) -> dict[str, object]:
         problems = [] if self._node is not None else [self.last_error or "not started"]
         if self._node is not None and self.last_error:
             problems.append(self.last_error)
