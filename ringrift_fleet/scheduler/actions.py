@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """What ``plan`` asks the shell to do: inert values, applied in order by the beat.
 
 Every action that could be applied twice carries a ``slot``: a name derived
@@ -8,10 +9,9 @@ leaders planning from the same state name the same slot and the broker-side
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.models import JobType
 from ringrift_fleet.scheduler.snapshot import ConfigState
 
@@ -25,7 +25,7 @@ class Enqueue:
     config_key: str
     node_id: str
     queue: str  # the node's own queue
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: JSONMapping = field(default_factory=dict)
     max_attempts: int = 3
     hard_limit_s: float = 7200.0
 
@@ -46,7 +46,7 @@ class Dispatch:
     node_id: str
     queue: str
     attempt: int  # the attempt this placement starts
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: JSONMapping = field(default_factory=dict)
 
     @property
     def slot(self) -> str:
@@ -100,7 +100,7 @@ class Notify:
     title: str
     message: str
     severity: str = "info"
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: JSONMapping = field(default_factory=dict)
     key: str = ""
 
     @property

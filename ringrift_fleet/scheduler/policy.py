@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The scheduler's decision: ``plan(snapshot) -> actions``, a pure function.
 
 One call looks at the whole fleet and says what to do next, in the order the
@@ -24,7 +25,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 from ringrift_fleet.models import JobStatus, JobType, NodeHealth, NodeSummary
 from ringrift_fleet.scheduler.actions import (
@@ -101,7 +101,7 @@ def _capacity(host: Host, policy: SchedulerPolicy) -> int:
     return host.slots + extra
 
 
-def _config_kwargs(c: BoardConfig) -> dict[str, Any]:
+def _config_kwargs(c: BoardConfig) -> dict[str, object]:
     return {"board_type": c.board_type, "num_players": c.num_players}
 
 
@@ -277,7 +277,7 @@ class _Planner:
             return None
         host = self.alive.get(node)
         queue = host.pinned_queue if host else f"node.{node}"
-        kwargs: dict[str, Any] = {**_config_kwargs(c), "generation": st.generation}
+        kwargs: dict[str, object] = {**_config_kwargs(c), "generation": st.generation}
         if st.stage is Stage.SYNC:
             kwargs.update({"config": c.key, "kind": "games", "target": node})
         elif st.stage is Stage.TRAINING:
@@ -571,7 +571,7 @@ class _Planner:
             assert c is not None
             seqs[key] += 1
             self.place(host.node_id)
-            kwargs: dict[str, Any] = {**_config_kwargs(c), "num_games": policy.games_for(c)}
+            kwargs: dict[str, object] = {**_config_kwargs(c), "num_games": policy.games_for(c)}
             champion = self.states[key].champion
             if champion and host.node_id in self.snap.champion_hosts.get(key, frozenset()):
                 kwargs["model"] = champion  # play the champion where it is on disk

@@ -243,13 +243,13 @@ def task_kwargs(
             out["model"] = k["model"]
         return out
     if a.job_type is JobType.TRAINING:
-        return {**base, "version": int(k.get("generation", 1)), "min_games": 1}
+        return {**base, "version": _count(k.get("generation"), 1), "min_games": 1}
     if a.job_type is JobType.EVALUATION:
         out = {
             **base,
             "candidate": k.get("candidate"),
             "champion": k.get("champion") or "random",
-            "games": int(k.get("games", 20)),
+            "games": _count(k.get("games"), 20),
         }
         sources = model_sources(a, view, address, (out["candidate"], out["champion"]))
         if sources:
@@ -268,6 +268,17 @@ def task_kwargs(
     if not urls:
         return None
     return {"prefix": games_prefix(a.config_key), "source": urls[:MAX_SOURCES]}
+
+
+def _count(value: object, default: int) -> int:
+    """A whole number from a job's kwargs (the ledger's copy: checked, not trusted)."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return default
 
 
 def model_sources(

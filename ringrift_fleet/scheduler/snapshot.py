@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """What the scheduler sees: plain frozen data, built by the shell, read by ``plan``.
 
 A snapshot is everything one decision needs and nothing it could change: the
@@ -12,10 +13,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.execution.boards import BOARD_TYPES, PLAYER_COUNTS
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.models import JobStatus, JobType, NodeHealth, ResourceMetrics
 
 # Relative cost of one self-play game, square8 2-player = 1.  Cells grow with
@@ -89,6 +91,23 @@ class Stage(str, enum.Enum):
     EVALUATION = "evaluation"  # candidate vs champion
 
 
+class StateChanges(TypedDict, total=False):
+    """The fields of a :class:`ConfigState` that ``ConfigState.but`` may change."""
+
+    stage: Stage
+    generation: int
+    target_node: str | None
+    games_at_trigger: int
+    games_at_last_training: int
+    last_training_at: float | None
+    retry_after: float
+    candidate: str | None
+    champion: str | None
+    champion_elo: float
+    promotions: int
+    selfplay_seq: int
+
+
 @dataclass(frozen=True)
 class ConfigState:
     """One config's training cursor and model registry entry (one ledger record)."""
@@ -111,7 +130,7 @@ class ConfigState:
             return None
         return f"{self.stage.value}:{key}:g{self.generation}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "stage": self.stage.value,
             "generation": self.generation,
@@ -128,7 +147,7 @@ class ConfigState:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], ctx: str = "config_state") -> ConfigState:
+    def from_dict(cls, data: JSONMapping, ctx: str = "config_state") -> ConfigState:
         from ringrift_fleet.models import as_enum, as_float, as_int
 
         def opt_float(name: str) -> float | None:
@@ -158,7 +177,7 @@ class ConfigState:
             selfplay_seq=as_int(data.get("selfplay_seq", 0), "selfplay_seq", ctx, lo=0),
         )
 
-    def but(self, **changes: Any) -> ConfigState:
+    def but(self, **changes: Unpack[StateChanges]) -> ConfigState:
         return replace(self, **changes)
 
 
@@ -176,7 +195,7 @@ class Job:
     enqueued_at: float = 0.0
     started_at: float | None = None
     hard_limit_s: float = 7200.0
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: JSONMapping = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,7 +204,7 @@ class Outcome:
 
     job_id: str
     ok: bool
-    result: Mapping[str, Any] = field(default_factory=dict)
+    result: JSONMapping = field(default_factory=dict)
     error: str = ""
     node_id: str | None = None
 
