@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The interfaces the scheduler and the status server code against.
 
 ``Ledger`` is the job ledger whatever keeps it (Raft or the Bully leader's
@@ -15,10 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.histograms import LEDGER_OP_BUCKETS, Histogram
+from ringrift_fleet.jsontypes import JSONMapping, JSONObject
 from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,12 @@ class Changes:
 
     items: list[WorkItem]  # work items changed after the revision asked about
     ids: frozenset[str]  # every work item held now: the others were forgotten
-    records: dict[str, dict[str, Any]]  # the records of the kinds asked for
+    records: dict[str, dict[str, JSONObject]]  # the records of the kinds asked for
     rev: int  # the replica's revision now
     pruned: int  # finished jobs forgotten so far (changes when a prune applies)
 
 
-def _work_item(d: dict[str, Any]) -> WorkItem:
+def _work_item(d: sm.WorkRow) -> WorkItem:
     return WorkItem(
         work_id=d["work_id"],
         work_type=JobType(d["work_type"]),
@@ -69,8 +71,24 @@ def _work_item(d: dict[str, Any]) -> WorkItem:
     )
 
 
-def _assignment(d: dict[str, Any]) -> JobAssignment:
+def _assignment(d: object) -> JobAssignment:
     return JobAssignment.from_dict(d)
+
+
+class QueueStats(TypedDict):
+    """:meth:`Ledger.get_queue_stats`: work items per status, and who leads."""
+
+    pending: int
+    claimed: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    total: int
+    pruned: int
+    is_leader: bool
+    leader: str | None
+    term: int
 
 
 class Ledger(ABC):
@@ -94,7 +112,7 @@ class Ledger(ABC):
     # --- what a backend provides -----------------------------------------------------
 
     @abstractmethod
-    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         """Commit ``op`` (a :func:`ledger.make_op` dict); ``{"ok": False, ...}`` on failure."""
 
     @abstractmethod
@@ -114,7 +132,7 @@ class Ledger(ABC):
     def fence_token(self) -> str:
         return leadership_fence(self.term(), self.leader())
 
-    def version(self) -> Any:
+    def version(self) -> object:
         """Something that changes whenever the local replica does (None: unknown)."""
         return None
 
@@ -123,7 +141,7 @@ class Ledger(ABC):
 
     # --- the typed interface -------------------------------------------------------------
 
-    def timed_propose(self, op: dict[str, Any]) -> sm.Result:
+    def timed_propose(self, op: dict[str, object]) -> sm.Result:
         """:meth:`propose`, its wait recorded in :attr:`op_latency`."""
         started = time.perf_counter()
         result = self.propose(op)
@@ -131,7 +149,7 @@ class Ledger(ABC):
         self.op_latency.observe((str(op.get("op")), outcome), time.perf_counter() - started)
         return result
 
-    def _do(self, name: str, **args: Any) -> sm.Result:
+    def _do(self, name: str, **args: object) -> sm.Result:
         op = sm.make_op(name, now=self.clock(), term=self.term(), **args)
         result = self.timed_propose(op)
         self.last_error = None if result.get("ok") else str(result.get("reason"))
@@ -142,12 +160,12 @@ class Ledger(ABC):
     def add_work(
         self,
         work_id: str,
-        payload: dict[str, Any],
+        payload: JSONMapping,
         priority: int = 0,
         work_type: str | None = None,
         max_attempts: int = 3,
     ) -> bool:
-        args: dict[str, Any] = {
+        args: dict[str, object] = {
             "work_id": work_id,
             "payload": payload,
             "priority": priority,
@@ -165,7 +183,7 @@ class Ledger(ABC):
         return bool(self._do("start_work.v1", work_id=work_id, node=node or self.node_id)["ok"])
 
     def complete_work(
-        self, work_id: str, result: dict[str, Any] | None = None, fence: str | None = None
+        self, work_id: str, result: JSONMapping | None = None, fence: str | None = None
     ) -> bool:
         return bool(self._do("complete_work.v1", work_id=work_id, result=result, fence=fence)["ok"])
 
@@ -188,21 +206,21 @@ class Ledger(ABC):
         return list(result.get("jobs", [])) if result["ok"] else []
 
     def accept_result(
-        self, job_id: str, fence_token: str, result: dict[str, Any] | None = None
+        self, job_id: str, fence_token: str, result: JSONMapping | None = None
     ) -> bool:
         """False for a stale fence: the result of a voided attempt is discarded."""
         return bool(
             self._do("accept_result.v1", job_id=job_id, fence=fence_token, result=result)["ok"]
         )
 
-    def put_record(self, kind: str, key: str, value: dict[str, Any]) -> bool:
+    def put_record(self, kind: str, key: str, value: JSONMapping) -> bool:
         return bool(self._do("put_record.v1", kind=kind, key=key, value=value)["ok"])
 
     def delete_record(self, kind: str, key: str) -> bool:
         return bool(self._do("delete_record.v1", kind=kind, key=key)["ok"])
 
     def prune_work(
-        self, ids: Sequence[str], records: Sequence[tuple[str, str, dict[str, Any]]] = ()
+        self, ids: Sequence[str], records: Sequence[tuple[str, str, JSONMapping]] = ()
     ) -> int | None:
         """Forget finished jobs, writing ``records`` (kind, key, value) in the same step.
 
@@ -216,7 +234,7 @@ class Ledger(ABC):
 
     def read_items(
         self, ids: Sequence[str], kinds: tuple[str, ...]
-    ) -> tuple[list[WorkItem], dict[str, dict[str, Any]]]:
+    ) -> tuple[list[WorkItem], dict[str, dict[str, JSONObject]]]:
         """The work items of ``ids`` (those still held) and the records of ``kinds``,
         read in one consistent step."""
         with self.reading() as state:
@@ -271,16 +289,16 @@ class Ledger(ABC):
         with self.reading() as state:
             return [_assignment(d) for d in sm.jobs_of(state, node_id)]
 
-    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+    def get_record(self, kind: str, key: str) -> JSONObject | None:
         with self.reading() as state:
             value = state["records"].get(kind, {}).get(key)
             return None if value is None else copy.deepcopy(value)
 
-    def records(self, kind: str) -> dict[str, dict[str, Any]]:
+    def records(self, kind: str) -> dict[str, JSONObject]:
         with self.reading() as state:
             return copy.deepcopy(state["records"].get(kind, {}))
 
-    def get_queue_stats(self) -> dict[str, Any]:
+    def get_queue_stats(self) -> QueueStats:
         with self.reading() as state:
             c = sm.counts(state)
             total = len(state["work"])

@@ -24,13 +24,51 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
+from ringrift_fleet.jsontypes import JSONObject
 from ringrift_fleet.models import JobStatus, JobType
 
+# ``State`` stays loose: raft_state keeps it in pysyncobj's untyped replica (see
+# WorkRow and AssignRow for the rows it holds under "work" and "assign").
 State = dict[str, Any]
 Result = dict[str, Any]
-Op = Mapping[str, Any]
+#: An operation as it arrives (decoded from the Raft log, SQLite or the network):
+#: every field is narrowed with ``isinstance`` before use.
+Op = Mapping[str, object]
+
+
+class WorkRow(TypedDict):
+    """A work item as the replica holds it (``state["work"][work_id]``)."""
+
+    work_id: str
+    work_type: str
+    payload: JSONObject
+    priority: int
+    status: str
+    attempts: int
+    max_attempts: int
+    claimed_by: str | None
+    created_at: float
+    updated_at: float
+    result: JSONObject | None
+    error: str | None
+    seq: int
+    rev: NotRequired[int]
+
+
+class AssignRow(TypedDict):
+    """A job's current attempt (``state["assign"][job_id]``)."""
+
+    job_id: str
+    node_id: str
+    attempt: int
+    fence_token: str
+    status: str
+    assigned_at: float
+    job_type: str
+    rev: NotRequired[int]
+
 
 STATE_VERSION = 1
 WORK_TYPES = frozenset(t.value for t in JobType)
@@ -60,19 +98,19 @@ def fence_for(term: int, job_id: str, attempt: int) -> str:
 # --- validation helpers: each returns an error string or None ------------------------
 
 
-def _bad_id(value: Any, name: str) -> str | None:
+def _bad_id(value: object, name: str) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
         return f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters"
     return None
 
 
-def _bad_int(value: Any, name: str, lo: int | None = None) -> str | None:
+def _bad_int(value: object, name: str, lo: int | None = None) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo):
         return f"{name} must be an integer" + (f" >= {lo}" if lo is not None else "")
     return None
 
 
-def _bad_plain(value: Any, name: str, depth: int = 0) -> str | None:
+def _bad_plain(value: object, name: str, depth: int = 0) -> str | None:
     """Replicated state holds JSON-shaped data only (pickle-safe, comparable)."""
     if depth > 32:
         return f"{name} is nested too deeply"
@@ -97,13 +135,13 @@ def _bad_plain(value: Any, name: str, depth: int = 0) -> str | None:
     return f"{name} must be JSON-like data, not {type(value).__name__}"
 
 
-def _bad_dict(value: Any, name: str) -> str | None:
+def _bad_dict(value: object, name: str) -> str | None:
     if not isinstance(value, dict):
         return f"{name} must be an object"
     return _bad_plain(value, name)
 
 
-def _change(state: State, item: dict[str, Any], **changes: Any) -> None:
+def _change(state: State, item: dict[str, Any], **changes: object) -> None:
     """Every change to a work item or an assignment stamps it with the state's next
     revision, so a reader can fetch only what changed since it last looked
     (``changed_since``, ``changes``)."""
@@ -115,7 +153,7 @@ def _refuse(reason: str) -> Result:
     return {"ok": False, "reason": reason}
 
 
-def _ok(**extra: Any) -> Result:
+def _ok(**extra: object) -> Result:
     return {"ok": True, **extra}
 
 
@@ -214,7 +252,7 @@ def _start_work(state: State, op: Op, now: float) -> Result:
     return _ok()
 
 
-def _fence_mismatch(state: State, work_id: Any, fence: Any) -> str | None:
+def _fence_mismatch(state: State, work_id: object, fence: object) -> str | None:
     """A fenced completion must carry the current attempt's token."""
     if fence is None:
         return None
@@ -226,7 +264,7 @@ def _fence_mismatch(state: State, work_id: Any, fence: Any) -> str | None:
     return None
 
 
-def _finish_assignment(state: State, work_id: Any, status: str) -> None:
+def _finish_assignment(state: State, work_id: object, status: str) -> None:
     current = state["assign"].get(work_id)
     if current is not None and current["status"] in ACTIVE:
         _change(state, current, status=status)
@@ -254,9 +292,11 @@ def _complete_work(state: State, op: Op, now: float) -> Result:
 
 def _fail_work(state: State, op: Op, now: float) -> Result:
     work_id, error, fence = op.get("work_id"), op.get("error", ""), op.get("fence")
-    err = _bad_id(work_id, "work_id") or (None if isinstance(error, str) else "error must be text")
+    err = _bad_id(work_id, "work_id")
     if err:
         return _refuse(err)
+    if not isinstance(error, str):
+        return _refuse("error must be text")
     item = state["work"].get(work_id)
     if item is None:
         return _refuse("no such work")
@@ -305,6 +345,7 @@ def _cancel_work(state: State, op: Op, now: float) -> Result:
 
 def _assign(state: State, op: Op, now: float) -> Result:
     job_id, node, job_type = op.get("job_id"), op.get("node"), op.get("job_type")
+    term = op.get("term", 0)  # apply() checked it is an integer
     for err in (_bad_id(job_id, "job_id"), _bad_id(node, "node")):
         if err:
             return _refuse(err)
@@ -327,7 +368,7 @@ def _assign(state: State, op: Op, now: float) -> Result:
         "job_id": job_id,
         "node_id": node,
         "attempt": attempt,
-        "fence_token": fence_for(int(op.get("term", 0)), str(job_id), attempt),
+        "fence_token": fence_for(term if isinstance(term, int) else 0, str(job_id), attempt),
         "status": JobStatus.CLAIMED.value,
         "assigned_at": now,
         "job_type": job_type,
@@ -502,7 +543,7 @@ def _adopt_state(state: State, op: Op, now: float) -> Result:
         forgot_floor=rev,
         rev=rev,
         term=int(other.get("term", 0)),
-        term_base=max(int(state.get("term_base", 0)), base),
+        term_base=max(int(state.get("term_base", 0)), base if isinstance(base, int) else 0),
     )
     return _ok(adopted=len(work))
 
@@ -524,12 +565,12 @@ OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
 }
 
 
-def make_op(name: str, *, now: float, term: int, **args: Any) -> dict[str, Any]:
+def make_op(name: str, *, now: float, term: int, **args: object) -> dict[str, object]:
     """An operation as the proposer sends it (name must be a key of OPERATIONS)."""
     return {"op": name, "now": now, "term": term, **args}
 
 
-def apply(state: State, op: Any) -> Result:
+def apply(state: State, op: object) -> Result:
     """Apply one operation; never raises, never half-applies.
 
     Validation happens before any mutation in every handler; the broad
@@ -538,7 +579,8 @@ def apply(state: State, op: Any) -> Result:
     """
     if not isinstance(op, Mapping):
         return _refuse("operation must be an object")
-    handler = OPERATIONS.get(op.get("op"))  # type: ignore[arg-type]
+    name = op.get("op")
+    handler = OPERATIONS.get(name) if isinstance(name, str) else None
     if handler is None:
         return _refuse(f"unknown operation {op.get('op')!r}")
     now, term = op.get("now", 0.0), op.get("term", 0)
@@ -561,7 +603,7 @@ BATCH = "batch.v1"
 MAX_BATCH = 512
 
 
-def apply_batch(state: State, op: Any) -> Result:
+def apply_batch(state: State, op: object) -> Result:
     """Apply ``{"op": "batch.v1", "ops": [...]}`` in order: one log entry, many results.
 
     Group commit for concurrent writers; each inner operation succeeds or is
@@ -582,9 +624,7 @@ def apply_batch(state: State, op: Any) -> Result:
 # --- queries (pure reads) -------------------------------------------------------------
 
 
-def pending(
-    state: State, limit: int | None = None, work_type: str | None = None
-) -> list[dict[str, Any]]:
+def pending(state: State, limit: int | None = None, work_type: str | None = None) -> list[WorkRow]:
     """Pending work, highest priority first, then oldest first."""
     items = [
         w
@@ -631,7 +671,7 @@ def prunable(
     return ids + sorted(lone)
 
 
-def changed_since(state: State, rev: int) -> list[dict[str, Any]]:
+def changed_since(state: State, rev: int) -> list[WorkRow]:
     """Work items changed after revision ``rev``, in ledger order (a cheap scan, no copies)."""
     return [w for w in state["work"].values() if w.get("rev", 0) > rev]
 
@@ -676,7 +716,7 @@ def counts(state: State) -> dict[str, int]:
     return out
 
 
-def jobs_of(state: State, node: str) -> list[dict[str, Any]]:
+def jobs_of(state: State, node: str) -> list[AssignRow]:
     """Active assignments on ``node``, oldest first."""
     out = [a for a in state["assign"].values() if a["node_id"] == node and a["status"] in ACTIVE]
     out.sort(key=lambda a: (a["assigned_at"], a["job_id"]))
