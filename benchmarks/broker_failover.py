@@ -11,8 +11,8 @@ sync.  At the end every job placed before a kill must have completed, and the
 worker's log must show no job executed twice.
 
 Measured first, in the same run: the Beat's fenced send path (per send: slot
-``SET NX``, fence, Celery publish, "sent" mark; one ``WAIT 1`` per tick of 10 sends
-when replicas exist) in sends per second through the Sentinel set versus a single
+``SET NX`` and fence in one script, Celery publish; per tick of 10 sends: the
+"sent" marks in one pipeline, then one ``WAIT 1`` when replicas exist) in sends per second through the Sentinel set versus a single
 redis-server configured like every node of the set (AOF, password), both built by
 the production code (``create_app``, ``redis_client``); and fence writes per second
 with a ``WAIT 1`` each.  ``--rounds`` rounds (≥ 5); within a round the two sides
@@ -47,6 +47,7 @@ from ringrift_fleet.execution.app import create_app  # noqa: E402
 from ringrift_fleet.execution.dispatch import send_job  # noqa: E402
 from ringrift_fleet.execution.fencing import publish_fence  # noqa: E402
 from ringrift_fleet.execution.redis_clients import redis_client, replica_wait  # noqa: E402
+from ringrift_fleet.scheduler.slots import RedisSlots  # noqa: E402
 from tests.integration.test_broker_sentinel_failover import (  # noqa: E402
     _done,
     executions,
@@ -76,26 +77,29 @@ def spread(values: list[float], digits: int = 3) -> dict[str, float] | None:
 
 class SendPath:
     """The Beat's fenced send path on one broker, built once (as a coordinator keeps
-    its app and client) through the same code as production: ``create_app`` and
-    ``redis_client``.  Per send: slot ``SET NX``, the fence, the Celery publish, the
-    "sent" mark; one ``WAIT 1`` per ``per_tick`` sends (the Beat's one per tick, a
-    no-op on a broker without replicas)."""
+    its app and client) through the same code as production: ``create_app``,
+    ``redis_client`` and the Interpreter's calls on ``RedisSlots``.  Per send: slot
+    and fence in one script (``claim_and_fence``), the Celery publish; per
+    ``per_tick`` sends: their "sent" marks in one pipeline, then one ``WAIT 1`` (the
+    Beat's one per tick, a no-op on a broker without replicas)."""
 
     def __init__(self, cfg: Any, per_tick: int = PER_TICK) -> None:
         self.app = create_app(cfg)
         self.client = redis_client(cfg, timeout=5)
+        self.slots = RedisSlots(self.client)
         self.wait = replica_wait(cfg, self.client)
         self.queue = f"bench.nobody.{uuid.uuid4().hex[:6]}"
         self.per_tick, self.sent = per_tick, 0
 
     def tick(self) -> float:
-        """One Beat tick's sends (``per_tick`` of them, then the WAIT): seconds taken."""
+        """One Beat tick's sends (``per_tick`` of them, the marks, the WAIT): seconds taken."""
         t0 = time.perf_counter()
+        sent: list[tuple[str, int]] = []
         for _ in range(self.per_tick):
             i, self.sent = self.sent, self.sent + 1
             job = f"bench:{self.queue}:{i}"
-            self.client.set(f"ringrift:slot:{job}#1", "bench|claimed", nx=True, ex=600)
-            publish_fence(self.client, job, f"tok{i}", 600)
+            if not self.slots.claim_and_fence(job, 1, "bench", 600, f"tok{i}", 600):
+                raise RuntimeError(f"slot of {job} already taken")
             send_job(
                 "noop",
                 {},
@@ -104,7 +108,8 @@ class SendPath:
                 fence={"token": f"tok{i}", "attempt": 1, "term": 1},
                 app=self.app,
             )
-            self.client.set(f"ringrift:slot:{job}#1", "bench|sent", xx=True, ex=600)
+            sent.append((job, 1))
+        self.slots.mark_sent_many(sent, "bench", 600)
         self.wait()
         return time.perf_counter() - t0
 

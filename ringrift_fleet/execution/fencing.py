@@ -26,7 +26,9 @@ Keys (all strings; ``<id>`` is the job id):
 ``ringrift:slot:<id>#<attempt>`` (scheduler side)
     The send slot: ``"<leader fence>|claimed"`` taken with ``SET NX`` before a
     leader sends an attempt, then ``"<leader fence>|sent"``.  Two leaders (or one
-    that restarted) never both send the same attempt.
+    that restarted) never both send the same attempt.  The leader takes it and
+    publishes the attempt's fence in one script (:func:`claim_slot_and_publish_fence`):
+    a refused slot leaves the fence as it was.
 ``ringrift:notified:<event>`` (scheduler side)
     A webhook notification's dedupe mark: one message per event across leaders.
 ``ringrift:revoke:<id>`` (a pub/sub channel)
@@ -116,6 +118,25 @@ def publish_fence(client: redis.Redis, job_id: str, token: str, ttl: float) -> N
     _eval(client, _PUBLISH, keys, token, str(max(1, int(ttl * 1000))))
 
 
+def claim_slot_and_publish_fence(
+    client: redis.Redis,
+    job_id: str,
+    attempt: int,
+    slot_value: str,
+    slot_ttl: int,
+    token: str,
+    fence_ttl: float,
+) -> bool:
+    """Take the attempt's send slot (``SET NX``) and publish ``token`` as its fence, in
+    one round trip (one script): False, with nothing written, when the slot is held
+    with another value (another leader's, or already marked sent).  A slot already
+    holding ``slot_value`` (our own send that failed) counts as taken.  The fence is
+    :func:`publish_fence`'s: another attempt's stored result is dropped with it."""
+    keys = [slot_key(job_id, attempt), fence_key(job_id), done_key(job_id)]
+    ttl_ms = str(max(1, int(fence_ttl * 1000)))
+    return bool(_eval(client, _CLAIM_SLOT, keys, slot_value, str(max(1, slot_ttl)), token, ttl_ms))
+
+
 def current_fence(client: redis.Redis, job_id: str) -> str | None:
     raw = client.get(fence_key(job_id))
     return None if raw is None else _text(raw)
@@ -203,6 +224,21 @@ _PUBLISH = (
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local done = redis.call('GET', KEYS[2])
 if done and done_token(done) ~= ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+)
+
+# KEYS: slot, fence, done.  ARGV: slot value, slot ttl s, token, fence ttl ms.
+# The slot first: refused (0) before anything is written; then _PUBLISH's two steps.
+_CLAIM_SLOT = (
+    _DONE_TOKEN
+    + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+local done = redis.call('GET', KEYS[3])
+if done and done_token(done) ~= ARGV[3] then redis.call('DEL', KEYS[3]) end
 return 1
 """
 )

@@ -16,7 +16,13 @@ Sending an attempt is fenced twice: its send slot (``SET NX`` on
 ``<job>#<attempt>``: two leaders that both think they lead cannot both send it;
 the slot moves from ``<leader fence>|claimed`` to ``|sent`` once the send
 returned) and the attempt's fence token published before the send (a worker
-refuses every other attempt of the job).
+refuses every other attempt of the job).  Slot and fence are one step
+(``Slots.claim_and_fence``: one script, so a refused slot writes no fence); the
+``|sent`` marks of a tick's sends go out together at its end (:meth:`Interpreter.flush`,
+one round trip), followed by the tick's one ``WAIT 1``.  Until its mark is written
+a sent attempt is remembered as such and never sent again by this leader; a leader
+that died before writing it leaves a slot another leader voids (a new attempt, a
+new fence), as it does for a leader that died between slot and send.
 """
 
 from __future__ import annotations
@@ -129,10 +135,25 @@ class Interpreter:
         return int(self.fence_ttl_s)
 
     def flush(self) -> None:
-        """End of a tick: one WAIT 1 covers every send of it."""
+        """End of a tick: the ``|sent`` marks of its sends in one round trip, then one
+        WAIT 1 covering every slot, fence, message and mark of it."""
+        self._mark_sent_all()
         if self.unreplicated:
             self.unreplicated = False
             self.replicate()
+
+    def _mark_sent_all(self) -> None:
+        if not self._sent_unmarked or self.broker_failed or self.slots is None:
+            return  # a failed broker: remembered in _sent_unmarked, marked by a later tick
+        marks = sorted(self._sent_unmarked)
+        try:
+            self.slots.mark_sent_many(marks, str(self.fence), self._ttl)
+        except BROKER_ERRORS as exc:
+            self.broker.failed("mark sent", exc)
+            self.broker_failed = True
+            return  # still in _sent_unmarked: marked by a later tick, never re-sent
+        self._sent_unmarked.difference_update(marks)
+        self.unreplicated = True
 
     # -- broker -> ledger ------------------------------------------------------------------------
 
@@ -333,11 +354,13 @@ class Interpreter:
             return
         leader = str(self.fence)
         try:
-            if not self.slots.claim(w.work_id, attempt, leader, self._ttl):
+            # the slot, and only if it is ours the fence: one step
+            if not self.slots.claim_and_fence(
+                w.work_id, attempt, leader, self._ttl, token, self.fence_ttl_s
+            ):
                 log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
                 self.slots_refused += 1
                 return
-            self.slots.publish_fence(w.work_id, token, self.fence_ttl_s)
             term = int(self.leadership.term())
             self.send(
                 w.work_type,
@@ -361,21 +384,11 @@ class Interpreter:
                 self._replaced(w, "send_failed")
             self.event(f"{w.work_id}: send failed ({exc}); will place it again")
             return
+        # marked "|sent" at the end of the tick, with the others (flush); WAIT 1 then
+        # puts the slots, fences, messages and marks (replicated in order) on a
+        # replica too (docs/deploy.md)
         self._sent_unmarked.add((w.work_id, attempt))
-        self._mark_sent(w.work_id, attempt)
-
-    def _mark_sent(self, job_id: str, attempt: int) -> None:
-        assert self.slots is not None
-        try:
-            self.slots.mark_sent(job_id, attempt, str(self.fence), self._ttl)
-            # WAIT 1 at the end of the tick: the slots, fences and messages (replicated
-            # in order) are then on a replica too (docs/deploy.md)
-            self.unreplicated = True
-        except BROKER_ERRORS as exc:
-            self.broker.failed("mark sent", exc)
-            self.broker_failed = True
-            return  # remembered in _sent_unmarked: marked by a later tick, never re-sent
-        self._sent_unmarked.discard((job_id, attempt))
+        self.unreplicated = True
 
     def _reconcile_unsent(self, w: WorkItem, attempt: int, token: str) -> int:
         """A placed attempt with no task state yet (every tick).
@@ -389,8 +402,7 @@ class Interpreter:
         if self.broker_failed or self.slots is None:
             return 0
         if (w.work_id, attempt) in self._sent_unmarked:
-            self._mark_sent(w.work_id, attempt)
-            return 0
+            return 0  # sent by us, its mark not yet written: flush writes it
         slot = self.slots.holder(w.work_id, attempt)
         if slot is not None and slot.sent:
             return self._resend_if_lost(w, attempt, token)

@@ -113,10 +113,21 @@ class Slots(Protocol):
         is already ours and not yet marked sent (our own send that failed)."""
         ...
 
+    def claim_and_fence(
+        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+    ) -> bool:
+        """:meth:`claim` and, only when it succeeds, :meth:`publish_fence` of ``token``,
+        in one step (one script, one round trip on Redis): a refused slot writes nothing."""
+        ...
+
     def holder(self, job_id: str, attempt: int) -> SlotHolder | None: ...
 
     def mark_sent(self, job_id: str, attempt: int, leader: str, ttl: int) -> None:
         """The send returned: the slot now says so (only if it still exists)."""
+        ...
+
+    def mark_sent_many(self, slots: Iterable[tuple[str, int]], leader: str, ttl: int) -> None:
+        """:meth:`mark_sent` of several ``(job, attempt)`` slots, in one round trip."""
         ...
 
     def reclaim(self, job_id: str, attempt: int, leader: str, ttl: int) -> None:

@@ -57,6 +57,13 @@ class RedisSlots:
         held = self.client.get(key)
         return held is not None and _text(held) == mine
 
+    def claim_and_fence(
+        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+    ) -> bool:
+        return fencing.claim_slot_and_publish_fence(
+            self.client, job_id, attempt, slot_value(leader, False), ttl, token, fence_ttl
+        )
+
     def holder(self, job_id: str, attempt: int) -> SlotHolder | None:
         raw = self.client.get(fencing.slot_key(job_id, attempt))
         return None if raw is None else parse_slot(_text(raw))
@@ -65,6 +72,12 @@ class RedisSlots:
         self.client.set(
             fencing.slot_key(job_id, attempt), slot_value(leader, True), xx=True, ex=ttl
         )
+
+    def mark_sent_many(self, slots: Iterable[tuple[str, int]], leader: str, ttl: int) -> None:
+        pipe = self.client.pipeline(transaction=False)  # one round trip for all of them
+        for job_id, attempt in slots:
+            pipe.set(fencing.slot_key(job_id, attempt), slot_value(leader, True), xx=True, ex=ttl)
+        pipe.execute()
 
     def reclaim(self, job_id: str, attempt: int, leader: str, ttl: int) -> None:
         key = fencing.slot_key(job_id, attempt)
@@ -156,6 +169,15 @@ class MemorySlots:
         key, mine = fencing.slot_key(job_id, attempt), slot_value(leader, False)
         return self._set(key, mine, ttl, nx=True) or self._get(key) == mine
 
+    def claim_and_fence(
+        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+    ) -> bool:
+        """:meth:`claim`, then (only when taken) :meth:`publish_fence`: one script on Redis."""
+        if not self.claim(job_id, attempt, leader, ttl):
+            return False
+        self.publish_fence(job_id, token, fence_ttl)
+        return True
+
     def holder(self, job_id: str, attempt: int) -> SlotHolder | None:
         self._check("holder")
         raw = self._get(fencing.slot_key(job_id, attempt))
@@ -164,6 +186,11 @@ class MemorySlots:
     def mark_sent(self, job_id: str, attempt: int, leader: str, ttl: int) -> None:
         self._check("mark_sent")
         self._set(fencing.slot_key(job_id, attempt), slot_value(leader, True), ttl, xx=True)
+
+    def mark_sent_many(self, slots: Iterable[tuple[str, int]], leader: str, ttl: int) -> None:
+        self._check("mark_sent")  # one pipeline on Redis: all of them fail together
+        for job_id, attempt in slots:
+            self._set(fencing.slot_key(job_id, attempt), slot_value(leader, True), ttl, xx=True)
 
     def reclaim(self, job_id: str, attempt: int, leader: str, ttl: int) -> None:
         self._check("reclaim")

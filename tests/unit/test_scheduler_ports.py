@@ -55,6 +55,32 @@ def test_a_send_slot_goes_to_the_first_leader_only(slots: Slots) -> None:
     assert slots.holder("j", 1) is None
 
 
+def _fence(slots: Slots, job: str) -> str | None:
+    if isinstance(slots, MemorySlots):
+        return slots.fence(job)
+    assert isinstance(slots, RedisSlots)
+    return fencing.current_fence(slots.client, job)
+
+
+def test_slot_and_fence_are_one_step_and_a_refused_slot_writes_no_fence(slots: Slots) -> None:
+    slots.publish_fence("j", "t0", 60)
+    _store(slots, "j", "t0")  # an older attempt's stored result
+    assert slots.claim_and_fence("j", 1, "5:a", 60, "t1", 60)
+    assert _fence(slots, "j") == "t1"
+    assert slots.holder("j", 1) == SlotHolder("5:a", sent=False)
+    assert slots.stored_results({"j": "t0"}) == {}  # dropped with the new fence
+    # a second leader sending the same attempt under its own token: refused, and the
+    # workers still accept only the first leader's copy
+    assert not slots.claim_and_fence("j", 1, "6:b", 60, "t2", 60)
+    assert _fence(slots, "j") == "t1"
+    assert slots.claim_and_fence("j", 1, "5:a", 60, "t1", 60)  # our own failed send
+    slots.mark_sent_many([("j", 1), ("gone", 1)], "5:a", 60)
+    assert slots.holder("j", 1) == SlotHolder("5:a", sent=True)
+    assert slots.holder("gone", 1) is None  # only marks a slot that exists
+    assert not slots.claim_and_fence("j", 1, "5:a", 60, "t3", 60)  # sent: never twice
+    assert _fence(slots, "j") == "t1"
+
+
 def test_a_notification_goes_out_once_across_leaders(slots: Slots) -> None:
     assert slots.notify_once("promoted:hex8_2p:g3", "5:a", 60)
     assert not slots.notify_once("promoted:hex8_2p:g3", "6:b", 60)
