@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Plugging the scheduler into a coordinator.
 
 :func:`attach` is the whole integration: a tick handler (run off the event
@@ -15,7 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar, Unpack
+
+import redis
 
 from ringrift_fleet.config import ENV_PREFIX, P2PConfig, set_by_user
 from ringrift_fleet.execution.broker import LostMessages
@@ -26,7 +29,8 @@ from ringrift_fleet.notifications import send_webhook_notification
 from ringrift_fleet.resources import probe_resources
 from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.hosts import PROBE_EVERY_S, FleetHosts, LocalHosts, MetricsBoard
-from ringrift_fleet.scheduler.settings import SchedulerPolicy
+from ringrift_fleet.scheduler.ports import Results, Sender, TaskValue
+from ringrift_fleet.scheduler.settings import PolicyFields, SchedulerPolicy
 from ringrift_fleet.training import TrainingThresholds
 
 if TYPE_CHECKING:  # the node is the I/O shell that runs us; we only name its type
@@ -36,6 +40,8 @@ Hosts = FleetHosts | LocalHosts
 
 log = logging.getLogger(__name__)
 
+_Knob = TypeVar("_Knob", int, float)
+
 # The one-machine demo: small enough that a 2-core box without a GPU goes from
 # the first self-play game to a promoted model in a couple of minutes.
 DEMO_MIN_GAMES = 48
@@ -44,7 +50,10 @@ DEMO_EVAL_GAMES = 24
 
 
 def demo_policy(
-    config: P2PConfig, *, env: Mapping[str, str] | None = None, **overrides: Any
+    config: P2PConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Unpack[PolicyFields],
 ) -> SchedulerPolicy:
     """The demo's profile: small thresholds and jobs, CPU training.
 
@@ -54,7 +63,7 @@ def demo_policy(
     demo's values.  One log line says which value each knob has and why.
     """
 
-    def pick(name: str, demo: Any) -> Any:
+    def pick(name: str, demo: _Knob) -> _Knob:
         origin = set_by_user(config, name, env)
         value = getattr(config, name) if origin else demo
         chosen.append(f"{name}={value:g} ({origin or 'demo'})")
@@ -65,7 +74,7 @@ def demo_policy(
     eval_games = pick("EVAL_GAMES", DEMO_EVAL_GAMES)
     min_games = pick("TRAINING_MIN_GAMES", DEMO_MIN_GAMES)
     stale_games = pick("TRAINING_MIN_GAMES_WHEN_STALE", min(DEMO_MIN_GAMES, min_games))
-    values: dict[str, Any] = {
+    values: PolicyFields = {
         "thresholds": TrainingThresholds(
             MIN_GAMES=min_games,
             MIN_GAMES_WHEN_STALE=min(stale_games, min_games),
@@ -93,12 +102,12 @@ def demo_policy(
 # not load it (celery.result + execution.dispatch: ~20 MB RSS, docs/bench/coordinator_rss.md).
 
 
-def _celery_reader() -> Any:
+def _celery_reader() -> Results:
     from celery.result import AsyncResult
 
     from ringrift_fleet.celery import app
 
-    def read(task_id: str) -> tuple[str, Any]:
+    def read(task_id: str) -> tuple[str, TaskValue]:
         r = AsyncResult(task_id, app=app)
         state = r.state
         return state, (r.result if state in ("SUCCESS", "FAILURE", "REVOKED") else None)
@@ -106,16 +115,16 @@ def _celery_reader() -> Any:
     return read
 
 
-def _celery_sender() -> Any:
+def _celery_sender() -> Sender:
     from ringrift_fleet.execution.dispatch import send_job
 
     def send(
         job_type: JobType,
-        kwargs: Mapping[str, Any],
+        kwargs: Mapping[str, object],
         *,
         queue: str,
         job_id: str,
-        fence: Mapping[str, Any],
+        fence: Mapping[str, object],
     ) -> str:
         return send_job(job_type, kwargs, queue=queue, job_id=job_id, fence=fence)
 
@@ -123,7 +132,7 @@ def _celery_sender() -> Any:
 
 
 def build_beat(
-    node: CoordinatorNode, policy: SchedulerPolicy, hosts: Hosts, client: Any | None
+    node: CoordinatorNode, policy: SchedulerPolicy, hosts: Hosts, client: redis.Redis | None
 ) -> Beat:
     """A Beat on this coordinator's ledger and leadership, sending through Celery.
 
@@ -150,11 +159,11 @@ def build_beat(
     return beat
 
 
-def _no_sender(job_type: JobType, kwargs: Mapping[str, Any], **_: Any) -> str:
+def _no_sender(job_type: JobType, kwargs: Mapping[str, object], **_: object) -> str:
     raise RuntimeError("consensus-only coordinator: the policy places no work")
 
 
-def _nothing_sent(task_id: str) -> tuple[str, Any]:
+def _nothing_sent(task_id: str) -> tuple[str, TaskValue]:
     return "PENDING", None
 
 

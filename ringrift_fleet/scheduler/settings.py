@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The scheduler's knobs, read once from ``P2PConfig`` and checked there.
 
 A bad board config or weight names the variable it came from, so a typo in
@@ -11,15 +12,44 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from ringrift_fleet.config import P2PConfig
 from ringrift_fleet.errors import ConfigError, ValidationError
 from ringrift_fleet.scheduler.snapshot import BoardConfig, all_board_configs
 
+if TYPE_CHECKING:
+    from ringrift_fleet.training import TrainingThresholds
+
 _LIMITS: Mapping[str, float] = MappingProxyType(
     {"selfplay": 7200.0, "training": 28800.0, "evaluation": 7200.0, "sync": 3600.0}
 )
+
+
+class PolicyFields(TypedDict, total=False):
+    """Keyword arguments of :class:`SchedulerPolicy` (for ``from_config``'s overrides)."""
+
+    configs: tuple[BoardConfig, ...]
+    load_max: float
+    disk_critical: float
+    prefetch: float
+    fairshare_window_s: float
+    games_per_job: int
+    seconds_per_game: float
+    eval_games: int
+    promotion_margin: float
+    time_limits: Mapping[str, float]
+    reap_grace_s: float
+    lease_grace_s: float
+    retry_backoff_s: float
+    max_attempts: int
+    thresholds: TrainingThresholds | None
+    allow_cpu_training: bool
+    ledger_retention_s: float
+    prune_interval_s: float
+    prune_batch: int
+    ledger_max_finished: int
+    place_work: bool
 
 
 @dataclass(frozen=True)
@@ -43,7 +73,7 @@ class SchedulerPolicy:
     retry_backoff_s: float = 600.0  # after a failed training cycle
     max_attempts: int = 3
     # a training.TrainingThresholds (from_config: the TRAINING_* fields); None = its defaults
-    thresholds: Any = None
+    thresholds: TrainingThresholds | None = None
     allow_cpu_training: bool = False  # the one-machine demo trains on a CPU
     # finished jobs stay in the ledger this long, then only their summary does
     ledger_retention_s: float = 86400.0
@@ -82,7 +112,7 @@ class SchedulerPolicy:
         return float(self.time_limits.get(job_type, 7200.0))
 
     @classmethod
-    def from_config(cls, cfg: P2PConfig, **overrides: Any) -> SchedulerPolicy:
+    def from_config(cls, cfg: P2PConfig, **overrides: Unpack[PolicyFields]) -> SchedulerPolicy:
         from ringrift_fleet.training import TrainingThresholds
 
         configs = parse_board_configs(
@@ -91,7 +121,7 @@ class SchedulerPolicy:
             origin="RINGRIFT_P2P_SCHEDULER_BOARD_CONFIGS",
             weights_origin="RINGRIFT_P2P_SCHEDULER_CONFIG_WEIGHTS",
         )
-        values: dict[str, Any] = {
+        values: PolicyFields = {
             "configs": configs,
             "load_max": cfg.LOAD_MAX_FOR_NEW_JOBS,
             "disk_critical": cfg.DISK_CRITICAL_THRESHOLD,
