@@ -84,6 +84,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ STATUS_PORT = 8770
 SAMPLE_EVERY = 1.0
 PSUTIL_EVERY = 5.0
 RESTART_AFTER = 10.0  # systemd's RestartSec
+LEADER_WAIT_S = 30  # a leader kill waits this long for one leader before it is skipped
 BOARD_CONFIGS = "hex8_2p,square8_2p"
 WARMUP_S = 20.0  # samples this close to a coordinator's start are not judged
 CHAOS_GRACE_S = 20.0  # after a fault ends, its hosts are still "in chaos" this long
@@ -497,7 +499,16 @@ class Soak:
         if not s:
             return None
         leaders = [n for n, v in s["status"].items() if v and v["role"] == "leader"]
-        return leaders[0] if len(leaders) == 1 else None
+        if len(leaders) == 1:
+            return leaders[0]
+        # The leader's own /status may have timed out under load: the leader most
+        # hosts name, if a majority of those that answered name the same one.
+        named = Counter(v.get("leader_id") for v in s["status"].values() if v)
+        answered = sum(named.values())
+        top = [(n, c) for n, c in named.most_common(1) if n is not None]
+        if not leaders and top and top[0][1] * 2 > answered:
+            return str(top[0][0])
+        return None
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -556,9 +567,16 @@ class Soak:
         non_voters = [h for h in self.names if h not in self.voters]
         if e.kind == "leader_kill":
             leader = self.leader()
+            waited = 0
+            while leader is None and waited < LEADER_WAIT_S and not self._stop.is_set():
+                self._stop.wait(1.0)  # churn or a slow sample: try again, bounded
+                waited += 1
+                leader = self.leader()
             if leader is None:
-                e.note = "no single leader seen: skipped"
+                e.note = f"no single leader seen for {LEADER_WAIT_S} s: skipped"
                 return
+            if waited:
+                e.note = f"killed after waiting {waited} s for a single leader"
             e.hosts = [leader]
             self.kill(self.coord[leader], signal.SIGKILL)
             self.coord_restarts[leader] += 1
