@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Where the scheduler's view of hosts comes from: inventory, membership, probes.
 
 Two sources, one shape (``list[Host]`` of alive hosts):
@@ -15,13 +16,20 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+import redis
 
 from ringrift_fleet.config import P2PConfig
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.models import ResourceMetrics
 from ringrift_fleet.placement import can_train, gpu_power, normalize_gpu_name
 from ringrift_fleet.scheduler.snapshot import Host
+
+if TYPE_CHECKING:
+    from ringrift_fleet.inventory import HostSpec, Inventory
+    from ringrift_fleet.membership.base import Membership
 
 PROBE_EVERY_S = 5.0
 METRICS_PREFIX = "ringrift:metrics:"
@@ -35,7 +43,7 @@ class MetricsBoard:
     missing entry just means no figures for that host.
     """
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: redis.Redis) -> None:
         self.redis = redis
 
     def publish(self, node: str, metrics: ResourceMetrics) -> None:
@@ -44,11 +52,12 @@ class MetricsBoard:
     def read(self, nodes: list[str]) -> dict[str, ResourceMetrics]:
         if not nodes:
             return {}
-        out = {}
-        for node, raw in zip(
-            nodes, self.redis.mget([METRICS_PREFIX + n for n in nodes]), strict=True
-        ):
-            if raw is None:
+        out: dict[str, ResourceMetrics] = {}
+        raws = self.redis.mget([METRICS_PREFIX + n for n in nodes])
+        if not isinstance(raws, list):  # a synchronous client answers a list
+            return out
+        for node, raw in zip(nodes, raws, strict=True):
+            if not isinstance(raw, (bytes, str)):
                 continue
             with contextlib.suppress(ValueError, ValidationError):
                 out[node] = ResourceMetrics.from_dict(json.loads(raw), f"{node}.metrics")
@@ -111,8 +120,8 @@ class FleetHosts:
         self,
         node_id: str,
         config: P2PConfig,
-        inventory: Any,
-        membership: Any,
+        inventory: Inventory | None,
+        membership: Membership | None,
         board: MetricsBoard | None = None,
     ) -> None:
         self.node_id = node_id
@@ -121,7 +130,7 @@ class FleetHosts:
         self.membership = membership
         self.board = board
 
-    def _spec(self, name: str) -> Any:
+    def _spec(self, name: str) -> HostSpec | None:
         if self.inventory is None:
             return None
         try:
@@ -129,7 +138,7 @@ class FleetHosts:
         except Exception:
             return None
 
-    def _metadata(self, name: str) -> Mapping[str, Any]:
+    def _metadata(self, name: str) -> JSONMapping:
         if self.membership is None or name == self.node_id:
             return {}
         try:
@@ -165,9 +174,10 @@ class FleetHosts:
                 continue
             meta = self._metadata(name)
             metrics = ResourceMetrics(has_gpu=gpu != "CPU")
-            if isinstance(meta.get("metrics"), Mapping):
+            reported = meta.get("metrics")
+            if isinstance(reported, Mapping):
                 with contextlib.suppress(ValidationError):  # a malformed report is ignored
-                    metrics = ResourceMetrics.from_dict(meta["metrics"], f"{name}.metrics")
+                    metrics = ResourceMetrics.from_dict(reported, f"{name}.metrics")
             metrics = posted.get(name, metrics)
             out.append(
                 Host(
