@@ -216,9 +216,15 @@ def attach(
         except Exception as exc:  # the view is for people; scheduling goes on without it
             log.debug("broker topology: %s", exc)
 
+    watching: list[asyncio.Task[None]] = []  # the topology look in flight, if any
+
     async def on_tick() -> None:
         await asyncio.to_thread(post_metrics)
-        await asyncio.to_thread(watch_broker)
+        # The Sentinels' view (up to 2 commands per Sentinel, SENTINEL_TIMEOUT_S each
+        # when one is down) on its own thread, never ahead of the tick's sends; at
+        # most one look at a time.
+        if not watching or watching[0].done():
+            watching[:] = [asyncio.create_task(asyncio.to_thread(watch_broker))]
         await asyncio.to_thread(beat.tick)
 
     node.add_tick_handler(on_tick)
