@@ -42,6 +42,7 @@ from ringrift_fleet.consensus.backends import (
     RaftBackend,
     RemoteBackend,
 )
+from ringrift_fleet.consensus.leader_view import leader_route
 from ringrift_fleet.consensus.remote import ReplicaBodies, ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
 from ringrift_fleet.errors import ConfigError
@@ -247,6 +248,7 @@ class HybridCoordinator:
     def routes(self) -> list[web.RouteDef]:
         """Routes the status server must mount for this coordinator."""
         out = ledger_routes(lambda: self.ledger, self.config.CLUSTER_KEY, self.replica_bodies)
+        out.append(leader_route(lambda: self.leadership))
         if self.consensus is not None:
             out += self.consensus.routes()
         return out

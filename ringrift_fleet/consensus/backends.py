@@ -21,7 +21,8 @@ from aiohttp import web
 from ringrift_fleet.consensus.api import Leadership, Ledger
 from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
 from ringrift_fleet.consensus.handover import HandoverRaft
-from ringrift_fleet.consensus.remote import RemoteLedger, http_json
+from ringrift_fleet.consensus.leader_view import read_leader
+from ringrift_fleet.consensus.remote import RemoteLedger
 from ringrift_fleet.consensus.voters import Voter
 
 log = logging.getLogger(__name__)
@@ -167,16 +168,9 @@ class RemoteLeadership:
     def poll_once(self) -> None:
         best: tuple[int, str] | None = None
         for v in self.voters:
-            status, body = http_json(v.status_url + "/status", token="", timeout=0.5)
-            if status != 200 or not isinstance(body, dict):
-                continue
-            term, leader = body.get("term"), body.get("leader_id")
-            if (
-                isinstance(term, int)
-                and isinstance(leader, str)
-                and (best is None or term > best[0])
-            ):
-                best = (term, leader)
+            seen = read_leader(v.status_url, timeout=0.5)
+            if seen is not None and (best is None or seen[0] > best[0]):
+                best = seen
         if best is not None:
             self._term, self._leader = best
 

@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Bully election with majority-granted leases: the fallback when Raft is off.
 
 The highest-ranked reachable voter (``priority``, then name) asks every voter
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import aiohttp
 from aiohttp import web
@@ -40,11 +41,12 @@ from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
 from ringrift_fleet.http_input import bearer_ok, read_json_object
+from ringrift_fleet.jsontypes import JSONMapping, JSONObject, JSONValue
 
 log = logging.getLogger(__name__)
 
 
-def replicate_fields(body: dict[str, Any]) -> tuple[dict[str, Any], int, int] | web.Response:
+def replicate_fields(body: JSONMapping) -> tuple[JSONObject, int, int] | web.Response:
     """``op``, ``seq`` and ``epoch`` of a ``/consensus/bully/replicate`` body, or the 400
     that names the bad field (Bully followers and Raft voters in a switch both take it)."""
     op, seq, epoch = body.get("op"), body.get("seq"), body.get("epoch")
@@ -79,6 +81,23 @@ def rank(voters: list[Voter]) -> list[Voter]:
     return sorted(voters, key=lambda v: (-v.priority, v.name))
 
 
+class LedgerCopy(TypedDict):
+    """A voter's ``GET /consensus/ledger`` answer, its fields checked."""
+
+    state: JSONObject
+    version: int
+    term: JSONValue  # an integer from a leader; checked where it matters
+
+
+class LeaseAnswer(TypedDict):
+    """A voter's answer to a lease request (``POST /consensus/bully/lease``)."""
+
+    granted: bool
+    holder: str | None  # whoever holds an unexpired lease now
+    epoch: int | None  # the holder's epoch
+    max_epoch: int  # the highest epoch this voter ever granted
+
+
 @dataclass
 class Grant:
     holder: str
@@ -97,7 +116,7 @@ class LeaseBook:
         g = self.grant
         return g if g is not None and g.expires > now else None
 
-    def request(self, candidate: str, epoch: int, duration: float, now: float) -> dict[str, Any]:
+    def request(self, candidate: str, epoch: int, duration: float, now: float) -> LeaseAnswer:
         """Grant or refuse; the answer always tells the current holder and epochs."""
         current = self.holder(now)
         ok = (
@@ -152,7 +171,7 @@ class BullyElection:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_change: list[Callable[[bool], None]] = []
-        self.ping_extra: Callable[[], dict[str, Any]] = dict  # the ledger adds its version
+        self.ping_extra: Callable[[], dict[str, object]] = dict  # the ledger adds its version
         # the highest term our ledger copy holds: epochs never go below it, so a lease
         # after a Raft era outranks every Raft fence (consensus.handover)
         self.floor: Callable[[], int] = lambda: 0
@@ -441,7 +460,7 @@ class BullyElection:
             if self.book.grant is not None and self.book.grant.holder == self.node_id:
                 self.book.grant = None
                 self.book.max_epoch = prev_max
-            holders = [a.get("holder") for a in answers if a and a.get("holder")]
+            holders = [h for a in answers if a and isinstance(h := a.get("holder"), str) and h]
             others_hold = [h for h in holders if h != self.node_id]
             self._leader_name = others_hold[0] if others_hold else None
             # someone holds a majority lease: follow it, stop campaigning; unless it
@@ -450,13 +469,13 @@ class BullyElection:
             if others_hold and not self._just_released(others_hold[0]):
                 self._quiet_until = self.clock() + self.lease
 
-    def _just_released(self, holder: Any) -> bool:
+    def _just_released(self, holder: object) -> bool:
         at = self._released.get(holder) if isinstance(holder, str) else None
         return at is not None and self.clock() - at < self.lease
 
     async def _call(
-        self, voter: Voter, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
+        self, voter: Voter, method: str, path: str, body: JSONMapping | None = None
+    ) -> JSONObject | None:
         assert self._session is not None
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
@@ -544,7 +563,7 @@ class BullyLedger(Ledger):
 
     # --- writes ------------------------------------------------------------------------------
 
-    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         wait = self.op_timeout if timeout is None else timeout
         if self.election.is_leader():
             if not self._handover.wait(wait):
@@ -575,7 +594,7 @@ class BullyLedger(Ledger):
             return body
         return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
 
-    def _replicate(self, op: dict[str, Any], seq: int, timeout: float) -> int:
+    def _replicate(self, op: dict[str, object], seq: int, timeout: float) -> int:
         """Push to every follower; the number that acknowledged once a majority did
         (or everyone answered, or the timeout passed)."""
         if not self._others:
@@ -611,7 +630,7 @@ class BullyLedger(Ledger):
                     acks += 1
         return acks
 
-    def _pushed(self, name: str, _future: Any = None) -> None:
+    def _pushed(self, name: str, _future: object = None) -> None:
         with self._backlog_lock:
             self._backlog[name] -= 1
 
@@ -634,7 +653,7 @@ class BullyLedger(Ledger):
     def fence_token(self) -> str:
         return self.election.fence_token()
 
-    def version(self) -> Any:
+    def version(self) -> int:
         return self.store.seq
 
     # --- the follower side ------------------------------------------------------------------
@@ -673,7 +692,7 @@ class BullyLedger(Ledger):
             store_route(lambda: self.store, self.token),
         ]
 
-    async def yield_to(self, leader: str, term: int) -> dict[str, Any]:
+    async def yield_to(self, leader: str, term: int) -> JSONObject:
         """A Raft quorum's leader takes over: stop writing, step down, hand it our
         copy (the one a majority acknowledged, plus at most an unconfirmed tail)."""
         was_leader = self.election.is_leader()
@@ -691,30 +710,35 @@ class BullyLedger(Ledger):
             version = self.store.seq
         return {"yielded": was_leader, "version": version, "state": body}
 
-    async def _fetch(self, voter: Voter) -> dict[str, Any] | None:
+    async def _fetch(self, voter: Voter) -> LedgerCopy | None:
         status, body = await asyncio.to_thread(
             http_json, voter.status_url + "/consensus/ledger", token=self.token, timeout=1.0
         )
-        ok = status == 200 and isinstance(body, dict) and isinstance(body.get("state"), dict)
-        return body if ok and isinstance(body.get("version"), int) else None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        state, version = body.get("state"), body.get("version")
+        if not isinstance(state, dict) or not isinstance(version, int):
+            return None
+        return {"state": state, "version": version, "term": body.get("term")}
 
-    async def _pull_from_leader(self, name: Any) -> None:
+    async def _pull_from_leader(self, name: object) -> None:
         """Take the leader's full copy (the leader is the truth for its epoch)."""
         voter = next((v for v in self._others if v.name == name), None)
         if voter is None:
             return
         async with self._pull_lock:
             body = await self._fetch(voter)
-            if body is None or not isinstance(body.get("term"), int):
+            term = None if body is None else body["term"]
+            if body is None or not isinstance(term, int):
                 return
-            if body["term"] < self.election.term():
+            if term < self.election.term():
                 return  # not the leader we follow any more
             # a new epoch replaces whatever we hold; within one, only move forward
-            if body["term"] != self._synced_epoch or body["version"] > self.store.seq:
+            if term != self._synced_epoch or body["version"] > self.store.seq:
                 await asyncio.to_thread(self.store.install, body["state"], body["version"])
-            self._synced_epoch = body["term"]
+            self._synced_epoch = term
             # following a Raft leader: our next lease must outrank its term
-            self.election.epoch = max(self.election.epoch, body["term"])
+            self.election.epoch = max(self.election.epoch, term)
 
     async def _behind(self, leader: str) -> bool:
         """True when the leader holds operations we missed (a skipped or lost push)."""
@@ -735,7 +759,8 @@ class BullyLedger(Ledger):
         for body in bodies:
             if body is None:
                 continue
-            key = (body["state"].get("term", 0), body["version"])
+            term = body["state"].get("term", 0)
+            key = (term if isinstance(term, int) else 0, body["version"])
             if key > best_key:
                 best_key, best = key, body
         if best is not None:

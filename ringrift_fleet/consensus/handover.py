@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Switching consensus backends host by host: one leader at a time, one ledger.
 
 A rollout to Raft (or a rollback to Bully) restarts the voters one at a time,
@@ -42,20 +43,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
-from ringrift_fleet.consensus.bully import SETTLE, LeaseBook, replicate_fields, store_route
+from ringrift_fleet.consensus.bully import (
+    SETTLE,
+    LeaseAnswer,
+    LeaseBook,
+    replicate_fields,
+    store_route,
+)
 from ringrift_fleet.consensus.remote import http_json
 from ringrift_fleet.consensus.sqlite_ledger import SqliteStore
 from ringrift_fleet.consensus.voters import Voter
 from ringrift_fleet.http_input import bearer_ok, read_json_object
+from ringrift_fleet.jsontypes import JSONMapping, JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,7 @@ MIRROR_EVERY = 5.0  # s between copies of the Raft replica into the Bully file
 class Round:
     """What one ping round of the voters found (pings by voter name; ours included)."""
 
-    pings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pings: dict[str, JSONMapping] = field(default_factory=dict)
     voters: int = 1
 
     def bully_leader(self) -> tuple[str, int] | None:
@@ -112,12 +120,38 @@ def gate(r: Round, raft_state_term: int) -> str:
     return "lead"
 
 
+@runtime_checkable
+class RaftReplica(Protocol):
+    """What the hand-over needs of the Raft ledger it wraps (``raft_state.RaftLedger``)."""
+
+    node_id: str
+    op_timeout: float
+
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result: ...
+
+    def reading(self) -> AbstractContextManager[sm.State]: ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> str | None: ...
+
+    def term(self) -> int: ...
+
+    def version(self) -> object: ...  # the last applied log index (an int)
+
+    def has_quorum(self) -> bool: ...
+
+    def raft_status(self) -> dict[str, object]: ...
+
+    def close(self) -> None: ...
+
+
 class HandoverRaft(Ledger):
     """The Raft ledger, leading only when no Bully leader does (see module doc)."""
 
     def __init__(
         self,
-        raft: Any,
+        raft: Ledger,
         voters: list[Voter],
         *,
         state_dir: str | Path,
@@ -127,6 +161,8 @@ class HandoverRaft(Ledger):
         mirror_every: float = MIRROR_EVERY,
     ) -> None:
         super().__init__()
+        if not isinstance(raft, RaftReplica):
+            raise TypeError(f"HandoverRaft wraps a Raft ledger, not {type(raft).__name__}")
         self.raft = raft
         self.node_id: str = raft.node_id
         self.op_timeout = raft.op_timeout
@@ -146,13 +182,13 @@ class HandoverRaft(Ledger):
         self._open = False  # we may lead: the last round cleared it
         self._followable = False  # the Raft leader's last ping said it leads
         self._bully: tuple[str, int] | None = None  # a Bully leader seen in the last round
-        self._mirrored: tuple[int, Any] | None = None
+        self._mirrored: tuple[int, object] | None = None
         self._led_at = -SETTLE  # when we last were the leader (monotonic)
         self._term_base = 0
         self._task: asyncio.Task[None] | None = None
         self._synced_epoch = -1  # the Bully leader epoch whose full copy our store holds
         self._pull_lock = asyncio.Lock()
-        self.handovers: list[dict[str, Any]] = []  # for /status: what was adopted, when
+        self.handovers: list[dict[str, object]] = []  # for /status: what was adopted, when
 
     # --- Raft terms above every Bully epoch -------------------------------------------------
 
@@ -188,7 +224,7 @@ class HandoverRaft(Ledger):
 
     # --- Ledger -----------------------------------------------------------------------------
 
-    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         wait = self.op_timeout if timeout is None else timeout
         bully = self._bully
         if bully is not None:  # the Bully leader still leads: it takes the writes
@@ -253,14 +289,14 @@ class HandoverRaft(Ledger):
             return self._bully[1]
         return self.raft_term()
 
-    def version(self) -> Any:
+    def version(self) -> object:
         return self.raft.version()
 
     def has_quorum(self) -> bool:
         return bool(self.raft.has_quorum())
 
-    def raft_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.raft.raft_status()
+    def raft_status(self) -> dict[str, object]:
+        out = self.raft.raft_status()
         out.update(
             term_base=self._base(),
             handover={
@@ -285,7 +321,7 @@ class HandoverRaft(Ledger):
         voter = next((v for v in self.voters if v.name == name), None)
         return voter.status_url if voter else None
 
-    def ping_body(self) -> dict[str, Any]:
+    def ping_body(self) -> dict[str, object]:
         held = self.book.holder(time.monotonic())
         return {
             "node": self.node_id,
@@ -347,8 +383,9 @@ class HandoverRaft(Ledger):
                 body={"to": self.node_id, "term": self.raft_term()},
                 timeout=max(2.0, self.op_timeout + 1.0),
             )
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("state"), dict):
-                if await self._adopt(body["state"], f"yield of {name}"):
+            state = body.get("state") if status == 200 and isinstance(body, dict) else None
+            if isinstance(state, dict):
+                if await self._adopt(state, f"yield of {name}"):
                     await self._release_grants_of(name)
             else:
                 log.warning("handover: %s did not yield (%s %s)", name, status, body)
@@ -356,8 +393,8 @@ class HandoverRaft(Ledger):
         if decision == "adopt":
             newest = r.newest_store()
             assert newest is not None
-            body = await self._fetch_store(newest[2])
-            if body is None or not await self._adopt(body["state"], f"Bully copy of {newest[2]}"):
+            copied = await self._fetch_store(newest[2])
+            if copied is None or not await self._adopt(copied, f"Bully copy of {newest[2]}"):
                 self._open = False
                 return
         if decision in ("adopt", "lead"):
@@ -387,20 +424,24 @@ class HandoverRaft(Ledger):
             )
         )
 
-    async def _fetch_store(self, name: str) -> dict[str, Any] | None:
+    async def _fetch_store(self, name: str) -> JSONObject | None:
+        """Voter ``name``'s Bully copy (its ledger state), or None."""
         if name == self.node_id:
             if self.store is None:
                 return None
             with self.store.reading() as state:
-                return {"state": sm_copy(state)}
+                return sm_copy(state)
         status, body = await asyncio.to_thread(
             http_json, f"{self._url(name)}/consensus/bully/store", token=self.token, timeout=2.0
         )
-        ok = status == 200 and isinstance(body, dict) and isinstance(body.get("state"), dict)
-        return body if ok else None
+        copied = body.get("state") if status == 200 and isinstance(body, dict) else None
+        return copied if isinstance(copied, dict) else None
 
-    async def _adopt(self, state: dict[str, Any], source: str) -> bool:
-        other_term = int(state.get("term", 0) or 0)
+    async def _adopt(self, state: JSONObject, source: str) -> bool:
+        term = state.get("term", 0) or 0
+        if not isinstance(term, (int, float, str)):
+            raise TypeError(f"the {source}'s term is not a number: {term!r:.60}")
+        other_term = int(term)
         if other_term <= self._state_term():
             return True  # ours is as new: nothing to take
         op = sm.make_op(
@@ -415,14 +456,21 @@ class HandoverRaft(Ledger):
             log.warning("handover: adopting the %s failed: %s", source, result.get("reason"))
             return False
         self._refresh_base()
-        entry = {"from": source, "term": other_term, "jobs": len(state["work"]), "at": time.time()}
+        work = state.get("work")  # a dict: adopt_state refuses anything else
+        jobs = len(work) if isinstance(work, dict) else 0
+        entry: dict[str, object] = {
+            "from": source,
+            "term": other_term,
+            "jobs": jobs,
+            "at": time.time(),
+        }
         self.handovers = [*self.handovers, entry][-20:]
         log.warning(
             "handover: %s adopted the %s (term %d, %d jobs); Raft terms now start at %d",
             self.node_id,
             source,
             other_term,
-            len(state["work"]),
+            jobs,
             self._base(),
         )
         return True
@@ -440,7 +488,7 @@ class HandoverRaft(Ledger):
                 if key[0] < self.store_term():
                     return
                 copy_ = sm_copy(state)
-            self.store.install(copy_, int(key[1] or 0))
+            self.store.install(copy_, key[1] if isinstance(key[1], int) else 0)
             self._mirrored = key
         except Exception as exc:  # the mirror is a convenience for rollbacks
             log.warning("mirroring the Raft ledger into the Bully file failed: %s", exc)
@@ -503,8 +551,12 @@ class HandoverRaft(Ledger):
             raft_leader = self.raft_leader()
             self.book.max_epoch = max(self.book.max_epoch, self.raft_term())
             if raft_leader is not None:  # a Raft quorum leads: no Bully lease beside it
-                answer: dict[str, Any] = {"granted": False, "holder": None, "epoch": None}
-                answer["max_epoch"] = self.book.max_epoch
+                answer: LeaseAnswer = {
+                    "granted": False,
+                    "holder": None,
+                    "epoch": None,
+                    "max_epoch": self.book.max_epoch,
+                }
             else:
                 answer = self.book.request(candidate, epoch, float(duration), time.monotonic())
             return web.json_response({**answer, "raft_leader": raft_leader})
@@ -543,8 +595,8 @@ class HandoverRaft(Ledger):
         ]
 
     async def hold_bully_write(
-        self, op: dict[str, Any], seq: int, epoch: int, leader: Any
-    ) -> dict[str, Any]:
+        self, op: JSONObject, seq: int, epoch: int, leader: object
+    ) -> dict[str, object]:
         """A Bully leader's write, while it still leads a switch to Raft: held in our
         Bully copy like any Bully follower's, so its writes stay on a majority (and
         are in the copy a Raft leader adopts).  Refused once a Raft quorum leads, or
@@ -562,7 +614,7 @@ class HandoverRaft(Ledger):
                 outcome = await asyncio.to_thread(store.apply_at, op, seq)
         return {"ack": outcome != "gap", "seq": store.seq}
 
-    async def _pull_bully(self, leader: Any) -> None:
+    async def _pull_bully(self, leader: object) -> None:
         """The Bully leader's full copy into our store (it is the truth for its epoch)."""
         url = self._url(leader) if isinstance(leader, str) else None
         store = self.store
@@ -572,19 +624,16 @@ class HandoverRaft(Ledger):
             status, body = await asyncio.to_thread(
                 http_json, url + "/consensus/ledger", token=self.token, timeout=1.0
             )
-            if not (
-                status == 200
-                and isinstance(body, dict)
-                and isinstance(body.get("state"), dict)
-                and isinstance(body.get("version"), int)
-                and isinstance(body.get("term"), int)
-            ):
+            if status != 200 or not isinstance(body, dict):
                 return
-            if body["term"] < self.book.max_epoch:
+            state, version, term = body.get("state"), body.get("version"), body.get("term")
+            if not (isinstance(state, dict) and isinstance(version, int) and isinstance(term, int)):
+                return
+            if term < self.book.max_epoch:
                 return  # not the leader that holds the newest lease
-            if body["term"] != self._synced_epoch or body["version"] > store.seq:
-                await asyncio.to_thread(store.install, body["state"], body["version"])
-            self._synced_epoch = body["term"]
+            if term != self._synced_epoch or version > store.seq:
+                await asyncio.to_thread(store.install, state, version)
+            self._synced_epoch = term
 
 
 def sm_copy(state: sm.State) -> sm.State:

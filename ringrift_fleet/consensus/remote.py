@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The ledger over HTTP: routes a voter serves, and the client non-leaders use.
 
 A host that is not a Raft voter, and every Bully follower, forwards writes to
@@ -17,13 +18,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
 from ringrift_fleet.http_input import bearer_ok, read_json_object
+from ringrift_fleet.jsontypes import JSONMapping, JSONValue
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ReplicaBodies:
     def __init__(self, get_ledger: Callable[[], Ledger | None]) -> None:
         self._get_ledger = get_ledger
         # (encoding began, id(ledger), ledger version then, body)
-        self._full: tuple[float, int, Any, bytes] | None = None
+        self._full: tuple[float, int, object, bytes] | None = None
         self._lock: asyncio.Lock | None = None
         self.full_encoded = 0
         self.full_served = 0
@@ -80,7 +81,7 @@ class ReplicaBodies:
             return cached[3]
 
     @staticmethod
-    def _head(ledger: Ledger) -> dict[str, Any]:
+    def _head(ledger: Ledger) -> dict[str, object]:
         return {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
 
     def _encode_delta(self, ledger: Ledger, since: int) -> bytes | None:
@@ -168,10 +169,10 @@ def http_json(
     url: str,
     *,
     token: str,
-    body: dict[str, Any] | None = None,
+    body: JSONMapping | None = None,
     timeout: float = 2.0,
     forwarded: bool = False,
-) -> tuple[int, Any]:
+) -> tuple[int, JSONValue]:
     """One blocking request; (status, decoded body), (0, reason) when unreachable."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
@@ -224,7 +225,7 @@ class RemoteLedger(Ledger):
         self._source: tuple[str, int] | None = None  # whose whole copy this is
         self.copied_at = 0.0
 
-    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         url = self._leader_url()
         if url is None:
             return {"ok": False, "reason": "no leader known"}
@@ -273,9 +274,10 @@ class RemoteLedger(Ledger):
                     return False
                 self.copied_at = time.time()
             return True
-        if not isinstance(body.get("state"), dict):
+        state = body.get("state")
+        if not isinstance(state, dict):
             return False
-        self.install(body["state"])
+        self.install(state)
         self._source = source
         return True
 
@@ -289,7 +291,7 @@ class RemoteLedger(Ledger):
         with self._lock:
             yield self._copy
 
-    def version(self) -> Any:
+    def version(self) -> float:
         return self.copied_at
 
     def is_leader(self) -> bool:

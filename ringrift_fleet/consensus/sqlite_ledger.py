@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The Bully fallback's ledger: the same operations as Raft, journalled in SQLite.
 
 The file holds a snapshot of the state plus the operations applied since; on
@@ -13,10 +14,9 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from ringrift_fleet.consensus import ledger as sm
 
@@ -55,7 +55,7 @@ class SqliteStore:
             seq = op_seq
         return state, seq
 
-    def apply(self, op: dict[str, Any]) -> sm.Result:
+    def apply(self, op: Mapping[str, object]) -> sm.Result:
         """Apply and journal one operation (journalled only when it succeeds)."""
         try:
             text = json.dumps(op, allow_nan=False)
@@ -92,7 +92,7 @@ class SqliteStore:
                 raise
             self._since_snapshot = 0
 
-    def apply_at(self, op: dict[str, Any], seq: int) -> str:
+    def apply_at(self, op: Mapping[str, object], seq: int) -> str:
         """Apply the leader's operation number ``seq``: "applied", "have" (already
         had it) or "gap" (an earlier one is missing: fetch a full copy)."""
         with self.lock:

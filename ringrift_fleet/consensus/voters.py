@@ -1,11 +1,15 @@
+# mypy: disallow-any-explicit
 """Who votes: the inventory's ``raft_voters`` reduced to the addresses consensus needs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ringrift_fleet.config import P2PConfig
+
+if TYPE_CHECKING:
+    from ringrift_fleet.inventory import Inventory
 
 
 @dataclass(frozen=True)
@@ -27,36 +31,54 @@ class Voter:
         return f"http://{self.host}:{self.status_port}"
 
 
-def _attr(obj: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+def _attr(obj: object, name: str, *more: str) -> object:
+    """The first of ``name, *more`` that ``obj`` (an inventory object or a dict) sets."""
+    for n in (name, *more):
+        value = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
         if value not in (None, ""):
             return value
-    return default
+    return None
 
 
-def voters_from_inventory(inventory: Any, config: P2PConfig) -> list[Voter]:
-    """The inventory's voters in its order; per-host ports override the config's."""
-    names = list(_attr(inventory, "raft_voters", default=[]) or [])
-    hosts = {(_attr(h, "name")): h for h in _attr(inventory, "hosts", default=[]) or []}
+def _items(value: object) -> list[object]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _port(host: object, name: str, default: int) -> int:
+    value = _attr(host, name)
+    if value is None:
+        return default
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise ValueError(f"inventory host {_attr(host, 'name')!r}: {name} must be an integer")
+
+
+def voters_from_inventory(inventory: object, config: P2PConfig) -> list[Voter]:
+    """The inventory's voters in its order; per-host ports override the config's.
+
+    ``inventory`` is an :class:`~ringrift_fleet.inventory.Inventory` or the same
+    shape as plain dicts."""
+    names = _items(_attr(inventory, "raft_voters"))
+    hosts = {_attr(h, "name"): h for h in _items(_attr(inventory, "hosts"))}
     out = []
     for name in names:
         host = hosts.get(name)
-        if host is None:
+        if host is None or not isinstance(name, str):
             continue
+        address = _attr(host, "address", "ssh_host")
         out.append(
             Voter(
                 name=name,
-                host=str(_attr(host, "address", "ssh_host", default=name)),
-                raft_port=int(_attr(host, "raft_port", default=config.RAFT_PORT)),
-                status_port=int(_attr(host, "status_port", default=config.DEFAULT_PORT)),
-                priority=int(_attr(host, "bully_priority", default=config.BULLY_PRIORITY)),
+                host=name if address is None else str(address),
+                raft_port=_port(host, "raft_port", config.RAFT_PORT),
+                status_port=_port(host, "status_port", config.DEFAULT_PORT),
+                priority=_port(host, "bully_priority", config.BULLY_PRIORITY),
             )
         )
     return out
 
 
-def load_inventory(path: str) -> Any:
+def load_inventory(path: str) -> Inventory:
     """The foundation's inventory loader (raises InventoryError naming file:line)."""
     from ringrift_fleet import inventory as inv_mod
 
