@@ -11,8 +11,9 @@ sync.  At the end every job placed before a kill must have completed, and the
 worker's log must show no job executed twice.
 
 Measured first, in the same run: the Beat's fenced send path (per send: slot
-``SET NX`` and fence in one script, Celery publish; per tick of 10 sends: the
-"sent" marks in one pipeline, then one ``WAIT 1`` when replicas exist) in sends per second through the Sentinel set versus a single
+``SET NX`` and fence in one script that also marks the previous send "sent",
+Celery publish; per tick of 10 sends: the last "sent" mark, then one ``WAIT 1``
+when replicas exist) in sends per second through the Sentinel set versus a single
 redis-server configured like every node of the set (AOF, password), both built by
 the production code (``create_app``, ``redis_client``); and fence writes per second
 with a ``WAIT 1`` each.  ``--rounds`` rounds (≥ 5); within a round the two sides
@@ -79,9 +80,9 @@ class SendPath:
     """The Beat's fenced send path on one broker, built once (as a coordinator keeps
     its app and client) through the same code as production: ``create_app``,
     ``redis_client`` and the Interpreter's calls on ``RedisSlots``.  Per send: slot
-    and fence in one script (``claim_and_fence``), the Celery publish; per
-    ``per_tick`` sends: their "sent" marks in one pipeline, then one ``WAIT 1`` (the
-    Beat's one per tick, a no-op on a broker without replicas)."""
+    and fence in one script (``claim_and_fence``) carrying the previous send's "sent"
+    mark, the Celery publish; per ``per_tick`` sends: the last mark, then one ``WAIT
+    1`` (the Beat's one per tick, a no-op on a broker without replicas)."""
 
     def __init__(self, cfg: Any, per_tick: int = PER_TICK) -> None:
         self.app = create_app(cfg)
@@ -94,12 +95,13 @@ class SendPath:
     def tick(self) -> float:
         """One Beat tick's sends (``per_tick`` of them, the marks, the WAIT): seconds taken."""
         t0 = time.perf_counter()
-        sent: list[tuple[str, int]] = []
+        sent: list[tuple[str, int]] = []  # sent, "sent" mark not yet written
         for _ in range(self.per_tick):
             i, self.sent = self.sent, self.sent + 1
             job = f"bench:{self.queue}:{i}"
-            if not self.slots.claim_and_fence(job, 1, "bench", 600, f"tok{i}", 600):
+            if not self.slots.claim_and_fence(job, 1, "bench", 600, f"tok{i}", 600, sent):
                 raise RuntimeError(f"slot of {job} already taken")
+            sent = []
             send_job(
                 "noop",
                 {},

@@ -48,7 +48,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -126,15 +126,24 @@ def claim_slot_and_publish_fence(
     slot_ttl: int,
     token: str,
     fence_ttl: float,
+    *,
+    mark: Sequence[tuple[str, int]] = (),
+    marked_value: str = "",
 ) -> bool:
     """Take the attempt's send slot (``SET NX``) and publish ``token`` as its fence, in
-    one round trip (one script): False, with nothing written, when the slot is held
+    one round trip (one script): False, with no fence written, when the slot is held
     with another value (another leader's, or already marked sent).  A slot already
     holding ``slot_value`` (our own send that failed) counts as taken.  The fence is
-    :func:`publish_fence`'s: another attempt's stored result is dropped with it."""
+    :func:`publish_fence`'s: another attempt's stored result is dropped with it.
+
+    ``mark``: ``(job, attempt)`` slots whose send returned, set to ``marked_value``
+    first in the same script (``SET XX``: only slots that still exist), whatever
+    the claim's outcome; the previous send's "sent" mark rides along this way."""
     keys = [slot_key(job_id, attempt), fence_key(job_id), done_key(job_id)]
+    keys += [slot_key(j, a) for j, a in mark]
     ttl_ms = str(max(1, int(fence_ttl * 1000)))
-    return bool(_eval(client, _CLAIM_SLOT, keys, slot_value, str(max(1, slot_ttl)), token, ttl_ms))
+    args = (slot_value, str(max(1, slot_ttl)), token, ttl_ms, marked_value)
+    return bool(_eval(client, _CLAIM_SLOT, keys, *args))
 
 
 def current_fence(client: redis.Redis, job_id: str) -> str | None:
@@ -228,11 +237,13 @@ return 1
 """
 )
 
-# KEYS: slot, fence, done.  ARGV: slot value, slot ttl s, token, fence ttl ms.
-# The slot first: refused (0) before anything is written; then _PUBLISH's two steps.
+# KEYS: slot, fence, done, slots to mark sent…  ARGV: slot value, slot ttl s, token,
+# fence ttl ms, sent value.  The marks; then the slot: refused (0) before the fence
+# is written; then _PUBLISH's two steps.
 _CLAIM_SLOT = (
     _DONE_TOKEN
     + """
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[5], 'XX', 'EX', ARGV[2]) end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 end

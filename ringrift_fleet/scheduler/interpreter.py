@@ -17,12 +17,13 @@ Sending an attempt is fenced twice: its send slot (``SET NX`` on
 the slot moves from ``<leader fence>|claimed`` to ``|sent`` once the send
 returned) and the attempt's fence token published before the send (a worker
 refuses every other attempt of the job).  Slot and fence are one step
-(``Slots.claim_and_fence``: one script, so a refused slot writes no fence); the
-``|sent`` marks of a tick's sends go out together at its end (:meth:`Interpreter.flush`,
-one round trip), followed by the tick's one ``WAIT 1``.  Until its mark is written
-a sent attempt is remembered as such and never sent again by this leader; a leader
-that died before writing it leaves a slot another leader voids (a new attempt, a
-new fence), as it does for a leader that died between slot and send.
+(``Slots.claim_and_fence``: one script, so a refused slot writes no fence), which
+also carries the previous send's ``|sent`` mark; the tick's last mark goes out at
+its end (:meth:`Interpreter.flush`), followed by the tick's one ``WAIT 1``.  Until
+its mark is written a sent attempt is remembered as such and never sent again by
+this leader; a leader that died before writing it leaves a slot another leader
+voids (a new attempt, a new fence), as it does for a leader that died between slot
+and send.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ class Interpreter:
         return int(self.fence_ttl_s)
 
     def flush(self) -> None:
-        """End of a tick: the ``|sent`` marks of its sends in one round trip, then one
-        WAIT 1 covering every slot, fence, message and mark of it."""
+        """End of a tick: the ``|sent`` marks not yet written (its last send's) in one
+        round trip, then one WAIT 1 covering every slot, fence, message and mark of it."""
         self._mark_sent_all()
         if self.unreplicated:
             self.unreplicated = False
@@ -354,10 +355,14 @@ class Interpreter:
             return
         leader = str(self.fence)
         try:
-            # the slot, and only if it is ours the fence: one step
-            if not self.slots.claim_and_fence(
-                w.work_id, attempt, leader, self._ttl, token, self.fence_ttl_s
-            ):
+            # the slot, and only if it is ours the fence, with the "|sent" marks of the
+            # sends before it: one step
+            marks = sorted(self._sent_unmarked)
+            took = self.slots.claim_and_fence(
+                w.work_id, attempt, leader, self._ttl, token, self.fence_ttl_s, marks
+            )
+            self._sent_unmarked.difference_update(marks)
+            if not took:
                 log.info("slot %s#%s already taken: not sending it again", w.work_id, attempt)
                 self.slots_refused += 1
                 return
@@ -384,9 +389,9 @@ class Interpreter:
                 self._replaced(w, "send_failed")
             self.event(f"{w.work_id}: send failed ({exc}); will place it again")
             return
-        # marked "|sent" at the end of the tick, with the others (flush); WAIT 1 then
-        # puts the slots, fences, messages and marks (replicated in order) on a
-        # replica too (docs/deploy.md)
+        # marked "|sent" with the next send's slot, or at the end of the tick (flush);
+        # WAIT 1 then puts the slots, fences, messages and marks (replicated in order)
+        # on a replica too (docs/deploy.md)
         self._sent_unmarked.add((w.work_id, attempt))
         self.unreplicated = True
 
@@ -402,7 +407,7 @@ class Interpreter:
         if self.broker_failed or self.slots is None:
             return 0
         if (w.work_id, attempt) in self._sent_unmarked:
-            return 0  # sent by us, its mark not yet written: flush writes it
+            return 0  # sent by us, its mark not yet written: the next write carries it
         slot = self.slots.holder(w.work_id, attempt)
         if slot is not None and slot.sent:
             return self._resend_if_lost(w, attempt, token)

@@ -25,7 +25,7 @@ interpreter then defers what is left of the tick (nothing it did is lost).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,10 +114,19 @@ class Slots(Protocol):
         ...
 
     def claim_and_fence(
-        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+        self,
+        job_id: str,
+        attempt: int,
+        leader: str,
+        ttl: int,
+        token: str,
+        fence_ttl: float,
+        sent: Sequence[tuple[str, int]] = (),
     ) -> bool:
         """:meth:`claim` and, only when it succeeds, :meth:`publish_fence` of ``token``,
-        in one step (one script, one round trip on Redis): a refused slot writes nothing."""
+        in one step (one script, one round trip on Redis): a refused slot writes no
+        fence.  ``sent``: ``leader``'s slots whose send returned, marked sent first in
+        the same step (:meth:`mark_sent`), whatever the claim's outcome."""
         ...
 
     def holder(self, job_id: str, attempt: int) -> SlotHolder | None: ...

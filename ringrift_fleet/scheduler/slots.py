@@ -12,7 +12,7 @@ faults, for the fleet simulation and unit tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -58,10 +58,25 @@ class RedisSlots:
         return held is not None and _text(held) == mine
 
     def claim_and_fence(
-        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+        self,
+        job_id: str,
+        attempt: int,
+        leader: str,
+        ttl: int,
+        token: str,
+        fence_ttl: float,
+        sent: Sequence[tuple[str, int]] = (),
     ) -> bool:
         return fencing.claim_slot_and_publish_fence(
-            self.client, job_id, attempt, slot_value(leader, False), ttl, token, fence_ttl
+            self.client,
+            job_id,
+            attempt,
+            slot_value(leader, False),
+            ttl,
+            token,
+            fence_ttl,
+            mark=sent,
+            marked_value=slot_value(leader, True),
         )
 
     def holder(self, job_id: str, attempt: int) -> SlotHolder | None:
@@ -170,9 +185,19 @@ class MemorySlots:
         return self._set(key, mine, ttl, nx=True) or self._get(key) == mine
 
     def claim_and_fence(
-        self, job_id: str, attempt: int, leader: str, ttl: int, token: str, fence_ttl: float
+        self,
+        job_id: str,
+        attempt: int,
+        leader: str,
+        ttl: int,
+        token: str,
+        fence_ttl: float,
+        sent: Sequence[tuple[str, int]] = (),
     ) -> bool:
-        """:meth:`claim`, then (only when taken) :meth:`publish_fence`: one script on Redis."""
+        """:meth:`mark_sent_many` of ``sent``, :meth:`claim`, then (only when taken)
+        :meth:`publish_fence`: one script on Redis."""
+        if sent:
+            self.mark_sent_many(sent, leader, ttl)
         if not self.claim(job_id, attempt, leader, ttl):
             return False
         self.publish_fence(job_id, token, fence_ttl)

@@ -79,6 +79,16 @@ def test_slot_and_fence_are_one_step_and_a_refused_slot_writes_no_fence(slots: S
     assert slots.holder("gone", 1) is None  # only marks a slot that exists
     assert not slots.claim_and_fence("j", 1, "5:a", 60, "t3", 60)  # sent: never twice
     assert _fence(slots, "j") == "t1"
+    # the previous send's "sent" mark rides along with the next claim, taken...
+    assert slots.claim_and_fence("k", 1, "5:a", 60, "u1", 60)
+    assert slots.claim_and_fence("m", 1, "5:a", 60, "v1", 60, [("k", 1)])
+    assert slots.holder("k", 1) == SlotHolder("5:a", sent=True)
+    assert slots.holder("m", 1) == SlotHolder("5:a", sent=False)
+    # ...or refused (j#1 is sent already): the mark is written, the fence is not
+    assert not slots.claim_and_fence("j", 1, "5:a", 60, "t5", 60, [("m", 1), ("gone", 2)])
+    assert slots.holder("m", 1) == SlotHolder("5:a", sent=True)
+    assert slots.holder("gone", 2) is None
+    assert _fence(slots, "j") == "t1"
 
 
 def test_a_notification_goes_out_once_across_leaders(slots: Slots) -> None:
