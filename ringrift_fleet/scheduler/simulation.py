@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """A discrete-event fleet that runs the production scheduler for a simulated day.
 
 Nothing of the scheduler is modelled here: each tick runs the real
@@ -41,7 +42,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
@@ -137,7 +138,7 @@ class SimResult:
     plans: int
     plan_ms_p50: float
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
@@ -155,7 +156,7 @@ class SimLedger(Ledger):
         self._term = term
         self.clock = clock
 
-    def propose(self, op: dict[str, Any], timeout: float | None = None) -> sm.Result:
+    def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         return sm.apply(self.state, op)
 
     @contextmanager
@@ -193,7 +194,8 @@ class FleetSim:
         self.fault_rng = random.Random(params.seed + 1_000_003)
         self.policy = policy or SchedulerPolicy()
         self.now = 0.0
-        self.events: list[tuple[float, int, str, tuple[Any, ...]]] = []
+        # (when, order, kind, what happens then)
+        self.events: list[tuple[float, int, str, Callable[[], None]]] = []
         self._seq = 0
         self.hosts: dict[str, SimHost] = {}
         self.state = sm.new_state()
@@ -229,14 +231,18 @@ class FleetSim:
             slots = 4 if gpu == "CPU" else self.rng.choice((1, 2, 4, 8))
             h = SimHost(f"host-{i:02d}", gpu, power, vram, slots)
             self.hosts[h.node_id] = h
-            self._schedule(self._failure_gap(), "fail", (h.node_id,))
+            self._schedule(self._failure_gap(), "fail", partial(self.fail, h.node_id))
         n_unhealthy = max(1, round(self.p.hosts * self.p.unhealthy_fraction))
         for h in self.rng.sample(list(self.hosts.values()), n_unhealthy):
             start = self.rng.uniform(0, self.p.duration_s * 0.8)
-            self._schedule(start, "disk", (h.node_id, 85.0))
-            self._schedule(start + self.rng.uniform(1800, 7200), "disk", (h.node_id, 30.0))
+            self._schedule(start, "disk", partial(self.set_disk, h.node_id, 85.0))
+            self._schedule(
+                start + self.rng.uniform(1800, 7200),
+                "disk",
+                partial(self.set_disk, h.node_id, 30.0),
+            )
         if self.p.leader_change_every_s > 0:
-            self._schedule(self._leader_gap(), "leader", ())
+            self._schedule(self._leader_gap(), "leader", self.leader_dies_mid_send)
 
     def _failure_gap(self) -> float:
         return self.now + self.rng.expovariate(1.0 / self.p.host_mtbf_s)
@@ -244,9 +250,12 @@ class FleetSim:
     def _leader_gap(self) -> float:
         return self.now + self.fault_rng.expovariate(1.0 / self.p.leader_change_every_s)
 
-    def _schedule(self, at: float, kind: str, data: tuple[Any, ...]) -> None:
+    def _schedule(self, at: float, kind: str, then: Callable[[], None]) -> None:
         self._seq += 1
-        heapq.heappush(self.events, (at, self._seq, kind, data))
+        heapq.heappush(self.events, (at, self._seq, kind, then))
+
+    def set_disk(self, node: str, percent: float) -> None:
+        self.hosts[node].disk = percent
 
     # -- the production scheduler on in-memory ports ---------------------------------------
 
@@ -390,10 +399,18 @@ class FleetSim:
             if self.rng.random() < self.p.hang_probability:
                 # hangs: Celery's hard limit frees the slot, no result ever comes
                 limit = float(w.payload.get("hard_limit_s", 7200.0))
-                self._schedule(self.now + limit, "killed", (h.node_id, h.epoch, job_id, attempt))
+                self._schedule(
+                    self.now + limit,
+                    "killed",
+                    partial(self.finish, h.node_id, h.epoch, job_id, attempt, killed=True),
+                )
             else:
                 length = self.job_length(w, h)
-                self._schedule(self.now + length, "finish", (h.node_id, h.epoch, job_id, attempt))
+                self._schedule(
+                    self.now + length,
+                    "finish",
+                    partial(self.finish, h.node_id, h.epoch, job_id, attempt, killed=False),
+                )
 
     def job_length(self, w: WorkItem, h: SimHost) -> float:
         noise = math.exp(self.rng.gauss(0.0, self.p.job_noise))
@@ -492,8 +509,10 @@ class FleetSim:
             h.epoch += 1
         delay = self.rng.uniform(*self.p.detect_s)
         self.detect_s.append(delay)
-        self._schedule(self.now + delay, "detect", (node,))
-        self._schedule(self.now + self.rng.uniform(*self.p.down_s), "recover", (node,))
+        self._schedule(self.now + delay, "detect", partial(self.detect, node))
+        self._schedule(
+            self.now + self.rng.uniform(*self.p.down_s), "recover", partial(self.recover, node)
+        )
 
     def detect(self, node: str) -> None:
         h = self.hosts[node]
@@ -514,46 +533,34 @@ class FleetSim:
         self.beat.on_membership(MembershipEvent("alive", node, 0, at=self.now))
         for job_id, attempt, token, start, killed in self._pending_reports.pop(node, []):
             self.report(h, job_id, attempt, token, start, killed)
-        self._schedule(self._failure_gap(), "fail", (node,))
+        self._schedule(self._failure_gap(), "fail", partial(self.fail, node))
         self.pull(h)
 
     def leader_dies_mid_send(self) -> None:
         """The leader's next send slot is its last act: it dies before sending."""
         self.slots.dying = self.beat.effects.fence
-        self._schedule(self._leader_gap(), "leader", ())
+        self._schedule(self._leader_gap(), "leader", self.leader_dies_mid_send)
 
     # -- the run ------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
-        self._schedule(0.0, "tick", ())
+        self._schedule(0.0, "tick", _nothing)
         end = self.p.duration_s
         steps = 0
         while self.events and steps < 50_000_000:
             steps += 1
-            at, _, kind, data = heapq.heappop(self.events)
+            at, _, kind, then = heapq.heappop(self.events)
             if at > end:
                 break
             self.now = at
             if kind == "tick":
                 self.sample()  # before the beat: slots left idle since the last one count
                 self.tick()
-                self._schedule(at + self.p.tick_s, "tick", ())
+                self._schedule(at + self.p.tick_s, "tick", _nothing)
                 if progress and int(at) % 3600 == 0:
                     progress(at)
-            elif kind == "finish":
-                self.finish(data[0], data[1], data[2], data[3], killed=False)
-            elif kind == "killed":
-                self.finish(data[0], data[1], data[2], data[3], killed=True)
-            elif kind == "fail":
-                self.fail(*data)
-            elif kind == "detect":
-                self.detect(*data)
-            elif kind == "recover":
-                self.recover(*data)
-            elif kind == "leader":
-                self.leader_dies_mid_send()
-            elif kind == "disk":
-                self.hosts[data[0]].disk = data[1]
+            else:
+                then()
         self.now = end
         return self.result()
 
@@ -634,6 +641,10 @@ class FleetSim:
         limit = float(w.payload.get("hard_limit_s", 7200.0))
         limit += self.policy.reap_grace_s + 2 * self.p.tick_s
         return self.now - (w.updated_at or 0.0) > limit
+
+
+def _nothing() -> None:
+    """A tick's event: what a tick does is the run loop's (it samples, then beats)."""
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
