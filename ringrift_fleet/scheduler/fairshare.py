@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Fair share of self-play across board configs.
 
 Share is counted in compute — GPU-seconds of self-play weighted by the GPU's
