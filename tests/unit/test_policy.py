@@ -316,6 +316,48 @@ def test_a_training_host_that_dies_ends_the_cycle() -> None:
     assert "training_failed" in [n.event_type for n in of(actions, Notify)]
 
 
+def test_after_the_backoff_a_config_trains_elsewhere_without_its_dead_host() -> None:
+    """A host declared dead may only be cut off and still training (a partition); the
+    policy does not wait for it (its result will be refused by its fence): after
+    ``retry_backoff_s`` the config trains again on another host.  That overlap is the
+    second training of one config the fleet simulation can count."""
+    job = Job(
+        "training:hex8_2p:g2", JobType.TRAINING, "hex8_2p", JobStatus.RUNNING, 1, 3, "t", 0, 0
+    )
+    pol = policy(retry_backoff_s=600.0)
+    st = ConfigState(stage=Stage.TRAINING, generation=2, target_node="t")
+    games = {"hex8_2p": 1_000_000}
+    died = plan(
+        Snapshot(
+            now=50.0,
+            hosts=(gpu("b"),),
+            dead=frozenset({"t"}),
+            jobs=(job,),
+            games=games,
+            states={"hex8_2p": st},
+            policy=pol,
+        )
+    )
+    ended = of(died, SetState)[0].state
+    assert ended.stage is Stage.IDLE and ended.retry_after == 650.0
+
+    def at(now: float) -> list[SetState]:
+        snap = Snapshot(
+            now=now,
+            hosts=(gpu("b"),),
+            dead=frozenset({"t"}),
+            games=games,
+            states={"hex8_2p": ended},
+            policy=pol,
+        )
+        return [s for s in of(plan(snap), SetState) if s.state.stage is not Stage.IDLE]
+
+    assert at(649.0) == []
+    (started,) = at(650.0)
+    assert started.state.stage is Stage.SYNC
+    assert (started.state.target_node, started.state.generation) == ("b", 3)
+
+
 def test_a_cursor_whose_job_never_reached_the_ledger_gets_it_under_the_same_slot() -> None:
     st = ConfigState(stage=Stage.TRAINING, generation=4, target_node="a")
     snap = Snapshot(now=50.0, hosts=(gpu("a"),), states={"hex8_2p": st}, policy=policy())
