@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """A membership node as a process, for tests and the benchmark.
 
     python -m ringrift_fleet.membership.swim.agent --name n1 --port 7001 \\
@@ -22,9 +23,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from ringrift_fleet.errors import FleetError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import Membership, MembershipEvent
 from ringrift_fleet.membership.swim.protocol import SwimConfig
 
@@ -111,7 +113,7 @@ def _make_manager(args: argparse.Namespace) -> Membership:
     )
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+def _write_atomic(path: Path, data: JSONMapping) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)

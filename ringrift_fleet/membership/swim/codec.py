@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """SWIM wire format: HMAC-authenticated, size-bounded datagrams holding compact JSON.
 
 Why JSON and not ``struct``: member metadata is a free-form mapping, so a binary
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from ringrift_fleet.jsontypes import JSONMapping
 
 MAGIC = b"RS1"
 MAC_LEN = 16
@@ -65,7 +67,7 @@ class Update(NamedTuple):
     node: str
     incarnation: int
     addr: Addr | None = None  # ALIVE only
-    metadata: Mapping[str, Any] | None = None  # ALIVE only
+    metadata: JSONMapping | None = None  # ALIVE only
     origin: str = ""  # SUSPECT / DEAD: who declared it (Lifeguard confirmations)
 
 
@@ -82,7 +84,7 @@ class Message:
     updates: list[Update] = field(default_factory=list)  # piggybacked gossip
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -95,11 +97,11 @@ def encode_update(u: Update) -> bytes:
     return _dumps([_TAG[u.kind], u.node, u.incarnation, u.origin])
 
 
-def metadata_size(metadata: Mapping[str, Any]) -> int:
+def metadata_size(metadata: JSONMapping) -> int:
     return len(_dumps(dict(metadata)))
 
 
-def _head(msg: Message) -> list[Any]:
+def _head(msg: Message) -> list[str | int]:
     if msg.kind == PING:
         return [PING, msg.sender, msg.seq, msg.target]
     if msg.kind == PING_REQ:
@@ -143,19 +145,19 @@ def encode(msg: Message, key: bytes) -> bytes:
 # --- decoding: everything from the network is checked here --------------------------
 
 
-def _name(v: Any) -> str:
+def _name(v: object) -> str:
     if not isinstance(v, str) or not 0 < len(v) <= MAX_NAME:
         raise DecodeError("malformed", f"bad name {v!r:.40}")
     return v
 
 
-def _int(v: Any) -> int:
+def _int(v: object) -> int:
     if type(v) is not int or not 0 <= v <= MAX_INT:
         raise DecodeError("malformed", f"bad integer {v!r:.40}")
     return v
 
 
-def _addr(host: Any, port: Any) -> Addr:
+def _addr(host: object, port: object) -> Addr:
     if not isinstance(host, str) or not 0 < len(host) <= 255:
         raise DecodeError("malformed", f"bad host {host!r:.40}")
     if type(port) is not int or not 0 < port < 65536:
@@ -163,7 +165,7 @@ def _addr(host: Any, port: Any) -> Addr:
     return (host, port)
 
 
-def _update(raw: Any) -> Update:
+def _update(raw: object) -> Update:
     if type(raw) is not list or not raw:
         raise DecodeError("malformed", f"bad update {raw!r:.60}")
     kind = _KIND.get(raw[0]) if type(raw[0]) is str else None
@@ -195,7 +197,7 @@ def _update(raw: Any) -> Update:
     return Update(kind, _name(raw[1]), _int(raw[2]), origin=_name(raw[3]))
 
 
-def _updates(raw: Any) -> list[Update]:
+def _updates(raw: object) -> list[Update]:
     if not isinstance(raw, list):
         raise DecodeError("malformed", "updates must be a list")
     return [_update(u) for u in raw]

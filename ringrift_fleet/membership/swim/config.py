@@ -1,13 +1,17 @@
+# mypy: disallow-any-explicit
 """SWIM protocol timing, validated once (``SwimConfig``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ringrift_fleet.errors import ValidationError
 from ringrift_fleet.membership.swim import codec
+
+if TYPE_CHECKING:
+    from ringrift_fleet.config import P2PConfig
 
 
 @dataclass(frozen=True)
@@ -83,16 +87,15 @@ class SwimConfig:
             )
 
     @classmethod
-    def from_p2p_config(cls, cfg: Any, **overrides: Any) -> SwimConfig:
-        """The SWIM_* fields of a :class:`~ringrift_fleet.config.P2PConfig`."""
-        values: dict[str, Any] = {
-            "ping_interval": cfg.SWIM_PING_INTERVAL,
-            "ping_timeout": cfg.SWIM_PING_TIMEOUT,
-            "suspicion_mult": cfg.SWIM_SUSPICION_MULT,
-            "indirect_probes": cfg.SWIM_INDIRECT_PROBES,
-        }
-        values.update(overrides)
-        return cls(**values)
+    def from_p2p_config(cls, cfg: P2PConfig) -> SwimConfig:
+        """The SWIM_* fields of a :class:`~ringrift_fleet.config.P2PConfig` (change
+        others with ``dataclasses.replace``)."""
+        return cls(
+            ping_interval=cfg.SWIM_PING_INTERVAL,
+            ping_timeout=cfg.SWIM_PING_TIMEOUT,
+            suspicion_mult=cfg.SWIM_SUSPICION_MULT,
+            indirect_probes=cfg.SWIM_INDIRECT_PROBES,
+        )
 
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
         """(minimum, maximum) suspicion timeout for a cluster of ``n`` live members."""

@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The SWIM state machine, sans I/O: datagrams and clock ticks in, datagrams and events out.
 
 :class:`SwimNode` never touches a socket or a clock.  The transport (or the
@@ -40,11 +41,11 @@ import functools
 import hashlib
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from ringrift_fleet.errors import ValidationError
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import MembershipEvent
 from ringrift_fleet.membership.swim import codec
 from ringrift_fleet.membership.swim.codec import (
@@ -140,7 +141,7 @@ class SwimNode:
         key: bytes = b"",
         config: SwimConfig | None = None,
         seeds: Iterable[Addr] = (),
-        metadata: Mapping[str, Any] | None = None,
+        metadata: JSONMapping | None = None,
         incarnation: int = 0,
         rng: random.Random | None = None,
     ) -> None:
@@ -151,7 +152,7 @@ class SwimNode:
         self.seeds: list[Addr] = [(str(h), int(p)) for h, p in seeds if (h, p) != tuple(addr)]
         self.rng = rng or random.Random()
         self.incarnation = incarnation
-        self.metadata: Mapping[str, Any] = dict(metadata or {})
+        self.metadata: JSONMapping = dict(metadata or {})
         self._check_metadata(self.metadata)
         self.stats = Stats()
         self.members: dict[str, Member] = {}
@@ -219,7 +220,7 @@ class SwimNode:
             self._send(m.addr, m.name, Message(PING, self.name, self._next_seq(), target=m.name))
         return self._flush()
 
-    def set_metadata(self, now: float, metadata: Mapping[str, Any]) -> Output:
+    def set_metadata(self, now: float, metadata: JSONMapping) -> Output:
         """Replace our metadata: a new incarnation, so the newest wins everywhere."""
         self._check_metadata(metadata)
         self.metadata = dict(metadata)
@@ -234,7 +235,9 @@ class SwimNode:
             if seed != tuple(self.addr) and seed not in self.seeds:
                 self.seeds.append(seed)
 
-    def learn(self, now: float, name: str, addr: Addr, incarnation: int = 0, **meta: Any) -> None:
+    def learn(
+        self, now: float, name: str, addr: Addr, incarnation: int = 0, **meta: object
+    ) -> None:
         """Add a member as if it had joined (simulation bootstrap); emits no event."""
         if name == self.name or name in self.members:
             return
@@ -989,7 +992,7 @@ class SwimNode:
         return None
 
     @staticmethod
-    def _check_metadata(metadata: Mapping[str, Any]) -> None:
+    def _check_metadata(metadata: JSONMapping) -> None:
         try:
             size = codec.metadata_size(metadata)
         except (TypeError, ValueError) as exc:

@@ -1,12 +1,14 @@
+# mypy: disallow-any-explicit
 """What a SWIM node remembers: members, suspicions, counters, and what a step returns."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from ringrift_fleet.jsontypes import JSONMapping
 from ringrift_fleet.membership.base import MembershipEvent
 from ringrift_fleet.membership.swim.codec import Addr
 
@@ -67,7 +69,7 @@ class Member:
     addr: Addr
     incarnation: int
     state: str  # ALIVE | SUSPECT | DEAD | LEFT
-    metadata: Mapping[str, Any]
+    metadata: JSONMapping
     since: float  # when the state last changed (local clock)
     suspicion: Suspicion | None = None
     wire: tuple[tuple[str, int], bytes] | None = None  # cached full-state entry

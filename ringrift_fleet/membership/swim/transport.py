@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The asyncio shell around :class:`SwimNode`: a UDP socket, a TCP port, a timer.
 
 Every decision lives in the protocol core; this module only moves bytes and
@@ -22,7 +23,6 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ringrift_fleet.membership.base import MembershipEvent
 from ringrift_fleet.membership.swim.codec import Addr
@@ -191,7 +191,7 @@ class UdpSwimTransport(asyncio.DatagramProtocol):
 
     # --- asyncio.DatagramProtocol --------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[object, int]) -> None:
         if self._closed:
             return
         if self.inject_loss_in and self._rng.random() < self.inject_loss_in:
