@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The three ways a coordinator takes part in consensus, behind one protocol.
 
 A voter runs Raft (:class:`RaftBackend`, the Raft ledger wrapped for the

@@ -676,7 +676,7 @@ def changed_since(state: State, rev: int) -> list[WorkRow]:
     return [w for w in state["work"].values() if w.get("rev", 0) > rev]
 
 
-def changes(state: State, rev: int) -> dict[str, Any] | None:
+def changes(state: State, rev: int) -> dict[str, object] | None:
     """Everything a copy at revision ``rev`` lacks, as plain data; None when the
     forgotten ids since then are no longer known (the copy must be replaced).
 
