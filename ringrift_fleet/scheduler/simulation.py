@@ -134,7 +134,11 @@ class SimResult:
     trainings_done: int
     promotions: int
     unhealthy_placements: int
+    # trainings of one config whose attempt the ledger holds live, at once (the
+    # scheduler's decision; a cut-off host's cancelled attempt goes on unseen and
+    # is counted only in the next key)
     max_concurrent_trainings_per_config: int
+    max_concurrent_trainings_with_zombies: int
     plans: int
     plan_ms_p50: float
 
@@ -213,7 +217,8 @@ class FleetSim:
         self.faults: Counter[str] = Counter()  # injected faults that struck
         self.kept: Counter[str] = Counter()  # job -> results kept (stored past the fence)
         self.active_trainings: Counter[str] = Counter()
-        self.max_trainings = 0
+        self.max_trainings = 0  # live attempts only
+        self.max_trainings_with_zombies = 0
         self.slot_samples = 0  # healthy, reachable GPU slots seen at each tick
         self.busy_samples = 0  # … of which running a job
         self._pending_reports: dict[str, list[tuple[str, int, str, float, bool]]] = {}
@@ -395,7 +400,10 @@ class FleetSim:
             if w.work_type is JobType.TRAINING:
                 key = str(w.payload.get("config", ""))
                 self.active_trainings[key] += 1
-                self.max_trainings = max(self.max_trainings, self.active_trainings[key])
+                self.max_trainings_with_zombies = max(
+                    self.max_trainings_with_zombies, self.active_trainings[key]
+                )
+                self.max_trainings = max(self.max_trainings, self.live_trainings(key))
             if self.rng.random() < self.p.hang_probability:
                 # hangs: Celery's hard limit frees the slot, no result ever comes
                 limit = float(w.payload.get("hard_limit_s", 7200.0))
@@ -411,6 +419,23 @@ class FleetSim:
                     "finish",
                     partial(self.finish, h.node_id, h.epoch, job_id, attempt, killed=False),
                 )
+
+    def live_trainings(self, key: str) -> int:
+        """Trainings of ``key`` running now as the ledger's live attempt of a live job."""
+        n = 0
+        for h in self.hosts.values():
+            for job_id, attempt in h.running:
+                w = self.beat.ledger.get(job_id)
+                if (
+                    w is not None
+                    and w.work_type is JobType.TRAINING
+                    and str(w.payload.get("config", "")) == key
+                    and not w.status.is_terminal
+                    and w.attempts == attempt
+                    and w.claimed_by == h.node_id
+                ):
+                    n += 1
+        return n
 
     def job_length(self, w: WorkItem, h: SimHost) -> float:
         noise = math.exp(self.rng.gauss(0.0, self.p.job_noise))
@@ -612,6 +637,7 @@ class FleetSim:
             promotions=sum(s.promotions for s in states.values()),
             unhealthy_placements=self.counts["unhealthy_placements"],
             max_concurrent_trainings_per_config=self.max_trainings,
+            max_concurrent_trainings_with_zombies=self.max_trainings_with_zombies,
             plans=self.counts["plans"],
             plan_ms_p50=statistics.median(self.plan_ms) if self.plan_ms else 0.0,
         )
