@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """A deterministic discrete-event simulator for the sans-I/O SWIM core.
 
 A virtual clock, a heap of events (datagram deliveries and node wake-ups),
