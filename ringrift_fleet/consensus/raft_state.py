@@ -390,8 +390,11 @@ class _FleetSyncObj(SyncObj):
                 self._deferred_logged_at = now
                 log.info(
                     "raft: no word from the leader for %.2fs, but it looks alive "
-                    "(connection up, membership alive): not standing",
+                    "(connection up; membership %s): not standing",
                     now - self._heard_leader_at,
+                    "reports it gone, not yet confirmed by Raft silence"
+                    if self._peer_alive.get(self._name(self._p("raftLeader"))) is False
+                    else "holds it alive",
                 )
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
             return
