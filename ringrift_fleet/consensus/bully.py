@@ -554,8 +554,7 @@ class BullyLedger(Ledger):
 
     def store_key(self) -> list[int]:
         """(term of the last write, operation number): which copy is newest."""
-        with self.store.reading() as state:
-            return [int(state.get("term", 0)), self.store.seq]
+        return [self.store.term(), self.store.seq]
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -339,8 +340,7 @@ class HandoverRaft(Ledger):
     def _store_key(self) -> list[int] | None:
         if self.store is None:
             return None
-        with self.store.reading() as state:
-            return [int(state.get("term", 0)), self.store.seq]
+        return [self.store.term(), self.store.seq]
 
     async def run_round(self) -> Round:
         self._refresh_base()
@@ -487,8 +487,9 @@ class HandoverRaft(Ledger):
                     return
                 if key[0] < self.store_term():
                     return
-                copy_ = sm_copy(state)
-            self.store.install(copy_, key[1] if isinstance(key[1], int) else 0)
+                text = json.dumps(state, default=str)
+            # kept on disk, not decoded: it is read only on a rollback to Bully
+            self.store.install_encoded(text, key[0], key[1] if isinstance(key[1], int) else 0)
             self._mirrored = key
         except Exception as exc:  # the mirror is a convenience for rollbacks
             log.warning("mirroring the Raft ledger into the Bully file failed: %s", exc)
@@ -496,8 +497,7 @@ class HandoverRaft(Ledger):
     def store_term(self) -> int:
         if self.store is None:
             return 0
-        with self.store.reading() as state:
-            return int(state.get("term", 0))
+        return self.store.term()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="consensus-handover")
@@ -637,8 +637,6 @@ class HandoverRaft(Ledger):
 
 
 def sm_copy(state: sm.State) -> sm.State:
-    import json
-
     copied: sm.State = json.loads(json.dumps(state, default=str))
     return copied
 

@@ -83,3 +83,34 @@ def test_apply_at_takes_the_leaders_operations_in_order_only(tmp_path: Path) -> 
     assert store.apply_at(op("add_work.v1", work_id="b", payload={}), 2) == "applied"
     assert store.seq == 2
     store.close()
+
+
+def test_an_encoded_copy_is_kept_on_disk_until_read_and_then_is_the_same(tmp_path: Path) -> None:
+    """A Raft voter's rollback mirror: written often, read only on a switch back to
+    Bully, so it must not sit decoded in the voter's memory meanwhile."""
+    import json
+
+    source = sm.new_state()
+    for i in range(3):
+        assert sm.apply(source, op("add_work.v1", work_id=f"w{i}", payload={"i": i}))["ok"]
+    source["term"] = 7
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    store.install_encoded(json.dumps(source), term=7, seq=42)
+    assert not store.loaded
+    assert (store.term(), store.seq) == (7, 42)  # answered without decoding
+    assert not store.loaded
+    with store.reading() as state:
+        assert state == source
+    assert store.loaded
+    # a write after a cold install lands on the installed state, durably
+    claim = sm.make_op("claim_work.v1", now=1.0, term=7, work_id="w1", node="a")
+    assert store.apply(claim)["ok"]
+    store.close()
+    again = SqliteStore(path)
+    with again.reading() as state:
+        assert state["work"]["w1"]["status"] == "claimed" and set(state["work"]) == set(
+            source["work"]
+        )
+    assert (again.term(), again.seq) == (7, 43)
+    again.close()
