@@ -117,7 +117,14 @@ class SimHost:
 @dataclass
 class SimResult:
     gpu_busy_fraction: float
+    # over every trailing window and config: the worst (an extreme value: one hour
+    # in which one config's long jobs died with their hosts sets it) ...
     min_config_share_ratio: float
+    # ... the median over windows of each window's worst config (a typical hour) ...
+    median_window_min_share_ratio: float
+    # ... and the largest fraction of windows in which one config got under half
+    # its share (sustained starvation is what a user notices)
+    max_fraction_of_windows_under_half_share: float
     lost_jobs: int
     duplicate_executions: int
     requeue_p50_s: float
@@ -607,10 +614,16 @@ class FleetSim:
                     key = str(w.payload.get("config", ""))
                     self.intervals.append((key, start, self.now, h.power))
         ratios: list[float] = []
+        window_mins: list[float] = []
+        under_half: dict[str, int] = {}
         t = self.p.share_window_s
         while t <= self.p.duration_s:
             totals = window_totals(self.intervals, t - self.p.share_window_s, t)
-            ratios.extend(share_ratios(totals, self.policy.configs).values())
+            shares = share_ratios(totals, self.policy.configs)
+            ratios.extend(shares.values())
+            window_mins.append(min(shares.values(), default=0.0))
+            for key, ratio in shares.items():
+                under_half[key] = under_half.get(key, 0) + (ratio < 0.5)
             t += self.p.share_step_s
         items = self.beat.ledger.items()
         lost = sum(1 for w in items if self.is_lost(w))
@@ -620,6 +633,10 @@ class FleetSim:
         return SimResult(
             gpu_busy_fraction=self.busy_samples / self.slot_samples if self.slot_samples else 0.0,
             min_config_share_ratio=min(ratios) if ratios else 0.0,
+            median_window_min_share_ratio=statistics.median(window_mins) if window_mins else 0.0,
+            max_fraction_of_windows_under_half_share=(
+                max(under_half.values(), default=0) / len(window_mins) if window_mins else 0.0
+            ),
             lost_jobs=lost,
             duplicate_executions=sum(1 for n in self.kept.values() if n > 1),
             requeue_p50_s=_pct(rq, 50),
