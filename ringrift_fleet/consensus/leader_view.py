@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """Who leads, as a voter sees it: a small answer for the non-voters' poll.
 
 Every non-voter asks every voter once a second.  Asking for the whole ``/status``
