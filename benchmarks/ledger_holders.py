@@ -1,4 +1,4 @@
-"""What a Raft voter holds per job beside its replica: the Bully mirror's copy.
+"""What a Raft voter holds per job beside its replica: the Bully mirror, now and before.
 
 Prints ONE JSON line.  Each mode runs in a fresh process (so one mode's heap
 does not hide in another's RSS) and applies ``--jobs`` self-play jobs (added,
@@ -7,13 +7,13 @@ pickled and unpickled as pysyncobj hands it to the state machine) to a
 ledger state, then reports the process's RSS growth per job:
 
 * ``replica``: the Raft replica alone;
-* ``mirror``: plus what ``HandoverRaft._mirror`` does every 5 s on every
-  voter: ``sm_copy`` of the replica installed into the Bully ``SqliteStore``
-  (a second decoded copy, rebuilt whole each round, and a JSON snapshot);
-  one round every ``--mirror-every`` jobs (50: ~5 s at 10 jobs/s);
-* ``mirror_once``: the mirror encoding the replica once and installing the
-  decoded text (no ``sm_copy``, the snapshot reusing the same text): what a
-  leaner mirror would cost.
+* ``mirror``: plus what ``HandoverRaft._mirror`` does now every 5 s on every
+  voter: the replica encoded once as JSON and written into the Bully
+  ``SqliteStore``'s snapshot, kept there undecoded until a rollback reads it
+  (``SqliteStore.install_encoded``); one round every ``--mirror-every`` jobs
+  (50: ~5 s at 10 jobs/s);
+* ``decoded_mirror``: what it did before: ``sm_copy`` of the replica installed
+  decoded (``SqliteStore.install``), a second copy of the ledger held in memory.
 
 Usage: python benchmarks/ledger_holders.py [--jobs N] [--mirror-every K]
 """
@@ -91,15 +91,9 @@ def run(mode: str, jobs: int, every: int) -> float:
         if seq % every:
             continue
         if mode == "mirror":
+            store.install_encoded(json.dumps(state, default=str), 1, seq)
+        elif mode == "decoded_mirror":
             store.install(sm_copy(state), seq)
-        elif mode == "mirror_once":
-            text = json.dumps(state)
-            with store.lock:
-                store.state, store.seq = json.loads(text), seq
-                store._db.execute("DELETE FROM ops")
-                store._db.execute(
-                    "INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, ?, ?)", (seq, text)
-                )
     gc.collect()
     store.close()
     return round((rss().rss - start) / jobs)
@@ -114,7 +108,7 @@ def main() -> None:
         parser.error("--jobs 1..50000, --mirror-every 1..jobs")
     out: dict[str, object] = {"jobs": args.jobs, "mirror_every": args.mirror_every}
     fork = multiprocessing.get_context("fork")
-    for mode in ("replica", "mirror", "mirror_once"):
+    for mode in ("replica", "mirror", "decoded_mirror"):
         with ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
             out[f"{mode}_rss_b_per_job"] = pool.submit(
                 run, mode, args.jobs, args.mirror_every
