@@ -381,7 +381,8 @@ class Beat:
         if not ids:
             return 0
         forgotten, recs = self.ledger.read_items(ids, (SUMMARY_KIND,))
-        pruned = self.ledger.prune_work(ids, fold(recs[SUMMARY_KIND], forgotten))
+        champions = {k: st.champion for k, st in self.view.states.items()}
+        pruned = self.ledger.prune_work(ids, fold(recs[SUMMARY_KIND], forgotten, champions))
         if pruned is None:
             log.warning("pruning %d finished jobs refused: %s", len(ids), self.ledger.last_error)
             return 0

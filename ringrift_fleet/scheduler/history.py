@@ -16,7 +16,7 @@ sequence number (ids are never reused).  Everything here is pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ringrift_fleet.models import JobStatus, JobType, WorkItem
@@ -116,8 +116,17 @@ class History:
         if node not in hosts:
             hosts.append(node)
         self.models[model] = hosts
+
+    def trimmed(self, keep: Collection[str | None] = ()) -> History:
+        """Forget the hosts of all but the ``MAX_MODELS`` newest models, never of
+        a model in ``keep`` (the config's champion: after 16 rejected candidates
+        in a row it is the oldest, and still what new hosts must be given)."""
         while len(self.models) > MAX_MODELS:
-            del self.models[next(iter(self.models))]
+            victim = next((m for m in self.models if m not in keep), None)
+            if victim is None:
+                break
+            del self.models[victim]
+        return self
 
     def merged(self, other: History) -> History:
         """Both together (a record plus the jobs the ledger still holds)."""
@@ -142,15 +151,23 @@ def summarise(items: Iterable[WorkItem]) -> dict[str, History]:
 
 
 def fold(
-    records: Mapping[str, object], forgotten: Iterable[WorkItem]
+    records: Mapping[str, object],
+    forgotten: Iterable[WorkItem],
+    champions: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, str, dict[str, object]]]:
-    """The summary records to write when ``forgotten`` jobs leave the ledger.
+    """The summary records to write when ``forgotten`` jobs leave the ledger;
+    each config's champion (``champions``) keeps its hosts however old it is.
 
     Values are absolute (the record as read, plus these jobs), so writing them
     twice does no harm.
     """
     added = summarise(forgotten)
+    champ = champions or {}
     return [
-        (SUMMARY_KIND, key, History.from_dict(records.get(key)).merged(h).to_dict())
+        (
+            SUMMARY_KIND,
+            key,
+            History.from_dict(records.get(key)).merged(h).trimmed((champ.get(key),)).to_dict(),
+        )
         for key, h in sorted(added.items())
     ]

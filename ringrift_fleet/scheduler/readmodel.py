@@ -56,6 +56,7 @@ class LedgerView:
         self.states: dict[str, ConfigState] = {}
         self.history: dict[str, History] = {}
         self._recorded: dict[str, object] = {}
+        self._champions: dict[str, str] = {}  # the champions the history was trimmed for
         self._live: dict[str, History] = {}  # what the held jobs add up to, per config
         # run time of each job seen completing (ringrift_job_duration_seconds); jobs
         # already complete at the first read are not counted again after a restart
@@ -130,20 +131,24 @@ class LedgerView:
             # once per prune rather than once per tick
             self._live = summarise(self.items.values())
             dirty = True
-        recorded = dict(history or {})
-        if dirty or recorded != self._recorded:
-            self.history = {
-                k: History.from_dict(recorded.get(k)).merged(self._live.get(k, History()))
-                for k in sorted(set(recorded) | set(self._live))
-            }
-            self.games = Counter({k: h.games for k, h in self.history.items() if h.games})
-            self._recorded = recorded
         states = {}
         for key, raw in records.items():
             try:
                 states[key] = ConfigState.from_dict(raw, f"{RECORD_KIND}.{key}")
             except Exception as exc:  # a bad record must not stop scheduling
                 log.warning("ignoring malformed scheduler record %s: %s", key, exc)
+        champions = {k: st.champion for k, st in states.items() if st.champion}
+        recorded = dict(history or {})
+        if dirty or recorded != self._recorded or champions != self._champions:
+            self.history = {
+                k: History.from_dict(recorded.get(k))
+                .merged(self._live.get(k, History()))
+                .trimmed((champions.get(k),))
+                for k in sorted(set(recorded) | set(self._live))
+            }
+            self.games = Counter({k: h.games for k, h in self.history.items() if h.games})
+            self._recorded = recorded
+            self._champions = champions
         for c in self.policy.configs:
             st = states.get(c.key, ConfigState())
             seq = self.history[c.key].selfplay_seq if c.key in self.history else 0

@@ -145,8 +145,39 @@ def test_a_record_remembers_hosts_of_recent_models_only() -> None:
     h = History()
     for i in range(MAX_MODELS + 5):
         h.add(_job(i, "training", "hex8_2p", "t", "completed", f"m{i}", 0))
+    h.trimmed()
     assert len(h.models) == MAX_MODELS
     assert "m0" not in h.models and h.models[f"m{MAX_MODELS + 4}"] == ["t"]
+
+
+def test_the_champion_keeps_its_hosts_after_many_rejected_candidates() -> None:
+    """m0 was promoted and given to hosts a and b; then more candidates than the
+    record keeps were trained and rejected.  A new host still needs m0, from a or b:
+    neither the pruned record nor the scheduler's view may forget where it is."""
+    champion = [
+        _job(0, "training", "hex8_2p", "a", "completed", "m0", 0),
+        _job(1, "sync", "hex8_2p", "b", "completed", "m0", 0),
+    ]
+    rejected = [
+        _job(i, "training", "hex8_2p", "t", "completed", f"m{i}", 0)
+        for i in range(2, MAX_MODELS + 6)
+    ]
+    ((_kind, key, record),) = fold({}, champion + rejected, {"hex8_2p": "m0"})
+    assert key == "hex8_2p"
+    kept = History.from_dict(record)
+    assert kept.models["m0"] == ["a", "b"] and len(kept.models) == MAX_MODELS
+    # without the champion named, the oldest model goes first, as before
+    ((_k, _key, plain),) = fold({}, champion + rejected)
+    assert "m0" not in History.from_dict(plain).models
+
+    view = LedgerView(POLICY)
+    records = {"hex8_2p": {"champion": "m0", "generation": 1}}
+    view.refresh(rejected, records, 0.0, lambda n: 1.0, {"hex8_2p": record})
+    assert view.model_hosts("hex8_2p", "m0") == frozenset({"a", "b"})
+    # the view over the live jobs alone (nothing pruned yet) keeps it too
+    view = LedgerView(POLICY)
+    view.refresh(champion + rejected, records, 0.0, lambda n: 1.0, {})
+    assert view.model_hosts("hex8_2p", "m0") == frozenset({"a", "b"})
 
 
 def test_a_malformed_record_reads_as_empty_not_as_an_error() -> None:
