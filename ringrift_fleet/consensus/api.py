@@ -203,7 +203,8 @@ class Ledger(ABC):
     def reassign_jobs_of(self, node_id: str) -> list[str]:
         """Void the active attempts on a dead node; their jobs go back to pending."""
         result = self._do("reassign_jobs_of.v1", node=node_id)
-        return list(result.get("jobs", [])) if result["ok"] else []
+        jobs = result.get("jobs", [])
+        return [str(j) for j in jobs] if result["ok"] and isinstance(jobs, list) else []
 
     def accept_result(
         self, job_id: str, fence_token: str, result: JSONMapping | None = None
@@ -228,7 +229,8 @@ class Ledger(ABC):
         """
         recs = [{"kind": k, "key": key, "value": v} for k, key, v in records]
         result = self._do("prune_work.v1", ids=list(ids), records=recs)
-        return int(result.get("pruned", 0)) if result["ok"] else None
+        pruned = result.get("pruned", 0)
+        return (pruned if isinstance(pruned, int) else 0) if result["ok"] else None
 
     # --- reads from the local replica ------------------------------------------------------
 

@@ -84,7 +84,7 @@ def rank(voters: list[Voter]) -> list[Voter]:
 class LedgerCopy(TypedDict):
     """A voter's ``GET /consensus/ledger`` answer, its fields checked."""
 
-    state: JSONObject
+    state: sm.State
     version: int
     term: JSONValue  # an integer from a leader; checked where it matters
 
@@ -590,7 +590,7 @@ class BullyLedger(Ledger):
             url + "/consensus/op", token=self.token, body=op, timeout=wait, forwarded=True
         )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
-            return body
+            return dict[str, object](body)
         return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
 
     def _replicate(self, op: dict[str, object], seq: int, timeout: float) -> int:
@@ -716,7 +716,7 @@ class BullyLedger(Ledger):
         if status != 200 or not isinstance(body, dict):
             return None
         state, version = body.get("state"), body.get("version")
-        if not isinstance(state, dict) or not isinstance(version, int):
+        if not sm.is_state(state) or not isinstance(version, int):
             return None
         return {"state": state, "version": version, "term": body.get("term")}
 

@@ -240,7 +240,7 @@ class HandoverRaft(Ledger):
                 forwarded=True,
             )
             if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
-                return body
+                return dict[str, object](body)
             return {"ok": False, "reason": f"Bully leader at {url} answered {status}: {body}"}
         if not self._wait_open(wait):
             return {"ok": False, "reason": "consensus hand-over in progress; try again"}
@@ -424,7 +424,7 @@ class HandoverRaft(Ledger):
             )
         )
 
-    async def _fetch_store(self, name: str) -> JSONObject | None:
+    async def _fetch_store(self, name: str) -> JSONMapping | None:
         """Voter ``name``'s Bully copy (its ledger state), or None."""
         if name == self.node_id:
             if self.store is None:
@@ -437,7 +437,7 @@ class HandoverRaft(Ledger):
         copied = body.get("state") if status == 200 and isinstance(body, dict) else None
         return copied if isinstance(copied, dict) else None
 
-    async def _adopt(self, state: JSONObject, source: str) -> bool:
+    async def _adopt(self, state: JSONMapping, source: str) -> bool:
         term = state.get("term", 0) or 0
         if not isinstance(term, (int, float, str)):
             raise TypeError(f"the {source}'s term is not a number: {term!r:.60}")
@@ -627,7 +627,7 @@ class HandoverRaft(Ledger):
             if status != 200 or not isinstance(body, dict):
                 return
             state, version, term = body.get("state"), body.get("version"), body.get("term")
-            if not (isinstance(state, dict) and isinstance(version, int) and isinstance(term, int)):
+            if not (sm.is_state(state) and isinstance(version, int) and isinstance(term, int)):
                 return
             if term < self.book.max_epoch:
                 return  # not the leader that holds the newest lease

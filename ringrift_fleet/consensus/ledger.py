@@ -1,3 +1,4 @@
+# mypy: disallow-any-explicit
 """The job ledger as a pure state machine: plain dicts in, plain dicts out.
 
 Raft (``raft_state``) and the Bully fallback's SQLite store (``sqlite_ledger``)
@@ -24,15 +25,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict, TypeGuard
 
 from ringrift_fleet.jsontypes import JSONObject
 from ringrift_fleet.models import JobStatus, JobType
 
-# ``State`` stays loose: raft_state keeps it in pysyncobj's untyped replica (see
-# WorkRow and AssignRow for the rows it holds under "work" and "assign").
-State = dict[str, Any]
-Result = dict[str, Any]
 #: An operation as it arrives (decoded from the Raft log, SQLite or the network):
 #: every field is narrowed with ``isinstance`` before use.
 Op = Mapping[str, object]
@@ -70,6 +67,42 @@ class AssignRow(TypedDict):
     rev: NotRequired[int]
 
 
+#: One prune the readers catching up by revision must replay: ``[rev, [work_id, ...]]``
+#: (a list, not a tuple, so that it reads the same after a JSON round trip).
+ForgotEntry = list[int | list[str]]
+
+
+class LedgerState(TypedDict):
+    """The whole replicated ledger (``new_state``); plain data, JSON- and pickle-safe.
+
+    The keys marked NotRequired appear once the first prune or hand-over writes them.
+    """
+
+    v: int
+    work: dict[str, WorkRow]
+    assign: dict[str, AssignRow]
+    records: dict[str, dict[str, JSONObject]]  # kind -> key -> value
+    term: int  # highest term applied: the fence against a deposed leader
+    seq: int  # order of arrival of work items
+    rev: int  # revision of the last change (``changes``)
+    pruned: NotRequired[int]  # finished jobs forgotten so far
+    forgot: NotRequired[list[ForgotEntry]]  # the last FORGOT_KEPT prunes
+    forgot_floor: NotRequired[int]  # a copy below this revision needs a whole copy
+    term_base: NotRequired[int]  # where Raft terms start after a hand-over
+
+
+#: What ``apply`` answers: ``ok`` (bool) always; ``reason`` (str) when refused, or
+#: with ok when nothing changed; ``existing`` (True) for a repeat that changed
+#: nothing; per operation: ``attempt`` (claim_work), ``status`` (fail_work),
+#: ``assignment`` (an AssignRow copy, assign), ``jobs`` (reassign_jobs_of),
+#: ``pruned`` (prune_work), ``adopted`` (adopt_state), ``results`` (a batch).
+#: A plain dict, not a TypedDict: raft_state's pysyncobj method returns it as
+#: ``dict[str, Any]``, results also arrive decoded from a peer, and readers narrow
+#: what they take from one.
+Result = dict[str, object]
+State = LedgerState
+
+
 STATE_VERSION = 1
 WORK_TYPES = frozenset(t.value for t in JobType)
 ACTIVE = (JobStatus.CLAIMED.value, JobStatus.RUNNING.value)
@@ -95,19 +128,7 @@ def fence_for(term: int, job_id: str, attempt: int) -> str:
     return f"t{term}:{job_id}:a{attempt}"
 
 
-# --- validation helpers: each returns an error string or None ------------------------
-
-
-def _bad_id(value: object, name: str) -> str | None:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
-        return f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters"
-    return None
-
-
-def _bad_int(value: object, name: str, lo: int | None = None) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo):
-        return f"{name} must be an integer" + (f" >= {lo}" if lo is not None else "")
-    return None
+# --- validation helpers: a `_need_*` returns the narrowed value or raises _Refused ----
 
 
 def _bad_plain(value: object, name: str, depth: int = 0) -> str | None:
@@ -135,17 +156,125 @@ def _bad_plain(value: object, name: str, depth: int = 0) -> str | None:
     return f"{name} must be JSON-like data, not {type(value).__name__}"
 
 
-def _bad_dict(value: object, name: str) -> str | None:
+class _Refused(Exception):
+    """A validation failure in a handler, raised before any change; ``apply``
+    answers it as a refusal carrying the message."""
+
+
+def _need_id(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+        raise _Refused(f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters")
+    return value
+
+
+def _need_int(value: object, name: str, lo: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo):
+        raise _Refused(f"{name} must be an integer" + (f" >= {lo}" if lo is not None else ""))
+    return value
+
+
+def _need_object(value: object, name: str) -> JSONObject:
+    """``value`` as a JSON object: a dict with string keys and JSON-like data inside."""
     if not isinstance(value, dict):
-        return f"{name} must be an object"
-    return _bad_plain(value, name)
+        raise _Refused(f"{name} must be an object")
+    err = _bad_plain(value, name)
+    if err:
+        raise _Refused(err)
+    return value
 
 
-def _change(state: State, item: dict[str, Any], **changes: object) -> None:
-    """Every change to a work item or an assignment stamps it with the state's next
-    revision, so a reader can fetch only what changed since it last looked
-    (``changed_since``, ``changes``)."""
-    item.update(changes)
+def _is_object(value: object) -> TypeGuard[JSONObject]:
+    return isinstance(value, dict) and _bad_plain(value, "value") is None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_work_row(value: object) -> TypeGuard[WorkRow]:
+    """Whether ``value`` holds every field of a work item, each of its type."""
+    if not isinstance(value, dict):
+        return False
+    return (
+        all(isinstance(value.get(k), str) for k in ("work_id", "work_type", "status"))
+        and all(
+            isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+            for k in ("priority", "attempts", "max_attempts", "seq")
+        )
+        and _is_object(value.get("payload"))
+        and all(_is_number(value.get(k)) for k in ("created_at", "updated_at"))
+        and (value.get("claimed_by") is None or isinstance(value.get("claimed_by"), str))
+        and (value.get("error") is None or isinstance(value.get("error"), str))
+        and (value.get("result") is None or _is_object(value.get("result")))
+        and all(k in value for k in ("claimed_by", "error", "result"))
+        and ("rev" not in value or isinstance(value["rev"], int))
+    )
+
+
+def _is_assign_row(value: object) -> TypeGuard[AssignRow]:
+    """Whether ``value`` holds every field of an assignment, each of its type."""
+    if not isinstance(value, dict):
+        return False
+    return (
+        all(
+            isinstance(value.get(k), str)
+            for k in ("job_id", "node_id", "fence_token", "status", "job_type")
+        )
+        and isinstance(value.get("attempt"), int)
+        and _is_number(value.get("assigned_at"))
+        and ("rev" not in value or isinstance(value["rev"], int))
+    )
+
+
+def _is_records(value: object) -> TypeGuard[dict[str, dict[str, JSONObject]]]:
+    """Whether ``value`` is a ledger's records: kind -> key -> JSON object."""
+    return isinstance(value, dict) and all(
+        isinstance(kind, str)
+        and isinstance(bucket, dict)
+        and all(isinstance(key, str) and _is_object(v) for key, v in bucket.items())
+        for kind, bucket in value.items()
+    )
+
+
+def _is_forgot(value: object) -> TypeGuard[list[ForgotEntry]]:
+    return isinstance(value, list) and all(
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], int)
+        and isinstance(entry[1], list)
+        and all(isinstance(i, str) for i in entry[1])
+        for entry in value
+    )
+
+
+def is_state(value: object) -> TypeGuard[LedgerState]:
+    """Whether ``value`` (a whole ledger decoded from a peer) is a ledger state, every
+    row of its type: checked before it replaces a replica or a read copy."""
+    if not isinstance(value, dict):
+        return False
+    work, assign = value.get("work"), value.get("assign")
+    return (
+        all(
+            isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+            for k in ("v", "term", "seq", "rev")
+        )
+        and all(
+            k not in value or (isinstance(value[k], int) and not isinstance(value[k], bool))
+            for k in ("pruned", "forgot_floor", "term_base")
+        )
+        and ("forgot" not in value or _is_forgot(value["forgot"]))
+        and isinstance(work, dict)
+        and all(isinstance(k, str) and _is_work_row(w) for k, w in work.items())
+        and isinstance(assign, dict)
+        and all(isinstance(k, str) and _is_assign_row(a) for k, a in assign.items())
+        and _is_records(value.get("records"))
+    )
+
+
+def _change(state: State, item: WorkRow | AssignRow) -> None:
+    """Every change to a work item or an assignment (made just before) stamps it
+    with the state's next revision, so a reader can fetch only what changed since
+    it last looked (``changed_since``, ``changes``)."""
     state["rev"] = item["rev"] = state.get("rev", 0) + 1
 
 
@@ -153,35 +282,33 @@ def _refuse(reason: str) -> Result:
     return {"ok": False, "reason": reason}
 
 
-def _ok(**extra: object) -> Result:
-    return {"ok": True, **extra}
+def _ok() -> Result:
+    return {"ok": True}
+
+
+def _again() -> Result:
+    """A repeat of an operation that already succeeded: nothing changes."""
+    return {"ok": True, "existing": True}
 
 
 # --- work queue operations ----------------------------------------------------------
 
 
 def _add_work(state: State, op: Op, now: float) -> Result:
-    work_id = op.get("work_id")
-    payload = op.get("payload", {})
-    priority = op.get("priority", 0)
-    max_attempts = op.get("max_attempts", 3)
+    raw_payload = op.get("payload", {})
     work_type = op.get("work_type")
-    if work_type is None and isinstance(payload, dict):
-        work_type = payload.get("work_type", JobType.SELFPLAY.value)
-    for err in (
-        _bad_id(work_id, "work_id"),
-        _bad_dict(payload, "payload"),
-        _bad_int(priority, "priority"),
-        _bad_int(max_attempts, "max_attempts", 1),
-    ):
-        if err:
-            return _refuse(err)
-    if work_type not in WORK_TYPES:
+    if work_type is None and isinstance(raw_payload, dict):
+        work_type = raw_payload.get("work_type", JobType.SELFPLAY.value)
+    work_id = _need_id(op.get("work_id"), "work_id")
+    payload = _need_object(raw_payload, "payload")
+    priority = _need_int(op.get("priority", 0), "priority")
+    max_attempts = _need_int(op.get("max_attempts", 3), "max_attempts", 1)
+    if work_type not in WORK_TYPES or not isinstance(work_type, str):
         return _refuse(f"work_type must be one of {', '.join(sorted(WORK_TYPES))}")
     existing = state["work"].get(work_id)
     if existing is not None:
         same = existing["payload"] == payload and existing["work_type"] == work_type
-        return _ok(existing=True) if same else _refuse("work_id exists with other content")
+        return _again() if same else _refuse("work_id exists with other content")
     current = state["assign"].get(work_id)
     if current is not None and current["status"] in ACTIVE:
         # A pending item beside a running attempt would be handed out twice.
@@ -189,7 +316,7 @@ def _add_work(state: State, op: Op, now: float) -> Result:
             f"job is already assigned to {current['node_id']}: add work before assigning"
         )
     state["seq"] += 1
-    state["work"][work_id] = {
+    item: WorkRow = {
         "work_id": work_id,
         "work_type": work_type,
         "payload": payload,
@@ -204,55 +331,52 @@ def _add_work(state: State, op: Op, now: float) -> Result:
         "error": None,
         "seq": state["seq"],
     }
-    _change(state, state["work"][work_id])
+    state["work"][work_id] = item
+    _change(state, item)
     return _ok()
 
 
 def _claim_work(state: State, op: Op, now: float) -> Result:
-    work_id, node = op.get("work_id"), op.get("node")
-    for err in (_bad_id(work_id, "work_id"), _bad_id(node, "node")):
-        if err:
-            return _refuse(err)
+    work_id = _need_id(op.get("work_id"), "work_id")
+    node = _need_id(op.get("node"), "node")
     item = state["work"].get(work_id)
     if item is None:
         return _refuse("no such work")
     if item["status"] in ACTIVE and item["claimed_by"] == node:
-        return _ok(existing=True)
+        return _again()
     if item["status"] != JobStatus.PENDING.value:
         return _refuse(f"work is {item['status']}")
     if item["attempts"] >= item["max_attempts"]:
         return _refuse("no attempts left")
-    _change(
-        state,
-        item,
-        status=JobStatus.CLAIMED.value,
-        claimed_by=node,
-        updated_at=now,
-        attempts=item["attempts"] + 1,
-    )
-    return _ok(attempt=item["attempts"])
+    item["status"] = JobStatus.CLAIMED.value
+    item["claimed_by"] = node
+    item["updated_at"] = now
+    item["attempts"] = item["attempts"] + 1
+    _change(state, item)
+    return {"ok": True, "attempt": item["attempts"]}
 
 
 def _start_work(state: State, op: Op, now: float) -> Result:
-    work_id, node = op.get("work_id"), op.get("node")
-    for err in (_bad_id(work_id, "work_id"), _bad_id(node, "node")):
-        if err:
-            return _refuse(err)
+    work_id = _need_id(op.get("work_id"), "work_id")
+    node = _need_id(op.get("node"), "node")
     item = state["work"].get(work_id)
     if item is None:
         return _refuse("no such work")
     if item["claimed_by"] != node or item["status"] not in ACTIVE:
         return _refuse("work is not claimed by this node")
     if item["status"] == JobStatus.RUNNING.value:
-        return _ok(existing=True)
-    _change(state, item, status=JobStatus.RUNNING.value, updated_at=now)
+        return _again()
+    item["status"] = JobStatus.RUNNING.value
+    item["updated_at"] = now
+    _change(state, item)
     current = state["assign"].get(work_id)
     if current is not None and current["node_id"] == node and current["status"] in ACTIVE:
-        _change(state, current, status=JobStatus.RUNNING.value)
+        current["status"] = JobStatus.RUNNING.value
+        _change(state, current)
     return _ok()
 
 
-def _fence_mismatch(state: State, work_id: object, fence: object) -> str | None:
+def _fence_mismatch(state: State, work_id: str, fence: object) -> str | None:
     """A fenced completion must carry the current attempt's token."""
     if fence is None:
         return None
@@ -264,17 +388,17 @@ def _fence_mismatch(state: State, work_id: object, fence: object) -> str | None:
     return None
 
 
-def _finish_assignment(state: State, work_id: object, status: str) -> None:
+def _finish_assignment(state: State, work_id: str, status: str) -> None:
     current = state["assign"].get(work_id)
     if current is not None and current["status"] in ACTIVE:
-        _change(state, current, status=status)
+        current["status"] = status
+        _change(state, current)
 
 
 def _complete_work(state: State, op: Op, now: float) -> Result:
-    work_id, result, fence = op.get("work_id"), op.get("result"), op.get("fence")
-    err = _bad_id(work_id, "work_id") or (None if result is None else _bad_dict(result, "result"))
-    if err:
-        return _refuse(err)
+    work_id = _need_id(op.get("work_id"), "work_id")
+    raw_result, fence = op.get("result"), op.get("fence")
+    result = None if raw_result is None else _need_object(raw_result, "result")
     item = state["work"].get(work_id)
     if item is None:
         return _refuse("no such work")
@@ -282,19 +406,20 @@ def _complete_work(state: State, op: Op, now: float) -> Result:
     if err:
         return _refuse(err)
     if item["status"] == JobStatus.COMPLETED.value:
-        return _ok(existing=True)
+        return _again()
     if item["status"] not in ACTIVE:
         return _refuse(f"work is {item['status']}")
-    _change(state, item, status=JobStatus.COMPLETED.value, result=result, updated_at=now)
+    item["status"] = JobStatus.COMPLETED.value
+    item["result"] = result
+    item["updated_at"] = now
+    _change(state, item)
     _finish_assignment(state, work_id, JobStatus.COMPLETED.value)
     return _ok()
 
 
 def _fail_work(state: State, op: Op, now: float) -> Result:
-    work_id, error, fence = op.get("work_id"), op.get("error", ""), op.get("fence")
-    err = _bad_id(work_id, "work_id")
-    if err:
-        return _refuse(err)
+    work_id = _need_id(op.get("work_id"), "work_id")
+    error, fence = op.get("error", ""), op.get("fence")
     if not isinstance(error, str):
         return _refuse("error must be text")
     item = state["work"].get(work_id)
@@ -307,35 +432,31 @@ def _fail_work(state: State, op: Op, now: float) -> Result:
         return _refuse(f"work is {item['status']}")
     _finish_assignment(state, work_id, JobStatus.FAILED.value)
     _requeue(state, item, error, now)
-    return _ok(status=item["status"])
+    return {"ok": True, "status": item["status"]}
 
 
-def _requeue(state: State, item: dict[str, Any], error: str, now: float) -> None:
+def _requeue(state: State, item: WorkRow, error: str, now: float) -> None:
     """Back to pending while attempts remain, failed for good otherwise."""
     retry = item["attempts"] < item["max_attempts"]
-    _change(
-        state,
-        item,
-        status=JobStatus.PENDING.value if retry else JobStatus.FAILED.value,
-        claimed_by=None,
-        error=error,
-        updated_at=now,
-    )
+    item["status"] = JobStatus.PENDING.value if retry else JobStatus.FAILED.value
+    item["claimed_by"] = None
+    item["error"] = error
+    item["updated_at"] = now
+    _change(state, item)
 
 
 def _cancel_work(state: State, op: Op, now: float) -> Result:
-    work_id = op.get("work_id")
-    err = _bad_id(work_id, "work_id")
-    if err:
-        return _refuse(err)
+    work_id = _need_id(op.get("work_id"), "work_id")
     item = state["work"].get(work_id)
     if item is None:
         return _refuse("no such work")
     if item["status"] == JobStatus.CANCELLED.value:
-        return _ok(existing=True)
+        return _again()
     if item["status"] in TERMINAL:
         return _refuse(f"work is {item['status']}")
-    _change(state, item, status=JobStatus.CANCELLED.value, updated_at=now)
+    item["status"] = JobStatus.CANCELLED.value
+    item["updated_at"] = now
+    _change(state, item)
     _finish_assignment(state, work_id, JobStatus.CANCELLED.value)
     return _ok()
 
@@ -344,17 +465,15 @@ def _cancel_work(state: State, op: Op, now: float) -> Result:
 
 
 def _assign(state: State, op: Op, now: float) -> Result:
-    job_id, node, job_type = op.get("job_id"), op.get("node"), op.get("job_type")
-    term = op.get("term", 0)  # apply() checked it is an integer
-    for err in (_bad_id(job_id, "job_id"), _bad_id(node, "node")):
-        if err:
-            return _refuse(err)
-    if job_type not in WORK_TYPES:
+    job_type, term = op.get("job_type"), op.get("term", 0)  # apply() checked the term
+    job_id = _need_id(op.get("job_id"), "job_id")
+    node = _need_id(op.get("node"), "node")
+    if job_type not in WORK_TYPES or not isinstance(job_type, str):
         return _refuse(f"job_type must be one of {', '.join(sorted(WORK_TYPES))}")
     current = state["assign"].get(job_id)
     if current is not None and current["status"] in ACTIVE:
         if current["node_id"] == node:
-            return _ok(assignment=dict(current), existing=True)
+            return {"ok": True, "assignment": current.copy(), "existing": True}
         return _refuse(f"job is active on {current['node_id']}")
     item = state["work"].get(job_id)
     if item is not None:
@@ -364,11 +483,11 @@ def _assign(state: State, op: Op, now: float) -> Result:
             return _refuse("no attempts left")
     previous = max(current["attempt"] if current else 0, item["attempts"] if item else 0)
     attempt = previous + 1
-    assignment = {
+    assignment: AssignRow = {
         "job_id": job_id,
         "node_id": node,
         "attempt": attempt,
-        "fence_token": fence_for(term if isinstance(term, int) else 0, str(job_id), attempt),
+        "fence_token": fence_for(term if isinstance(term, int) else 0, job_id, attempt),
         "status": JobStatus.CLAIMED.value,
         "assigned_at": now,
         "job_type": job_type,
@@ -376,54 +495,49 @@ def _assign(state: State, op: Op, now: float) -> Result:
     state["assign"][job_id] = assignment
     _change(state, assignment)
     if item is not None:
-        _change(
-            state,
-            item,
-            status=JobStatus.CLAIMED.value,
-            claimed_by=node,
-            attempts=attempt,
-            updated_at=now,
-        )
-    return _ok(assignment=dict(assignment))
+        item["status"] = JobStatus.CLAIMED.value
+        item["claimed_by"] = node
+        item["attempts"] = attempt
+        item["updated_at"] = now
+        _change(state, item)
+    return {"ok": True, "assignment": assignment.copy()}
 
 
 def _reassign_jobs_of(state: State, op: Op, now: float) -> Result:
-    node = op.get("node")
-    err = _bad_id(node, "node")
-    if err:
-        return _refuse(err)
+    node = _need_id(op.get("node"), "node")
     voided = []
     for job_id, current in sorted(state["assign"].items()):
         if current["node_id"] != node or current["status"] not in ACTIVE:
             continue
-        _change(state, current, status=JobStatus.FAILED.value)
+        current["status"] = JobStatus.FAILED.value
+        _change(state, current)
         item = state["work"].get(job_id)
         if item is not None and item["status"] in ACTIVE:
             _requeue(state, item, f"node {node} lost", now)
         voided.append(job_id)
-    return _ok(jobs=voided)
+    return {"ok": True, "jobs": voided}
 
 
 def _accept_result(state: State, op: Op, now: float) -> Result:
-    job_id, fence, result = op.get("job_id"), op.get("fence"), op.get("result")
-    err = (
-        _bad_id(job_id, "job_id")
-        or _bad_id(fence, "fence")
-        or (None if result is None else _bad_dict(result, "result"))
-    )
-    if err:
-        return _refuse(err)
+    job_id = _need_id(op.get("job_id"), "job_id")
+    fence = _need_id(op.get("fence"), "fence")
+    raw_result = op.get("result")
+    result = None if raw_result is None else _need_object(raw_result, "result")
     current = state["assign"].get(job_id)
     if current is None or current["fence_token"] != fence:
         return _refuse("stale fence")
     if current["status"] == JobStatus.COMPLETED.value:
-        return _ok(existing=True)
+        return _again()
     if current["status"] not in ACTIVE:
         return _refuse(f"attempt is {current['status']}")
-    _change(state, current, status=JobStatus.COMPLETED.value)
+    current["status"] = JobStatus.COMPLETED.value
+    _change(state, current)
     item = state["work"].get(job_id)
     if item is not None:
-        _change(state, item, status=JobStatus.COMPLETED.value, result=result, updated_at=now)
+        item["status"] = JobStatus.COMPLETED.value
+        item["result"] = result
+        item["updated_at"] = now
+        _change(state, item)
     return _ok()
 
 
@@ -431,19 +545,16 @@ def _accept_result(state: State, op: Op, now: float) -> Result:
 
 
 def _put_record(state: State, op: Op, now: float) -> Result:
-    kind, key, value = op.get("kind"), op.get("key"), op.get("value")
-    for err in (_bad_id(kind, "kind"), _bad_id(key, "key"), _bad_dict(value, "value")):
-        if err:
-            return _refuse(err)
+    kind = _need_id(op.get("kind"), "kind")
+    key = _need_id(op.get("key"), "key")
+    value = _need_object(op.get("value"), "value")
     state["records"].setdefault(kind, {})[key] = value
     return _ok()
 
 
 def _delete_record(state: State, op: Op, now: float) -> Result:
-    kind, key = op.get("kind"), op.get("key")
-    for err in (_bad_id(kind, "kind"), _bad_id(key, "key")):
-        if err:
-            return _refuse(err)
+    kind = _need_id(op.get("kind"), "kind")
+    key = _need_id(op.get("key"), "key")
     bucket = state["records"].get(kind, {})
     bucket.pop(key, None)
     if not bucket:
@@ -463,38 +574,36 @@ def _prune_work(state: State, op: Op, now: float) -> Result:
     nothing: a listed job that is still live refuses the whole operation (the
     proposer's view was stale); a listed job already gone is skipped.
     """
-    ids, records = op.get("ids"), op.get("records", [])
-    if not isinstance(ids, list) or not 0 < len(ids) <= MAX_BATCH:
+    raw_ids, raw_records = op.get("ids"), op.get("records", [])
+    if not isinstance(raw_ids, list) or not 0 < len(raw_ids) <= MAX_BATCH:
         return _refuse(f"ids must be a list of 1 to {MAX_BATCH} work ids")
-    if not isinstance(records, list) or len(records) > MAX_BATCH:
+    if not isinstance(raw_records, list) or len(raw_records) > MAX_BATCH:
         return _refuse(f"records must be a list of at most {MAX_BATCH} records")
-    for i, work_id in enumerate(ids):
-        err = _bad_id(work_id, f"ids[{i}]")
-        if err:
-            return _refuse(err)
-    for i, rec in enumerate(records):
+    ids = [_need_id(work_id, f"ids[{i}]") for i, work_id in enumerate(raw_ids)]
+    records: list[tuple[str, str, JSONObject]] = []
+    for i, rec in enumerate(raw_records):
         if not isinstance(rec, Mapping):
             return _refuse(f"records[{i}] must be an object with kind, key and value")
-        err = (
-            _bad_id(rec.get("kind"), f"records[{i}].kind")
-            or _bad_id(rec.get("key"), f"records[{i}].key")
-            or _bad_dict(rec.get("value"), f"records[{i}].value")
+        records.append(
+            (
+                _need_id(rec.get("kind"), f"records[{i}].kind"),
+                _need_id(rec.get("key"), f"records[{i}].key"),
+                _need_object(rec.get("value"), f"records[{i}].value"),
+            )
         )
-        if err:
-            return _refuse(err)
     for work_id in ids:
         item, current = state["work"].get(work_id), state["assign"].get(work_id)
         if item is not None and item["status"] not in TERMINAL:
             return _refuse(f"work {work_id} is {item['status']}")
         if current is not None and current["status"] in ACTIVE:
             return _refuse(f"job {work_id} is {current['status']} on {current['node_id']}")
-    gone = []
+    gone: list[str] = []
     for work_id in ids:
         removed = state["work"].pop(work_id, None), state["assign"].pop(work_id, None)
         if removed != (None, None):
             gone.append(work_id)
-    for rec in records:
-        state["records"].setdefault(rec["kind"], {})[rec["key"]] = rec["value"]
+    for kind, key, value in records:
+        state["records"].setdefault(kind, {})[key] = value
     if gone:
         state["pruned"] = state.get("pruned", 0) + len(gone)
         state["rev"] = state.get("rev", 0) + 1
@@ -503,11 +612,23 @@ def _prune_work(state: State, op: Op, now: float) -> Result:
         forgot = state.setdefault("forgot", [])
         forgot.append([state["rev"], gone])
         while len(forgot) > FORGOT_KEPT:
-            state["forgot_floor"] = forgot.pop(0)[0]
-    return _ok(pruned=len(gone))
+            floor = forgot.pop(0)[0]
+            if isinstance(floor, int):  # always: the entries are written just above
+                state["forgot_floor"] = floor
+    return {"ok": True, "pruned": len(gone)}
 
 
 # --- a consensus-mode switch ---------------------------------------------------------
+
+
+def _loose_int(value: object) -> int:
+    """An adopted copy's counter, read as ``int(value or 0)`` (a non-number refuses
+    the hand-over as an internal error, as it always has)."""
+    if not value:
+        return 0
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"not a number: {type(value).__name__}")
 
 
 def _adopt_state(state: State, op: Op, now: float) -> Result:
@@ -517,35 +638,50 @@ def _adopt_state(state: State, op: Op, now: float) -> Result:
     so two hand-overs cannot undo each other and a retry changes nothing.
     ``term_base`` is where the new backend's terms start (see consensus.handover):
     it only grows.  Every item is stamped with a new revision and the forgotten
-    ids reset, so every reader takes the adopted ledger whole.
+    ids reset, so every reader takes the adopted ledger whole.  Rows that are not
+    work items or assignments refuse the whole hand-over.
     """
     other, base = op.get("state"), op.get("term_base", 0)
     if not isinstance(other, Mapping) or not all(
         isinstance(other.get(k), dict) for k in ("work", "assign", "records")
     ):
         return _refuse("state must be a ledger state with work, assign and records")
-    err = _bad_int(base, "term_base", 0) or _bad_int(other.get("term", 0), "state.term", 0)
-    if err:
-        return _refuse(err)
-    if other.get("term", 0) <= state["term"]:
-        return _ok(existing=True, reason="not newer than this ledger")
+    base = _need_int(base, "term_base", 0)
+    other_term = _need_int(other.get("term", 0), "state.term", 0)
+    if other_term <= state["term"]:
+        return {"ok": True, "existing": True, "reason": "not newer than this ledger"}
     other = copy.deepcopy(other)
-    rev = max(int(state.get("rev", 0)), int(other.get("rev", 0) or 0)) + 1
-    work = {k: dict(v, rev=rev) for k, v in other["work"].items()}
-    assign = {k: dict(v, rev=rev) for k, v in other["assign"].items()}
-    state.update(
-        work=work,
-        assign=assign,
-        records={k: dict(v) for k, v in other["records"].items()},
-        seq=max([int(other.get("seq", 0) or 0), *(int(w.get("seq", 0)) for w in work.values())]),
-        pruned=int(other.get("pruned", 0) or 0),
-        forgot=[],
-        forgot_floor=rev,
-        rev=rev,
-        term=int(other.get("term", 0)),
-        term_base=max(int(state.get("term_base", 0)), base if isinstance(base, int) else 0),
-    )
-    return _ok(adopted=len(work))
+    old_work, old_assign, old_records = other["work"], other["assign"], other["records"]
+    if not isinstance(old_work, dict) or not isinstance(old_assign, dict):
+        return _refuse("state must be a ledger state with work, assign and records")
+    rev = max(int(state.get("rev", 0)), _loose_int(other.get("rev", 0))) + 1
+    work: dict[str, WorkRow] = {}
+    for k, w in old_work.items():
+        if not isinstance(k, str) or not _is_work_row(w):
+            return _refuse("state.work must map work ids to work items")
+        work[k] = w.copy()
+        work[k]["rev"] = rev
+    assign: dict[str, AssignRow] = {}
+    for k, a in old_assign.items():
+        if not isinstance(k, str) or not _is_assign_row(a):
+            return _refuse("state.assign must map job ids to assignments")
+        assign[k] = a.copy()
+        assign[k]["rev"] = rev
+    if not _is_records(old_records):
+        return _refuse("state.records must map kinds to keys to objects")
+    seq = max([_loose_int(other.get("seq", 0)), *(w["seq"] for w in work.values())])
+    pruned = _loose_int(other.get("pruned", 0))
+    state["work"] = work
+    state["assign"] = assign
+    state["records"] = {k: dict(v) for k, v in old_records.items()}
+    state["seq"] = seq
+    state["pruned"] = pruned
+    state["forgot"] = []
+    state["forgot_floor"] = rev
+    state["rev"] = rev
+    state["term"] = other_term
+    state["term_base"] = max(int(state.get("term_base", 0)), base)
+    return {"ok": True, "adopted": len(work)}
 
 
 OPERATIONS: dict[str, Callable[[State, Op, float], Result]] = {
@@ -586,12 +722,14 @@ def apply(state: State, op: object) -> Result:
     now, term = op.get("now", 0.0), op.get("term", 0)
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
         return _refuse("now must be a number")
-    if _bad_int(term, "term", 0):
+    if isinstance(term, bool) or not isinstance(term, int) or term < 0:
         return _refuse("term must be an integer >= 0")
     if term < state["term"]:
         return _refuse(f"stale fence: term {term} < {state['term']}")
     try:
         result = handler(state, op, float(now))
+    except _Refused as exc:  # validation, before any change
+        return _refuse(str(exc))
     except Exception as exc:  # pragma: no cover - a bug, never a user error
         return _refuse(f"internal error: {type(exc).__name__}")
     if result["ok"]:
@@ -618,7 +756,7 @@ def apply_batch(state: State, op: object) -> Result:
         else apply(state, o)
         for o in ops
     ]
-    return _ok(results=results)
+    return {"ok": True, "results": results}
 
 
 # --- queries (pure reads) -------------------------------------------------------------
@@ -653,7 +791,7 @@ def prunable(
         for w in state["work"].values()
         if w["status"] in TERMINAL
         and w["work_id"] not in keep
-        and state["assign"].get(w["work_id"], {}).get("status") not in ACTIVE
+        and _status_of(state["assign"].get(w["work_id"])) not in ACTIVE
     ]
     over = 0 if max_finished is None else max(0, len(out) - max(0, max_finished))
     if not over:
@@ -671,6 +809,10 @@ def prunable(
     return ids + sorted(lone)
 
 
+def _status_of(current: AssignRow | None) -> str | None:
+    return None if current is None else current["status"]
+
+
 def changed_since(state: State, rev: int) -> list[WorkRow]:
     """Work items changed after revision ``rev``, in ledger order (a cheap scan, no copies)."""
     return [w for w in state["work"].values() if w.get("rev", 0) > rev]
@@ -685,28 +827,67 @@ def changes(state: State, rev: int) -> dict[str, object] | None:
     """
     if rev < state.get("forgot_floor", 0) or rev > state.get("rev", 0):
         return None
-    forgotten = [i for r, ids in state.get("forgot", []) if r > rev for i in ids]
+    forgotten = [
+        i
+        for r, ids in state.get("forgot", [])
+        if isinstance(r, int) and r > rev and isinstance(ids, list)
+        for i in ids
+    ]
     return {
         "work": changed_since(state, rev),
         "assign": [a for a in state["assign"].values() if a.get("rev", 0) > rev],
         "forgotten": forgotten,
         "records": state["records"],
-        "counters": {k: state.get(k, 0) for k in ("term", "seq", "rev", "pruned")},
+        "counters": {
+            "term": state.get("term", 0),
+            "seq": state.get("seq", 0),
+            "rev": state.get("rev", 0),
+            "pruned": state.get("pruned", 0),
+        },
     }
 
 
-def apply_changes(copy: State, delta: Mapping[str, Any]) -> None:
-    """Bring a read copy up to date with a ``changes`` delta (taken as trusted data
-    from this ledger's leader, already JSON-decoded)."""
-    for work_id in delta["forgotten"]:
+def apply_changes(copy: State, delta: Mapping[str, object]) -> None:
+    """Bring a read copy up to date with a ``changes`` delta (from this ledger's
+    leader, already JSON-decoded).
+
+    A malformed delta raises KeyError (a part missing) or TypeError (a part of the
+    wrong shape) before the copy changes; the caller then takes a whole copy.
+    """
+    forgotten, work, assign = delta["forgotten"], delta["work"], delta["assign"]
+    records, counters = delta["records"], delta["counters"]
+    if not isinstance(forgotten, list) or not all(isinstance(i, str) for i in forgotten):
+        raise TypeError("changes: forgotten must be a list of work ids")
+    if not isinstance(work, list) or not isinstance(assign, list):
+        raise TypeError("changes: work and assign must be lists")
+    work_rows = [w for w in work if _is_work_row(w)]
+    assign_rows = [a for a in assign if _is_assign_row(a)]
+    if len(work_rows) != len(work) or len(assign_rows) != len(assign):
+        raise TypeError("changes: a work item or an assignment lacks a field")
+    if not _is_records(records):
+        raise TypeError("changes: records must map kinds to keys to objects")
+    if not isinstance(counters, dict):
+        raise TypeError("changes: counters must be an object")
+    numbers = {k: counters[k] for k in ("term", "seq", "rev", "pruned") if k in counters}
+    if not all(isinstance(n, int) for n in numbers.values()):
+        raise TypeError("changes: counters must be integers")
+    for work_id in forgotten:
         copy["work"].pop(work_id, None)
         copy["assign"].pop(work_id, None)
-    for w in delta["work"]:
+    for w in work_rows:
         copy["work"][w["work_id"]] = w
-    for a in delta["assign"]:
+    for a in assign_rows:
         copy["assign"][a["job_id"]] = a
-    copy["records"] = delta["records"]
-    copy.update(delta["counters"])
+    copy["records"] = records
+    term, seq, rev, pruned = (counters.get(k) for k in ("term", "seq", "rev", "pruned"))
+    if isinstance(term, int):
+        copy["term"] = term
+    if isinstance(seq, int):
+        copy["seq"] = seq
+    if isinstance(rev, int):
+        copy["rev"] = rev
+    if isinstance(pruned, int):
+        copy["pruned"] = pruned
 
 
 def counts(state: State) -> dict[str, int]:

@@ -488,7 +488,7 @@ class _LedgerState(SyncObjConsumer):
     def __init__(self) -> None:
         self._lock = threading.Lock()  # set before super().__init__: never serialised
         super().__init__()
-        self.state: dict[str, Any] = sm.new_state()
+        self.state: sm.State = sm.new_state()
 
     # Code version 0: the method id never changes; meanings are versioned in op names.
     @replicated

@@ -237,7 +237,7 @@ class RemoteLedger(Ledger):
             forwarded=True,
         )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("ok"), bool):
-            return body
+            return dict[str, object](body)
         return {"ok": False, "reason": f"leader at {url} answered {status}: {body}"}
 
     def refresh(self, timeout: float = 2.0) -> bool:
@@ -275,7 +275,7 @@ class RemoteLedger(Ledger):
                 self.copied_at = time.time()
             return True
         state = body.get("state")
-        if not isinstance(state, dict):
+        if not sm.is_state(state):
             return False
         self.install(state)
         self._source = source

@@ -76,3 +76,13 @@ def test_adopt_state_refuses_nonsense_without_changing_anything() -> None:
         r = sm.apply(s, sm.make_op("adopt_state.v1", now=1.0, term=1, state=bad, term_base=0))
         assert r["ok"] is False, bad
     assert repr(s) == before
+
+
+def test_adopt_state_refuses_a_ledger_with_a_malformed_row_without_changing_anything() -> None:
+    raft = sm.new_state()
+    bully = bully_ledger(term=5)
+    del bully["work"]["a"]["status"]  # a row no reader could use
+    before = repr(raft)
+    r = sm.apply(raft, sm.make_op("adopt_state.v1", now=9.0, term=3, state=bully, term_base=6))
+    assert r == {"ok": False, "reason": "state.work must map work ids to work items"}
+    assert repr(raft) == before

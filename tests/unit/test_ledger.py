@@ -339,3 +339,46 @@ def test_a_copy_too_far_behind_is_told_to_take_a_whole_copy() -> None:
     recent = sm.changes(state, state["rev"] - 1)
     assert recent is not None and recent["forgotten"] == [f"j{sm.FORGOT_KEPT + 1}"]
     assert sm.changes(state, state["rev"] + 5) is None  # a copy from another history
+
+
+def test_a_malformed_delta_raises_before_the_copy_changes() -> None:
+    """The reader (consensus.remote) catches the error and takes a whole copy next."""
+    import json
+
+    state = fresh(*_finished("a", 100.0), op("add_work.v1", work_id="b", payload={}))
+    reader = sm.new_state()
+    delta = sm.changes(state, 0)
+    assert delta is not None
+    good = json.loads(json.dumps(delta))
+    broken_row = json.loads(json.dumps(delta))
+    del broken_row["work"][0]["status"]  # a row that lacks a field
+    for bad in (
+        broken_row,
+        {**good, "forgotten": "a"},
+        {**good, "counters": {"rev": "7"}},
+        {**good, "records": {"summary": {"k": 3}}},
+    ):
+        before = copy.deepcopy(reader)
+        try:
+            sm.apply_changes(reader, bad)
+        except TypeError:
+            pass
+        else:
+            raise AssertionError(f"accepted {bad}")
+        assert reader == before
+    sm.apply_changes(reader, good)
+    assert reader["work"] == state["work"] and reader["rev"] == state["rev"]
+
+
+def test_a_whole_ledger_from_a_peer_is_checked_row_by_row() -> None:
+    import json
+
+    state = fresh(*_finished("a", 100.0), op("add_work.v1", work_id="b", payload={}))
+    assert sm.apply(state, op("prune_work.v1", now=500.0, ids=["a"]))["pruned"] == 1
+    copied = json.loads(json.dumps(state))  # as it travels, "forgot" entries as lists
+    assert sm.is_state(copied)
+    assert sm.is_state(sm.new_state())
+    del copied["work"]["b"]["payload"]
+    assert not sm.is_state(copied)
+    assert not sm.is_state({**sm.new_state(), "assign": {"j": {"job_id": "j"}}})
+    assert not sm.is_state({"work": {}, "assign": {}, "records": {}})  # no counters
