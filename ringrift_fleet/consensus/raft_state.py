@@ -172,6 +172,9 @@ class _FleetSyncObj(SyncObj):
         # and a real death is seen sooner by the connection (a reset) anyway.
         self._membership_confirm = 2 * conf.raftMaxTimeout
         self._deferred_logged_at = 0.0
+        # set by _before_tick for the one tick in which pysyncobj may start a real
+        # election (read by the _SyncObj__connectedToAnyone gate below)
+        self._election_allowed = False
         self._last_tick_at = time.monotonic()
         # A node that has just started treats its start as word from a leader: a
         # voter that is restarting must not help a stalled one depose the leader
@@ -353,6 +356,7 @@ class _FleetSyncObj(SyncObj):
         self._after_tick()
 
     def _before_tick(self) -> None:
+        self._election_allowed = False
         state = self._p("raftState")
         now = time.monotonic()
         gap, self._last_tick_at = now - self._last_tick_at, now
@@ -365,8 +369,11 @@ class _FleetSyncObj(SyncObj):
         if self.selfNode is None or self._p("raftElectionDeadline") >= now:
             return
         others = self._p("otherNodes")
-        if not others or not self._p("connectedNodes"):
-            return  # a lone voter elects itself; with nobody connected pysyncobj waits
+        if not others:
+            self._election_allowed = True  # a lone voter elects itself
+            return
+        if not self._p("connectedNodes"):
+            return  # nobody to ask: pysyncobj waits too
         if self._pre_vote_won and self._heard_leader_at > self._pre_round_at:
             self._pre_vote_won = False  # a leader spoke after the round began
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
@@ -378,6 +385,7 @@ class _FleetSyncObj(SyncObj):
                 reason = "the leader handed leadership over (TimeoutNow)"
             self._pre_vote_won = False
             self._counts["elections_started"] += 1
+            self._election_allowed = True
             log.info("raft: starting an election for term %d: %s", self.raftCurrentTerm + 1, reason)
             return
         gone = self._leader_gone(now)
@@ -415,6 +423,17 @@ class _FleetSyncObj(SyncObj):
         for node in others:
             transport.send(node, ask)
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    def _SyncObj__connectedToAnyone(self) -> bool:  # pysyncobj's name
+        """The one check pysyncobj makes before it starts a real election (bumps the
+        term, asks for votes), used as the gate: only in a tick where this class
+        allowed one (pre-vote won, a hand-over, a lone voter).  Without it, an
+        election deadline that passed between ``_before_tick``'s look and
+        pysyncobj's (a thread switch on a busy host) started an election with no
+        pre-vote, deposing a healthy leader: seen in the 30-host soak."""
+        if not self._election_allowed:
+            return False  # the deadline stays passed: next tick goes through the pre-vote
+        return bool(self._p("connectedNodes")) or not self._p("otherNodes")
 
     def _forgive_own_stall(self, now: float) -> None:
         """This leader's process was stalled (no tick for over half the fallback
@@ -523,7 +542,14 @@ class RaftSettings:
             append_entries_period=config.RAFT_APPEND_ENTRIES_PERIOD,
             connection_timeout=max(2.0, 2 * config.RAFT_MAX_TIMEOUT),
             connection_retry=max(0.2, config.RAFT_MIN_TIMEOUT),
-            leader_fallback=config.RAFT_MAX_TIMEOUT,
+            # A leader steps down when no majority answered for this long.  At one
+            # election timeout, one follower's 1.6 s hiccup on a busy host (while the
+            # third voter restarts) cost leadership: twice in the 30-host soak's
+            # first 20 minutes.  1.5 timeouts stays below the 2 timeouts after
+            # which a follower may stand (connection timeout, membership confirmed
+            # by silence), so a cut-off leader still steps down before anyone else
+            # can be elected: never two leaders.
+            leader_fallback=1.5 * config.RAFT_MAX_TIMEOUT,
             tick_period=config.RAFT_TICK_PERIOD,
         )
 

@@ -200,3 +200,36 @@ def test_membership_calling_a_briefly_stalled_leader_dead_does_not_move_leadersh
     assert called_dead > 0, "membership never called the stalled leader dead"
     for name in followers:
         assert "starting an election" not in fleet.log(name), fleet.log(name)
+
+
+@pytest.mark.timeout(120)
+def test_a_leader_keeps_leading_through_its_last_followers_two_second_stall(
+    fleet3: LocalFleet,
+) -> None:
+    """One voter is down (restarting, as in a roll or after a kill) and the other
+    gets no CPU for 2 s: the leader hears no majority for 2 s.  That is longer than
+    one election timeout (1.6 s), where pysyncobj's leader stepped down (twice in
+    the 30-host soak), and shorter than 1.5 of them, where it steps down now."""
+    fleet = fleet3
+    leader = fleet.wait_leader(15)
+    assert leader
+    down, stalled = [n for n in fleet.nodes if n != leader]
+    assert wait_for(lambda: all(v == (leader, v[1]) for v in leader_views(fleet)), 10)
+    term = (fleet.status(leader) or {})["term"]
+    fleet.kill(down)
+    time.sleep(1.0)
+    for round_ in range(2):
+        proc = fleet.nodes[stalled].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.0)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        end = time.monotonic() + 4
+        seen: set[tuple[str | None, int | None]] = set()
+        while time.monotonic() < end:
+            seen.update(v for v in leader_views(fleet) if v[0] is not None)
+            time.sleep(0.1)
+        assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
+    assert "stopped leading" not in fleet.log(leader), fleet.log(leader)

@@ -34,7 +34,12 @@ def test_importing_the_raft_seam_leaves_socket_inet_ntop_working() -> None:
 
 def test_the_pysyncobj_internals_the_subclass_uses_are_there(tmp_path: Path) -> None:
     """A pysyncobj upgrade that renames these must fail here, not in production."""
-    for method in ("_SyncObj__onMessageReceived", "_onTick", "_SyncObj__generateRaftTimeout"):
+    for method in (
+        "_SyncObj__onMessageReceived",
+        "_onTick",
+        "_SyncObj__generateRaftTimeout",
+        "_SyncObj__connectedToAnyone",  # the election gate: renamed, it would gate nothing
+    ):
         assert callable(getattr(SyncObj, method, None)), method
     ledger = RaftLedger(
         "a", [Voter("a", "127.0.0.1", free_port(), 0)], config=CONFIG, state_dir=tmp_path
@@ -152,3 +157,44 @@ def test_a_healthy_cluster_under_write_load_logs_no_critical(tmp_path: Path) -> 
         logging.getLogger("pysyncobj").removeHandler(handler)
         for ledger in ledgers:
             ledger.close()
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.4, 0.8), (0.8, 1.6), (1.5, 3.0), (2.0, 6.0)])
+def test_a_cut_off_leader_steps_down_before_any_follower_may_stand(lo: float, hi: float) -> None:
+    """Never two leaders: the leader's quorum check fires before the earliest moment
+    a follower may stand with its connection still up (the connection timeout, or
+    membership's verdict confirmed by two election timeouts of silence); and it
+    allows a follower a longer hiccup than one election timeout (a busy host)."""
+    from ringrift_fleet.consensus.raft_state import RaftSettings
+
+    cfg = load_config(
+        {
+            "RINGRIFT_P2P_BIND_HOST": "127.0.0.1",
+            "RINGRIFT_CLUSTER_KEY": "k",
+            "RINGRIFT_P2P_RAFT_MIN_TIMEOUT": str(lo),
+            "RINGRIFT_P2P_RAFT_MAX_TIMEOUT": str(hi),
+        }
+    )
+    s = RaftSettings.from_config(cfg)
+    assert s.max_timeout < s.leader_fallback
+    assert s.leader_fallback < min(s.connection_timeout, 2 * s.max_timeout)
+
+
+def test_pysyncobj_starts_no_election_this_class_did_not_allow(tmp_path: Path) -> None:
+    """pysyncobj's election check, reached with the deadline passed and a peer
+    connected but without a won pre-vote (a deadline that passed between our look
+    and pysyncobj's), starts nothing: the term stays."""
+    voters = [Voter("a", "127.0.0.1", free_port(), 0), Voter("b", "127.0.0.1", free_port(), 0)]
+    ledger = RaftLedger("a", voters, config=CONFIG, state_dir=tmp_path)
+    try:
+        sync = ledger._sync
+        peer = next(iter(sync._SyncObj__otherNodes))
+        sync._SyncObj__connectedNodes.add(peer)  # as if b had just connected
+        # (a won pre-vote opens the gate for one tick: every election in the
+        # failover tests goes through it)
+        for _ in range(20):  # whatever ticks run meanwhile, the gate stays shut
+            assert sync._SyncObj__connectedToAnyone() is False
+            assert ledger.term() == 0  # b never answers a pre-vote: no election
+            time.sleep(0.01)
+    finally:
+        ledger.close()
