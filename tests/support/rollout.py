@@ -402,7 +402,8 @@ class Rollout:
             running = lambda: any(  # noqa: E731
                 w["status"] == "completed" for w in self.fleet_jobs().values()
             )
-            assert wait_for(running, 60, 0.5), "no self-play job completed before the rollout"
+            # 120 s: workers and the first placements start beside a parallel test lane in CI
+            assert wait_for(running, 120, 0.5), "no self-play job completed before the rollout"
         self.write_jobs(12)
         for to, how in plan:
             self.switch(to, how)
