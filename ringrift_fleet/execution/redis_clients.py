@@ -227,10 +227,14 @@ def topology(cfg: P2PConfig | BrokerSpec, sentinel: Sentinel | None = None) -> d
         if sentinel is None:
             client.close()
     agreed = max(primary_votes, key=lambda k: primary_votes[k]) if primary_votes else None
+    # The primary a majority of the configured Sentinels name (None without one): one
+    # Sentinel that has not yet heard of a failover must not hide it.
+    majority = agreed if agreed and primary_votes[agreed] * 2 > len(views) else None
     return {
         "mode": "sentinel",
         "master_name": spec.master_name,
         "primary": agreed,
+        "majority": majority,
         "epoch": epoch,
         "agree": len(primary_votes) <= 1,
         "replicas": replicas,
@@ -325,8 +329,8 @@ class FailoverWatch:
             self._sentinel = sentinel_for(self.spec, timeout=SENTINEL_TIMEOUT_S)
         view = topology(self.spec, self._sentinel)
         self.last = view
-        primary, epoch = view.get("primary"), view.get("epoch")
-        if primary is None or not view.get("agree", True):
+        primary, epoch = view.get("majority"), view.get("epoch")
+        if primary is None:
             return None
         old = self.primary
         self.primary, self.epoch = primary, epoch

@@ -14,6 +14,7 @@ status`` name the new primary and the failover.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -294,7 +295,12 @@ def test_killing_the_primary_redis_host_loses_no_job_and_runs_none_twice(
         topo = ((f.status(lead) or {}).get("broker") or {}).get("topology") or {}
         return topo.get("primary") == new and bool(topo.get("failovers"))
 
-    assert wait_for(shows_failover, 20, 0.5), (f.status(lead) or {}).get("broker")
+    assert wait_for(shows_failover, 20, 0.5), (
+        f"new primary {new}; /status broker: "
+        + json.dumps((f.status(lead) or {}).get("broker"), indent=1)
+        + "\n"
+        + f.logs()
+    )
     text = render(f.status(lead) or {})
     assert f"broker primary   {new}" in text, text
     assert f"last failover    {old} -> {new}" in text, text

@@ -263,3 +263,62 @@ def test_a_message_missing_for_the_grace_period_is_reported_lost_once() -> None:
     assert lost.lost("node.a", "j4.a1", "j4")
     assert not lost.lost("node.a", "j4.a1", "j4")  # reported once, then a fresh grace
     assert lost.reported == 1
+
+
+class FakeSentinelNode:
+    """One Sentinel's replies: the primary it names, or down (a connection error)."""
+
+    def __init__(self, primary: str | None, epoch: int = 0) -> None:
+        self.primary, self.epoch = primary, epoch
+
+    def execute_command(self, *args: str) -> Any:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        if self.primary is None:
+            raise RedisConnectionError("Sentinel down")
+        if args[0] == "SENTINEL MASTER":
+            ip, port = self.primary.split(":")
+            return {"ip": ip, "port": port, "config-epoch": str(self.epoch), "flags": "master"}
+        return []
+
+
+class FakeSentinelSet:
+    def __init__(self, *nodes: FakeSentinelNode) -> None:
+        self.sentinels = list(nodes)
+
+
+def test_a_failover_is_reported_once_even_while_one_sentinel_still_names_the_old_primary() -> None:
+    """A stale Sentinel (it has not heard the new config yet) must not hide the
+    failover the majority already shows — in the CI run that did, /status never
+    listed it.  Each failover is one event and one webhook."""
+    from ringrift_fleet.execution.redis_clients import FailoverWatch
+
+    now = [0.0]
+    sent: list[dict[str, Any]] = []
+    watch = FailoverWatch(
+        load_config(SET3), notify=lambda **kw: sent.append(kw), clock=lambda: now[0]
+    )
+    a, b = "10.0.0.1:6379", "10.0.0.2:6379"
+    nodes = [FakeSentinelNode(a), FakeSentinelNode(a), FakeSentinelNode(a)]
+    watch._sentinel = FakeSentinelSet(*nodes)  # type: ignore[assignment]
+
+    def look(*views: tuple[str | None, int]) -> dict[str, Any] | None:
+        for node, (primary, epoch) in zip(nodes, views, strict=True):
+            node.primary, node.epoch = primary, epoch
+        now[0] += 1.0
+        return watch.poll()
+
+    assert look((a, 0), (a, 0), (a, 0)) is None
+    assert watch.primary == a
+    # two of three name the new primary; the third is stale
+    event = look((a, 0), (b, 1), (b, 1))
+    assert event is not None and (event["from"], event["to"], event["epoch"]) == (a, b, 1)
+    assert watch.status()["failovers"] == [event]
+    assert watch.status()["agree"] is False
+    assert look((b, 1), (b, 1), (b, 1)) is None  # the stale one catches up: no second event
+    # one Sentinel alone names another primary (the rest down): no majority, no event
+    assert look((None, 0), (None, 0), (a, 2)) is None
+    assert watch.primary == b
+    assert [s["event_type"] for s in sent] == ["broker_failover"]
+    # within every_s nobody is asked
+    assert watch.poll() is None
