@@ -113,6 +113,10 @@ class P2PConfig:
     TRAINING_TIME_LIMIT: float = 8 * 3600.0
     EVALUATION_TIME_LIMIT: float = 2 * 3600.0
     SYNC_TIME_LIMIT: float = 3600.0
+    # s a sync from several hosts (a games sync) spends before it stops; the sources
+    # it did not reach wait for the next sync.  Without it one slow source after
+    # another held a training cycle for ten minutes on a loaded 30-host fleet.
+    SYNC_SOURCES_BUDGET: float = 300.0
     SOFT_LIMIT_FRACTION: float = 0.9  # soft limit = hard limit × this
     RUN_LEASE_TTL: float = 30.0  # s a job's run key lives without a heartbeat (worker died)
     FLOWER_ADDRESS: str = "127.0.0.1"  # Flower binds here; non-loopback needs basic auth
@@ -266,7 +270,8 @@ def _accepts(name: str, kind: type) -> str:
 
 def _is_duration(name: str) -> bool:
     return any(
-        w in name for w in ("INTERVAL", "TIMEOUT", "LEASE", "LIMIT", "TICK", "PERIOD", "EXPIRES")
+        w in name
+        for w in ("INTERVAL", "TIMEOUT", "LEASE", "LIMIT", "TICK", "PERIOD", "EXPIRES", "BUDGET")
     )
 
 

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 PROGRESS_STATE = "PROGRESS"
 PROGRESS_EVERY_S = 0.5
 NODE_ENV = "RINGRIFT_WORKER_NODE"
+SYNC_REQUEST_TIMEOUT_S = 30.0  # one request to a source (connect, or one read)
 
 
 class Terminated(Exception):
@@ -77,14 +79,32 @@ class Terminated(Exception):
 
 def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
     """From one source, or (by prefix) from several in turn: each adds what the
-    host still lacks, and one unreachable source does not lose the others' files."""
+    host still lacks, and one unreachable source does not lose the others' files.
+
+    Several sources share ``SYNC_SOURCES_BUDGET``: they are tried in a random order
+    (so a slow one does not starve the same others every time), each request's
+    timeout is cut to what is left, and the sources not reached are reported as
+    deferred -- the next sync takes them.  One source keeps the job's own limit."""
     cfg = get_p2p_config()
     given = spec.get("source")
-    sources = given if isinstance(given, list) else [given]
+    sources = list(given) if isinstance(given, list) else [given]
+    several = len(sources) > 1
+    if several:
+        random.shuffle(sources)
+    deadline = time.monotonic() + cfg.SYNC_SOURCES_BUDGET if several else float("inf")
+
+    def stop() -> bool:
+        return ctx.superseded() or time.monotonic() >= deadline
+
     fetched: list[dict[str, Any]] = []
     skipped: list[str] = []
     failed: dict[str, str] = {}
+    deferred: list[str] = []
     for source in sources:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            deferred.append(source)
+            continue
         try:
             report = sync_artifacts(
                 ctx.store,
@@ -92,19 +112,31 @@ def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
                 spec.get("artifacts"),
                 prefix=spec.get("prefix"),
                 token=cfg.CLUSTER_KEY,
+                timeout=min(SYNC_REQUEST_TIMEOUT_S, max(left, 1.0)),
                 progress=ctx.progress,
-                should_stop=ctx.superseded,
+                should_stop=stop,
             )
         except SyncError as exc:
-            if len(sources) == 1:
+            if not several:
                 raise WorkloadError(f"sync from {source}: {exc}") from None
+            if time.monotonic() >= deadline:
+                log.warning("sync from %s stopped by the sources budget: %s", source, exc)
+                deferred.append(source)
+                continue
             log.warning("sync from %s failed: %s", source, exc)
             failed[source] = str(exc)
             continue
         fetched += report.fetched
         skipped += [n for n in report.skipped if n not in skipped]
-    if len(failed) == len(sources):
+    if failed and len(failed) == len(sources):
         raise WorkloadError(f"sync: every source failed: {failed}")
+    if deferred:
+        log.warning(
+            "sync: %d of %d sources deferred to the next sync (budget %gs spent)",
+            len(deferred),
+            len(sources),
+            cfg.SYNC_SOURCES_BUDGET,
+        )
     got = {a["name"] for a in fetched}
     return {
         "status": "completed",
@@ -112,6 +144,7 @@ def run_sync(spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         "fetched": [a["name"] for a in fetched],
         "skipped": [n for n in skipped if n not in got],
         "failed_sources": failed,
+        "deferred_sources": deferred,
         "artifacts": fetched,
     }
 

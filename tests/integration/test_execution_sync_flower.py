@@ -94,6 +94,53 @@ def test_sync_by_prefix_from_several_sources_takes_each_ones_files_and_survives_
     assert dest.names("games/") == sorted(result["fetched"])
 
 
+def test_a_sync_from_several_sources_stops_at_its_budget_when_one_never_answers(
+    source: tuple[ArtifactStore, ArtifactServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that takes the connection and never answers (a stalled host) used to
+    hold a games sync for its whole request timeout, source after source; now the
+    sources share a budget and those not reached are deferred, not failed."""
+    import socket
+    import time
+
+    from ringrift_fleet.config import reload_p2p_config
+    from ringrift_fleet.execution.jobs import validate_job
+    from ringrift_fleet.execution.tasks import run_sync
+    from ringrift_fleet.execution.workloads import JobContext
+
+    _, first = source
+    other = ArtifactStore(tmp_path / "other")
+    other.put_bytes("games/hex8_2p/from-other.jsonl.gz", b"games made on the other host")
+    dest = ArtifactStore(tmp_path / "dest")
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    silent = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+    monkeypatch.setenv("RINGRIFT_CLUSTER_KEY", TOKEN)
+    monkeypatch.setenv("RINGRIFT_P2P_SYNC_SOURCES_BUDGET", "2")
+    reload_p2p_config()
+    try:
+        with ArtifactServer(other.root, TOKEN) as second:
+            sources = [first.url, silent, second.url]
+            kwargs = {"prefix": "games/hex8_2p/", "source": sources}
+            began = time.monotonic()
+            result = run_sync(validate_job("sync", {**kwargs, "job_id": "s1"}), JobContext(dest))
+            took = time.monotonic() - began
+    finally:
+        stalled.close()
+        monkeypatch.delenv("RINGRIFT_CLUSTER_KEY")
+        monkeypatch.delenv("RINGRIFT_P2P_SYNC_SOURCES_BUDGET")
+        reload_p2p_config()
+    assert took < 15.0, f"held {took:.1f} s by a silent source (request timeout 30 s)"
+    assert result["status"] == "completed"
+    assert silent in result["deferred_sources"] or silent in result["failed_sources"]
+    reached = set(sources) - set(result["deferred_sources"]) - set(result["failed_sources"])
+    assert silent not in reached
+    # what it fetched is installed; what it deferred is named, nothing half-done
+    assert dest.names("games/") == sorted(result["fetched"])
+    assert set(result["deferred_sources"]) | set(result["failed_sources"]) | reached == set(sources)
+
+
 def _listing(url: str) -> list[dict[str, Any]]:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
