@@ -90,13 +90,32 @@ def revoke_channel(job_id: str) -> str:
     return f"{PREFIX}:revoke:{job_id}"
 
 
-def withdraw_fence(client: redis.Redis, job_id: str) -> None:
+def withdraw_fence(
+    client: redis.Redis, job_id: str, token: str | None = None
+) -> dict[str, Any] | None:
     """Void the job's live attempt: no fence (its copies are refused, its result is
-    discarded) and a revocation its running worker hears at once."""
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(fence_key(job_id))
-    pipe.publish(revoke_channel(job_id), "withdrawn")
-    pipe.execute()
+    discarded) and a revocation its running worker hears at once.
+
+    Unless that attempt (``token``) has already finished: then its stored result is
+    returned and nothing is voided.  One script, so a worker's finish
+    (:func:`complete_run`, which checks the fence) and the withdrawal are ordered:
+    either the result was stored first and the leader takes it, or the fence went
+    first and the result is refused -- never a result stored *and* the job placed
+    again (a job run twice when a host was declared dead as its job finished)."""
+    raw = _eval(
+        client,
+        _WITHDRAW,
+        [fence_key(job_id), done_key(job_id)],
+        token or "",
+        revoke_channel(job_id),
+    )
+    if raw is None:
+        return None
+    try:
+        value = json.loads(_text(raw))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def lease_states(client: redis.Redis, job_ids: list[str]) -> dict[str, bool]:
@@ -234,6 +253,20 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local done = redis.call('GET', KEYS[2])
 if done and done_token(done) ~= ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
+"""
+)
+
+# KEYS: fence, done.  ARGV: the live attempt's token ('' = unknown), revoke channel.
+# The attempt's stored result when it finished under that token (nothing voided);
+# else the fence is deleted, the revocation published, and nil returned.
+_WITHDRAW = (
+    _DONE_TOKEN
+    + """
+local done = redis.call('GET', KEYS[2])
+if done and ARGV[1] ~= '' and done_token(done) == ARGV[1] then return done end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], 'withdrawn')
+return false
 """
 )
 

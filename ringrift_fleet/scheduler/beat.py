@@ -206,6 +206,7 @@ class Beat:
     lease_lost_total = _Effect[int]()  # attempts re-placed: their run lease vanished
     sends_deferred = _Effect[int]()  # sends the broker failed (sent again later)
     results_from_store = _Effect[int]()  # results read from the run store
+    finished_before_release = _Effect[int]()  # voided too late: finished, result taken
     replaced = _Effect[Counter[tuple[str, str]]]()  # attempts placed again, by cause
 
     # -- membership ------------------------------------------------------------------------
@@ -437,6 +438,7 @@ class Beat:
             "dead_hosts": sorted(self._dead),
             "lease_lost_replaced": self.lease_lost_total,
             "results_from_store": self.results_from_store,
+            "finished_before_release": self.finished_before_release,
             "sends_deferred": self.sends_deferred,
             "events": [{"at": t, "text": s} for t, s in self.events[-20:]],
         }

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
@@ -128,6 +128,9 @@ class Interpreter:
         self.lease_lost_total = 0  # attempts re-placed because their run lease vanished
         self.sends_deferred = 0  # sends the broker failed (each sent again in a later tick)
         self.results_from_store = 0  # results read from the run store: Celery's was lost
+        # attempts found finished when the leader came to void them (host declared
+        # dead, lease lost, given up): their results taken, nothing placed again
+        self.finished_before_release = 0
         # attempts placed again, by (job type, cause)
         self.replaced: Counter[tuple[str, str]] = Counter()
 
@@ -280,15 +283,19 @@ class Interpreter:
             elif isinstance(a, Dispatch):
                 self._dispatch(a)
             elif isinstance(a, Release):
-                self._withdraw(a.job_id)
                 if self.is_dead(a.node_id):
                     if a.node_id not in released_nodes:
                         released_nodes.add(a.node_id)
+                        # every attempt on the host voided first (or, if it finished
+                        # meanwhile, its result taken): the ledger step re-enqueues
+                        # only what can no longer report
+                        for job_id in self._active_on(a.node_id) | {a.job_id}:
+                            self._withdraw(job_id)
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
                         for job in jobs:
                             self.replaced[(self.view.type_of(job), "host_death")] += 1
                         self.event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
-                else:
+                elif not self._withdraw(a.job_id):
                     current = self.ledger.current(a.job_id)
                     token = current.fence_token if current else None
                     if self.ledger.fail_work(a.job_id, a.reason, token):
@@ -299,9 +306,9 @@ class Interpreter:
                     else:
                         self.event(f"{a.job_id} reaped: {a.reason}")
             elif isinstance(a, FailJob):
-                self._withdraw(a.job_id)
-                self.ledger.cancel_work(a.job_id)
-                self.event(f"{a.job_id} given up: {a.reason}")
+                if not self._withdraw(a.job_id):
+                    self.ledger.cancel_work(a.job_id)
+                    self.event(f"{a.job_id} given up: {a.reason}")
             elif isinstance(a, Notify):
                 self._notify(a)
             report.actions[type(a).__name__] += 1
@@ -440,13 +447,33 @@ class Interpreter:
         self._send(w, attempt, token)
         return 0
 
-    def _withdraw(self, job_id: str) -> None:
+    def _withdraw(self, job_id: str) -> bool:
         """Void the job's live attempt on the broker: fence gone, revocation published
-        (a worker still running it stops within a second)."""
+        (a worker still running it stops within a second).
+
+        True when that attempt had already finished (its result stored before the
+        fence went): the result is taken into the ledger instead, and the caller
+        must not place the job again -- it ran, once."""
         if self.slots is None:  # no broker (consensus only): no fence was published
-            return
-        self.slots.withdraw_fence(job_id)
+            return False
+        current = self.ledger.current(job_id)
+        token = current.fence_token if current else None
+        stored = self.slots.withdraw_fence(job_id, token)
         self.replicate()
+        if stored is None or token is None:
+            return False
+        self.finished_before_release += 1
+        if self.ledger.accept_result(job_id, token, plain_dict(stored)):
+            self.event(f"{job_id} finished before its release: result taken, not run again")
+        return True
+
+    def _active_on(self, node_id: str) -> set[str]:
+        """The view's active jobs placed on ``node_id``."""
+        return {
+            w.work_id
+            for w in self.view.items.values()
+            if w.status.is_active and w.claimed_by == node_id
+        }
 
     def _drop_lost_delivery(self, a: Release) -> None:
         """The dead worker's unacknowledged message of the voided attempt: discarded
@@ -480,7 +507,7 @@ class Interpreter:
         self.replaced[(w.work_type.value, cause)] += 1
 
 
-def plain_dict(value: dict[object, object]) -> dict[str, object]:
+def plain_dict(value: Mapping[str, object] | Mapping[object, object]) -> dict[str, object]:
     """:func:`plain` of a result dict."""
     return {str(k): plain(v) for k, v in value.items()}
 

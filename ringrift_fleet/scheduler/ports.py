@@ -151,8 +151,11 @@ class Slots(Protocol):
         """The job's live attempt is ``token``: workers refuse every other one."""
         ...
 
-    def withdraw_fence(self, job_id: str) -> None:
-        """No attempt of the job is live any more; a worker running one stops."""
+    def withdraw_fence(self, job_id: str, token: str | None) -> dict[str, object] | None:
+        """No attempt of the job is live any more; a worker running one stops.
+
+        Unless the live attempt ``token`` already stored its result: that result is
+        returned and nothing is voided (one atomic step with the worker's finish)."""
         ...
 
     def notify_once(self, key: str, leader: str, ttl: int) -> bool:

@@ -104,8 +104,8 @@ class RedisSlots:
     def publish_fence(self, job_id: str, token: str, ttl: float) -> None:
         fencing.publish_fence(self.client, job_id, token, ttl)
 
-    def withdraw_fence(self, job_id: str) -> None:
-        fencing.withdraw_fence(self.client, job_id)
+    def withdraw_fence(self, job_id: str, token: str | None) -> dict[str, object] | None:
+        return fencing.withdraw_fence(self.client, job_id, token)
 
     def notify_once(self, key: str, leader: str, ttl: int) -> bool:
         return bool(self.client.set(fencing.notified_key(key), leader, nx=True, ex=ttl))
@@ -231,9 +231,13 @@ class MemorySlots:
         if _token_of(self.results.get(job_id)) not in (None, token):
             del self.results[job_id]
 
-    def withdraw_fence(self, job_id: str) -> None:
+    def withdraw_fence(self, job_id: str, token: str | None) -> dict[str, object] | None:
         self._check("withdraw_fence")
+        stored = self.results.get(job_id)
+        if token and stored is not None and _token_of(stored) == token:
+            return stored  # that attempt finished first: nothing to void
         self.keys.pop(fencing.fence_key(job_id), None)
+        return None
 
     def notify_once(self, key: str, leader: str, ttl: int) -> bool:
         self._check("notify_once")

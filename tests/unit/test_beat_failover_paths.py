@@ -169,3 +169,65 @@ def test_when_both_the_result_and_the_success_are_lost_the_job_runs_again(fleet:
     f.backend[f"{job}.a2"] = ("SUCCESS", f.run(job, 2, current.fence_token))
     f.ticks(1)
     assert _status(f, job) is JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("finishes", ["before the release", "after the release"])
+def test_a_job_finishing_as_its_host_is_declared_dead_runs_once(
+    fleet: Fleet, finishes: str
+) -> None:
+    """The soak's "run twice": a host declared dead (falsely, under load) while its job
+    finishes.  The leader's tick reads results, then voids the dead host's attempts;
+    a result stored between the two used to stand *and* the job was placed again.
+    Now voiding and the worker's finish are one ordered step: a result stored first
+    is taken (completed, never re-placed); a fence voided first refuses the result."""
+    from ringrift_fleet.membership.base import MembershipEvent
+
+    f = fleet
+    job, attempt, token = f.placed()
+    f.backend[f"{job}.a{attempt}"] = ("STARTED", None)
+    f.ticks(1)
+    assert _status(f, job) is JobStatus.RUNNING
+    claim = fencing.claim_run(f.r, job, owner="a@cpu", token=token, attempt=attempt, ttl=30)
+    assert claim.status == "claimed"
+    result = {
+        "job_id": job,
+        "attempt": attempt,
+        "fence": {"token": token, "attempt": attempt, "term": 1},
+        "node": "a",
+        "status": "completed",
+        "games": 2,
+    }
+
+    def finish() -> str:
+        return fencing.complete_run(f.r, job, claim.lease, result, token=token, expires=60)
+
+    outcome: list[str] = []
+    collect = f.beat.collect
+
+    def collect_then_finish() -> int:
+        changed = collect()  # the tick has read results: nothing final yet
+        if finishes == "before the release":
+            outcome.append(finish())  # ...and the worker stores its result now
+        return changed
+
+    f.beat.collect = collect_then_finish  # type: ignore[method-assign]
+    f.beat.on_membership(MembershipEvent(kind="dead", node="a", incarnation=1, at=f.clock.t))
+    f.ticks(1)
+    f.beat.collect = collect  # type: ignore[method-assign]
+    if finishes == "after the release":
+        outcome.append(finish())
+    f.ticks(3)
+    runs_that_stood = [o for o in outcome if o == "ok"]
+    current = f.ledger.current(job)
+    assert current is not None
+    if finishes == "before the release":
+        assert runs_that_stood == ["ok"]
+        assert _status(f, job) is JobStatus.COMPLETED
+        assert current.attempt == 1 and (job, 2) not in f.sent, "placed again: run twice"
+        assert f.beat.finished_before_release == 1
+    else:
+        assert runs_that_stood == [], "a voided attempt's result was stored"
+        # voided and back in the queue (the only host is dead: placed when one lives)
+        assert current.attempt == 1 and current.status is JobStatus.FAILED
+        assert _status(f, job) is JobStatus.PENDING
+        assert f.beat.finished_before_release == 0

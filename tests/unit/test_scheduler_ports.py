@@ -118,8 +118,15 @@ def test_fences_and_stored_results(slots: Slots) -> None:
     slots.publish_fence("j", "t2", 60)  # a new attempt drops the old attempt's result
     assert slots.stored_results({"j": "t1"}) == {}
     assert slots.lease_states(["j"]) == {"j": False}
-    slots.withdraw_fence("j")
+    assert slots.withdraw_fence("j", "t2") is None  # t2 has not finished: voided
     assert slots.discard_unacked(["j.a1"]) == 0
+    # an attempt that finished before its withdrawal keeps its result, and its fence
+    slots.publish_fence("k", "t5", 60)
+    _store(slots, "k", "t5")
+    assert slots.withdraw_fence("k", "t5") == {"fence": {"token": "t5", "attempt": 1}, "games": 3}
+    assert slots.stored_results({"k": "t5"})
+    assert slots.withdraw_fence("k", "t6") is None  # another attempt's result: voided
+    assert slots.withdraw_fence("k", None) is None  # unknown attempt: voided
 
 
 def test_memory_slots_expire_on_their_clock() -> None:
