@@ -176,7 +176,7 @@ class HybridCoordinator:
         self.swim_recover_every = SWIM_RECOVER_EVERY  # s between checks (tests shorten it)
         self.swim_recoveries: list[float] = []  # wall times SWIM_RECOVERED was emitted
         # what GET /consensus/ledger has sent the standby copies (shown in /status)
-        self.replica_bodies = ReplicaBodies(lambda: self.ledger)
+        self.replica_bodies = ReplicaBodies()
 
     # --- start / stop ---------------------------------------------------------------------
 

@@ -45,8 +45,7 @@ class ReplicaBodies:
     or while the replica has not changed since.
     """
 
-    def __init__(self, get_ledger: Callable[[], Ledger | None]) -> None:
-        self._get_ledger = get_ledger
+    def __init__(self) -> None:
         # (encoding began, id(ledger), ledger version then, body)
         self._full: tuple[float, int, object, bytes] | None = None
         self._lock: asyncio.Lock | None = None
@@ -111,7 +110,7 @@ def ledger_routes(
 ) -> list[web.RouteDef]:
     """``POST /consensus/op`` applies an operation through this node's ledger;
     ``GET /consensus/ledger`` returns this node's replica (for standby copies)."""
-    replica = bodies or ReplicaBodies(get_ledger)
+    replica = bodies or ReplicaBodies()
 
     async def post_op(request: web.Request) -> web.Response:
         op = await read_json_object(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,34 @@ def leader_views(fleet: LocalFleet) -> list[tuple[str | None, int | None]]:
     return views
 
 
+def stall(
+    fleet: LocalFleet, name: str, seconds: float, during: Callable[[], None] | None = None
+) -> None:
+    """Node ``name`` gets no CPU for ``seconds`` (SIGSTOP, then SIGCONT whatever
+    happens); ``during`` is called every 50 ms meanwhile, if given."""
+    proc = fleet.nodes[name].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        stop_at = time.monotonic() + seconds
+        while during is not None and time.monotonic() < stop_at - 0.15:
+            during()
+            time.sleep(0.05)
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def leaders_seen(fleet: LocalFleet, seconds: float) -> set[tuple[str | None, int | None]]:
+    """Every (leader, term) any running node reports over ``seconds``, sampled at 10 Hz."""
+    end = time.monotonic() + seconds
+    seen: set[tuple[str | None, int | None]] = set()
+    while time.monotonic() < end:
+        seen.update(v for v in leader_views(fleet) if v[0] is not None)
+        time.sleep(0.1)
+    return seen
+
+
 @pytest.mark.timeout(150)
 def test_a_killed_leader_that_rejoins_does_not_take_leadership_back(fleet3: LocalFleet) -> None:
     for round_ in range(2):
@@ -48,11 +76,7 @@ def test_a_killed_leader_that_rejoins_does_not_take_leadership_back(fleet3: Loca
         fleet3.start(old)
         assert fleet3.wait_up(old, 30), fleet3.log(old)
         # Long enough for the rejoiner's election timer to fire many times over.
-        end = time.monotonic() + 8
-        seen: set[tuple[str | None, int | None]] = set()
-        while time.monotonic() < end:
-            seen.update(v for v in leader_views(fleet3) if v[0] is not None)
-            time.sleep(0.1)
+        seen = leaders_seen(fleet3, 8)
         assert seen == {(new, term)}, f"round {round_}: leadership moved: {seen}"
         assert "starting an election" not in logfile.read_text()[before:]
 
@@ -129,18 +153,8 @@ def test_a_leader_stalled_past_every_election_timeout_keeps_leading(
     assert wait_for(lambda: all(v == (leader, v[1]) for v in leader_views(fleet)), 10)
     term = (fleet.status(leader) or {})["term"]
     for round_ in range(2):
-        proc = fleet.nodes[leader].proc
-        assert proc is not None
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            time.sleep(2.5)
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        end = time.monotonic() + 5
-        seen: set[tuple[str | None, int | None]] = set()
-        while time.monotonic() < end:
-            seen.update(v for v in leader_views(fleet) if v[0] is not None)
-            time.sleep(0.1)
+        stall(fleet, leader, 2.5)
+        seen = leaders_seen(fleet, 5)
         assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
     for name in followers:
         assert "starting an election" not in fleet.log(name), fleet.log(name)
@@ -177,27 +191,17 @@ def test_membership_calling_a_briefly_stalled_leader_dead_does_not_move_leadersh
     followers = [n for n in fleet.nodes if n != leader]
     assert wait_for(lambda: all(v == (leader, v[1]) for v in leader_views(fleet)), 10)
     term = (fleet.status(leader) or {})["term"]
-    called_dead = 0
+    called_dead = [0]
+
+    def count_dead_calls() -> None:  # the followers' views, mid-stall
+        views = [fleet.status(n) or {} for n in followers]
+        called_dead[0] += sum(1 for v in views if "peers" in v and leader not in v["peers"])
+
     for round_ in range(2):
-        proc = fleet.nodes[leader].proc
-        assert proc is not None
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            stop_at = time.monotonic() + 2.3
-            while time.monotonic() < stop_at - 0.15:  # followers' views, mid-stall
-                views = [fleet.status(n) or {} for n in followers]
-                called_dead += sum(1 for v in views if "peers" in v and leader not in v["peers"])
-                time.sleep(0.05)
-            time.sleep(max(0.0, stop_at - time.monotonic()))
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        end = time.monotonic() + 5
-        seen: set[tuple[str | None, int | None]] = set()
-        while time.monotonic() < end:
-            seen.update(v for v in leader_views(fleet) if v[0] is not None)
-            time.sleep(0.1)
+        stall(fleet, leader, 2.3, during=count_dead_calls)
+        seen = leaders_seen(fleet, 5)
         assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
-    assert called_dead > 0, "membership never called the stalled leader dead"
+    assert called_dead[0] > 0, "membership never called the stalled leader dead"
     for name in followers:
         assert "starting an election" not in fleet.log(name), fleet.log(name)
 
@@ -233,17 +237,7 @@ def test_a_leader_keeps_leading_through_its_last_followers_stall(
     fleet.kill(down)
     time.sleep(1.0)
     for round_ in range(2):
-        proc = fleet.nodes[stalled].proc
-        assert proc is not None
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            time.sleep(7.5)
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        end = time.monotonic() + 4
-        seen: set[tuple[str | None, int | None]] = set()
-        while time.monotonic() < end:
-            seen.update(v for v in leader_views(fleet) if v[0] is not None)
-            time.sleep(0.1)
+        stall(fleet, stalled, 7.5)
+        seen = leaders_seen(fleet, 4)
         assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
     assert "stopped leading" not in fleet.log(leader), fleet.log(leader)
