@@ -289,8 +289,9 @@ class Interpreter:
                         # every attempt on the host voided first (or, if it finished
                         # meanwhile, its result taken): the ledger step re-enqueues
                         # only what can no longer report
-                        for job_id in self._active_on(a.node_id) | {a.job_id}:
-                            self._withdraw(job_id)
+                        for job_id in sorted(self._active_on(a.node_id) | {a.job_id}):
+                            self._withdraw(job_id, wait=False)
+                        self.replicate()  # one WAIT 1 for all of them
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
                         for job in jobs:
                             self.replaced[(self.view.type_of(job), "host_death")] += 1
@@ -447,7 +448,7 @@ class Interpreter:
         self._send(w, attempt, token)
         return 0
 
-    def _withdraw(self, job_id: str) -> bool:
+    def _withdraw(self, job_id: str, *, wait: bool = True) -> bool:
         """Void the job's live attempt on the broker: fence gone, revocation published
         (a worker still running it stops within a second).
 
@@ -459,7 +460,8 @@ class Interpreter:
         current = self.ledger.current(job_id)
         token = current.fence_token if current else None
         stored = self.slots.withdraw_fence(job_id, token)
-        self.replicate()
+        if wait:
+            self.replicate()
         if stored is None or token is None:
             return False
         self.finished_before_release += 1
