@@ -289,7 +289,10 @@ class Interpreter:
                         # every attempt on the host voided first (or, if it finished
                         # meanwhile, its result taken): the ledger step re-enqueues
                         # only what can no longer report
-                        for job_id in sorted(self._active_on(a.node_id) | {a.job_id}):
+                        # the ledger's list, not the view's (a view a tick old after
+                        # a leader change may miss one, which would be re-enqueued
+                        # without its result being looked for)
+                        for job_id in self.ledger.active_on(a.node_id):
                             self._withdraw(job_id, wait=False)
                         self.replicate()  # one WAIT 1 for all of them
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
@@ -422,7 +425,8 @@ class Interpreter:
         if slot is None or slot.leader == str(self.fence):
             self._send(w, attempt, token)
             return 0
-        self._withdraw(w.work_id)
+        if self._withdraw(w.work_id):
+            return 1  # it ran after all (its result was stored): taken, not placed again
         reason = "its leader died while sending it"
         ok = bool(self.ledger.fail_work(w.work_id, reason, token))
         if ok:
@@ -468,14 +472,6 @@ class Interpreter:
         if self.ledger.accept_result(job_id, token, plain_dict(stored)):
             self.event(f"{job_id} finished before its release: result taken, not run again")
         return True
-
-    def _active_on(self, node_id: str) -> set[str]:
-        """The view's active jobs placed on ``node_id``."""
-        return {
-            w.work_id
-            for w in self.view.items.values()
-            if w.status.is_active and w.claimed_by == node_id
-        }
 
     def _drop_lost_delivery(self, a: Release) -> None:
         """The dead worker's unacknowledged message of the voided attempt: discarded
