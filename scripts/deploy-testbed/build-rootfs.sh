@@ -59,8 +59,17 @@ flock -w 1800 9 || die "another build holds $CACHE/.build.lock"
 if [ -f "$target/.ringrift-testbed-ready" ]; then echo "$target"; exit 0; fi
 
 work="$CACHE/.building-$key"
-rm -rf "$work"
-trap 'rm -rf "$work"' EXIT
+# An interrupted debootstrap leaves /proc (and /sys) mounted inside its target:
+# unmount whatever is under it, deepest first, then remove it without ever
+# crossing into a mount.
+clean_work() {
+  [ -d "$work" ] || return 0
+  awk -v w="$work" '$2 == w || index($2, w "/") == 1 { print $2 }' /proc/mounts \
+    | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf --one-file-system "$work"
+}
+clean_work
+trap clean_work EXIT
 echo "build-rootfs: debootstrap $SUITE from $mirror into $work (takes a few minutes)" >&2
 include=$(IFS=,; echo "${PACKAGES[*]}")
 timeout 1500 debootstrap --variant=minbase --include="$include" \
