@@ -283,9 +283,12 @@ def test_evaluation_fetches_a_champion_this_host_lacks_from_its_model_sources(
 
 def test_progress_is_visible_while_a_job_runs(fleet: dict[str, Any]) -> None:
     app = fleet["app"]
+    # ~5 ms a game here: 1,000 games run for seconds, a progress report every 0.5 s
+    # (200 ran for a second: a loaded CI box's polls could miss the one report
+    # between the first and the end)
     task_id = send_job(
         "selfplay",
-        {"board_type": "square19", "num_players": 4, "num_games": 200},
+        {"board_type": "square19", "num_players": 4, "num_games": 1000},
         queue="any",
         job_id="progress-1",
         app=app,
@@ -299,9 +302,9 @@ def test_progress_is_visible_while_a_job_runs(fleet: dict[str, Any]) -> None:
         return len(seen) >= 2 and seen[-1]["done"] > seen[0]["done"]
 
     assert wait_for(progressing, 60, 0.1), seen
-    assert seen[0]["job_id"] == "progress-1" and seen[0]["total"] == 200
-    assert 0 < seen[0]["done"] < 200
-    assert _get(fleet, task_id)["games"] == 200
+    assert seen[0]["job_id"] == "progress-1" and seen[0]["total"] == 1000
+    assert 0 < seen[0]["done"] < 1000
+    assert _get(fleet, task_id)["games"] == 1000
 
 
 def test_whole_worker_killed_next_attempt_runs_at_once_old_one_refused(
