@@ -286,12 +286,10 @@ class Interpreter:
                 if self.is_dead(a.node_id):
                     if a.node_id not in released_nodes:
                         released_nodes.add(a.node_id)
-                        # every attempt on the host voided first (or, if it finished
-                        # meanwhile, its result taken): the ledger step re-enqueues
-                        # only what can no longer report
-                        # the ledger's list, not the view's (a view a tick old after
-                        # a leader change may miss one, which would be re-enqueued
-                        # without its result being looked for)
+                        # Every attempt on the host voided first (or, if it finished
+                        # meanwhile, its result taken), so the ledger step re-enqueues
+                        # only what can no longer report.  The ledger's list, not the
+                        # view's: a view a tick old after a leader change may miss one.
                         for job_id in self.ledger.active_on(a.node_id):
                             self._withdraw(job_id, wait=False)
                         self.replicate()  # one WAIT 1 for all of them
