@@ -77,11 +77,14 @@ class Fleet:
         assert current is not None
         return job, current.attempt, current.fence_token
 
-    def run(self, job: str, attempt: int, token: str) -> dict[str, Any]:
-        """What the worker does: claim, run, store the result (its Celery SUCCESS is
-        the write the failover loses)."""
-        claim = fencing.claim_run(self.r, job, owner="a@cpu", token=token, attempt=attempt, ttl=3)
+    def start(self, job: str, attempt: int, token: str, ttl: float = 3) -> str:
+        """The worker takes the run lease of the attempt; returns the lease."""
+        claim = fencing.claim_run(self.r, job, owner="a@cpu", token=token, attempt=attempt, ttl=ttl)
         assert claim.status == "claimed"
+        return claim.lease
+
+    def finish(self, job: str, attempt: int, token: str, lease: str) -> tuple[str, dict[str, Any]]:
+        """The worker stores its result (fence-checked): the outcome, and the result."""
         result = {
             "job_id": job,
             "attempt": attempt,
@@ -90,9 +93,13 @@ class Fleet:
             "status": "completed",
             "games": 2,
         }
-        assert (
-            fencing.complete_run(self.r, job, claim.lease, result, token=token, expires=60) == "ok"
-        )
+        return fencing.complete_run(self.r, job, lease, result, token=token, expires=60), result
+
+    def run(self, job: str, attempt: int, token: str) -> dict[str, Any]:
+        """What the worker does: claim, run, store the result (its Celery SUCCESS is
+        the write the failover loses)."""
+        outcome, result = self.finish(job, attempt, token, self.start(job, attempt, token))
+        assert outcome == "ok"
         return result
 
     def ticks(self, n: int, step: float = 1.0) -> None:
@@ -187,19 +194,10 @@ def test_a_job_finishing_as_its_host_is_declared_dead_runs_once(
     f.backend[f"{job}.a{attempt}"] = ("STARTED", None)
     f.ticks(1)
     assert _status(f, job) is JobStatus.RUNNING
-    claim = fencing.claim_run(f.r, job, owner="a@cpu", token=token, attempt=attempt, ttl=30)
-    assert claim.status == "claimed"
-    result = {
-        "job_id": job,
-        "attempt": attempt,
-        "fence": {"token": token, "attempt": attempt, "term": 1},
-        "node": "a",
-        "status": "completed",
-        "games": 2,
-    }
+    lease = f.start(job, attempt, token, ttl=30)
 
     def finish() -> str:
-        return fencing.complete_run(f.r, job, claim.lease, result, token=token, expires=60)
+        return f.finish(job, attempt, token, lease)[0]
 
     outcome: list[str] = []
     collect = f.beat.collect
