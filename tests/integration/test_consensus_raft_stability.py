@@ -16,14 +16,19 @@ from tests.support.procs import wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(tmp_path / "fleet", voters=3)
+def three_voters(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[LocalFleet]:
+    """Three running voters (``env`` on top of the defaults), stopped afterwards."""
+    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env=dict(env or {}))
     try:
         fleet.start_all()
         yield fleet
     finally:
         fleet.stop_all()
+
+
+@pytest.fixture
+def fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
+    yield from three_voters(tmp_path)
 
 
 def leader_views(fleet: LocalFleet) -> list[tuple[str | None, int | None]]:
@@ -125,12 +130,7 @@ def test_a_stopped_leader_hands_over_and_every_change_is_logged_and_counted(
 @pytest.fixture
 def patient_fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
     # membership's own verdict takes 8 s here (HTTP heartbeats; SWIM's is seconds too)
-    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env={"RINGRIFT_P2P_PEER_TIMEOUT": "8.0"})
-    try:
-        fleet.start_all()
-        yield fleet
-    finally:
-        fleet.stop_all()
+    yield from three_voters(tmp_path, {"RINGRIFT_P2P_PEER_TIMEOUT": "8.0"})
 
 
 @pytest.mark.timeout(120)
@@ -169,12 +169,7 @@ def test_a_leader_stalled_past_every_election_timeout_keeps_leading(
 @pytest.fixture
 def quick_verdict_fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
     # membership calls a peer dead after 1.5 s without a heartbeat (sent every 0.5 s)
-    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env={"RINGRIFT_P2P_PEER_TIMEOUT": "1.5"})
-    try:
-        fleet.start_all()
-        yield fleet
-    finally:
-        fleet.stop_all()
+    yield from three_voters(tmp_path, {"RINGRIFT_P2P_PEER_TIMEOUT": "1.5"})
 
 
 @pytest.mark.timeout(120)
@@ -211,12 +206,7 @@ def slow_raft_fleet3(tmp_path: Path) -> Iterator[LocalFleet]:
     # election timeouts 3-6 s: the margins below are seconds, not tenths, so a
     # loaded CI box's scheduling delays cannot decide the outcome
     env = {"RINGRIFT_P2P_RAFT_MIN_TIMEOUT": "3.0", "RINGRIFT_P2P_RAFT_MAX_TIMEOUT": "6.0"}
-    fleet = LocalFleet(tmp_path / "fleet", voters=3, extra_env=env)
-    try:
-        fleet.start_all()
-        yield fleet
-    finally:
-        fleet.stop_all()
+    yield from three_voters(tmp_path, env)
 
 
 @pytest.mark.timeout(150)
