@@ -15,14 +15,22 @@ and in chunks (the shipped ``FULL_READ_CHUNK``), while a second thread plays the
 Raft thread: it applies one small write every 10 ms and records how long each
 wait for the lock took.
 
+Also, side by side: the Raft full dump pysyncobj writes on the Raft thread (log
+compaction), as its default writer does it (gzip level 9) and as ours does
+(``DUMP_GZIP_LEVEL``), in milliseconds and bytes.
+
 Prints one JSON line: per mode, the longest wait of the applier per round
-(median / min / max over rounds) and the read's own duration.
+(median / min / max over rounds) and the read's own duration; per dump level,
+its time and size.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import json
+import pickle
 import statistics
 import sys
 import threading
@@ -37,6 +45,7 @@ from ledger_growth import finish  # noqa: E402
 
 from ringrift_fleet.consensus import api  # noqa: E402
 from ringrift_fleet.consensus import ledger as sm  # noqa: E402
+from ringrift_fleet.consensus.raft_state import DUMP_GZIP_LEVEL  # noqa: E402
 from tests.support.memory_ledger import Clock, MemoryLedger  # noqa: E402
 
 KINDS = ("scheduler.config", "scheduler.summary")
@@ -87,6 +96,17 @@ def one_round(led: MemoryLedger, chunk: int, serial: list[int]) -> tuple[float, 
     return max(waits) * 1000, took * 1000
 
 
+def dump_ms(led: MemoryLedger, level: int) -> tuple[float, int]:
+    """One full dump of the ledger as pysyncobj's file holds it, at ``level``."""
+    data = ([{}, {"state": led.state}], ("e", 2, 1), ("e", 1, 1), set())
+    t0 = time.perf_counter()
+    with io.BytesIO() as buf:
+        with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=level) as g:
+            pickle.dump(data, g)
+        size = len(buf.getvalue())
+    return (time.perf_counter() - t0) * 1000, size
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--jobs", type=int, default=15_000)
@@ -108,6 +128,10 @@ def main() -> None:
             out[mode]["wait"].append(wait)
             out[mode]["read"].append(read)
     api.FULL_READ_CHUNK = shipped
+    dumps: dict[int, list[tuple[float, int]]] = {9: [], DUMP_GZIP_LEVEL: []}
+    for _ in range(opts.rounds):
+        for level in dumps:
+            dumps[level].append(dump_ms(led, level))
     print(
         json.dumps(
             {
@@ -118,6 +142,10 @@ def main() -> None:
                 "applier_max_wait_ms_chunked": _stats(out["chunked"]["wait"]),
                 "full_read_ms_one_hold": _stats(out["one_hold"]["read"]),
                 "full_read_ms_chunked": _stats(out["chunked"]["read"]),
+                "dump_ms_level_9": _stats([t for t, _ in dumps[9]]),
+                f"dump_ms_level_{DUMP_GZIP_LEVEL}": _stats([t for t, _ in dumps[DUMP_GZIP_LEVEL]]),
+                "dump_bytes_level_9": dumps[9][0][1],
+                f"dump_bytes_level_{DUMP_GZIP_LEVEL}": dumps[DUMP_GZIP_LEVEL][0][1],
             }
         )
     )
