@@ -279,6 +279,9 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
             f"its worker was lost each time; failed after MAX_REDELIVERIES={cfg.MAX_REDELIVERIES} "
             "instead of killing another worker"
         )
+    # the pair of "ran to the end": a message received but still queued behind another
+    # job is not running, and a warm shutdown hands it back instead of waiting for it
+    log.info("job %s attempt %s started on %s", spec.job_id, spec.attempt, node)
     store = ArtifactStore(cfg.artifact_dir, games_keep=cfg.GAMES_KEEP_FILES)
     keeper = fencing.LeaseKeeper(client, spec.job_id, lease, cfg.RUN_LEASE_TTL, token)
     with keeper:

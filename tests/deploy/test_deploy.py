@@ -575,10 +575,14 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     games = max(400, min(200_000, int(400 * 100 / max(took, 0.01))))
     task_id = _selfplay(bed, games)
 
+    # "received" is not enough: a message prefetched behind another job is not running
+    # yet, and a warm shutdown rightly hands it back to the queue instead of waiting.
+    started = f"job {task_id} attempt 1 started on"
+
     def running_on() -> str | None:
         for h in ("h1", "h2", "h3"):
             log = bed.ssh(h, "journalctl -u 'ringrift-worker@*' --no-pager -n 200").stdout
-            if f"ringrift.selfplay[{task_id}] received" in log:
+            if started in log:
                 return h
         return None
 
@@ -596,7 +600,7 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
     assert "Drain the workers before they restart" in deploy.stdout
     journal = bed.ssh(node, "journalctl -u 'ringrift-worker@*' --no-pager").stdout
-    received = journal.find(f"ringrift.selfplay[{task_id}] received")
+    received = journal.find(started)
     done = journal.find(f"ringrift.selfplay[{task_id}] succeeded")
     drain = journal.lower().find("warm shutdown", received)
     assert received >= 0 and done >= 0 and drain >= 0, journal[-3000:]
