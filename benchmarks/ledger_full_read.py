@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import itertools
 import json
 import pickle
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ledger_growth import finish  # noqa: E402
 
-from ringrift_fleet.consensus import api  # noqa: E402
+from ringrift_fleet.consensus import api, state_json  # noqa: E402
 from ringrift_fleet.consensus import ledger as sm  # noqa: E402
 from ringrift_fleet.consensus.raft_state import DUMP_GZIP_LEVEL  # noqa: E402
 from tests.support.memory_ledger import Clock, MemoryLedger  # noqa: E402
@@ -59,19 +61,23 @@ def _stats(xs: list[float]) -> dict[str, float]:
     }
 
 
-def one_round(led: MemoryLedger, chunk: int, serial: list[int]) -> tuple[float, float]:
-    """(longest applier wait in ms, read duration in ms) for one full read."""
-    api.FULL_READ_CHUNK = chunk
-    waits: list[float] = []
+def one_round(
+    led: MemoryLedger, reader: Callable[[], object], serial: list[int]
+) -> tuple[float, float]:
+    """(longest applier stall in ms, read duration in ms) for one call of ``reader``.
+
+    The stall is the longest time between two of the applier's writes beyond its
+    10 ms pause: waiting for the lock *and* for the GIL, which a long C call (a
+    ``json.dumps`` of the whole replica) keeps whether or not it holds the lock."""
+    done: list[float] = []
     stop = threading.Event()
+    pause = 0.01
 
     def applier() -> None:
         for _ in range(100_000):  # bounded; stopped by the event long before
             if stop.is_set():
                 return
-            t0 = time.perf_counter()
             with led.lock:
-                waits.append(time.perf_counter() - t0)
                 serial[0] += 1
                 op = sm.make_op(
                     "put_record.v1",
@@ -82,18 +88,20 @@ def one_round(led: MemoryLedger, chunk: int, serial: list[int]) -> tuple[float, 
                     value={"n": serial[0]},
                 )
                 sm.apply(led.state, op)
-            time.sleep(0.01)
+            done.append(time.perf_counter())
+            time.sleep(pause)
 
     thread = threading.Thread(target=applier, daemon=True)
     thread.start()
     time.sleep(0.1)
     t0 = time.perf_counter()
-    led.read_since(KINDS, -1)
+    reader()
     took = time.perf_counter() - t0
     time.sleep(0.05)
     stop.set()
     thread.join(5)
-    return max(waits) * 1000, took * 1000
+    gaps = [b - a - pause for a, b in itertools.pairwise(done)]
+    return max(0.0, *gaps) * 1000, took * 1000
 
 
 def dump_ms(led: MemoryLedger, level: int) -> tuple[float, int]:
@@ -118,15 +126,35 @@ def main() -> None:
     for i in range(opts.jobs):
         finish(led, i, clock)
     serial = [0]
-    out: dict[str, dict[str, list[float]]] = {
-        "one_hold": {"wait": [], "read": []},
-        "chunked": {"wait": [], "read": []},
+
+    def read(chunk: int) -> Callable[[], object]:
+        def run() -> object:
+            api.FULL_READ_CHUNK = chunk
+            return led.read_since(KINDS, -1)
+
+        return run
+
+    def json_under_lock() -> object:  # the Bully mirror and GET /consensus/ledger before
+        with led.lock:
+            return json.dumps(led.state, default=str)
+
+    def frozen_then_encoded() -> object:  # ... and now (consensus/state_json.py)
+        with led.lock:
+            frozen = state_json.freeze(led.state)
+        return state_json.encode(frozen)
+
+    modes: dict[str, Callable[[], object]] = {
+        "one_hold": read(opts.jobs + 1),
+        "chunked": read(shipped),
+        "json_under_lock": json_under_lock,
+        "frozen_json": frozen_then_encoded,
     }
-    for _ in range(opts.rounds):  # the two modes take turns, round by round
-        for mode, chunk in (("one_hold", opts.jobs + 1), ("chunked", shipped)):
-            wait, read = one_round(led, chunk, serial)
+    out: dict[str, dict[str, list[float]]] = {m: {"wait": [], "read": []} for m in modes}
+    for _ in range(opts.rounds):  # the modes take turns, round by round
+        for mode, reader in modes.items():
+            wait, took = one_round(led, reader, serial)
             out[mode]["wait"].append(wait)
-            out[mode]["read"].append(read)
+            out[mode]["read"].append(took)
     api.FULL_READ_CHUNK = shipped
     dumps: dict[int, list[tuple[float, int]]] = {9: [], DUMP_GZIP_LEVEL: []}
     for _ in range(opts.rounds):
@@ -138,10 +166,14 @@ def main() -> None:
                 "jobs": opts.jobs,
                 "rounds": opts.rounds,
                 "chunk": shipped,
-                "applier_max_wait_ms_one_hold": _stats(out["one_hold"]["wait"]),
-                "applier_max_wait_ms_chunked": _stats(out["chunked"]["wait"]),
+                "applier_max_stall_ms_one_hold": _stats(out["one_hold"]["wait"]),
+                "applier_max_stall_ms_chunked": _stats(out["chunked"]["wait"]),
                 "full_read_ms_one_hold": _stats(out["one_hold"]["read"]),
                 "full_read_ms_chunked": _stats(out["chunked"]["read"]),
+                "applier_max_stall_ms_json_under_lock": _stats(out["json_under_lock"]["wait"]),
+                "applier_max_stall_ms_frozen_json": _stats(out["frozen_json"]["wait"]),
+                "json_ms_under_lock": _stats(out["json_under_lock"]["read"]),
+                "json_ms_frozen": _stats(out["frozen_json"]["read"]),
                 "dump_ms_level_9": _stats([t for t, _ in dumps[9]]),
                 f"dump_ms_level_{DUMP_GZIP_LEVEL}": _stats([t for t, _ in dumps[DUMP_GZIP_LEVEL]]),
                 "dump_bytes_level_9": dumps[9][0][1],

@@ -52,6 +52,7 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus import state_json
 from ringrift_fleet.consensus.api import Ledger
 from ringrift_fleet.consensus.bully import (
     SETTLE,
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 
 POLL = 0.25  # s between ping rounds
 MIRROR_EVERY = 5.0  # s between copies of the Raft replica into the Bully file
+# ... and at most this share of the time spent copying: a 10,000-job replica takes
+# a good part of a second to copy on a loaded host, and the copy is for a rollback
+# (a stopping voter writes a last one), not worth a core
+MIRROR_SHARE = 0.02
 
 
 @dataclass
@@ -184,6 +189,7 @@ class HandoverRaft(Ledger):
         self._followable = False  # the Raft leader's last ping said it leads
         self._bully: tuple[str, int] | None = None  # a Bully leader seen in the last round
         self._mirrored: tuple[int, object] | None = None
+        self._mirror_wait = mirror_every  # s until the next mirror (grows with its cost)
         self._led_at = -SETTLE  # when we last were the leader (monotonic)
         self._term_base = 0
         self._task: asyncio.Task[None] | None = None
@@ -487,7 +493,8 @@ class HandoverRaft(Ledger):
                     return
                 if key[0] < self.store_term():
                     return
-                text = json.dumps(state, default=str)
+                frozen = state_json.freeze(state)
+            text = state_json.encode(frozen)  # the lock let go: the Raft thread applies on
             # kept on disk, not decoded: it is read only on a rollback to Bully
             self.store.install_encoded(text, key[0], key[1] if isinstance(key[1], int) else 0)
             self._mirrored = key
@@ -514,9 +521,11 @@ class HandoverRaft(Ledger):
             started = time.monotonic()
             try:
                 await self.run_round()
-                if time.monotonic() - mirrored_at >= self.mirror_every:
+                if time.monotonic() - mirrored_at >= self._mirror_wait:
+                    began = time.monotonic()
                     await asyncio.to_thread(self._mirror)
                     mirrored_at = time.monotonic()
+                    self._mirror_wait = max(self.mirror_every, (mirrored_at - began) / MIRROR_SHARE)
             except Exception:  # one bad round must not end the loop
                 log.exception("handover round failed")
             # the next round comes at once when our Raft role changes

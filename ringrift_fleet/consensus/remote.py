@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from ringrift_fleet.consensus import ledger as sm
+from ringrift_fleet.consensus import state_json
 from ringrift_fleet.consensus.api import Ledger
 from ringrift_fleet.http_input import bearer_ok, read_json_object
 from ringrift_fleet.jsontypes import JSONMapping, JSONValue
@@ -95,7 +96,8 @@ class ReplicaBodies:
 
     def _encode_full(self, ledger: Ledger) -> bytes:
         with ledger.reading() as state:
-            return json.dumps({**self._head(ledger), "state": state}, default=str).encode()
+            head, frozen = self._head(ledger), state_json.freeze(state)
+        return state_json.encode_under(head, frozen).encode()
 
     def counts(self) -> dict[str, int]:
         return {
