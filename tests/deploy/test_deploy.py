@@ -125,9 +125,9 @@ def _replicating(bed: NspawnTestbed, host: str, primary: str) -> bool:
     )
 
 
-def _selfplay(bed: NspawnTestbed, games: int) -> str:
+def _selfplay(bed: NspawnTestbed, games: int, board: str = "hex8") -> str:
     """`celery call ringrift.selfplay` from the controller; returns the task id."""
-    kwargs = {"board_type": "hex8", "num_players": 2, "num_games": games}
+    kwargs = {"board_type": board, "num_players": 2, "num_games": games}
     call = bed.ctl(
         [
             str(VENV_BIN / "celery"),
@@ -167,15 +167,23 @@ def _run_seconds(bed: NspawnTestbed, task_id: str) -> float | None:
     return None
 
 
-def _poll(what: str, predicate: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    """Bounded poll; returns the first truthy value or fails naming what was awaited."""
+def _poll(
+    what: str,
+    predicate: Callable[[], T | None],
+    timeout: float,
+    interval: float = 1.0,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Bounded poll; returns the first truthy value or fails naming what was awaited
+    (and what ``explain`` then shows)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            seen = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{seen}")
         time.sleep(interval)
 
 
@@ -568,12 +576,14 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
     shutdown: the job running during the deploy finishes on its first attempt."""
     bed = fleet.bed
     # Size the job to outlast the play's first steps: time a small one first.
-    probe = _selfplay(bed, 400)
+    # The largest board's games are the slowest (~8x hex8's): even a quick box
+    # gets ~100 s of work within the task's limit of 100,000 games.
+    probe = _selfplay(bed, 400, "hexagonal")
     _result(bed, probe, timeout=120)
     took = _poll("the probe job's run time", lambda: _run_seconds(bed, probe), 60)
     # ~100 s of work: it must outlast the play's steps before the drain, even on a busy box
-    games = max(400, min(200_000, int(400 * 100 / max(took, 0.01))))
-    task_id = _selfplay(bed, games)
+    games = max(400, min(100_000, int(400 * 100 / max(took, 0.01))))
+    task_id = _selfplay(bed, games, "hexagonal")
 
     # "received" is not enough: a message prefetched behind another job is not running
     # yet, and a warm shutdown rightly hands it back to the queue instead of waiting.
@@ -586,7 +596,16 @@ def test_rolling_worker_update_drains_a_running_job_first(fleet: Fleet) -> None:
                 return h
         return None
 
-    node = _poll("the long job to start on a worker", running_on, 60)
+    node = _poll(
+        "the long job to start on a worker",
+        running_on,
+        60,
+        explain=lambda: "\n".join(
+            f"{h}: "
+            + bed.ssh(h, f"journalctl -u 'ringrift-worker@*' --no-pager | grep -F {task_id}").stdout
+            for h in ("h1", "h2", "h3")
+        ),
+    )
     # A changed unit (restart delay) makes every worker restart, drained first.
     deploy = bed.playbook(
         fleet.inventory,
