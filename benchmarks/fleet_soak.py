@@ -56,7 +56,10 @@ ledger and the Celery results in Redis at the end):
   worker_busy_fraction  run leases held by up workers / up workers, outside chaos windows
   coordinator_*    RSS (MB, median over coordinators) at start (after warm-up) and end,
                    slope (median of per-coordinator least squares, never-restarted ones),
-                   CPU % of one core (median over coordinators and 5 s intervals)
+                   CPU % of one core (median over coordinators and 5 s intervals);
+                   ``_second_half``: the slope over the run's second half only (flat
+                   once the ledger holds SCHEDULER_LEDGER_MAX_FINISHED jobs: lower
+                   it with --env to see the bound within a short run)
   status_p99_ms    /status latency over the bridge, hosts outside chaos windows (a lossy
                    host pays 1 s SYN retransmits; all hosts: in the detail line)
   promotions       sum of promotions in the leader's /status at the end
@@ -799,6 +802,19 @@ def in_windows(t: float, wins: list[tuple[float, float]]) -> bool:
     return any(a <= t <= b for a, b in wins)
 
 
+def _slope_mb_per_h(rows: list[dict[str, Any]]) -> float | None:
+    """Least-squares RSS slope of one process's samples, MB per hour."""
+    if len(rows) < 4:
+        return None
+    xs = [(r["at"] - rows[0]["at"]) / 3600.0 for r in rows]
+    ys = [r["rss_mb"] for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    if den <= 0:
+        return None
+    return float(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den)
+
+
 def analyse(
     samples: list[dict[str, Any]],
     events: list[dict[str, Any]],
@@ -955,19 +971,21 @@ def analyse(
     by_host: dict[str, list[dict[str, Any]]] = {}
     for r in judged_rss:
         by_host.setdefault(r["host"], []).append(r)
-    starts, ends, slopes = [], [], []
+    starts, ends, slopes, late_slopes = [], [], [], []
+    half = t0 + (max((r["at"] for r in judged_rss), default=t0) - t0) / 2
     for h, rows in by_host.items():
         first_pid = rows[0]["pid"]
         same = [r for r in rows if r["pid"] == first_pid]
         starts.append(rows[0]["rss_mb"])
         ends.append(rows[-1]["rss_mb"])
         if coord_restarts.get(h, 0) == 0 and len(same) >= 4:
-            xs = [(r["at"] - same[0]["at"]) / 3600.0 for r in same]
-            ys = [r["rss_mb"] for r in same]
-            mx, my = statistics.fmean(xs), statistics.fmean(ys)
-            den = sum((x - mx) ** 2 for x in xs)
-            if den > 0:
-                slopes.append(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den)
+            slope = _slope_mb_per_h(same)
+            if slope is not None:
+                slopes.append(slope)
+            # the second half alone: flat once the ledger holds its cap of finished jobs
+            late = _slope_mb_per_h([r for r in same if r["at"] >= half])
+            if late is not None:
+                late_slopes.append(late)
     cpu = [r["cpu_pct"] for r in judged_rss]
     detail["rss_slope_mb_per_h_per_host"] = [round(s, 2) for s in slopes]
 
@@ -1061,6 +1079,9 @@ def analyse(
         "coordinator_rss_mb_start": round(statistics.median(starts), 1) if starts else None,
         "coordinator_rss_mb_end": round(statistics.median(ends), 1) if ends else None,
         "coordinator_rss_slope_mb_per_h": round(statistics.median(slopes), 2) if slopes else None,
+        "coordinator_rss_slope_mb_per_h_second_half": (
+            round(statistics.median(late_slopes), 2) if late_slopes else None
+        ),
         "coordinator_cpu_pct_p50": pct(cpu, 0.5),
         "status_p99_ms": pct(status_ms, 0.99),
         "promotions": promotions,
