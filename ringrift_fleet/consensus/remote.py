@@ -278,7 +278,9 @@ class RemoteLedger(Ledger):
         state = body.get("state")
         if not sm.is_state(state):
             return False
-        self.install(state)
+        with self._lock:  # decoded just now and held by nobody else: no copy needed
+            self._copy = state  # (a deep copy of 10,000 jobs: ~0.3 s and a third copy's RSS)
+            self.copied_at = time.time()
         self._source = source
         return True
 

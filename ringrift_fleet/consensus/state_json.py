@@ -7,10 +7,10 @@ core (seconds on a loaded 2-core host), and the C encoder never lets the GIL go
 meanwhile: the Raft thread sent no heartbeat and answered no append for that
 long, every time the Bully mirror (every few seconds) or a ``GET
 /consensus/ledger`` full copy ran.  Items are mutated in place by ``apply``, so a
-consistent copy must be taken under the lock; ``marshal`` copies them at C speed
-(~1/3 of the JSON encoding's time), item by item so that a large mapping never
-becomes one long C call, and the JSON is written afterwards, item by item, in a
-Python loop that hands the GIL over every few milliseconds.
+consistent copy must be taken under the lock; ``marshal`` copies them at C speed,
+``CHUNK`` values per call (about a third of the JSON encoding's time under the
+lock), and the JSON is written afterwards in a Python loop that hands the GIL over
+every few milliseconds.
 
 The text is byte for byte what ``json.dumps(state, default=str)`` writes, so
 readers of every version decode it as before.
@@ -23,9 +23,24 @@ import marshal
 from collections.abc import Mapping
 from typing import Any
 
-# one copied value: marshal bytes, or (for what marshal refuses: a str enum, an
-# object ``default=str`` would print) its JSON text, written under the lock
+# values per marshal call: one C call per chunk under the lock (short), and one
+# short GIL hold per chunk when it is read back without the lock
+CHUNK = 256
+
+# what marshal refuses (a str enum, an object ``default=str`` prints) is written
+# as JSON text under the lock instead
 _Piece = bytes | str
+
+
+class _Chunk:
+    """Members of one mapping: their keys, and their values in one marshal blob (or,
+    when marshal refused one of them, each value's JSON text)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: list[Any], values: bytes | list[str]) -> None:
+        self.keys = keys
+        self.values = values
 
 
 class Frozen:
@@ -33,7 +48,7 @@ class Frozen:
 
     __slots__ = ("parts",)
 
-    def __init__(self, parts: list[tuple[str, _Piece | list[tuple[str, _Piece]]]]) -> None:
+    def __init__(self, parts: list[tuple[str, _Piece | list[_Chunk]]]) -> None:
         self.parts = parts
 
 
@@ -42,6 +57,14 @@ def _copy(value: Any) -> _Piece:
         return marshal.dumps(value)
     except ValueError:
         return json.dumps(value, default=str)
+
+
+def _chunk(mapping: Mapping[Any, Any], keys: list[Any]) -> _Chunk:
+    values = [mapping[k] for k in keys]
+    try:
+        return _Chunk(keys, marshal.dumps(values))
+    except ValueError:
+        return _Chunk(keys, [json.dumps(v, default=str) for v in values])
 
 
 def _key(key: Any) -> str:
@@ -55,13 +78,25 @@ def _member(key: Any, piece: _Piece) -> str:
     return json.dumps({key: marshal.loads(piece)}, default=str)[1:-1]
 
 
+def _members(chunk: _Chunk) -> str:
+    if isinstance(chunk.values, list):
+        return ", ".join(_key(k) + text for k, text in zip(chunk.keys, chunk.values, strict=True))
+    values = marshal.loads(chunk.values)
+    return ", ".join(
+        json.dumps({k: v}, default=str)[1:-1] for k, v in zip(chunk.keys, values, strict=True)
+    )
+
+
 def freeze(state: Mapping[str, Any]) -> Frozen:
     """Call with the state's lock held.  Mappings one level down (the jobs, their
-    assignments, the records) are copied one value at a time."""
-    parts: list[tuple[str, _Piece | list[tuple[str, _Piece]]]] = []
+    assignments, the records) are copied ``CHUNK`` values at a time."""
+    parts: list[tuple[str, _Piece | list[_Chunk]]] = []
     for key, value in state.items():
         if type(value) is dict:
-            parts.append((key, [(k, _copy(v)) for k, v in value.items()]))
+            keys = list(value)
+            parts.append(
+                (key, [_chunk(value, keys[i : i + CHUNK]) for i in range(0, len(keys), CHUNK)])
+            )
         else:
             parts.append((key, _copy(value)))
     return Frozen(parts)
@@ -73,7 +108,7 @@ def encode(frozen: Frozen) -> str:
     members: list[str] = []
     for key, part in frozen.parts:
         if isinstance(part, list):
-            inner = ", ".join(_member(k, piece) for k, piece in part)
+            inner = ", ".join(text for text in (_members(c) for c in part) if text)
             members.append(f"{_key(key)}{{{inner}}}")
         else:
             members.append(_member(key, part))

@@ -66,6 +66,15 @@ def test_a_real_ledger_with_nan_and_an_empty_head() -> None:
     assert state_json.encode_under({}, frozen) == json.dumps({"state": state}, default=str)
 
 
+def test_mappings_larger_than_a_chunk_with_values_marshal_refuses() -> None:
+    work = {f"job{i}": {"status": "pending", "n": i, "tags": [i, str(i)]} for i in range(1000)}
+    work["job500"]["kind"] = Colour.RED  # one chunk falls back to JSON text
+    state: dict[str, Any] = {"work": work, "assign": {}, "rev": 7}
+    assert len(work) > 3 * state_json.CHUNK
+    frozen = state_json.freeze(state)
+    assert state_json.encode(frozen) == json.dumps(state, default=str)
+
+
 def test_the_copy_is_the_state_when_frozen_not_when_encoded() -> None:
     """Items are mutated in place by apply: what is encoded after the lock is let go
     must be the state as it was under the lock."""
