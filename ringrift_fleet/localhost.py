@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 from ringrift_fleet.errors import ConfigError
 
+# Ports handed out lately by this process: the kernel may give the same free port
+# to two binds in a row, and a fleet laid out on one address needs them distinct
+# (a CI run drew one port for two hosts' Raft listeners).
+_GIVEN: collections.deque[int] = collections.deque(maxlen=4096)
+_GIVEN_LOCK = threading.Lock()
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free right now on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free right now on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM),
+    and not one this process was given lately."""
+    with _GIVEN_LOCK:
+        port = 0
+        for _ in range(64):  # bounded: a repeat is rare
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                break
+        _GIVEN.append(port)
+        return port
 
 
 def redis_binary(prefer_bundled: bool = True) -> str:
