@@ -312,16 +312,6 @@ class Ledger(ABC):
             rows = sorted(state["work"].values(), key=lambda d: d["seq"])
             return [_work_item(d) for d in rows]
 
-    def active_on(self, node_id: str) -> list[str]:
-        """Jobs whose live attempt (claimed or running) is on ``node_id``, as this
-        replica holds them: exactly what ``reassign_jobs_of`` would void."""
-        with self.reading() as state:
-            return sorted(
-                job_id
-                for job_id, a in state["assign"].items()
-                if a["node_id"] == node_id and a["status"] in sm.ACTIVE
-            )
-
     def current(self, job_id: str) -> JobAssignment | None:
         with self.reading() as state:
             d = state["assign"].get(job_id)

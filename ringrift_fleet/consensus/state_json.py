@@ -108,16 +108,16 @@ def encode(frozen: Frozen) -> str:
     members: list[str] = []
     for key, part in frozen.parts:
         if isinstance(part, list):
-            inner = ", ".join(text for text in (_members(c) for c in part) if text)
+            inner = ", ".join(_members(c) for c in part)
             members.append(f"{_key(key)}{{{inner}}}")
         else:
             members.append(_member(key, part))
     return "{" + ", ".join(members) + "}"
 
 
-def encode_under(head: Mapping[str, Any], frozen: Frozen, field: str = "state") -> str:
-    """``json.dumps({**head, field: state}, default=str)``, the state encoded
+def encode_under(head: Mapping[str, Any], frozen: Frozen) -> str:
+    """``json.dumps({**head, "state": state}, default=str)``, the state encoded
     outside the lock."""
     front = json.dumps(dict(head), default=str)[:-1]
     joint = ", " if head else ""
-    return f"{front}{joint}{json.dumps(field)}: {encode(frozen)}}}"
+    return f'{front}{joint}"state": {encode(frozen)}}}'

@@ -290,8 +290,8 @@ class Interpreter:
                         # meanwhile, its result taken), so the ledger step re-enqueues
                         # only what can no longer report.  The ledger's list, not the
                         # view's: a view a tick old after a leader change may miss one.
-                        for job_id in self.ledger.active_on(a.node_id):
-                            self._withdraw(job_id, wait=False)
+                        for held in self.ledger.jobs_of(a.node_id):
+                            self._withdraw(held.job_id, wait=False)
                         self.replicate()  # one WAIT 1 for all of them
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
                         for job in jobs:
