@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypedDict, runtime_checkable
@@ -51,10 +51,22 @@ class Changes:
     """A reader's catch-up with the replica (``Ledger.read_since``)."""
 
     items: list[WorkItem]  # work items changed after the revision asked about
-    ids: frozenset[str]  # every work item held now: the others were forgotten
+    # every work item held now (the others were forgotten), when the forgotten ones
+    # are not known one by one: a full read, or a reader below ``forgot_floor``
+    ids: frozenset[str] | None
     records: dict[str, dict[str, JSONObject]]  # the records of the kinds asked for
     rev: int  # the replica's revision now
     pruned: int  # finished jobs forgotten so far (changes when a prune applies)
+    forgotten: frozenset[str] = frozenset()  # ids forgotten since (when ids is None)
+
+    def vanished(self, held: Mapping[str, object]) -> list[str]:
+        """Which of the ids a reader ``held`` the ledger no longer holds (a forgotten
+        id added anew since is among them: its new item is in ``items``)."""
+        if self.ids is None:
+            return [i for i in self.forgotten if i in held]
+        if self.ids.issuperset(held):
+            return []
+        return [i for i in held if i not in self.ids]
 
 
 def _work_item(d: sm.WorkRow) -> WorkItem:
@@ -111,6 +123,7 @@ class Ledger(ABC):
         self.last_error: str | None = None
         # (op, ok|refused) -> seconds from proposing to commit or refusal (/metrics)
         self.op_latency = Histogram(LEDGER_OP_BUCKETS)
+        self._tally = sm.Tally()  # get_queue_stats' counts, kept up by revision
 
     # --- what a backend provides -----------------------------------------------------
 
@@ -251,20 +264,23 @@ class Ledger(ABC):
     def read_since(self, kinds: tuple[str, ...], rev: int) -> Changes:
         """What changed after revision ``rev``, read in one consistent step.
 
-        Costs a scan of the ids plus copies of the changed items only, so a
-        coordinator's every-tick read stays cheap however many jobs the ledger
-        holds.  A full read (``rev`` < 0) copies in chunks instead (see
-        :meth:`_read_all`).
+        Costs copies of the changed items only (the replica is kept in revision
+        order), so a coordinator's every-tick read stays cheap however many jobs
+        the ledger holds; the ids held are listed only for a reader that fell
+        below the forgotten ids' floor.  A full read (``rev`` < 0) copies in chunks
+        instead (see :meth:`_read_all`).
         """
         if rev < 0:
             return self._read_all(kinds)
         with self.reading() as state:
+            forgotten = sm.forgotten_since(state, rev)
             return Changes(
                 items=[_work_item(d) for d in sm.changed_since(state, rev)],
-                ids=frozenset(state["work"]),
+                ids=frozenset(state["work"]) if forgotten is None else None,
                 records={k: copy.deepcopy(state["records"].get(k, {})) for k in kinds},
                 rev=int(state.get("rev", 0)),
                 pruned=int(state.get("pruned", 0)),
+                forgotten=frozenset(forgotten or ()),
             )
 
     def _read_all(self, kinds: tuple[str, ...]) -> Changes:
@@ -332,7 +348,7 @@ class Ledger(ABC):
 
     def get_queue_stats(self) -> QueueStats:
         with self.reading() as state:
-            c = sm.counts(state)
+            c = self._tally.counts(state)
             total = len(state["work"])
             pruned = int(state.get("pruned", 0))
         return {

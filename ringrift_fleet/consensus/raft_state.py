@@ -522,6 +522,7 @@ class _LedgerState(SyncObjConsumer):
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self._lock:
             super()._deserialize(data)
+            sm.order_by_revision(self.state)  # a dump or snapshot of an older version
 
 
 # gzip level of the Raft full dump (log compaction, every 300 s or 5,000 entries,

@@ -101,7 +101,8 @@ class ReplicaBodies:
             delta = sm.changes(state, since)
             if delta is None:
                 return None
-            body = json.dumps({**head, "changes": delta}, default=str).encode()
+            copied = state_json.copy_of(delta)  # a C-speed copy under the lock...
+        body = state_json.encode_copy(head, "changes", copied).encode()  # ...JSON after
         self.deltas_encoded += 1
         if head["version"] is not None and key[1:4] == (
             head["version"],
@@ -306,6 +307,7 @@ class RemoteLedger(Ledger):
         """Take ``state`` as the read copy (no numbering to keep).  It is kept, not
         copied: the caller hands over a state nobody else holds (one decoded just
         now), and a deep copy of a big ledger costs as much again in time and RSS."""
+        sm.order_by_revision(state)  # an older version's leader sends its own order
         with self._lock:
             self._copy = state
             self.copied_at = time.time()

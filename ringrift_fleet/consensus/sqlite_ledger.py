@@ -82,6 +82,7 @@ class SqliteStore:
         ):
             sm.apply(state, json.loads(text))
             seq = op_seq
+        sm.order_by_revision(state)  # a snapshot an older version wrote
         return state, seq
 
     def apply(self, op: Mapping[str, object]) -> sm.Result:
@@ -136,6 +137,7 @@ class SqliteStore:
         """Replace everything with ``state`` at operation number ``seq``, atomically."""
         with self.lock:
             self.state = json.loads(json.dumps(state))
+            sm.order_by_revision(self.state)
             self.seq = seq
             # the journal numbered another history (an older era may have run
             # further): drop all of it, or its rows would clash or replay on top

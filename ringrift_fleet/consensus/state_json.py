@@ -115,6 +115,22 @@ def encode(frozen: Frozen) -> str:
     return "{" + ", ".join(members) + "}"
 
 
+def copy_of(value: Any) -> _Piece:
+    """A small value (a delta of the replica) copied under the lock: marshal at C
+    speed, or its JSON text when marshal refuses it."""
+    return _copy(value)
+
+
+def encode_copy(head: Mapping[str, Any], key: str, piece: _Piece) -> str:
+    """``json.dumps({**head, key: value}, default=str)`` for a value copied by
+    :func:`copy_of`; call without the lock."""
+    if isinstance(piece, str):
+        front = json.dumps(dict(head), default=str)[:-1]
+        joint = ", " if head else ""
+        return f"{front}{joint}{_key(key)}{piece}}}"
+    return json.dumps({**head, key: marshal.loads(piece)}, default=str)
+
+
 def encode_under(head: Mapping[str, Any], frozen: Frozen) -> str:
     """``json.dumps({**head, "state": state}, default=str)``, the state encoded
     outside the lock."""

@@ -245,7 +245,8 @@ class Beat:
             self.view.refresh(c.items, recs, now, power, hist)
         else:
             forgot = c.pruned != self._pruned  # a forgotten id may even be back already
-            self.view.update(c.items, c.ids, recs, now, power, hist, forgot=forgot)
+            gone = c.vanished(self.view.items)
+            self.view.update(c.items, gone, recs, now, power, hist, forgot=forgot)
         self._pruned = c.pruned
         self._rev = c.rev
 
@@ -342,7 +343,7 @@ class Beat:
         leaves the picture as it was (unknown is not gone)."""
         running = {
             w.work_id: w.attempts
-            for w in self.view.items.values()
+            for w in self.view.active.values()
             if w.status is JobStatus.RUNNING and w.claimed_by and w.claimed_by not in dead
         }
         for job in [j for j in self._lease_gone if j not in running]:

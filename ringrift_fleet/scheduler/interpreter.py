@@ -172,7 +172,7 @@ class Interpreter:
         if stored is None:
             return changed
         live: set[str] = set()  # task ids of the live attempts
-        for w in list(self.view.items.values()):
+        for w in list(self.view.active.values()):
             current = placed.get(w.work_id)
             if current is None or not w.claimed_by:
                 continue
@@ -238,7 +238,7 @@ class Interpreter:
         """The ledger's live attempt of every active job the view has placed on a host
         (the job's current assignment, when it is still on that host)."""
         out = {}
-        for w in self.view.items.values():
+        for w in self.view.active.values():
             if w.status.is_active and w.claimed_by:
                 current = self.ledger.current(w.work_id)
                 if current is not None and current.node_id == w.claimed_by:

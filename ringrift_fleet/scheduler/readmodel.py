@@ -53,6 +53,9 @@ class LedgerView:
         self.usage = UsageWindow(policy.fairshare_window_s)
         self.job_seconds: dict[str, float] = {}
         self.items: dict[str, WorkItem] = {}
+        # the items not finished yet: what the leader's every-tick loops walk, so a
+        # tick costs the live jobs, not the 20,000 finished ones the ledger may hold
+        self.active: dict[str, WorkItem] = {}
         self.states: dict[str, ConfigState] = {}
         self.history: dict[str, History] = {}
         self._recorded: dict[str, object] = {}
@@ -79,13 +82,14 @@ class LedgerView:
             del self.started[gone]
             self._started_attempt.pop(gone, None)
         self.items = {}
+        self.active = {}
         self._live = {}
-        self.update(items, ids, records, now, power_of, history)
+        self.update(items, (), records, now, power_of, history)
 
     def update(
         self,
         changed: Iterable[WorkItem],
-        ids: frozenset[str],
+        gone: Iterable[str],
         records: Mapping[str, Mapping[str, object]],
         now: float,
         power_of: Callable[[str], float],
@@ -93,22 +97,26 @@ class LedgerView:
         *,
         forgot: bool = False,
     ) -> None:
-        """Take in what changed: ``changed`` items, ``ids`` of every item the ledger
-        holds now (the others were forgotten: their history records count them).
+        """Take in what changed: ``changed`` items, and the ids the ledger no longer
+        holds (``gone``: forgotten, their history records count them).
         ``forgot``: the ledger forgot jobs since the last update, whether or not
         their ids are gone (one may have been added anew already)."""
         dirty = False
-        if not ids.issuperset(self.items):
-            for gone in [k for k in self.items if k not in ids]:
-                del self.items[gone]
-                self.counted.discard(gone)
-                self.started.pop(gone, None)
-                self._started_attempt.pop(gone, None)
-            forgot = True
+        for k in gone:
+            if self.items.pop(k, None) is not None:
+                self.active.pop(k, None)
+                self.counted.discard(k)
+                self.started.pop(k, None)
+                self._started_attempt.pop(k, None)
+                forgot = True
         for w in changed:
             dirty = True
             old = self.items.get(w.work_id)
             self.items[w.work_id] = w
+            if w.status.is_terminal:
+                self.active.pop(w.work_id, None)
+            else:
+                self.active[w.work_id] = w
             if w.status is not JobStatus.COMPLETED:
                 self.counted.discard(w.work_id)  # a new job under a forgotten job's id
             if not forgot and (old is None or not old.status.is_terminal):
@@ -179,9 +187,7 @@ class LedgerView:
 
     def live_jobs(self) -> list[Job]:
         out = []
-        for w in self.items.values():
-            if w.status.is_terminal:
-                continue
+        for w in self.active.values():
             p = w.payload
             out.append(
                 Job(

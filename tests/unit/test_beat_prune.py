@@ -110,6 +110,7 @@ def _seen(beat: Beat) -> dict[str, Any]:
     return {
         "items": {k: (w.status, w.claimed_by, w.attempts) for k, w in v.items.items()},
         "live": sorted((j.job_id, j.status, j.node_id, j.attempt) for j in v.live_jobs()),
+        "active": sorted(v.active),  # what the leader's every-tick loops walk
         "games": dict(v.games),
         "sources": v.game_sources("hex8_2p"),
         "models": {m: v.model_hosts("hex8_2p", m) for m in ("m2", "m4", "m6")},
@@ -154,6 +155,8 @@ def test_a_view_kept_up_by_changes_equals_a_fresh_read(steps: list[Any]) -> None
         _step(ledger, beat, clock, n, node, end)
         if tick:
             beat.refresh()
+            live = {k for k, w in beat.view.items.items() if not w.status.is_terminal}
+            assert set(beat.view.active) == live
     beat.refresh()
     fresh = beat_on(ledger, clock)
     fresh.refresh()

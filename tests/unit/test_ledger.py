@@ -327,6 +327,63 @@ def test_a_copy_kept_up_by_changes_equals_the_replica(ops: list[Any], syncs: set
             sm.apply_changes(copy_, json.loads(json.dumps(delta)))  # as it travels
     for copy_ in (eager, sparse):
         assert {k: copy_.get(k, 0) for k in COPIED} == {k: state.get(k, 0) for k in COPIED}
+        assert sm.in_revision_order(copy_)
+
+
+def _scan(rows: dict[str, Any], rev: int) -> list[Any]:
+    """What changed after ``rev``, found the slow way: every row looked at."""
+    return sorted((r for r in rows.values() if r.get("rev", 0) > rev), key=lambda r: r["rev"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_lifecycles(), max_size=60))
+def test_changes_read_from_the_end_find_exactly_what_a_whole_scan_finds(ops: list[Any]) -> None:
+    state = sm.new_state()
+    for o in ops:
+        sm.apply(state, o)
+        assert sm.in_revision_order(state)
+    for rev in range(state["rev"] + 1):
+        assert sm.changed_since(state, rev) == _scan(state["work"], rev)
+        delta = sm.changes(state, rev)
+        if delta is not None:
+            assert delta["assign"] == _scan(state["assign"], rev)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_lifecycles(), min_size=1, max_size=60), st.randoms(use_true_random=False))
+def test_a_state_in_another_order_is_put_back_in_revision_order(ops: list[Any], rnd: Any) -> None:
+    """A dump, a snapshot or a copy from an older version lists its rows in another
+    order: once ordered, reading changes from the end misses nothing."""
+    state = sm.new_state()
+    for o in ops:
+        sm.apply(state, o)
+    shuffled = copy.deepcopy(state)
+    for key in ("work", "assign"):
+        rows = list(shuffled[key].items())
+        rnd.shuffle(rows)
+        shuffled[key] = dict(rows)
+    sm.order_by_revision(shuffled)
+    assert sm.in_revision_order(shuffled) and shuffled == state
+    for rev in range(state["rev"] + 1):
+        assert sm.changed_since(shuffled, rev) == _scan(state["work"], rev)
+
+
+def test_a_delta_in_another_order_leaves_the_copy_in_revision_order() -> None:
+    state = fresh(*_finished("a", 100.0), *_finished("b", 110.0), *_finished("c", 120.0))
+    copy_ = copy.deepcopy(state)
+    for o in (op("add_work.v1", work_id="d", payload={}), op("cancel_work.v1", work_id="d")):
+        assert sm.apply(state, o)["ok"]
+    assert sm.apply(state, op("cancel_work.v1", work_id="a"))["ok"] is False  # finished
+    delta = sm.changes(state, copy_["rev"])
+    assert delta is not None
+    sm.apply_changes(copy_, {**delta, "work": list(reversed(delta["work"]))})
+    assert sm.in_revision_order(copy_) and copy_["work"] == state["work"]
+    # rows older than the copy's newest (never from a sound leader): reordered, not lost
+    stale = copy.deepcopy(state)
+    stale["work"]["a"]["rev"] = 1
+    sm.apply_changes(copy_, {**delta, "work": [stale["work"]["a"]]})
+    assert sm.in_revision_order(copy_)
+    assert sm.changed_since(copy_, 1) and sm.changed_since(copy_, 0)[0]["work_id"] == "a"
 
 
 def test_a_copy_too_far_behind_is_told_to_take_a_whole_copy() -> None:
@@ -382,3 +439,41 @@ def test_a_whole_ledger_from_a_peer_is_checked_row_by_row() -> None:
     assert not sm.is_state(copied)
     assert not sm.is_state({**sm.new_state(), "assign": {"j": {"job_id": "j"}}})
     assert not sm.is_state({"work": {}, "assign": {}, "records": {}})  # no counters
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_lifecycles(), max_size=60), st.sets(st.integers(0, 59), max_size=10))
+def test_the_tally_kept_up_by_revision_counts_what_a_whole_count_does(
+    ops: list[Any], reads: set[int]
+) -> None:
+    state, tally = sm.new_state(), sm.Tally()
+    for i, o in enumerate(ops):
+        sm.apply(state, o)
+        if i in reads:
+            assert tally.counts(state) == sm.counts(state)
+    assert tally.counts(state) == sm.counts(state)
+
+
+def test_the_tally_starts_over_for_another_state_or_one_gone_back() -> None:
+    tally = sm.Tally()
+    first = fresh(*_finished("a", 100.0), *_finished("b", 110.0))
+    assert tally.counts(first)["completed"] == 2
+    other = fresh(*(op("add_work.v1", work_id=f"x{n}", payload={}) for n in range(20)))
+    assert tally.counts(other) == sm.counts(other)  # another object: counted afresh
+    older = copy.deepcopy(first)
+    assert older["rev"] < other["rev"]
+    other.clear()  # the same object, gone back (a snapshot replaced it in place)
+    other.update(older)
+    assert tally.counts(other) == sm.counts(older)
+    # replaced in place at the same revision: not noticed, but healed by the recount
+    same = fresh(*(op("add_work.v1", work_id=f"y{n}", payload={}) for n in range(older["rev"])))
+    assert same["rev"] == other["rev"]
+    other.clear()
+    other.update(same)
+    seen = [tally.counts(other) for _ in range(sm.Tally.RECOUNT_EVERY)]
+    assert seen[-1] == sm.counts(same)
+    for n in range(sm.FORGOT_KEPT + 2):  # more prunes than are listed
+        for o in _finished(f"j{n}", 200.0 + n):
+            sm.apply(first, o)
+        sm.apply(first, op("prune_work.v1", now=900.0, ids=[f"j{n}"]))
+    assert tally.counts(first) == sm.counts(first)

@@ -58,10 +58,13 @@ def test_a_full_read_lets_writes_in_between_chunks_and_the_next_read_catches_up(
     assert "late" in {w.work_id for w in delta.items}  # ...but in the next read
     # whatever the full read saw of j0000, the next read gives its latest form
     assert {w.work_id: w for w in delta.items}["j0000"].status is JobStatus.CLAIMED
-    assert last not in delta.ids  # pruned meanwhile: the next read drops it
+    # pruned meanwhile: the next read names it, and drops it if the full read had it
+    assert last in delta.forgotten and delta.ids is None
+    assert delta.vanished({**by_id, last: None}) == [last]
     assert {w.work_id: w for w in delta.items}["j0000"].claimed_by == "h1"
     # a fresh full read equals the full read plus the changes since its revision
     merged = {**by_id, **{w.work_id: w for w in delta.items}}
-    merged = {k: v for k, v in merged.items() if k in delta.ids}
+    for gone in delta.vanished(merged):
+        del merged[gone]
     fresh = {w.work_id: w for w in led.read_since(("scheduler.config",), -1).items}
     assert merged == fresh

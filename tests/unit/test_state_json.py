@@ -89,3 +89,25 @@ def test_the_copy_is_the_state_when_frozen_not_when_encoded() -> None:
     assert json.loads(state_json.encode(frozen))["work"] == {
         "j1": {"status": "running", "tags": [1]}
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, st.dictionaries(st.sampled_from(["term", "leader", "version"]), scalars))
+def test_a_delta_copied_under_the_lock_encodes_as_json_dumps_would(
+    value: Any, head: dict[str, Any]
+) -> None:
+    """``GET /consensus/ledger?since=`` copies the delta under the lock and writes
+    its JSON after: the body is what ``json.dumps`` wrote under the lock."""
+    piece = state_json.copy_of(value)
+    assert state_json.encode_copy(head, "changes", piece) == json.dumps(
+        {**head, "changes": value}, default=str
+    )
+
+
+def test_a_delta_copy_does_not_see_later_changes() -> None:
+    rows = [{"work_id": "j1", "status": "running"}]
+    piece = state_json.copy_of({"work": rows})
+    rows[0]["status"] = "completed"
+    assert json.loads(state_json.encode_copy({}, "changes", piece)) == {
+        "changes": {"work": [{"work_id": "j1", "status": "running"}]}
+    }
