@@ -152,6 +152,14 @@ class Ledger(ABC):
         """Something that changes whenever the local replica does (None: unknown)."""
         return None
 
+    def history(self) -> str | None:
+        """A name shared by every leader whose replica numbers its revisions the same
+        way (Raft: one log, so revision r is the same state on every voter); None
+        where the revisions are one leader's own (Bully epochs may diverge).  A copy
+        taken from one leader asks a later leader of the same history for changes
+        only, instead of a whole copy."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background threads and release files."""
 

@@ -299,6 +299,9 @@ class HandoverRaft(Ledger):
     def version(self) -> object:
         return self.raft.version()
 
+    def history(self) -> str | None:
+        return None if self._bully is not None else self.raft.history()
+
     def has_quorum(self) -> bool:
         return bool(self.raft.has_quorum())
 

@@ -814,6 +814,9 @@ class RaftLedger(Ledger):
     def version(self) -> Any:
         return self._sync.raftLastApplied
 
+    def history(self) -> str | None:
+        return "raft:" + ",".join(sorted(v.name for v in self.voters))
+
     def has_quorum(self) -> bool:
         return bool(self._sync.hasQuorum)
 

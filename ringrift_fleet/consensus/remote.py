@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 # What a non-voter waits for a whole copy (a delta gets the caller's timeout).
 FULL_COPY_TIMEOUT_S = 15.0
+# "behind" answers in a row from a new leader before a copy gives up on its
+# changes and takes the whole replica (one a second: a new leader applies what
+# it has within a heartbeat or two of its election)
+MAX_BEHIND = 10
 
 
 class ReplicaBodies:
@@ -53,16 +58,25 @@ class ReplicaBodies:
         self.full_served = 0
         self.deltas_served = 0
         self.deltas_encoded = 0
+        self.behind_served = 0
         # the deltas of the replica's current version, by the revision asked from:
         # non-voters poll every second and most ask from the same revision, so one
         # scan of the ledger (O(jobs), under the Raft thread's lock) answers them all
         self._deltas: dict[tuple[object, ...], bytes] = {}
 
-    async def answer(self, ledger: Ledger, since: int | None) -> bytes:
+    async def answer(
+        self, ledger: Ledger, since: int | None, asker: tuple[str, int] | None = None
+    ) -> bytes:
+        """The replica's changes since revision ``since`` when that can be told,
+        else the whole replica.  ``asker``: (history, term) of a copy another leader
+        gave; it gets changes only from a leader of the same history whose replica
+        has seen that term, and "behind" (keep the copy, ask again) from one that
+        has not applied as far yet -- a new leader a moment after its election."""
+        if since is not None and asker is not None and asker[0] != ledger.history():
+            since = None
         if since is not None:
-            delta = await asyncio.to_thread(self._encode_delta, ledger, since)
+            delta = await asyncio.to_thread(self._encode_delta, ledger, since, asker)
             if delta is not None:
-                self.deltas_served += 1
                 return delta
         arrived = time.monotonic()
         if self._lock is None:
@@ -86,24 +100,36 @@ class ReplicaBodies:
 
     @staticmethod
     def _head(ledger: Ledger) -> dict[str, object]:
-        return {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
+        head = {"term": ledger.term(), "leader": ledger.leader(), "version": ledger.version()}
+        history = ledger.history()
+        return head if history is None else {**head, "history": history}
 
-    def _encode_delta(self, ledger: Ledger, since: int) -> bytes | None:
+    def _encode_delta(
+        self, ledger: Ledger, since: int, asker: tuple[str, int] | None = None
+    ) -> bytes | None:
         """A copy that says where it is gets only what it lacks (small); None when
         it is too far behind (or ahead) for that."""
         head = self._head(ledger)
         key = (id(ledger), head["version"], head["term"], head["leader"], since)
         cached = self._deltas.get(key) if head["version"] is not None else None
-        if cached is not None:
+        if cached is not None and asker is None:
+            self.deltas_served += 1
             return cached
         with ledger.reading() as state:
             head = self._head(ledger)
+            if asker is not None:  # a copy another leader of this history gave
+                if asker[1] > state.get("term", 0):
+                    return None  # a term this replica never saw: not the same history
+                if since > state.get("rev", 0):
+                    self.behind_served += 1  # not applied that far yet: ask again
+                    return json.dumps({**head, "behind": True}, default=str).encode()
             delta = sm.changes(state, since)
             if delta is None:
                 return None
             copied = state_json.copy_of(delta)  # a C-speed copy under the lock...
         body = state_json.encode_copy(head, "changes", copied).encode()  # ...JSON after
         self.deltas_encoded += 1
+        self.deltas_served += 1
         if head["version"] is not None and key[1:4] == (
             head["version"],
             head["term"],
@@ -125,6 +151,7 @@ class ReplicaBodies:
             "full_served": self.full_served,
             "deltas_served": self.deltas_served,
             "deltas_encoded": self.deltas_encoded,
+            "behind_served": self.behind_served,
         }
 
 
@@ -170,15 +197,24 @@ def ledger_routes(
         ledger = get_ledger()
         if ledger is None:
             return web.json_response({"error": "no ledger on this node"}, status=503)
-        raw = request.query.get("since", "")
-        try:
-            since = int(raw) if raw else None
-        except ValueError:
+        query = request.query
+        numbers: dict[str, int | None] = {}
+        for name in ("since", "term"):
+            raw = query.get(name, "")
+            try:
+                numbers[name] = int(raw) if raw else None
+            except ValueError:
+                return web.json_response(
+                    {"error": f"query {name!r}: {raw!r} is not a whole number"}, status=400
+                )
+        since, term, history = numbers["since"], numbers["term"], query.get("history")
+        if (history is None) != (term is None):
             return web.json_response(
-                {"error": f"query 'since': {raw!r} is not a revision number"}, status=400
+                {"error": "query 'history' and 'term' go together"}, status=400
             )
+        asker = None if history is None or term is None else (history, term)
         # the whole replica goes out only to a new copy or one too far behind
-        body = await replica.answer(ledger, since)
+        body = await replica.answer(ledger, since, asker)
         return web.Response(body=body, content_type="application/json")
 
     return [web.post("/consensus/op", post_op), web.get("/consensus/ledger", get_state)]
@@ -245,6 +281,10 @@ class RemoteLedger(Ledger):
         self._lock = threading.Lock()
         self._copy: sm.State = sm.new_state()
         self._source: tuple[str, int] | None = None  # whose whole copy this is
+        # the history the copy's revisions belong to (ReplicaBodies.answer): a later
+        # leader of the same history is asked for changes, not a whole copy
+        self._history: str | None = None
+        self._behind = 0  # "behind" answers in a row (bounded: then a whole copy)
         self.copied_at = 0.0
 
     def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
@@ -268,12 +308,17 @@ class RemoteLedger(Ledger):
         url = self._leader_url()
         if url is None:
             return False
-        # Revisions number one leader's history: from a new leader (or term), a
-        # whole copy first, then its changes.
+        # Revisions number one history: from a new leader (or term) of another
+        # history or none named, a whole copy first, then its changes.
         source = (url, self._term())
         with self._lock:
-            rev = int(self._copy.get("rev", 0)) if source == self._source else 0
-        query = f"?since={rev}" if rev > 0 else ""
+            rev, term = int(self._copy.get("rev", 0)), int(self._copy.get("term", 0))
+            same, history = source == self._source, self._history
+        query = ""
+        if rev > 0 and same:
+            query = f"?since={rev}"
+        elif rev > 0 and history is not None and self._behind < MAX_BEHIND:
+            query = "?" + urllib.parse.urlencode({"since": rev, "history": history, "term": term})
         status, body = http_json(
             url + "/consensus/ledger" + query,
             token=self._token,
@@ -283,6 +328,11 @@ class RemoteLedger(Ledger):
         )
         if status != 200 or not isinstance(body, dict):
             return False
+        if body.get("behind") is True and not same:
+            self._behind += 1  # a new leader not yet applied as far as our copy
+            return False
+        self._behind = 0
+        named = body.get("history")
         delta = body.get("changes")
         if isinstance(delta, dict):
             with self._lock:  # readers hold the lock too: they never see half of it
@@ -292,15 +342,17 @@ class RemoteLedger(Ledger):
                     log.warning(
                         "ledger changes from %s unusable (%s): next time a whole copy", url, exc
                     )
-                    self._source = None
+                    self._source, self._history = None, None
                     return False
                 self.copied_at = time.time()
+                self._source = source
             return True
         state = body.get("state")
         if not sm.is_state(state):
             return False
         self.install(state)
         self._source = source
+        self._history = named if isinstance(named, str) else None
         return True
 
     def install(self, state: sm.State) -> None:
@@ -310,6 +362,7 @@ class RemoteLedger(Ledger):
         sm.order_by_revision(state)  # an older version's leader sends its own order
         with self._lock:
             self._copy = state
+            self._history = None  # refresh names it when a leader did
             self.copied_at = time.time()
 
     @contextmanager
