@@ -63,6 +63,10 @@ class ReplicaBodies:
         # non-voters poll every second and most ask from the same revision, so one
         # scan of the ledger (O(jobs), under the Raft thread's lock) answers them all
         self._deltas: dict[tuple[object, ...], bytes] = {}
+        # answers are encoded on the executor's threads, several at once: the cache
+        # is read and replaced under this lock (iterating it while another thread
+        # added to it raised "dictionary changed size during iteration": a 500)
+        self._deltas_lock = threading.Lock()
 
     async def answer(
         self, ledger: Ledger, since: int | None, asker: tuple[str, int] | None = None
@@ -111,7 +115,8 @@ class ReplicaBodies:
         it is too far behind (or ahead) for that."""
         head = self._head(ledger)
         key = (id(ledger), head["version"], head["term"], head["leader"], since)
-        cached = self._deltas.get(key) if head["version"] is not None else None
+        with self._deltas_lock:
+            cached = self._deltas.get(key) if head["version"] is not None else None
         if cached is not None and asker is None:
             self.deltas_served += 1
             return cached
@@ -135,9 +140,10 @@ class ReplicaBodies:
             head["term"],
             head["leader"],
         ):  # nothing changed between the key and the read: keep it for the next asker
-            if any(k[:4] != key[:4] for k in self._deltas):
-                self._deltas = {}  # only the current version's deltas are kept
-            self._deltas[key] = body
+            with self._deltas_lock:
+                if any(k[:4] != key[:4] for k in self._deltas):
+                    self._deltas = {}  # only the current version's deltas are kept
+                self._deltas[key] = body
         return body
 
     def _encode_full(self, ledger: Ledger) -> bytes:

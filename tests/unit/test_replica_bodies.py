@@ -62,3 +62,40 @@ def test_a_ledger_without_a_version_is_scanned_for_every_ask() -> None:
     for _ in range(3):
         _ask(bodies, led, 0)
     assert bodies.deltas_encoded == 3
+
+
+def test_answers_encoded_on_many_threads_at_once_never_fail() -> None:
+    """The executor encodes several askers' deltas at once while the replica moves
+    on: the shared cache must not be iterated while another thread adds to it."""
+    import sys
+    import threading
+
+    led = VersionedLedger("n0")
+    for i in range(50):
+        _add(led, f"j{i}")
+    bodies = ReplicaBodies()
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        try:
+            for k in range(800):
+                bodies._encode_delta(led, (n * 7 + k) % 40)
+        except BaseException as exc:  # the failure under test
+            errors.append(exc)
+
+    def write() -> None:
+        for i in range(50, 850):
+            _add(led, f"j{i}")
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(10)]
+        threads.append(threading.Thread(target=write))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
