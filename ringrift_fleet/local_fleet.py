@@ -265,8 +265,19 @@ class LocalFleet:
                 return 0
             time.sleep(self.opts.poll_s)
 
+    def _interrupt(self, signum: int, frame: object) -> None:
+        # a second Ctrl-C while stopping must not abandon the children half-stopped
+        if not self._stopping:
+            raise KeyboardInterrupt
+
     def run(self) -> int:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Both signals are handled here, whatever was inherited: a shell without job
+        # control (a script's ``up &``, ``(make test &)``) starts its background jobs
+        # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler,
+        # so ``kill -INT`` left the whole fleet running.
+        previous = {
+            sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         code = 130
         try:
             self.start()
@@ -278,13 +289,10 @@ class LocalFleet:
             code = 1
         finally:
             self.stop()
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.say(f"all processes stopped; state and artifacts: {self.opts.state_dir}")
         return code
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _port_open(port: int) -> bool:

@@ -33,7 +33,13 @@ def _ours(marker: str) -> list[psutil.Process]:
     return found
 
 
-def _up(tmp_path: Path, hook: str, *args: str) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _up(
+    tmp_path: Path, hook: str, *args: str, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env.pop("RINGRIFT_BROKER_URL", None)
     env["RINGRIFT_WEBHOOK_URL"] = hook
@@ -46,6 +52,7 @@ def _up(tmp_path: Path, hook: str, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
 
 
@@ -121,9 +128,13 @@ def test_up_runs_the_loop_to_a_promotion_and_leaves_nothing(tmp_path: Path) -> N
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """Started as a shell without job control starts a background job (``up &`` in a
+    script): with SIGINT ignored.  Python then installs no KeyboardInterrupt handler
+    of its own, and ``kill -INT`` once left the whole fleet running; ``up`` must
+    handle the signal whatever it inherited."""
     marker = str(tmp_path / "fleet")
     with recording_server() as hook:
-        proc = _up(tmp_path, hook.url(), "--no-flower")
+        proc = _up(tmp_path, hook.url(), "--no-flower", sigint_ignored=True)
         try:
             assert wait_for(lambda: len(_ours(marker)) >= 3, 60, 0.5), "fleet never started"
             time.sleep(3)
