@@ -33,7 +33,11 @@ Measured (sampler in the broker's namespace: every coordinator's /status and the
 run leases in Redis once a second; psutil on the coordinator PIDs every 5 s; the
 ledger and the Celery results in Redis at the end):
 
-  jobs_completed   ledger jobs completed
+  jobs_completed   ledger jobs completed (those still held at the end)
+  jobs_pruned      finished jobs the leader folded into the history records under the
+                   age or count cap (an extra field): jobs_completed leaves them out,
+                   and the ledger-based lost/run-twice checks no longer see them (the
+                   Celery results still do)
   jobs_lost        placed jobs cancelled, failed because the fleet lost them (workers
                    died until attempts ran out), or claimed/running with no run lease,
                    no stored result and no broker message after the settle
@@ -1071,6 +1075,7 @@ def analyse(
         "hosts": len(hosts),
         "minutes": round((t_end - t0) / 60.0, 1),
         "jobs_completed": len(completed),
+        "jobs_pruned": ledger.get("pruned"),
         "jobs_lost": len(lost),
         "jobs_run_twice": len(twice),
         "jobs_failed": len(failed),

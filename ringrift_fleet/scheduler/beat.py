@@ -326,6 +326,12 @@ class Beat:
             if self.clock() >= self._next_prune:
                 self._next_prune = self.clock() + self.policy.prune_interval_s
                 report.pruned = self.prune()
+                if report.pruned >= self.policy.prune_batch:
+                    # a full batch: more may be waiting, so the next batch on the next
+                    # tick, not an interval later.  One batch a minute (512) fell behind
+                    # a 30-host soak's 780 jobs a minute, and the count cap stopped
+                    # bounding the ledger (27,062 jobs held against a cap of 20,000).
+                    self._next_prune = self.clock()
         except BROKER_ERRORS as exc:  # logged once a minute per kind, not per tick
             self.broker.failed("scheduler tick", exc)
             report.error = f"broker: {type(exc).__name__}: {exc}"

@@ -74,3 +74,35 @@ def test_the_cap_comes_from_the_environment() -> None:
     assert SchedulerPolicy.from_config(load_config({})).ledger_max_finished == 20_000
     with pytest.raises(ConfigError, match="RINGRIFT_P2P_SCHEDULER_LEDGER_MAX_FINISHED"):
         load_config({"RINGRIFT_P2P_SCHEDULER_LEDGER_MAX_FINISHED": "0"})
+
+
+@pytest.mark.parametrize("rate_per_min", [30, 300])
+def test_the_cap_holds_when_jobs_finish_faster_than_a_batch_an_interval(
+    rate_per_min: int,
+) -> None:
+    """A 30-host soak finished 780 jobs a minute against one 512-job batch a minute:
+    the ledger grew past its cap by 268 jobs a minute.  Ticking once a second, with
+    batches of 10 against up to 300 jobs a minute (30 batches' worth), the ledger must
+    stay near its cap (the cap plus what finishes in a prune interval), not grow."""
+    clock = Clock(1_000_000.0)
+    ledger = MemoryLedger("lead")
+    ledger.clock = clock
+    policy = SchedulerPolicy(
+        configs=parse_board_configs("hex8_2p", ""),
+        ledger_max_finished=100,
+        prune_batch=10,
+        prune_interval_s=60.0,
+    )
+    beat = idle_beat(ledger, policy, clock)
+    n, held = 0, []
+    for second in range(20 * 60):  # 20 simulated minutes, one tick a second
+        for _ in range(rate_per_min // 60 + (second % 60 < rate_per_min % 60)):
+            n += 1
+            finish(ledger, n, Clock(0.0))  # finish's own clock step is not this test's
+        clock.t += 1.0
+        report = beat.tick()
+        assert report.leader and not report.error, report
+        held.append(len(ledger.items()))
+    assert n == rate_per_min * 20
+    assert max(held[-300:]) <= 100 + rate_per_min, (max(held[-300:]), held[-1])
+    assert ledger.records(SUMMARY_KIND)["hex8_2p"]["jobs"] == n - len(ledger.items())
