@@ -61,8 +61,35 @@ def send_job(
     validate_job(jt, kw)
     parsed = parse_fence(kw.get("fence"), TASK_NAMES[jt])
     task_id = task_id_for(job_id, parsed.attempt if parsed else 1)
-    (app or default_app()).send_task(TASK_NAMES[jt], kwargs=kw, queue=queue, task_id=task_id)
+    celery_app = app or default_app()
+    _no_result_subscription(celery_app)
+    celery_app.send_task(TASK_NAMES[jt], kwargs=kw, queue=queue, task_id=task_id)
     return task_id
+
+
+def _no_result_subscription(app: Celery) -> None:
+    """Send without subscribing to the task's result channel.
+
+    Celery's Redis result backend subscribes to ``celery-task-meta-<id>`` on every
+    send (``on_task_call``) so that ``get()`` can wait on pub/sub, and unsubscribes
+    when the result object is dropped; redis-py only forgets a channel when it reads
+    the reply, and the scheduler never reads that connection (it polls results by
+    key: ``job_outcome``).  So the leader kept two entries per attempt ever sent
+    (2,000 sends: 2,000 channels and 2,000 pending unsubscribes), and the unread
+    replies piled up towards Redis's pub/sub output-buffer limit.  The worker still
+    stores every result (``ignore_result`` would have stopped that): only the
+    sender's subscription is skipped, on this thread's backend instance.
+    """
+    backend = app.backend  # one instance per thread
+    if getattr(backend, "result_consumer", None) is not None and not getattr(
+        backend, "_ringrift_no_subscription", False
+    ):
+        backend.on_task_call = _skip_subscription
+        backend._ringrift_no_subscription = True
+
+
+def _skip_subscription(producer: object, task_id: str) -> None:
+    return None
 
 
 def job_outcome(result: AsyncResult) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
+import redis
 
 from ringrift_fleet.execution.app import create_app
 from ringrift_fleet.execution.dispatch import job_outcome, send_job
@@ -66,7 +68,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ],
             env,
         )
-        yield {"app": create_app(config_for(env)), "workers": workers}
+        yield {"app": create_app(config_for(env)), "workers": workers, "url": server.url}
     finally:
         for w in workers:
             stop(w.proc, timeout=15)
@@ -126,3 +128,26 @@ def test_cpu_worker_never_receives_gpu_work(fleet: dict[str, Any]) -> None:
     assert CPU not in by_worker and set(by_worker) <= {H100, T4}
     assert {o["worker"] for o in outs[len(gpu_jobs) : len(gpu_jobs) + 4]} == {H100}
     assert {o["worker"] for o in outs[-4:]} == {CPU}
+
+
+def test_sending_subscribes_to_no_result_channel(fleet: dict[str, Any]) -> None:
+    """Celery's Redis backend subscribed the sender to every task's result channel,
+    and the leader, which reads results by key, never read that connection: two
+    entries per attempt ever sent stayed in its memory, and the replies piled up
+    unread.  The sender (this process) must open no pub/sub connection, and the
+    results must still be stored and read."""
+    app = fleet["app"]
+    sp = {"board_type": "square8", "num_players": 2, "num_games": 1}
+    queue = route_for(JobType.SELFPLAY, tier="cpu")
+    ids = [send_job("selfplay", sp, queue=queue, job_id=f"nosub-{i}", app=app) for i in range(8)]
+    results = [app.AsyncResult(t) for t in ids]
+    assert wait_for(lambda: all(job_outcome(r) is not None for r in results), 120, 0.1)
+    assert all((job_outcome(r) or {}).get("status") == "completed" for r in results)
+    ours = {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="tcp")}
+    client = redis.Redis.from_url(fleet["url"])
+    try:
+        clients: list[dict[str, str]] = client.client_list()  # type: ignore[assignment]
+    finally:
+        client.close()
+    pubsub = [c for c in clients if c["addr"] in ours and c["cmd"] in ("subscribe", "unsubscribe")]
+    assert not pubsub, pubsub
