@@ -143,7 +143,9 @@ def test_sending_subscribes_to_no_result_channel(fleet: dict[str, Any]) -> None:
     results = [app.AsyncResult(t) for t in ids]
     assert wait_for(lambda: all(job_outcome(r) is not None for r in results), 120, 0.1)
     assert all((job_outcome(r) or {}).get("status") == "completed" for r in results)
-    ours = {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="tcp")}
+    me = psutil.Process()  # psutil < 6 names it connections()
+    conns = me.net_connections("tcp") if hasattr(me, "net_connections") else me.connections("tcp")
+    ours = {f"{c.laddr.ip}:{c.laddr.port}" for c in conns}
     client = redis.Redis.from_url(fleet["url"])
     try:
         clients: list[dict[str, str]] = client.client_list()  # type: ignore[assignment]
