@@ -81,7 +81,7 @@ def lossy(tmp_path: Path) -> Iterator[LossyCluster]:
         for n in names:
             c.start(n)
         # joining through lossy seeds on a loaded machine can take a while (join back-off)
-        assert wait_for(lambda: c.alive_everywhere(names), 90), "the cluster did not form"
+        assert wait_for(lambda: c.alive_everywhere(names), 150), "the cluster did not form"
         yield c
     finally:
         for p in c.procs.values():
