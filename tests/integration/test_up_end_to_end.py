@@ -128,10 +128,10 @@ def test_up_runs_the_loop_to_a_promotion_and_leaves_nothing(tmp_path: Path) -> N
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    """Started as a shell without job control starts a background job (``up &`` in a
-    script): with SIGINT ignored.  Python then installs no KeyboardInterrupt handler
-    of its own, and ``kill -INT`` once left the whole fleet running; ``up`` must
-    handle the signal whatever it inherited."""
+    """``up`` started the way a shell without job control starts a background job
+    (``up &`` in a script): with SIGINT ignored.  Python then installs no
+    KeyboardInterrupt handler of its own, and ``kill -INT`` once left the whole
+    fleet running; ``up`` must handle the signal whatever it inherited."""
     marker = str(tmp_path / "fleet")
     with recording_server() as hook:
         proc = _up(tmp_path, hook.url(), "--no-flower", sigint_ignored=True)
