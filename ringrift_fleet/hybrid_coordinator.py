@@ -42,6 +42,7 @@ from ringrift_fleet.consensus.backends import (
     RaftBackend,
     RemoteBackend,
 )
+from ringrift_fleet.consensus.bully import raft_successor_wait
 from ringrift_fleet.consensus.leader_view import leader_route
 from ringrift_fleet.consensus.remote import ReplicaBodies, ledger_routes
 from ringrift_fleet.consensus.voters import Voter, load_inventory, voters_from_inventory
@@ -227,6 +228,7 @@ class HybridCoordinator:
                 state_dir=self.state_dir,
                 token=token,
                 lease=cfg.LEADER_LEASE_DURATION,
+                raft_successor_wait=raft_successor_wait(cfg.RAFT_MAX_TIMEOUT),
             )
         else:
             consensus = RemoteBackend(self.node_id, self.voters, token=token)

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from ringrift_fleet.consensus.api import Leadership, Ledger
-from ringrift_fleet.consensus.bully import BullyElection, BullyLedger
+from ringrift_fleet.consensus.bully import RAFT_SUCCESSOR_WAIT, BullyElection, BullyLedger
 from ringrift_fleet.consensus.handover import HandoverRaft
 from ringrift_fleet.consensus.leader_view import read_leader
 from ringrift_fleet.consensus.remote import RemoteLedger
@@ -120,9 +120,18 @@ class BullyBackend:
     name = "bully"
 
     def __init__(
-        self, node_id: str, voters: list[Voter], *, state_dir: Path, token: str, lease: float
+        self,
+        node_id: str,
+        voters: list[Voter],
+        *,
+        state_dir: Path,
+        token: str,
+        lease: float,
+        raft_successor_wait: float = RAFT_SUCCESSOR_WAIT,
     ) -> None:
-        self.election = BullyElection(node_id, voters, lease=lease, token=token)
+        self.election = BullyElection(
+            node_id, voters, lease=lease, token=token, raft_successor_wait=raft_successor_wait
+        )
         self.ledger = BullyLedger(self.election, state_dir, token=token)
         self.leadership: Leadership = self.election
 

@@ -139,6 +139,25 @@ class LeaseBook:
         }
 
 
+def raft_successor_wait(raft_max_timeout: float) -> float:
+    """How long a stopping Bully leader leads on for a Raft quorum to elect (pure).
+
+    The quorum may have formed a moment ago: in a host-by-host switch the voter
+    restarted just before the Bully leader is often the one that makes the Raft
+    majority.  A freshly started Raft voter refuses pre-votes for two maximum
+    election timeouts (so a restart cannot depose a live leader), then the
+    election timer fires within one more; a little slack covers the pre-vote
+    round and the yield request.  Stopping sooner left nobody leading until
+    the election (up to 2 s in the rollout test, with 2.5 s here).
+    """
+    return 3 * raft_max_timeout + 0.5
+
+
+# s a Bully leader that stops leads on while a Raft quorum elects its leader (which then
+# asks it to yield), for the default Raft timeouts; the coordinator derives it from its own
+RAFT_SUCCESSOR_WAIT = raft_successor_wait(1.6)
+
+
 class BullyElection:
     """The election loop of one voter, over the voters' status servers."""
 
@@ -150,9 +169,11 @@ class BullyElection:
         lease: float,
         token: str,
         clock: Callable[[], float] = time.monotonic,
+        raft_successor_wait: float = RAFT_SUCCESSOR_WAIT,
     ) -> None:
         self.node_id = node_id
         self.voters = rank(voters)
+        self.raft_successor_wait = raft_successor_wait
         self.me = next(v for v in voters if v.name == node_id)
         self.lease = lease
         self.period = max(0.05, lease / 4)
@@ -336,7 +357,7 @@ class BullyElection:
     async def stop(self) -> None:
         self.stopping = True  # pings now say we are no candidate: nobody defers to us
         if self.is_leader():
-            await self._await_raft_successor(RAFT_SUCCESSOR_WAIT)
+            await self._await_raft_successor(self.raft_successor_wait)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -495,9 +516,6 @@ FOLLOWER_PERIOD = 0.25  # s between a non-leader's rounds (at most; lease/4 if s
 # s a leader that steps down for a hand-over waits before its successor may lead: the
 # status server rebuilds /status at least every 0.25 s, so nobody sees two leaders
 SETTLE = 0.4
-# s a Bully leader that stops leads on while a Raft quorum elects its leader (which then
-# asks it to yield): a switch to Raft restarting the Bully leader last has no gap
-RAFT_SUCCESSOR_WAIT = 2.5
 
 
 class BullyLedger(Ledger):
