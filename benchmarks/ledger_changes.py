@@ -41,6 +41,7 @@ from ringrift_fleet.consensus import ledger as sm  # noqa: E402
 from tests.support.memory_ledger import Clock, MemoryLedger  # noqa: E402
 
 KINDS = ("scheduler.config", "scheduler.summary")
+PRUNE_BATCH = 512  # SchedulerPolicy.prune_batch's default
 
 
 def old_changes(state: sm.State, rev: int) -> dict[str, object]:
@@ -59,6 +60,20 @@ def old_read_since(state: sm.State, rev: int) -> tuple[list[Any], frozenset[str]
         frozenset(state["work"]),
         {k: copy.deepcopy(state["records"].get(k, {})) for k in KINDS},
     )
+
+
+def old_prune_batch(state: sm.State, max_finished: int, batch: int) -> list[str]:
+    """``Ledger.prunable`` as it was, for the cap alone: every finished job listed and
+    sorted by age, then the batch taken from the front."""
+    out = [
+        w
+        for w in state["work"].values()
+        if w["status"] in sm.TERMINAL
+        and sm._status_of(state["assign"].get(w["work_id"])) not in sm.ACTIVE
+    ]
+    over = max(0, len(out) - max_finished)
+    out.sort(key=lambda w: (w["updated_at"], w["seq"]))
+    return [w["work_id"] for w in out[:over]][:batch]
 
 
 def _us(fn: Callable[[], object], calls: int) -> float:
@@ -95,6 +110,10 @@ def measure(jobs: int, changes: int, rounds: int, calls: int) -> dict[str, Any]:
         want: Any = old_changes(state, rev)
         assert got is not None and got["assign"] == want["assign"]
         assert got["work"] == want["work"]  # the same rows (ledger order was seq order)
+        cap = len(state["work"]) - 2 * PRUNE_BATCH  # a leader behind the count cap
+        assert led.prunable(0.0, frozenset(), cap, PRUNE_BATCH) == old_prune_batch(
+            state, cap, PRUNE_BATCH
+        )
         # the tally is read once per round, after the changes (as /status does)
         pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
             "delta": (
@@ -105,7 +124,13 @@ def measure(jobs: int, changes: int, rounds: int, calls: int) -> dict[str, Any]:
                 lambda s=state, r=rev: old_read_since(s, r),
                 lambda r=rev: led.read_since(KINDS, r),
             ),
+            # a leader catching up on the count cap: one batch beyond it, every tick
+            "prune_batch": (
+                lambda s=state, c=cap: old_prune_batch(s, c, PRUNE_BATCH),
+                lambda c=cap: led.prunable(0.0, frozenset(), c, PRUNE_BATCH),
+            ),
         }
+
         for name, (old, new) in pairs.items():
             times.setdefault(f"{name}_old_us", []).append(_us(old, calls))
             times.setdefault(f"{name}_new_us", []).append(_us(new, calls))

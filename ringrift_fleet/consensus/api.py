@@ -316,10 +316,15 @@ class Ledger(ABC):
         return Changes(items=items, ids=frozenset(ids), records=records, rev=rev, pruned=pruned)
 
     def prunable(
-        self, before: float, keep: frozenset[str] = frozenset(), max_finished: int | None = None
+        self,
+        before: float,
+        keep: frozenset[str] = frozenset(),
+        max_finished: int | None = None,
+        limit: int | None = None,
     ) -> list[str]:
         with self.reading() as state:
-            return sm.prunable(state, before, keep, max_finished)
+            by_status = self._tally.counts(state) if max_finished is not None else None
+            return sm.prunable(state, before, keep, max_finished, limit, by_status)
 
     def get(self, work_id: str) -> WorkItem | None:
         with self.reading() as state:

@@ -792,34 +792,54 @@ def prunable(
     before: float,
     keep: frozenset[str] = frozenset(),
     max_finished: int | None = None,
+    limit: int | None = None,
+    counts_now: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Ids of finished jobs last changed before ``before``, oldest first (``keep`` excepted).
 
     With ``max_finished``, also the oldest finished jobs beyond that many, whatever
     their age: the ledger's size is bounded by count as well as by age, so a
-    coordinator's memory does not grow with the job rate.
+    coordinator's memory does not grow with the job rate.  The count includes the
+    finished jobs that are kept (``keep``, or with an attempt still active), so at
+    most ``max_finished`` are held.  ``limit``: at most that many ids (a prune
+    batch).  ``counts_now``: the jobs by status, when the caller keeps them up
+    (``Tally``); else they are counted here.
+
+    "Oldest" is by last change: the work map is in revision order (``_change``),
+    so a full batch is found at the front of the map instead of by sorting every
+    finished job.  The sort held the replica lock 35-70 ms a batch at 20,000 jobs,
+    and a leader catching up on the cap prunes a batch every tick.
     """
-    out = [
-        w
-        for w in state["work"].values()
-        if w["status"] in TERMINAL
-        and w["work_id"] not in keep
-        and _status_of(state["assign"].get(w["work_id"])) not in ACTIVE
-    ]
-    over = 0 if max_finished is None else max(0, len(out) - max(0, max_finished))
-    if not over:
-        out = [w for w in out if w["updated_at"] < before]
-    out.sort(key=lambda w: (w["updated_at"], w["seq"]))
-    ids = [w["work_id"] for n, w in enumerate(out) if n < over or w["updated_at"] < before]
-    lone = [
+    work, assign = state["work"], state["assign"]
+    over = 0
+    if max_finished is not None:
+        by_status = counts(state) if counts_now is None else counts_now
+        finished = sum(by_status.get(s, 0) for s in TERMINAL)
+        over = max(0, finished - max(0, max_finished))
+    room = len(work) + len(assign) if limit is None else max(0, limit)
+    ids: list[str] = []
+    taken = 0  # the first `over` finished jobs walked past go whatever their age
+    for w in work.values():
+        if len(ids) >= room:
+            return ids
+        if (
+            w["status"] not in TERMINAL
+            or w["work_id"] in keep
+            or _status_of(assign.get(w["work_id"])) in ACTIVE
+        ):
+            continue
+        if taken < over or w["updated_at"] < before:
+            ids.append(w["work_id"])
+        taken += 1
+    lone = sorted(
         a["job_id"]
-        for a in state["assign"].values()
-        if a["job_id"] not in state["work"]
+        for a in assign.values()
+        if a["job_id"] not in work
         and a["status"] not in ACTIVE
         and a["assigned_at"] < before
         and a["job_id"] not in keep
-    ]
-    return ids + sorted(lone)
+    )
+    return ids + lone[: room - len(ids)]
 
 
 def _status_of(current: AssignRow | None) -> str | None:

@@ -385,7 +385,7 @@ class Beat:
             j for k, st in self.view.states.items() if (j := st.stage_job_id(k)) is not None
         )
         cap = self.policy.ledger_max_finished
-        ids = self.ledger.prunable(before, keep, cap)[: self.policy.prune_batch]
+        ids = self.ledger.prunable(before, keep, cap, self.policy.prune_batch)
         if not ids:
             return 0
         forgotten, recs = self.ledger.read_items(ids, (SUMMARY_KIND,))

@@ -43,8 +43,15 @@ def test_prunable_takes_the_oldest_beyond_the_cap_whatever_their_age() -> None:
         assert sm.prunable(state, before=0.0, max_finished=0) == ids  # never live work
         # age still applies on top of the cap, and `keep` is never taken
         assert sm.prunable(state, before=1_008.0, max_finished=4) == ids[:8]
+        # a kept job counts toward the cap: at most 4 finished jobs stay, it among them
         kept = frozenset({ids[0]})
-        assert sm.prunable(state, before=0.0, keep=kept, max_finished=4) == ids[1:6]
+        assert sm.prunable(state, before=0.0, keep=kept, max_finished=4) == ids[1:7]
+        # a batch is the front of the whole answer
+        assert sm.prunable(state, before=0.0, max_finished=4, limit=2) == ids[:2]
+        assert sm.prunable(state, before=1_008.0, max_finished=4, limit=7) == ids[:7]
+        # the counts a caller keeps up give the same answer as counting here
+        by_status = sm.counts(state)
+        assert sm.prunable(state, 0.0, kept, 4, None, by_status) == ids[1:7]
 
 
 def test_the_beat_keeps_at_most_the_cap_and_still_counts_every_game() -> None:
