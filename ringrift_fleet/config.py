@@ -168,6 +168,9 @@ class P2PConfig:
     TRAINING_MIN_GAMES_WHEN_STALE: int = _STALE_DEFAULT
     TRAINING_MIN_HOURS_BETWEEN_RUNS: float = 2.0  # never two runs of a config closer; 0 = off
 
+    # --- the process -----------------------------------------------------------------
+    MALLOC_TRIM_INTERVAL: float = 60.0  # s between glibc malloc_trim calls (malloc.py); 0 = off
+
     @property
     def artifact_dir(self) -> Path:
         return Path(self.ARTIFACT_DIR) if self.ARTIFACT_DIR else Path(self.STATE_DIR) / "artifacts"
@@ -236,7 +239,12 @@ _PERCENT_FIELDS = {
     "GPU_MEMORY_OVERLOAD_THRESHOLD",
 }
 _FRACTION_FIELDS = {"LOAD_MAX_FOR_NEW_JOBS", "SOFT_LIMIT_FRACTION"}
-_NONNEG_FIELDS = {"TRAINING_MIN_VRAM_GB", "TRAINING_MIN_POWER", "TRAINING_MIN_HOURS_BETWEEN_RUNS"}
+_NONNEG_FIELDS = {
+    "TRAINING_MIN_VRAM_GB",
+    "TRAINING_MIN_POWER",
+    "TRAINING_MIN_HOURS_BETWEEN_RUNS",
+    "MALLOC_TRIM_INTERVAL",
+}
 _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer
 # files than that could starve it, so the floor is that (0 turns retention off).

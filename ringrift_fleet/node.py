@@ -25,6 +25,7 @@ from ringrift_fleet.execution.artifacts import artifact_routes
 from ringrift_fleet.execution.consumers import attach as watch_queues
 from ringrift_fleet.fleet_page import attach as attach_fleet_page
 from ringrift_fleet.hybrid_coordinator import HybridCoordinator
+from ringrift_fleet.malloc import TrimStats, trim_every
 from ringrift_fleet.membership.http import heartbeat_routes
 from ringrift_fleet.metrics import FleetCollector
 from ringrift_fleet.models import NodeRole
@@ -65,6 +66,9 @@ class CoordinatorNode:
         self.fleet_page = attach_fleet_page(self)  # GET / and /fleet.json, no token
         # queues holding messages no worker consumes: /status, a warning, never a silent wait
         self.queue_watch = watch_queues(self)
+        # heap memory the threads freed, given back every MALLOC_TRIM_INTERVAL s (malloc.py)
+        self.trim_stats = TrimStats()
+        self.add_status_section("memory", self.trim_stats.as_dict)
 
     # --- what the scheduler uses ---------------------------------------------------------
 
@@ -164,6 +168,9 @@ class CoordinatorNode:
         )
         # the coordinator resolved BIND_HOST "" to the inventory address or loopback
         await self.status_server.start(self.coordinator.config.BIND_HOST, self.status_port)
+        trims = asyncio.create_task(
+            trim_every(self.config.MALLOC_TRIM_INTERVAL, self.trim_stats), name="malloc-trim"
+        )
         try:
             await self.coordinator.start()
             log.info(
@@ -175,6 +182,8 @@ class CoordinatorNode:
             self.started.set()
             await self._tick_loop()
         finally:
+            trims.cancel()
+            await asyncio.gather(trims, return_exceptions=True)
             await self.coordinator.stop()
             await self.status_server.stop()
 

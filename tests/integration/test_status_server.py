@@ -20,7 +20,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(tmp_path_factory.mktemp("status") / "fleet", voters=1)
+    fleet = LocalFleet(
+        tmp_path_factory.mktemp("status") / "fleet",
+        voters=1,
+        extra_env={"RINGRIFT_P2P_MALLOC_TRIM_INTERVAL": "0.5"},
+    )
     try:
         fleet.start_all()
         assert fleet.wait_leader(10), fleet.log("n0")
@@ -53,6 +57,19 @@ def test_status_has_the_reference_fields(single: LocalFleet) -> None:
     from tests.support.procs import wait_for
 
     assert wait_for(lambda: single.status("n0")["work_queue"]["pending"] >= 1, 5)
+
+
+@pytest.mark.timeout(60)
+def test_the_coordinator_gives_freed_heap_memory_back(single: LocalFleet) -> None:
+    from tests.support.procs import wait_for
+
+    def memory() -> dict[str, object]:
+        return dict(single.status("n0").get("memory") or {})
+
+    assert wait_for(lambda: int(str(memory().get("trims", 0))) >= 2, 10), memory()
+    shown = memory()
+    assert shown["malloc_trim"] is True and float(str(shown["rss_mb"])) > 10, shown
+    assert float(str(shown["last_trim_ms"])) < 1000, shown
 
 
 @pytest.mark.timeout(60)
