@@ -406,7 +406,8 @@ class Soak:
         if self.opts.games_per_job is not None or not self.opts.promote:
             per_job = self.opts.games_per_job or 1000
             env["RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB"] = str(per_job)
-        for item in self.opts.env:
+        odd = self.names.index(host) % 2 == 1 if host in self.names else False
+        for item in [*self.opts.env, *(self.opts.env_odd if odd else [])]:
             k, _, v = item.partition("=")
             env[k] = v
         return env
@@ -1337,6 +1338,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=VALUE",
         help="extra environment for every coordinator and worker",
+    )
+    ap.add_argument(
+        "--env-odd",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the odd-numbered hosts only (h1, h3, ...): a side-by-side "
+        "comparison in one run",
     )
     ap.add_argument("--out", help="directory for the time series (default: a temp dir)")
     ap.add_argument("--plot", action="store_true", help="PNGs into docs/img (needs matplotlib)")
