@@ -5,9 +5,9 @@ encode ledger copies and deltas for the non-voters, apply ledger reads and
 talk to Redis -- allocate and free large transient buffers all day.  glibc
 keeps what a thread freed in that thread's arena for its next allocation, so
 the process's RSS climbed with the churn while the Python heap stayed flat:
-in a 12-host soak the Raft leader held seven thread arenas, ~110 MB, and one
-``malloc_trim(0)`` gave back 63 MB of its 321 MB (50 MB again three minutes
-later; a voter 55 MB, a non-voter 31 MB).  So the coordinator trims every
+in a 12-host soak (under tracemalloc) the Raft leader held seven thread arenas,
+~110 MB, and one ``malloc_trim(0)`` gave back 63 MB of its 321 MB (49 MB again
+three minutes later; docs/benchmarks.md, "The leader's RSS").  So it trims every
 ``MALLOC_TRIM_INTERVAL`` seconds, on an executor thread (ctypes lets go of the
 GIL for the call, so the event loop runs on meanwhile).
 
