@@ -130,7 +130,6 @@ def measure(jobs: int, changes: int, rounds: int, calls: int) -> dict[str, Any]:
                 lambda c=cap: led.prunable(0.0, frozenset(), c, PRUNE_BATCH),
             ),
         }
-
         for name, (old, new) in pairs.items():
             times.setdefault(f"{name}_old_us", []).append(_us(old, calls))
             times.setdefault(f"{name}_new_us", []).append(_us(new, calls))

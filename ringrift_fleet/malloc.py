@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,24 +29,22 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-_UNRESOLVED: object = object()
-_trim_fn: Callable[[int], int] | object | None = _UNRESOLVED
 
-
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None where the C library has none."""
-    global _trim_fn
-    if _trim_fn is _UNRESOLVED:
-        fn = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            fn = getattr(libc, "malloc_trim", None)
-        except OSError:
-            fn = None
-        if fn is not None:
-            fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-        _trim_fn = fn
-    return _trim_fn if callable(_trim_fn) else None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    fn = getattr(libc, "malloc_trim", None)
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+def _rss_mb() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def available() -> bool:
@@ -70,7 +69,7 @@ class TrimStats:
     def as_dict(self) -> dict[str, object]:
         return {
             "malloc_trim": available(),
-            "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "rss_mb": round(_rss_mb(), 1),
             "trims": self.trims,
             "trim_released_mb": round(self.released_mb, 1),
             "last_trim_released_mb": round(self.last_released_mb, 1),
@@ -79,12 +78,11 @@ class TrimStats:
 
 
 def _trim_measured(stats: TrimStats) -> None:
-    proc = psutil.Process()
-    before = proc.memory_info().rss
+    before = _rss_mb()
     t0 = time.perf_counter()
     trim()
     stats.last_ms = (time.perf_counter() - t0) * 1000
-    released = max(0, before - proc.memory_info().rss) / 2**20
+    released = max(0.0, before - _rss_mb())
     stats.trims += 1
     stats.last_released_mb = released
     stats.released_mb += released

@@ -807,8 +807,9 @@ def prunable(
 
     "Oldest" is by last change: the work map is in revision order (``_change``),
     so a full batch is found at the front of the map instead of by sorting every
-    finished job.  The sort held the replica lock 35-70 ms a batch at 20,000 jobs,
-    and a leader catching up on the cap prunes a batch every tick.
+    finished job, which held the replica lock ~45 ms a batch at 20,000 jobs
+    (benchmarks/ledger_changes.py) while a leader catching up on the cap prunes a
+    batch every tick.
     """
     work, assign = state["work"], state["assign"]
     over = 0

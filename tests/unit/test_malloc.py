@@ -9,17 +9,19 @@ the arena cannot shrink from its top.  RSS stays up until ``malloc_trim``.
 from __future__ import annotations
 
 import asyncio
-import platform
 import threading
 
 import psutil
 import pytest
 
 from ringrift_fleet import malloc
+from tests.support.prereq import need
 
-pytestmark = pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc" or not malloc.available(), reason="glibc only"
-)
+
+@pytest.fixture(autouse=True)
+def glibc() -> None:
+    need(malloc.available(), "glibc's malloc_trim (the fleet's Linux hosts have it)")
+
 
 MB = 2**20
 
