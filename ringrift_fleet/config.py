@@ -154,6 +154,10 @@ class P2PConfig:
     SCHEDULER_CONFIG_WEIGHTS: str = ""  # "square19_4p=2,hex8_2p=0.5"; unlisted configs weigh 1
     SCHEDULER_FAIRSHARE_WINDOW: float = 3600.0  # s of self-play history fair share looks at
     SCHEDULER_PREFETCH: float = 0.25  # queued self-play beyond free slots, × tier capacity
+    # ... and at least this many seconds of self-play queued per slot (by the measured
+    # run time of a job): short jobs would otherwise finish before the leader places
+    # the next; 0 = the prefetch alone
+    SCHEDULER_QUEUE_AHEAD: float = 5.0
     SCHEDULER_REAP_GRACE: float = 60.0  # s past a job's hard limit before it is reaped
     SCHEDULER_LEDGER_RETENTION: float = 86400.0  # s a finished job stays in the ledger
     SCHEDULER_LEDGER_MAX_FINISHED: int = 20000  # … and at most this many finished jobs
@@ -244,6 +248,7 @@ _NONNEG_FIELDS = {
     "TRAINING_MIN_POWER",
     "TRAINING_MIN_HOURS_BETWEEN_RUNS",
     "MALLOC_TRIM_INTERVAL",
+    "SCHEDULER_QUEUE_AHEAD",
 }
 _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer

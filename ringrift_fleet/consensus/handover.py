@@ -13,7 +13,9 @@ two backends one cluster during the switch:
 * **Raft refuses to lead while Bully leads.**  Every Raft voter pings the
   voters each ``poll`` seconds; it counts as leader only when its last round
   saw no Bully leader and no live Bully grant anywhere, and when a majority
-  answered.  Until then it forwards writes to the Bully leader.
+  answered (once open in a Raft term, a round that hears too few does not close
+  it: that is load, not a Bully leader).  Until then it forwards writes to the
+  Bully leader.
 * **Bully yields to a Raft quorum.**  A Raft leader that sees a Bully leader
   asks it to yield (``POST /consensus/bully/yield``): the Bully leader stops
   writing, gives its lease back at every voter and hands over its ledger, which
@@ -70,6 +72,11 @@ from ringrift_fleet.jsontypes import JSONMapping, JSONObject
 log = logging.getLogger(__name__)
 
 POLL = 0.25  # s between ping rounds
+# a ping's timeout: the first, and after a round a majority answered; a round with
+# too few answers doubles it up to the most (a voter whose event loop is busy
+# answers late; a dead one never does, and costs each round its timeout)
+PING_TIMEOUT = 0.5
+PING_TIMEOUT_MAX = 2.0
 MIRROR_EVERY = 5.0  # s between copies of the Raft replica into the Bully file
 # ... and at most this share of the time spent copying: a 10,000-job replica takes
 # a good part of a second to copy on a loaded host, and the copy is for a rollback
@@ -109,16 +116,27 @@ class Round:
         return best
 
 
-def gate(r: Round, raft_state_term: int) -> str:
+def gate(r: Round, raft_state_term: int, *, leading: bool = False) -> str:
     """What a Raft leader with a quorum does after round ``r`` (pure):
 
     ``"yield"`` (ask the Bully leader to hand over), ``"wait"`` (a Bully grant is
     still live somewhere, or too few voters answered), ``"adopt"`` (a Bully copy
     newer than Raft's exists: take it first) or ``"lead"``.
+
+    ``leading``: a round of this same Raft term already opened the gate.  Then too
+    few answers is a loaded host, not a Bully leader: since that round a majority
+    has followed us with Raft, and a Raft follower grants no Bully lease, so only
+    a Bully leader or a live grant that a round actually sees closes the gate.
+    Closing it on silence made a leader under load stop scheduling and drop out
+    of /status for rounds at a time while Raft never changed.
     """
     if r.bully_leader() is not None:
         return "yield"
-    if r.holders() or len(r.pings) <= r.voters // 2:
+    if r.holders():
+        return "wait"
+    if leading:
+        return "lead"
+    if len(r.pings) <= r.voters // 2:
         return "wait"
     newest = r.newest_store()
     if newest is not None and newest[0] > raft_state_term:
@@ -186,6 +204,8 @@ class HandoverRaft(Ledger):
         self.last = Round(voters=len(self.voters))
         self.rounds = 0
         self._open = False  # we may lead: the last round cleared it
+        self._open_term = -1  # the Raft term in which a round opened the gate
+        self.ping_timeout = PING_TIMEOUT  # grows while too few voters answer in time
         self._followable = False  # the Raft leader's last ping said it leads
         self._bully: tuple[str, int] | None = None  # a Bully leader seen in the last round
         self._mirrored: tuple[int, object] | None = None
@@ -357,7 +377,10 @@ class HandoverRaft(Ledger):
         answers = await asyncio.gather(
             *(
                 asyncio.to_thread(
-                    http_json, v.status_url + "/consensus/bully/ping", token="", timeout=0.5
+                    http_json,
+                    v.status_url + "/consensus/bully/ping",
+                    token="",
+                    timeout=self.ping_timeout,
                 )
                 for v in others
             )
@@ -368,6 +391,10 @@ class HandoverRaft(Ledger):
             if status == 200 and isinstance(body, dict):
                 r.pings[v.name] = body
         self.last, self.rounds = r, self.rounds + 1
+        if len(r.pings) > r.voters // 2:
+            self.ping_timeout = PING_TIMEOUT
+        else:
+            self.ping_timeout = min(PING_TIMEOUT_MAX, 2 * self.ping_timeout)
         self._bully = r.bully_leader()
         raft_leader = self.raft.leader()
         self._followable = bool(
@@ -380,7 +407,8 @@ class HandoverRaft(Ledger):
         return r
 
     async def _act(self, r: Round) -> None:
-        decision = gate(r, self._state_term())
+        leading = self._open and self._open_term == self.raft_term()
+        decision = gate(r, self._state_term(), leading=leading)
         if decision == "yield":
             assert self._bully is not None
             self._open = False
@@ -409,7 +437,7 @@ class HandoverRaft(Ledger):
         if decision in ("adopt", "lead"):
             if not self._open:
                 log.info("handover: %s leads with Raft (term %d)", self.node_id, self.raft_term())
-            self._open = True
+            self._open, self._open_term = True, self.raft_term()
         else:
             self._open = False
 

@@ -12,7 +12,8 @@ beat must apply it:
    host → train → evaluate candidate vs champion → promote (or not), record
    Elo, distribute the champion, notify — one stage job per config at a time;
 3. self-play: every healthy host's node queue is topped up to its free slots
-   plus a small prefetch, with configs chosen by fair share.
+   plus a prefetch (at least ``queue_ahead_s`` of work a slot, by the measured
+   run time of a job), with configs chosen by fair share.
 
 Nothing here reads a clock, a socket or a global: the same call runs on the
 leader, in Hypothesis tests and in the 50-host simulator.  Job ids derive only
@@ -95,10 +96,22 @@ def selfplay_id(key: str, seq: int) -> str:
     return f"selfplay:{key}:{seq}"
 
 
-def _capacity(host: Host, policy: SchedulerPolicy) -> int:
-    """Jobs a host's queue should hold: its slots plus a prefetch so it never waits."""
-    extra = math.ceil(host.slots * policy.prefetch) if policy.prefetch > 0 else 0
-    return host.slots + extra
+# the most jobs a slot has queued for ``queue_ahead_s``: a worker that dies strands
+# what its node queue holds until it is back or its host is declared dead
+QUEUE_AHEAD_MAX_PER_SLOT = 16
+
+
+def queued_ahead(slots: int, prefetch: float, queue_ahead_s: float, job_s: float) -> int:
+    """Jobs a host's queue holds beyond its slots, so a slot that finishes starts
+    the next job at once: the prefetch, or enough jobs of ``job_s`` seconds (on
+    this host) to cover ``queue_ahead_s`` -- the leader notices a finished job and
+    places the next only on a later tick, and a sub-second job would leave its
+    slot idle for most of that."""
+    extra = math.ceil(slots * prefetch) if prefetch > 0 else 0
+    if queue_ahead_s > 0 and job_s > 0:
+        ahead = min(math.ceil(slots * queue_ahead_s / job_s), slots * QUEUE_AHEAD_MAX_PER_SLOT)
+        extra = max(extra, ahead)
+    return extra
 
 
 def _config_kwargs(c: BoardConfig) -> dict[str, object]:
@@ -118,15 +131,30 @@ class _Planner:
             j.node_id for j in snap.jobs if j.status.is_active and j.node_id
         )
         self.jobs = {j.job_id: j for j in snap.jobs}
+        # the shortest self-play job of any config, in seconds on a power-1.0 host
+        self.shortest_job_s = (
+            min(
+                (snap.job_seconds.get(c.key) or self.policy.expected_job_seconds(c))
+                for c in snap.configs
+            )
+            if snap.configs
+            else 0.0
+        )
         self.failed_now: dict[str, Outcome] = {}
         self.states: dict[str, ConfigState] = {c.key: snap.state(c.key) for c in snap.configs}
         self.changed: set[str] = set()
 
     # -- placement ----------------------------------------------------------------------
 
+    def capacity(self, host: Host) -> int:
+        """Jobs a host's queue should hold: its slots and what is queued behind them."""
+        job_s = self.shortest_job_s / (host.gpu_power if host.gpu_power > 0 else 1.0)
+        p = self.policy
+        return host.slots + queued_ahead(host.slots, p.prefetch, p.queue_ahead_s, job_s)
+
     def free(self, node: str) -> int:
         host = self.healthy.get(node)
-        return 0 if host is None else _capacity(host, self.policy) - self.load[node]
+        return 0 if host is None else self.capacity(host) - self.load[node]
 
     def place(self, node: str) -> None:
         self.load[node] += 1

@@ -11,6 +11,7 @@ ledger's changes come in through :meth:`LedgerView.refresh` and
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -177,7 +178,10 @@ class LedgerView:
         node = str(result.get("node") or w.claimed_by or "")
         power = power_of(node)
         self.usage.add(key, start, end, power)
-        d = max(0.0, end - start) * power
+        # the worker's own run time when it sent one: a short job often starts and
+        # ends between two ticks, so the leader's start is its creation, and the
+        # time it sat queued would pass for run time (and shorten the queue ahead)
+        d = run_seconds(w, {w.work_id: start}, end) * power
         prev = self.job_seconds.get(key)
         self.job_seconds[key] = d if prev is None else 0.9 * prev + 0.1 * d
 
@@ -319,7 +323,11 @@ def run_seconds(w: WorkItem, started: Mapping[str, float], now: float) -> float:
     """How long a completed job ran: as its worker measured it (``run_seconds`` in the
     result), else from when this node first saw it running (or was created) to its end."""
     measured = (w.result or {}).get("run_seconds")
-    if isinstance(measured, (int, float)) and not isinstance(measured, bool) and measured >= 0:
+    if (
+        isinstance(measured, (int, float))
+        and not isinstance(measured, bool)
+        and 0 <= measured < math.inf
+    ):
         return float(measured)
     end = w.updated_at or now
     return max(0.0, end - started.get(w.work_id, w.created_at))

@@ -33,6 +33,7 @@ class PolicyFields(TypedDict, total=False):
     load_max: float
     disk_critical: float
     prefetch: float
+    queue_ahead_s: float
     fairshare_window_s: float
     games_per_job: int
     seconds_per_game: float
@@ -60,6 +61,9 @@ class SchedulerPolicy:
     load_max: float = 0.8  # LOAD_MAX_FOR_NEW_JOBS
     disk_critical: float = 70.0  # DISK_CRITICAL_THRESHOLD, percent
     prefetch: float = 0.25  # queued jobs per host beyond its free slots, × its slots
+    # ... and at least this many seconds of work queued per slot (short jobs), up to
+    # QUEUE_AHEAD_MAX_PER_SLOT jobs a slot
+    queue_ahead_s: float = 5.0
     fairshare_window_s: float = 3600.0  # self-play history fair share looks at
     games_per_job: int = 16  # on the cheapest board; larger boards get fewer per job
     seconds_per_game: float = 10.0  # first guess at one cheapest game on one GPU
@@ -126,6 +130,7 @@ class SchedulerPolicy:
             "load_max": cfg.LOAD_MAX_FOR_NEW_JOBS,
             "disk_critical": cfg.DISK_CRITICAL_THRESHOLD,
             "prefetch": cfg.SCHEDULER_PREFETCH,
+            "queue_ahead_s": cfg.SCHEDULER_QUEUE_AHEAD,
             "fairshare_window_s": cfg.SCHEDULER_FAIRSHARE_WINDOW,
             "games_per_job": cfg.SELFPLAY_GAMES_PER_JOB,
             "eval_games": cfg.EVAL_GAMES,

@@ -61,6 +61,7 @@ def test_a_message_lost_by_the_broker_is_sent_again_under_the_same_attempt(
             configs=(BoardConfig.parse("hex8_2p"),),
             thresholds=NO_TRAINING,
             prefetch=0.0,
+            queue_ahead_s=0.0,
             games_per_job=2,
         )
         b = Beat(

@@ -43,6 +43,7 @@ def policy(key: str, games_per_job: int = 4) -> SchedulerPolicy:
         configs=(BoardConfig.parse(key),),
         thresholds=NO_TRAINING,
         prefetch=0.0,
+        queue_ahead_s=0.0,
         games_per_job=games_per_job,
     )
 

@@ -76,6 +76,7 @@ def test_training_uses_games_from_both_hosts(two_hosts: dict[str, Any]) -> None:
         load_max=1.0,
         disk_critical=100.0,
         prefetch=0.0,
+        queue_ahead_s=0.0,
     )
     hosts = [Host("w1", slots=1, can_train=True), Host("w2", slots=1, can_train=True)]
     b = beat(ledger, two_hosts, hosts, pol)

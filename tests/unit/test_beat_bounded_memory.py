@@ -36,7 +36,7 @@ def test_lost_message_notes_of_finished_jobs_are_dropped(redis_server: Any) -> N
     ledger = MemoryLedger("leader")
     backend: dict[str, tuple[str, Any]] = {}
     policy = SchedulerPolicy(
-        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0
+        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
     )
     beat = Beat(
         ledger=ledger,

@@ -52,6 +52,7 @@ class Fleet:
             configs=(BoardConfig.parse("hex8_2p"),),
             thresholds=NEVER,
             prefetch=0.0,
+            queue_ahead_s=0.0,
             lease_grace_s=2.0,
         )
         self.beat = Beat(

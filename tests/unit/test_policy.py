@@ -32,7 +32,12 @@ THRESH = TrainingThresholds(MIN_GAMES=100, MIN_GAMES_WHEN_STALE=10, MIN_HOURS_BE
 
 
 def policy(**kw: object) -> SchedulerPolicy:
-    base: dict[str, object] = {"configs": ONE, "thresholds": THRESH, "prefetch": 0.0}
+    base: dict[str, object] = {
+        "configs": ONE,
+        "thresholds": THRESH,
+        "prefetch": 0.0,
+        "queue_ahead_s": 0.0,
+    }
     base.update(kw)
     return SchedulerPolicy(**base)  # type: ignore[arg-type]
 

@@ -24,7 +24,9 @@ from ringrift_fleet.training import TrainingThresholds
 
 ONE = (BoardConfig("hex8", 2),)
 NEVER = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
-POLICY = SchedulerPolicy(configs=ONE, thresholds=NEVER, prefetch=0.0, lease_grace_s=2.0)
+POLICY = SchedulerPolicy(
+    configs=ONE, thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0, lease_grace_s=2.0
+)
 JOB = "selfplay:hex8_2p:7"
 
 
