@@ -56,6 +56,9 @@ class MemberInfo(TypedDict):
     metadata: JSONMapping
     last_seen_s: NotRequired[float | None]  # HTTP heartbeats: seconds since the last one
     address: NotRequired[str]  # SWIM: host:port
+    # SWIM: when (time.time) this node saw the member's state last change; None
+    # while it has not changed since this node started
+    since: NotRequired[float | None]
     via: NotRequired[str]  # "http": alive by heartbeats only (mixed fleets)
 
 

@@ -80,6 +80,9 @@ class SwimMembershipManager:
         self.recovery_min_interval = recovery_min_interval
         self._metadata: dict[str, object] = dict(metadata or {})
         self._listeners = ListenerSet()
+        # member -> when (time.time) this node last saw its state change: /status
+        # says since when a peer is dead, so a reader need not sample to know
+        self._since: dict[str, float] = {}
         self._node: SwimNode | None = None
         self._transport: UdpSwimTransport | None = None
         self._started_at: float | None = None
@@ -277,6 +280,7 @@ class SwimMembershipManager:
                     "incarnation": m.incarnation,
                     "address": f"{m.addr[0]}:{m.addr[1]}",
                     "metadata": dict(m.metadata),
+                    "since": self._since.get(m.name),
                 }
         summary: MembershipSummary = {
             "node_id": self.node_id,
@@ -303,6 +307,8 @@ class SwimMembershipManager:
         wall = time.time()
         mixed = self._mixed
         for ev in events:
+            if ev.kind != "metadata":
+                self._since[ev.node] = wall
             if mixed is not None and not mixed.pass_swim_event(ev):
                 continue  # it rolled back to HTTP heartbeats, and they arrive
             self._listeners.emit(

@@ -80,9 +80,14 @@ def test_listeners_hear_changes_learned_by_gossip_and_metadata_and_leave() -> No
             # n2 says goodbye directly to every member it knows; once it knows n1,
             # n1 hearing "left" does not hang on n0's gossip outrunning suspicion.
             assert await until(lambda: c.get_alive_peers() == ["n0", "n1"], 10)
+            stopped = time.time()
             await c.stop()
             assert await until(lambda: not b.is_peer_alive("n2"), 10)
+            learned = time.time()
             assert summary_state(b, "n2") == "left"
+            # /status says since when: the time n1 learned it, by n1's clock
+            since = b.get_membership_summary()["members"]["n2"].get("since")
+            assert since is not None and stopped <= since <= learned, (stopped, since, learned)
             assert any(e.kind == "left" and e.node == "n2" for e in heard)
             assert not any(e.kind == "dead" for e in heard)
         finally:
