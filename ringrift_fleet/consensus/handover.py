@@ -124,9 +124,11 @@ def gate(r: Round, raft_state_term: int, *, leading: bool = False) -> str:
     newer than Raft's exists: take it first) or ``"lead"``.
 
     ``leading``: a round of this same Raft term already opened the gate.  Then too
-    few answers is a loaded host, not a Bully leader: since that round a majority
-    has followed us with Raft, and a Raft follower grants no Bully lease, so only
-    a Bully leader or a live grant that a round actually sees closes the gate.
+    few answers is a loaded host, not a Bully leader: while we keep a Raft quorum a
+    majority names us its leader, and a voter that names a Raft leader grants no
+    Bully lease (a follower names us until it stands, two election timeouts after
+    it last heard us; we step down after 1.5 without a majority).  So only a Bully
+    leader or a live grant that a round actually sees closes the gate.
     Closing it on silence made a leader under load stop scheduling and drop out
     of /status for rounds at a time while Raft never changed.
     """

@@ -57,6 +57,7 @@ from ringrift_fleet.scheduler.ports import (
     LostMessageFinder,
     Notifier,
     Results,
+    ResultsMany,
     Sender,
     Slots,
 )
@@ -125,6 +126,7 @@ class Beat:
         hosts: Callable[[], list[Host]],
         send: Sender,
         read_result: Results,
+        read_results: ResultsMany | None = None,
         redis: redis.Redis | None = None,
         slots: Slots | None = None,
         address: Callable[[str], str | None] = lambda node: None,
@@ -163,6 +165,7 @@ class Beat:
             slots=slots,
             send=send,
             results=read_result,
+            results_many=read_results,
             view=self.view,
             broker=self.broker,
             is_dead=self._dead.__contains__,

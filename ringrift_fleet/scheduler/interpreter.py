@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
 from ringrift_fleet.execution.dispatch import task_id_for
-from ringrift_fleet.models import JobAssignment, JobStatus, WorkItem
+from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 from ringrift_fleet.scheduler.actions import (
     HOST_DEAD,
     LEASE_LOST,
@@ -53,6 +53,7 @@ from ringrift_fleet.scheduler.ports import (
     LostMessageFinder,
     Notifier,
     Results,
+    ResultsMany,
     Sender,
     Slots,
 )
@@ -92,6 +93,7 @@ class Interpreter:
         send: Sender,
         results: Results,
         view: LedgerView,
+        results_many: ResultsMany | None = None,
         broker: BrokerHealth,
         is_dead: Callable[[str], bool],
         event: Callable[[str], None],
@@ -104,6 +106,7 @@ class Interpreter:
         self.slots = slots
         self.send = send
         self.results = results
+        self.results_many = results_many
         self.view = view
         self.broker = broker
         self.is_dead = is_dead
@@ -172,6 +175,19 @@ class Interpreter:
         if stored is None:
             return changed
         live: set[str] = set()  # task ids of the live attempts
+        batch: Mapping[str, tuple[str, object]] = {}
+        if self.results_many is not None:
+            ids = [
+                task_id_for(w.work_id, current.attempt)
+                for w in self.view.active.values()
+                if (current := placed.get(w.work_id)) is not None and w.claimed_by
+            ]
+            try:
+                batch = self.results_many(ids) if ids else {}
+            except BROKER_ERRORS as exc:
+                self.broker.failed("read task results", exc)
+                self.broker_failed = True
+                return changed
         for w in list(self.view.active.values()):
             current = placed.get(w.work_id)
             if current is None or not w.claimed_by:
@@ -179,7 +195,7 @@ class Interpreter:
             task_id = task_id_for(w.work_id, current.attempt)
             live.add(task_id)
             try:
-                state, value = self.results(task_id)
+                state, value = batch[task_id] if task_id in batch else self.results(task_id)
             except BROKER_ERRORS as exc:
                 self.broker.failed("read task results", exc)
                 self.broker_failed = True
@@ -218,7 +234,11 @@ class Interpreter:
                 )
                 changed += bool(ok)
                 self.ledger_refusals += not ok
-                if ok:
+                if ok and w.work_type is JobType.SELFPLAY:
+                    # dozens a second with short jobs: in the events /status shows
+                    # they would push out what an operator looks for there
+                    log.debug("selfplay %s completed on %s", w.work_id, w.claimed_by)
+                elif ok:
                     self.event(f"{w.work_type.value} {w.work_id} completed on {w.claimed_by}")
             elif state in ("FAILURE", "REVOKED"):
                 error = f"{type(value).__name__}: {value}" if value else state.lower()

@@ -14,6 +14,7 @@ and an in-process ledger running the real state machine).
                run leases and stored results, unacknowledged deliveries
 ``Sender``     one attempt onto the broker (Celery's ``send_task``)
 ``Results``    the broker's task state of one attempt (Celery's result backend)
+``ResultsMany`` the same for many attempts in one round trip (optional)
 ``Notifier``   a webhook notification
 ``Clock``      the time now
 =============  ============================================================
@@ -39,6 +40,7 @@ __all__ = [
     "LostMessageFinder",
     "Notifier",
     "Results",
+    "ResultsMany",
     "Sender",
     "SlotHolder",
     "Slots",
@@ -69,6 +71,14 @@ class Results(Protocol):
     """Task id -> (Celery state, result): ``("PENDING", None)`` for one never heard of."""
 
     def __call__(self, task_id: str) -> tuple[str, TaskValue]: ...
+
+
+class ResultsMany(Protocol):
+    """Task ids -> (Celery state, result) each, as :class:`Results` says one: what the
+    leader reads every tick for every live attempt, in one round trip rather than
+    one per attempt (a host's queue may hold several short jobs)."""
+
+    def __call__(self, task_ids: Sequence[str]) -> Mapping[str, tuple[str, TaskValue]]: ...
 
 
 class Notifier(Protocol):

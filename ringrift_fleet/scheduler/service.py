@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import redis
@@ -29,11 +29,13 @@ from ringrift_fleet.notifications import send_webhook_notification
 from ringrift_fleet.resources import probe_resources
 from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.hosts import PROBE_EVERY_S, FleetHosts, LocalHosts, MetricsBoard
-from ringrift_fleet.scheduler.ports import Results, Sender, TaskValue
+from ringrift_fleet.scheduler.ports import Results, ResultsMany, Sender, TaskValue
 from ringrift_fleet.scheduler.settings import PolicyFields, SchedulerPolicy
 from ringrift_fleet.training import TrainingThresholds
 
 if TYPE_CHECKING:  # the node is the I/O shell that runs us; we only name its type
+    from celery import Celery
+
     from ringrift_fleet.node import CoordinatorNode
 
 Hosts = FleetHosts | LocalHosts
@@ -116,6 +118,41 @@ def _celery_reader() -> Results:
     return read
 
 
+# result keys one MGET asks for at most (a tick's live attempts: a few per host)
+RESULTS_PER_MGET = 500
+_READY = ("SUCCESS", "FAILURE", "REVOKED")
+
+
+def celery_results_many(app: Celery | None = None) -> ResultsMany | None:
+    """The live attempts' task states in one MGET per RESULTS_PER_MGET, as
+    ``_celery_reader`` reads each (its key, its decoding, PENDING for no key).
+
+    None when the result backend has no MGET (then each is read on its own)."""
+    if app is None:
+        from ringrift_fleet.celery import app as fleet_app
+
+        app = fleet_app
+    backend = app.backend
+    if not callable(getattr(backend, "mget", None)):
+        return None
+
+    def read_many(task_ids: Sequence[str]) -> dict[str, tuple[str, TaskValue]]:
+        out: dict[str, tuple[str, TaskValue]] = {}
+        for start in range(0, len(task_ids), RESULTS_PER_MGET):
+            chunk = list(task_ids[start : start + RESULTS_PER_MGET])
+            raws = backend.mget([backend.get_key_for_task(t) for t in chunk])
+            for task_id, raw in zip(chunk, raws, strict=True):
+                if not raw:
+                    out[task_id] = ("PENDING", None)
+                    continue
+                meta = backend.decode_result(raw)
+                state = str(meta.get("status"))
+                out[task_id] = (state, meta.get("result") if state in _READY else None)
+        return out
+
+    return read_many
+
+
 def _celery_sender() -> Sender:
     from ringrift_fleet.execution.dispatch import send_job
 
@@ -151,6 +188,7 @@ def build_beat(
         hosts=hosts,
         send=_celery_sender() if client is not None else _no_sender,
         read_result=_celery_reader() if client is not None else _nothing_sent,
+        read_results=celery_results_many() if client is not None else None,
         address=hosts.address,
         notify=send_webhook_notification,
     )

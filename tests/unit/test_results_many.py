@@ -1,0 +1,113 @@
+"""The leader reads every live attempt's task state each tick: in one MGET, not one
+GET per attempt (a host's queue may hold a dozen short jobs; 30 hosts made ~500
+reads a tick on the leader of the fleet soak).
+
+The batch reader must say exactly what Celery's own ``AsyncResult`` says for each
+state a worker stores; checked against a real redis-server through the fleet's
+Celery app.  The beat must then read each tick's states in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis
+
+from ringrift_fleet.config import P2PConfig
+from ringrift_fleet.execution.app import create_app
+from ringrift_fleet.execution.dispatch import task_id_for
+from ringrift_fleet.models import JobStatus
+from ringrift_fleet.scheduler.beat import Beat
+from ringrift_fleet.scheduler.service import celery_results_many
+from ringrift_fleet.scheduler.settings import SchedulerPolicy
+from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
+from ringrift_fleet.training import TrainingThresholds
+from tests.support.memory_ledger import Clock, MemoryLedger
+
+pytestmark = pytest.mark.timeout(60)
+
+NEVER = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
+
+
+def test_one_mget_says_what_celery_says_for_every_state(redis_server: Any) -> None:
+    from celery.result import AsyncResult
+
+    app = create_app(P2PConfig(BROKER_URL=redis_server.url))
+    backend = app.backend
+    backend.store_result("done", {"status": "completed", "games": 8}, "SUCCESS")
+    backend.store_result("broke", ValueError("bad board 'hex9'"), "FAILURE")
+    backend.store_result("running", {"done": 3, "total": 8}, "PROGRESS")
+    backend.store_result("started", None, "STARTED")
+    backend.store_result("stopped", None, "REVOKED")
+    ids = ["done", "broke", "running", "started", "stopped", "never-heard-of"]
+
+    many = celery_results_many(app)
+    assert many is not None
+    got = many(ids)
+
+    def one(task_id: str) -> tuple[str, object]:
+        r = AsyncResult(task_id, app=app)
+        state = r.state
+        return state, (r.result if state in ("SUCCESS", "FAILURE", "REVOKED") else None)
+
+    for task_id in ids:
+        want, have = one(task_id), got[task_id]
+        if isinstance(want[1], BaseException):  # exceptions compare by type and text
+            assert (have[0], type(have[1]), str(have[1])) == (
+                want[0],
+                type(want[1]),
+                str(want[1]),
+            )
+        else:
+            assert have == want, task_id
+    assert got["never-heard-of"] == ("PENDING", None)
+    assert got["done"] == ("SUCCESS", {"status": "completed", "games": 8})
+
+
+def test_a_tick_reads_all_live_attempts_in_one_call(redis_server: Any) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    clock = Clock(1000.0)
+    ledger = MemoryLedger("leader")
+    backend: dict[str, tuple[str, Any]] = {}
+    calls: list[int] = []
+
+    def read_one(task_id: str) -> tuple[str, Any]:
+        raise AssertionError(f"read {task_id} on its own")
+
+    def read_many(task_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        calls.append(len(task_ids))
+        return {t: backend.get(t, ("PENDING", None)) for t in task_ids}
+
+    policy = SchedulerPolicy(
+        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
+    )
+    beat = Beat(
+        ledger=ledger,
+        leadership=ledger,
+        redis=r,
+        policy=policy,
+        hosts=lambda: [Host(node_id=h, slots=2) for h in ("a", "b", "c")],
+        send=lambda *a, **k: "",
+        read_result=read_one,
+        read_results=read_many,
+        clock=clock,
+    )
+    beat.tick()  # places two jobs on each host
+    clock.t += 1.0
+    beat.tick()
+    assert calls[-1] == 6, calls  # the six live attempts, in one call
+    live = [w for w in ledger.items() if w.status.is_active]
+    done = live[0]
+    current = ledger.current(done.work_id)
+    assert current is not None
+    token = current.fence_token
+    result = {"status": "completed", "fence": {"token": token}, "node": done.claimed_by}
+    backend[task_id_for(done.work_id, current.attempt)] = ("SUCCESS", result)
+    before = len(calls)
+    clock.t += 1.0
+    beat.tick()
+    assert len(calls) == before + 1
+    finished = ledger.get(done.work_id)
+    assert finished is not None and finished.status is JobStatus.COMPLETED
