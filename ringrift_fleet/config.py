@@ -155,9 +155,10 @@ class P2PConfig:
     SCHEDULER_FAIRSHARE_WINDOW: float = 3600.0  # s of self-play history fair share looks at
     SCHEDULER_PREFETCH: float = 0.25  # queued self-play beyond free slots, × tier capacity
     # ... and at least this many seconds of self-play queued per slot (by the measured
-    # run time of a job): short jobs would otherwise finish before the leader places
-    # the next; 0 = the prefetch alone
-    SCHEDULER_QUEUE_AHEAD: float = 5.0
+    # run time of a job), for fleets of jobs shorter than the leader's round trip;
+    # 0 (the default) = the prefetch alone: deep queues cost the leader a read per
+    # queued job and strand more work behind a dead worker (docs/benchmarks.md)
+    SCHEDULER_QUEUE_AHEAD: float = 0.0
     SCHEDULER_REAP_GRACE: float = 60.0  # s past a job's hard limit before it is reaped
     SCHEDULER_LEDGER_RETENTION: float = 86400.0  # s a finished job stays in the ledger
     SCHEDULER_LEDGER_MAX_FINISHED: int = 20000  # … and at most this many finished jobs

@@ -62,8 +62,8 @@ class SchedulerPolicy:
     disk_critical: float = 70.0  # DISK_CRITICAL_THRESHOLD, percent
     prefetch: float = 0.25  # queued jobs per host beyond its free slots, × its slots
     # ... and at least this many seconds of work queued per slot (short jobs), up to
-    # QUEUE_AHEAD_MAX_PER_SLOT jobs a slot
-    queue_ahead_s: float = 5.0
+    # QUEUE_AHEAD_MAX_PER_SLOT jobs a slot; 0 = off (SCHEDULER_QUEUE_AHEAD)
+    queue_ahead_s: float = 0.0
     fairshare_window_s: float = 3600.0  # self-play history fair share looks at
     games_per_job: int = 16  # on the cheapest board; larger boards get fewer per job
     seconds_per_game: float = 10.0  # first guess at one cheapest game on one GPU
