@@ -60,7 +60,9 @@ ledger and the Celery results in Redis at the end):
                    window was missing from an observer's peers
   requeue_p50/p99_s worker killed while running a job -> the leader's "re-placed" event
                    for it (else: its next attempt seen holding the run lease)
-  worker_busy_fraction  run leases held by up workers / up workers, outside chaos windows
+  worker_busy_fraction  run leases held by up workers / up workers, in samples with no
+                   host in a chaos window (the detail's worker_busy_fraction_per_host:
+                   each host's samples outside its own windows)
   coordinator_*    RSS (MB, median over coordinators) at start (after warm-up) and end,
                    slope (median of per-coordinator least squares, never-restarted ones),
                    CPU % of one core (median over coordinators and 5 s intervals);
@@ -982,6 +984,7 @@ def analyse(
     series = []
     busy_out: list[float] = []
     busy_all: list[float] = []
+    held = quiet = 0  # host-samples: busy and all, of hosts outside their own windows
     for s in judged:
         t = s["at"]
         leases = s.get("leases") or {}
@@ -994,7 +997,14 @@ def analyse(
         busy_all.append(frac)
         if not any(in_windows(t, w) for w in windows.values()):
             busy_out.append(frac)
+        calm = [h for h in up if not in_windows(t, windows.get(h, []))]
+        quiet += len(calm)
+        held += len([h for h in calm if h in busy])
     detail["worker_busy_fraction_all"] = round(statistics.fmean(busy_all), 3) if busy_all else None
+    # per host: every sample of a host outside its own chaos windows (the headline
+    # figure drops a whole sample while any host is in one: with the full schedule
+    # that leaves mostly the first three minutes)
+    detail["worker_busy_fraction_per_host"] = round(held / quiet, 3) if quiet else None
     detail["busy_samples_outside_chaos"] = len(busy_out)
     detail["busy_series"] = series
 

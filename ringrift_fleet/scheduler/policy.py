@@ -12,8 +12,9 @@ beat must apply it:
    host → train → evaluate candidate vs champion → promote (or not), record
    Elo, distribute the champion, notify — one stage job per config at a time;
 3. self-play: every healthy host's node queue is topped up to its free slots
-   plus a prefetch (at least ``queue_ahead_s`` of work a slot, by the measured
-   run time of a job), with configs chosen by fair share.
+   plus a prefetch (and, where ``queue_ahead_s`` is set for short jobs, at least
+   that much work a slot by the measured run time of a job), with configs
+   chosen by fair share.
 
 Nothing here reads a clock, a socket or a global: the same call runs on the
 leader, in Hypothesis tests and in the 50-host simulator.  Job ids derive only
