@@ -124,6 +124,7 @@ class Interpreter:
         # sent again under the same attempt and fence.  None: not looked for.
         self.lost_messages: LostMessageFinder | None = None
         self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
+        self._unreadable: set[str] = set()  # live attempts whose task state would not decode
         self.slots_refused = 0  # sends another leader had already made
         self.ledger_refusals = 0  # results the ledger would not take from us (fence, term)
         self.worker_refusals = 0  # results in which the worker refused the attempt
@@ -200,6 +201,14 @@ class Interpreter:
                 self.broker.failed("read task results", exc)
                 self.broker_failed = True
                 return changed
+            except Exception as exc:
+                # a result key that is not Celery's (written by hand, or by another
+                # program): only this attempt waits (its worker's result overwrites
+                # the key; a started one is re-placed once its run lease is gone)
+                if task_id not in self._unreadable:  # said once, not every tick
+                    log.warning("cannot read the task state of %s: %s", task_id, exc)
+                self._unreadable.add(task_id)
+                continue
             if state not in FINAL_STATES and w.work_id in stored:
                 # a failover kept the run store's result and lost Celery's SUCCESS
                 # (written just after it, or never: Celery gave up on the dead
@@ -247,6 +256,7 @@ class Interpreter:
                 if ok and w.attempts < w.max_attempts:  # back to pending: tried again
                     self._replaced(w, "job_failed")
                 self.event(f"{w.work_type.value} {w.work_id} failed: {error}")
+        self._unreadable &= live
         if self.lost_messages is not None:
             # what it noted about attempts that started or ended since (a worker had
             # taken the message, its run lease not yet there) would stay forever: one

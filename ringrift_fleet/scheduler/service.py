@@ -145,9 +145,13 @@ def celery_results_many(app: Celery | None = None) -> ResultsMany | None:
                 if not raw:
                     out[task_id] = ("PENDING", None)
                     continue
-                meta = backend.decode_result(raw)
-                state = str(meta.get("status"))
-                out[task_id] = (state, meta.get("result") if state in _READY else None)
+                try:
+                    meta = backend.decode_result(raw)
+                    state = str(meta["status"])
+                    value = meta.get("result") if state in _READY else None
+                except Exception:  # not Celery's: left out, read (and refused) on its own
+                    continue
+                out[task_id] = (state, value)
         return out
 
     return read_many

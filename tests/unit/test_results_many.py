@@ -63,6 +63,12 @@ def test_one_mget_says_what_celery_says_for_every_state(redis_server: Any) -> No
         else:
             assert have == want, task_id
     assert got["never-heard-of"] == ("PENDING", None)
+
+    # a key someone else wrote is left out (the per-attempt read then deals with it)
+    # and costs the others nothing
+    redis.Redis.from_url(redis_server.url).set(backend.get_key_for_task("junk"), b"{not json")
+    mixed = many(["junk", "done"])
+    assert "junk" not in mixed and mixed["done"][0] == "SUCCESS"
     assert got["done"] == ("SUCCESS", {"status": "completed", "games": 8})
 
 
@@ -111,3 +117,51 @@ def test_a_tick_reads_all_live_attempts_in_one_call(redis_server: Any) -> None:
     assert len(calls) == before + 1
     finished = ledger.get(done.work_id)
     assert finished is not None and finished.status is JobStatus.COMPLETED
+
+
+def test_an_unreadable_task_state_holds_up_only_its_own_attempt(redis_server: Any) -> None:
+    """A result key that is not Celery's (hand-written junk) used to fail every tick:
+    no job on the fleet was recorded while it stayed.  Now only its attempt waits."""
+    r = redis.Redis.from_url(redis_server.url)
+    clock = Clock(1000.0)
+    ledger = MemoryLedger("leader")
+    backend: dict[str, tuple[str, Any]] = {}
+    junk: set[str] = set()
+
+    def read_one(task_id: str) -> tuple[str, Any]:
+        if task_id in junk:
+            raise ValueError("Expecting property name enclosed in double quotes")
+        return backend.get(task_id, ("PENDING", None))
+
+    policy = SchedulerPolicy(
+        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
+    )
+    beat = Beat(
+        ledger=ledger,
+        leadership=ledger,
+        redis=r,
+        policy=policy,
+        hosts=lambda: [Host(node_id="a", slots=2)],
+        send=lambda *a, **k: "",
+        read_result=read_one,
+        clock=clock,
+    )
+    beat.tick()
+    first, second = [w for w in ledger.items() if w.status.is_active]
+    for w, into in ((first, junk), (second, None)):
+        current = ledger.current(w.work_id)
+        assert current is not None
+        task_id = task_id_for(w.work_id, current.attempt)
+        if into is not None:
+            into.add(task_id)
+        else:
+            token = current.fence_token
+            result = {"status": "completed", "fence": {"token": token}, "node": "a"}
+            backend[task_id] = ("SUCCESS", result)
+    for _ in range(3):
+        clock.t += 1.0
+        beat.tick()
+    done = ledger.get(second.work_id)
+    held = ledger.get(first.work_id)
+    assert done is not None and done.status is JobStatus.COMPLETED
+    assert held is not None and held.status.is_active
