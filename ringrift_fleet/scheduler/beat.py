@@ -76,6 +76,9 @@ log = logging.getLogger(__name__)
 
 LEADER_KIND = "scheduler.leader"
 FULL_READ_EVERY_S = 300.0  # the view re-reads the whole ledger this often anyway
+# a death a follower saw this recently is announced by it if it becomes leader (the
+# leader then may have been the one that died, or died before its next tick)
+NOTIFY_HANDOFF_S = 10.0
 
 ResultReader = Results  # the older name
 T = TypeVar("T")
@@ -226,6 +229,20 @@ class Beat:
                 self._newly_dead.add(node)
             elif kind in ("alive", "join"):
                 self._dead.pop(node, None)
+                self._newly_dead.discard(node)  # back before we said it: nothing to say
+
+    def _forget_told_deaths(self) -> None:
+        """On a follower's tick: deaths older than NOTIFY_HANDOFF_S were the leader's
+        to announce.  Kept, they made every new leader announce, on its first tick,
+        each host that had died (and come back) while it followed: in the 30-host
+        soak a leader change sent "Host offline" for four hosts that were up."""
+        with self._lock:
+            now = self.clock()
+            self._newly_dead = {
+                n
+                for n in self._newly_dead
+                if n in self._dead and now - self._dead[n] < NOTIFY_HANDOFF_S
+            }
 
     # -- one tick ----------------------------------------------------------------------------
 
@@ -273,6 +290,7 @@ class Beat:
             up = self._broker_up()
             if not self.leadership.is_leader():
                 self.effects.fence = None
+                self._forget_told_deaths()
                 self.last = report
                 return report
             report.leader = True
