@@ -235,7 +235,7 @@ class Beat:
         """On a follower's tick: deaths older than NOTIFY_HANDOFF_S were the leader's
         to announce.  Kept, they made every new leader announce, on its first tick,
         each host that had died (and come back) while it followed: in the 30-host
-        soak a leader change sent "Host offline" for four hosts that were up."""
+        soak a leader change sent "Host offline" for five hosts that were all up."""
         with self._lock:
             now = self.clock()
             self._newly_dead = {

@@ -89,7 +89,7 @@ def demo_policy(
         "retry_backoff_s": 5.0,
         "load_max": 1.0,  # the demo's own jobs saturate the 2 cores; that is not overload
         "disk_critical": 100.0,
-        # one job at a time a host, with what queue_ahead_s adds for short jobs
+        # one job at a time a host, unless SCHEDULER_PREFETCH (or _QUEUE_AHEAD) says more
         "prefetch": pick("SCHEDULER_PREFETCH", 0.0),
     }
     values.update(overrides)
