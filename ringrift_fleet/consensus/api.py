@@ -148,6 +148,13 @@ class Ledger(ABC):
     def fence_token(self) -> str:
         return leadership_fence(self.term(), self.leader())
 
+    def propose_many(
+        self, ops: Sequence[dict[str, object]], timeout: float | None = None
+    ) -> list[sm.Result]:
+        """Commit ``ops`` in order, each refused or applied on its own.  A backend that
+        can commit them together (Raft: one log entry) overrides this."""
+        return [self.propose(op, timeout) for op in ops]
+
     def version(self) -> object:
         """Something that changes whenever the local replica does (None: unknown)."""
         return None
@@ -180,6 +187,27 @@ class Ledger(ABC):
         if not result.get("ok"):
             log.debug("%s refused: %s", name, self.last_error)
         return result
+
+    def write_many(self, calls: Sequence[tuple[str, JSONMapping]]) -> list[bool]:
+        """Operations ``(name, args)`` in order, committed together where the backend
+        can (a leader's tick of results in one round trip); whether each took."""
+        if not calls:
+            return []
+        now, term = self.clock(), self.term()
+        ops = [sm.make_op(name, now=now, term=term, **args) for name, args in calls]
+        started = time.perf_counter()
+        results = self.propose_many(ops)
+        took = time.perf_counter() - started
+        self.last_error = None
+        out = []
+        for op, result in zip(ops, results, strict=True):
+            ok = bool(result.get("ok"))
+            self.op_latency.observe((str(op.get("op")), "ok" if ok else "refused"), took)
+            if not ok:
+                self.last_error = str(result.get("reason"))
+                log.debug("%s refused: %s", op.get("op"), self.last_error)
+            out.append(ok)
+        return out
 
     def add_work(
         self,

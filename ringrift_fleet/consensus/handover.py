@@ -45,7 +45,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +154,10 @@ class RaftReplica(Protocol):
     op_timeout: float
 
     def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result: ...
+
+    def propose_many(
+        self, ops: Sequence[dict[str, object]], timeout: float | None = None
+    ) -> list[sm.Result]: ...
 
     def reading(self) -> AbstractContextManager[sm.State]: ...
 
@@ -274,6 +278,17 @@ class HandoverRaft(Ledger):
             return {"ok": False, "reason": "consensus hand-over in progress; try again"}
         result: sm.Result = self.raft.propose(op, timeout)
         return result
+
+    def propose_many(
+        self, ops: Sequence[dict[str, object]], timeout: float | None = None
+    ) -> list[sm.Result]:
+        if self._bully is not None or not ops:  # forwarded one by one (its own epoch)
+            return super().propose_many(ops, timeout)
+        if not self._wait_open(self.op_timeout if timeout is None else timeout):
+            return [{"ok": False, "reason": "consensus hand-over in progress; try again"}] * len(
+                ops
+            )
+        return self.raft.propose_many(ops, timeout)
 
     def _gate_open(self) -> bool:
         return self._open if self.raft.is_leader() else self._followable

@@ -37,7 +37,7 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -625,33 +625,46 @@ class GroupCommit:
         self._flushing = False
 
     def submit(self, op: dict[str, Any], timeout: float) -> sm.Result:
-        me = _Pending(op)
+        return self.submit_many([op], timeout)[0]
+
+    def submit_many(self, ops: Sequence[dict[str, Any]], timeout: float) -> list[sm.Result]:
+        """Commit ``ops`` in order, as few entries as the batch limit allows (one
+        writer's tick of results: one round trip to a majority, not one per job)."""
+        mine = [_Pending(op) for op in ops]
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._queue.append(me)
-            while me.result is None and self._flushing:
-                left = deadline - time.monotonic()
-                if left <= 0 and me in self._queue:
-                    self._queue.remove(me)
-                    return {"ok": False, "reason": "no quorum within the timeout"}
-                self._cond.wait(max(left, 0.05))
-            if me.result is not None:
-                return me.result
-            self._flushing = True
-            self._queue.remove(me)  # the flusher always rides its own flush
-            batch = [me, *self._queue[: self._max - 1]]
-            self._queue = self._queue[self._max - 1 :]
-        try:
-            results = self._flush(batch, max(deadline - time.monotonic(), 0.05))
-        except Exception as exc:  # never leave the waiters hanging
-            log.exception("raft commit failed")
-            results = [{"ok": False, "reason": f"commit failed: {exc}"}] * len(batch)
-        with self._cond:
-            for pending, result in zip(batch, results, strict=True):
-                pending.result = result
-            self._flushing = False
-            self._cond.notify_all()
-        return me.result or {"ok": False, "reason": "no result"}
+            self._queue.extend(mine)
+        while True:
+            with self._cond:
+                while any(p.result is None for p in mine) and self._flushing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:  # those no flush took yet give up; in flight: wait
+                        for p in mine:
+                            if p.result is None and p in self._queue:
+                                self._queue.remove(p)
+                                p.result = {"ok": False, "reason": "no quorum within the timeout"}
+                    self._cond.wait(max(left, 0.05))
+                if all(p.result is not None for p in mine):
+                    return [p.result or {"ok": False, "reason": "no result"} for p in mine]
+                # ours first (in order: a job's start goes before its result), then
+                # whatever else waits, up to the limit; the rest stays queued in order
+                self._flushing = True
+                batch = [p for p in mine if p.result is None][: self._max]
+                taken = set(map(id, batch))
+                rest = [p for p in self._queue if id(p) not in taken]
+                room = self._max - len(batch)
+                batch += rest[:room]
+                self._queue = rest[room:]
+            try:
+                results = self._flush(batch, max(deadline - time.monotonic(), 0.05))
+            except Exception as exc:  # never leave the waiters hanging
+                log.exception("raft commit failed")
+                results = [{"ok": False, "reason": f"commit failed: {exc}"}] * len(batch)
+            with self._cond:
+                for pending, result in zip(batch, results, strict=True):
+                    pending.result = result
+                self._flushing = False
+                self._cond.notify_all()
 
     def _flush(self, batch: list[_Pending], timeout: float) -> list[sm.Result]:
         if len(batch) == 1:
@@ -753,6 +766,15 @@ class RaftLedger(Ledger):
         if self._on_raft_thread():
             return {"ok": False, "reason": "synchronous write from the Raft thread would deadlock"}
         return self._group.submit(op, self.op_timeout if timeout is None else timeout)
+
+    def propose_many(
+        self, ops: Sequence[dict[str, Any]], timeout: float | None = None
+    ) -> list[sm.Result]:
+        if self._on_raft_thread():
+            return [
+                {"ok": False, "reason": "synchronous write from the Raft thread would deadlock"}
+            ] * len(ops)
+        return self._group.submit_many(ops, self.op_timeout if timeout is None else timeout)
 
     def _propose_now(self, op: dict[str, Any], timeout: float) -> sm.Result:
         """Commit one log entry, retrying only while it certainly was not appended."""

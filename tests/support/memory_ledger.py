@@ -76,3 +76,55 @@ def idle_beat(ledger: MemoryLedger, policy: Any, clock: Clock) -> Any:
         read_result=lambda task_id: ("PENDING", None),
         clock=clock,
     )
+
+
+TaskStates = dict[str, tuple[str, Any]]  # task id -> (Celery state, value): a result backend
+
+
+def selfplay_beat(
+    ledger: MemoryLedger,
+    redis: Any,
+    clock: Clock,
+    *,
+    slots: dict[str, int],
+    backend: TaskStates,
+    read_result: Any = None,
+    read_results: Any = None,
+) -> Any:
+    """A scheduler beat placing hex8_2p self-play (never training) on hosts with
+    ``slots``, sending nowhere (a worker "took" each message at once), reading task
+    states from ``backend`` unless ``read_result``/``read_results`` say otherwise."""
+    from ringrift_fleet.scheduler.beat import Beat
+    from ringrift_fleet.scheduler.settings import SchedulerPolicy
+    from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
+    from ringrift_fleet.training import TrainingThresholds
+
+    never = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
+    policy = SchedulerPolicy(
+        configs=(BoardConfig.parse("hex8_2p"),), thresholds=never, prefetch=0.0, queue_ahead_s=0.0
+    )
+    return Beat(
+        ledger=ledger,
+        leadership=ledger,
+        redis=redis,
+        policy=policy,
+        hosts=lambda: [Host(node_id=h, slots=n) for h, n in slots.items()],
+        send=lambda *a, **k: "",
+        read_result=read_result or (lambda task_id: backend.get(task_id, ("PENDING", None))),
+        read_results=read_results,
+        clock=clock,
+    )
+
+
+def finish(ledger: MemoryLedger, backend: TaskStates, job: str, **extra: Any) -> str:
+    """Store a SUCCESS for ``job``'s live attempt, under its fence, as its worker
+    would; returns the task id."""
+    from ringrift_fleet.execution.dispatch import task_id_for
+
+    current = ledger.current(job)
+    assert current is not None, f"{job} has no live attempt"
+    node = current.node_id
+    result = {"status": "completed", "fence": {"token": current.fence_token}, "node": node}
+    task_id = task_id_for(job, current.attempt)
+    backend[task_id] = ("SUCCESS", {**result, **extra})
+    return task_id

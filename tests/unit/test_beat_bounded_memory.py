@@ -19,35 +19,17 @@ import redis
 from ringrift_fleet.execution.broker import LostMessages
 from ringrift_fleet.execution.dispatch import task_id_for
 from ringrift_fleet.models import JobStatus, JobType
-from ringrift_fleet.scheduler.beat import Beat
-from ringrift_fleet.scheduler.settings import SchedulerPolicy
-from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
-from ringrift_fleet.training import TrainingThresholds
-from tests.support.memory_ledger import Clock, MemoryLedger
+from tests.support.memory_ledger import Clock, MemoryLedger, TaskStates, finish, selfplay_beat
 
 pytestmark = pytest.mark.timeout(60)
-
-NEVER = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
 
 
 def test_lost_message_notes_of_finished_jobs_are_dropped(redis_server: Any) -> None:
     r = redis.Redis.from_url(redis_server.url)
     clock = Clock(1000.0)
     ledger = MemoryLedger("leader")
-    backend: dict[str, tuple[str, Any]] = {}
-    policy = SchedulerPolicy(
-        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
-    )
-    beat = Beat(
-        ledger=ledger,
-        leadership=ledger,
-        redis=r,
-        policy=policy,
-        hosts=lambda: [Host(node_id="a", slots=1)],
-        send=lambda *a, **k: "",  # the message goes nowhere: a worker "took" it at once
-        read_result=lambda task_id: backend.get(task_id, ("PENDING", None)),
-        clock=clock,
-    )
+    backend: TaskStates = {}
+    beat = selfplay_beat(ledger, r, clock, slots={"a": 1}, backend=backend)
     lost = LostMessages(r, grace_s=30.0, cache_s=0.0, clock=clock)
     beat.lost_messages = lost
     finished = 0
@@ -60,9 +42,7 @@ def test_lost_message_notes_of_finished_jobs_are_dropped(redis_server: Any) -> N
         clock.t += 1.0
         beat.tick()  # out of the queue, no run lease yet: noted
         assert task_id_for(job, current.attempt) in lost._missing
-        token = current.fence_token
-        result = {"status": "completed", "fence": {"token": token}, "node": "a", "games": 2}
-        backend[task_id_for(job, current.attempt)] = ("SUCCESS", result)
+        finish(ledger, backend, job, games=2)
         clock.t += 1.0
         beat.tick()  # it finished before the next look
         w = ledger.get(job)

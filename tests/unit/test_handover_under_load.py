@@ -14,7 +14,7 @@ says "leader with a quorum" (its term settable).  The gate and the rounds are re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +39,11 @@ class LeadingRaft:
 
     def propose(self, op: dict[str, object], timeout: float | None = None) -> sm.Result:
         return {"ok": True}
+
+    def propose_many(
+        self, ops: Sequence[dict[str, object]], timeout: float | None = None
+    ) -> list[sm.Result]:
+        return [{"ok": True} for _ in ops]
 
     @contextmanager
     def reading(self) -> Iterator[sm.State]:

@@ -249,3 +249,48 @@ def test_the_full_dump_is_fast_to_write_and_in_pysyncobjs_own_format(tmp_path: P
     rest = _dump_reader(fresh)(str(old))
     assert rest == (("e", 2, 1), ("e", 1, 1), set())
     assert list(fresh.state["work"]) == ["old"]
+
+
+def test_a_leaders_batch_of_writes_is_one_log_entry_answered_per_operation(
+    tmp_path: Path,
+) -> None:
+    """A tick's results (start, accept) commit in one round trip to a majority, with
+    the answers each operation would have had alone, on every replica."""
+    from ringrift_fleet.consensus import ledger as sm
+    from tests.support.memory_ledger import MemoryLedger
+
+    voters = [Voter(f"v{i}", "127.0.0.1", free_port(), 0) for i in range(3)]
+    ledgers = [
+        RaftLedger(v.name, voters, config=CONFIG, state_dir=tmp_path / v.name) for v in voters
+    ]
+    try:
+        assert wait_for_leader(ledgers[0], 15)
+        leader = next(x for x in ledgers if x.is_leader())
+        calls: list[tuple[str, dict[str, object]]] = []
+        for i in range(40):
+            calls += [
+                ("add_work.v1", {"work_id": f"w{i}", "payload": {"i": i}}),
+                ("claim_work.v1", {"work_id": f"w{i}", "node": "h1"}),
+                ("claim_work.v1", {"work_id": f"w{i}", "node": "h2"}),  # refused: taken
+            ]
+        before = leader.raft_status()["commit_idx"]
+        oks = leader.write_many(calls)
+        after = leader.raft_status()["commit_idx"]
+        assert after - before == 1, f"{after - before} log entries for one batch"
+        alone = MemoryLedger("x", term=leader.term())
+        assert oks == [
+            bool(alone.propose(dict(sm.make_op(n, now=0.0, term=leader.term(), **a)))["ok"])
+            for n, a in calls
+        ]
+        assert oks.count(False) == 40 and leader.last_error is not None
+
+        def claimed(ledger: RaftLedger) -> list[str]:
+            return sorted(w.work_id for w in ledger.items() if w.claimed_by == "h1")
+
+        deadline = time.monotonic() + 10
+        while any(len(claimed(x)) < 40 for x in ledgers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(len(claimed(x)) == 40 for x in ledgers)
+    finally:
+        for ledger in ledgers:
+            ledger.close()

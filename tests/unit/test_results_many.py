@@ -19,16 +19,10 @@ from ringrift_fleet.config import P2PConfig
 from ringrift_fleet.execution.app import create_app
 from ringrift_fleet.execution.dispatch import task_id_for
 from ringrift_fleet.models import JobStatus
-from ringrift_fleet.scheduler.beat import Beat
 from ringrift_fleet.scheduler.service import celery_results_many
-from ringrift_fleet.scheduler.settings import SchedulerPolicy
-from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
-from ringrift_fleet.training import TrainingThresholds
-from tests.support.memory_ledger import Clock, MemoryLedger
+from tests.support.memory_ledger import Clock, MemoryLedger, finish, selfplay_beat
 
 pytestmark = pytest.mark.timeout(60)
-
-NEVER = TrainingThresholds(MIN_GAMES=10**9, MIN_GAMES_WHEN_STALE=10**9)
 
 
 def test_one_mget_says_what_celery_says_for_every_state(redis_server: Any) -> None:
@@ -86,19 +80,9 @@ def test_a_tick_reads_all_live_attempts_in_one_call(redis_server: Any) -> None:
         calls.append(len(task_ids))
         return {t: backend.get(t, ("PENDING", None)) for t in task_ids}
 
-    policy = SchedulerPolicy(
-        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
-    )
-    beat = Beat(
-        ledger=ledger,
-        leadership=ledger,
-        redis=r,
-        policy=policy,
-        hosts=lambda: [Host(node_id=h, slots=2) for h in ("a", "b", "c")],
-        send=lambda *a, **k: "",
-        read_result=read_one,
-        read_results=read_many,
-        clock=clock,
+    slots = {"a": 2, "b": 2, "c": 2}
+    beat = selfplay_beat(
+        ledger, r, clock, slots=slots, backend=backend, read_result=read_one, read_results=read_many
     )
     beat.tick()  # places two jobs on each host
     clock.t += 1.0
@@ -106,11 +90,7 @@ def test_a_tick_reads_all_live_attempts_in_one_call(redis_server: Any) -> None:
     assert calls[-1] == 6, calls  # the six live attempts, in one call
     live = [w for w in ledger.items() if w.status.is_active]
     done = live[0]
-    current = ledger.current(done.work_id)
-    assert current is not None
-    token = current.fence_token
-    result = {"status": "completed", "fence": {"token": token}, "node": done.claimed_by}
-    backend[task_id_for(done.work_id, current.attempt)] = ("SUCCESS", result)
+    finish(ledger, backend, done.work_id)
     before = len(calls)
     clock.t += 1.0
     beat.tick()
@@ -133,31 +113,13 @@ def test_an_unreadable_task_state_holds_up_only_its_own_attempt(redis_server: An
             raise ValueError("Expecting property name enclosed in double quotes")
         return backend.get(task_id, ("PENDING", None))
 
-    policy = SchedulerPolicy(
-        configs=(BoardConfig.parse("hex8_2p"),), thresholds=NEVER, prefetch=0.0, queue_ahead_s=0.0
-    )
-    beat = Beat(
-        ledger=ledger,
-        leadership=ledger,
-        redis=r,
-        policy=policy,
-        hosts=lambda: [Host(node_id="a", slots=2)],
-        send=lambda *a, **k: "",
-        read_result=read_one,
-        clock=clock,
-    )
+    beat = selfplay_beat(ledger, r, clock, slots={"a": 2}, backend=backend, read_result=read_one)
     beat.tick()
     first, second = [w for w in ledger.items() if w.status.is_active]
-    for w, into in ((first, junk), (second, None)):
-        current = ledger.current(w.work_id)
-        assert current is not None
-        task_id = task_id_for(w.work_id, current.attempt)
-        if into is not None:
-            into.add(task_id)
-        else:
-            token = current.fence_token
-            result = {"status": "completed", "fence": {"token": token}, "node": "a"}
-            backend[task_id] = ("SUCCESS", result)
+    current = ledger.current(first.work_id)
+    assert current is not None
+    junk.add(task_id_for(first.work_id, current.attempt))
+    finish(ledger, backend, second.work_id)
     for _ in range(3):
         clock.t += 1.0
         beat.tick()
