@@ -63,6 +63,9 @@ class CoordinatorNode:
         self.started = asyncio.Event()
         self.ticks = 0
         self._published: dict[str, Any] = {}
+        # when this node last began to lead (time.time(); None while following): an
+        # operator reads how long a hand-over took without sampling /status for it
+        self._leading_since: float | None = None
         self.fleet_page = attach_fleet_page(self)  # GET / and /fleet.json, no token
         # queues holding messages no worker consumes: /status, a warning, never a silent wait
         self.queue_watch = watch_queues(self)
@@ -114,13 +117,24 @@ class CoordinatorNode:
         lead, ledger = self.leadership, self.ledger
         if lead is None:
             return None
-        return (lead.leader(), lead.term(), lead.is_leader(), ledger.version() if ledger else None)
+        leading = self._note_leading(lead)
+        return (lead.leader(), lead.term(), leading, ledger.version() if ledger else None)
+
+    def _note_leading(self, lead: Any) -> bool:
+        """Whether we lead now, noting when that began (called 4 times a second by the
+        status refresh and at each tick: the time is good to a quarter second)."""
+        leading = bool(lead.is_leader())
+        if not leading:
+            self._leading_since = None
+        elif self._leading_since is None:
+            self._leading_since = time.time()
+        return leading
 
     def _snapshot(self) -> dict[str, Any]:
         lead = self.leadership
         ledger = self.ledger
         leader = lead.leader() if lead is not None else None
-        is_leader = bool(lead is not None and lead.is_leader())
+        is_leader = lead is not None and self._note_leading(lead)
         peers = self.coordinator.get_alive_peers()
         queue: dict[str, Any] = {}
         if ledger is not None:
@@ -137,6 +151,7 @@ class CoordinatorNode:
             "role": (NodeRole.LEADER if is_leader else NodeRole.FOLLOWER).value,
             "is_leader": is_leader,
             "leader_id": leader,
+            "leader_since": self._leading_since,
             "term": lead.term() if lead is not None else 0,
             "fence_token": lead.fence_token() if lead is not None else "",
             "is_voter": self.coordinator.is_voter,
@@ -191,6 +206,8 @@ class CoordinatorNode:
         period = self.config.SCHEDULER_TICK
         while not self._stop.is_set():
             started = time.monotonic()
+            if self.leadership is not None:
+                self._note_leading(self.leadership)
             self._publish_leader()
             for handler in list(self._tick_handlers):
                 try:
