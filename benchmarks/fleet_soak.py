@@ -51,6 +51,9 @@ ledger and the Celery results in Redis at the end):
   results_refused  Celery results a worker returned as "refused" (fenced stale attempts)
   leader_changes   changes of the leader most coordinators name, over the samples
   leaderless_max_s longest stretch of samples with no coordinator claiming leadership
+                   (the detail's leaderless_per_leader_kill_s: each kill -> the first
+                   sample naming another leader; ..._declared_s: -> the time that
+                   leader's /status says it began to lead, without the sampler's round)
   detect_p50/p99_s per (death, observer): death -> the time the observer's membership
                    declared the host dead (its /status "since", on the one clock all
                    namespaces share); the detail's detect_sampled_*: -> the first
@@ -158,6 +161,7 @@ def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
     members = (status.get("membership") or {}).get("members") or {}
     return {
         "role": status.get("role"),
+        "leader_since": status.get("leader_since"),  # when it began to lead (its clock)
         # since when (the observer's clock: one kernel, one clock) each dead or left
         # member has been so: detection without the sampler's round in it
         "down_since": {
@@ -876,20 +880,25 @@ def analyse(
             leaders_seen.append(top)
     if judged and gap:
         longest = max(longest, judged[-1]["at"] - last_led)
-    per_kill = []
+    per_kill: list[float | None] = []
+    per_kill_declared: list[float | None] = []
     for e in events:
         if e["kind"] != "leader_kill" or not e["hosts"]:
             continue
         after = [
-            s
+            (s, n, v)
             for s in samples
             if s["at"] >= e["started"]
-            and any(
-                v and v["role"] == "leader" and n != e["hosts"][0] for n, v in s["status"].items()
-            )
+            for n, v in s["status"].items()
+            if v and v["role"] == "leader" and n != e["hosts"][0]
         ]
-        per_kill.append(round(after[0]["at"] - e["started"], 2) if after else None)
+        per_kill.append(round(after[0][0]["at"] - e["started"], 2) if after else None)
+        # by the new leader's own clock: when it began to lead (/status leader_since)
+        since = after[0][2].get("leader_since") if after else None
+        declared = since - e["started"] if isinstance(since, (int, float)) else None
+        per_kill_declared.append(round(declared, 2) if declared is not None else None)
     detail["leaderless_per_leader_kill_s"] = per_kill
+    detail["leaderless_per_leader_kill_declared_s"] = per_kill_declared
 
     # detection: a host dies (coordinator killed / leaves / partitioned) -> peers drop it
     detect: list[float] = []

@@ -68,3 +68,7 @@ def test_ten_hosts_under_chaos_lose_nothing_and_run_nothing_twice(tmp_path: Path
     # generous (shared 2-core CI box): a leader within 10 s of each leader kill
     per_kill = series["detail"]["leaderless_per_leader_kill_s"]
     assert per_kill and all(s is not None and s <= 10 for s in per_kill), per_kill
+    # ... and by the new leader's own word (/status leader_since), after the kill
+    declared = series["detail"]["leaderless_per_leader_kill_declared_s"]
+    assert len(declared) == len(per_kill), declared
+    assert all(s is not None and 0 < s <= 10 for s in declared), declared
