@@ -215,9 +215,12 @@ class CoordinatorNode:
                 except Exception:  # a plug-in's bug must not stop the coordinator
                     log.exception("tick handler %r failed", handler)
             self.ticks += 1
-            left = max(0.0, period - (time.monotonic() - started))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=left)
+            lead = self.leadership
+            if lead is not None and self.coordinator.is_voter and not lead.is_leader():
+                # a voter elected meanwhile plans at once, not up to a tick later
+                await sleep_until(started + period, self._stop, wake=lead.is_leader)
+            else:
+                await sleep_until(started + period, self._stop)
 
     def _publish_leader(self) -> None:
         membership, lead = self.membership, self.leadership
@@ -234,3 +237,23 @@ class CoordinatorNode:
             with contextlib.suppress(Exception):
                 membership.set_local_metadata(meta)
                 self._published = meta
+
+
+LEADER_WATCH_S = 0.05  # how often a follower between ticks looks whether it now leads
+
+
+async def sleep_until(
+    due: float,
+    stop: asyncio.Event,
+    *,
+    wake: Callable[[], bool] | None = None,
+    step: float = LEADER_WATCH_S,
+) -> None:
+    """Sleep until ``due`` (monotonic), ``stop`` is set, or ``wake()`` turns true
+    (looked at every ``step`` s)."""
+    while not stop.is_set():
+        left = due - time.monotonic()
+        if left <= 0 or (wake is not None and wake()):
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=left if wake is None else min(left, step))
