@@ -40,7 +40,8 @@ ledger and the Celery results in Redis at the end):
                    Celery results still do)
   jobs_lost        placed jobs cancelled, failed because the fleet lost them (workers
                    died until attempts ran out), or claimed/running with no run lease,
-                   no stored result and no broker message after the settle
+                   no stored result and no broker message after the settle; also
+                   jobs the leader's /status events say it gave up, pruned before the end
   jobs_failed      jobs whose workload itself failed (an extra field; listed in detail);
                    a stage job (sync/training/evaluation) cancelled because its host
                    died is neither: its cycle restarts elsewhere (detail: stage_jobs_cancelled)
@@ -91,6 +92,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -124,6 +126,7 @@ WARMUP_S = 20.0  # samples this close to a coordinator's start are not judged
 CHAOS_GRACE_S = 20.0  # after a fault ends, its hosts are still "in chaos" this long
 PY = sys.executable
 REPLACED_MARKS = ("re-placed", "placed again", "re-enqueued")
+GIVEN_UP = " given up: "  # the leader's event: "<job> given up: <reason>"
 # a failed job whose error says the fleet lost it (its workers died, attempts ran out)
 # counts as lost; any other failure is the workload's own (jobs_failed)
 INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
@@ -182,6 +185,13 @@ def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
         "promotions": sum(
             int(c.get("promotions", 0) or 0) for c in configs.values() if isinstance(c, dict)
         ),
+        # jobs the leader gave up: one the count cap prunes before the end is
+        # missing from the final ledger, so the soak learns of it here
+        "given_up": [
+            [e.get("at"), e.get("text")]
+            for e in sched.get("events") or []
+            if isinstance(e, dict) and GIVEN_UP in str(e.get("text"))
+        ],
     }
 
 
@@ -844,6 +854,52 @@ def _slope_mb_per_h(rows: list[dict[str, Any]]) -> float | None:
     return float(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den)
 
 
+def classify_jobs(
+    work: dict[str, Any],
+    assign: dict[str, Any],
+    live_run: set[str],
+    live_done: set[str],
+    queued: set[str],
+    given_up: dict[str, str],
+    max_attempts: int = 3,
+) -> tuple[list[str], list[str], list[str]]:
+    """(lost, failed by their workload, stage jobs ended by design) from the final
+    ledger, plus jobs the leader gave up (``given_up``: job -> reason) that the
+    count cap pruned before the end, judged as the ledger's are: a stage job given
+    up before its last attempt ended its cycle by design (``max_attempts``: the
+    soak's MAX_REDELIVERIES)."""
+    lost, failed, superseded = [], [], []
+    for k, w in work.items():
+        st = w.get("status")
+        why = str(w.get("error") or w.get("result") or "")
+        if st == "failed" and not any(m in why for m in INFRA_FAILURES):
+            failed.append(f"{k}: {why[:160]}")  # the workload failed, the fleet did not
+        elif (
+            st == "cancelled"
+            and w.get("work_type") != "selfplay"
+            and int(w.get("attempts") or 0) < int(w.get("max_attempts") or 1)
+        ):
+            # by design: a stage job (sync, training, evaluation) whose host died ends
+            # its cycle, which starts again on a host that has the games
+            superseded.append(f"{k} on {w.get('claimed_by')}")
+        elif st in ("failed", "cancelled"):
+            lost.append(f"{k} {st}: {why[:160]}")
+        elif st in ("claimed", "running"):
+            cur = assign.get(k) or {}
+            task = f"{k}.a{cur.get('attempt', w.get('attempts', 1))}"
+            if k not in live_run and k not in live_done and task not in queued:
+                lost.append(f"{k} {st} on {w.get('claimed_by')}: no lease, result or message")
+    for k, why in sorted(given_up.items()):
+        if k in work:
+            continue  # judged above by its final state
+        attempt = re.search(r"attempt (\d+) on ", why)
+        if "declared dead" in why or (attempt and int(attempt.group(1)) < max_attempts):
+            superseded.append(f"{k} (pruned before the end): {why[:160]}")
+        else:
+            lost.append(f"{k} given up (pruned before the end): {why[:160]}")
+    return lost, failed, superseded
+
+
 def analyse(
     samples: list[dict[str, Any]],
     events: list[dict[str, Any]],
@@ -1049,27 +1105,14 @@ def analyse(
     live_done = set((collected.get("live") or {}).get("done") or [])
     queued = set(collected.get("queued") or [])
     completed = [k for k, w in work.items() if w.get("status") == "completed"]
-    lost, failed, superseded = [], [], []
-    for k, w in work.items():
-        st = w.get("status")
-        why = str(w.get("error") or w.get("result") or "")
-        if st == "failed" and not any(m in why for m in INFRA_FAILURES):
-            failed.append(f"{k}: {why[:160]}")  # the workload failed, the fleet did not
-        elif (
-            st == "cancelled"
-            and w.get("work_type") != "selfplay"
-            and int(w.get("attempts") or 0) < int(w.get("max_attempts") or 1)
-        ):
-            # by design: a stage job (sync, training, evaluation) whose host died ends
-            # its cycle, which starts again on a host that has the games
-            superseded.append(f"{k} on {w.get('claimed_by')}")
-        elif st in ("failed", "cancelled"):
-            lost.append(f"{k} {st}: {why[:160]}")
-        elif st in ("claimed", "running"):
-            cur = assign.get(k) or {}
-            task = f"{k}.a{cur.get('attempt', w.get('attempts', 1))}"
-            if k not in live_run and k not in live_done and task not in queued:
-                lost.append(f"{k} {st} on {w.get('claimed_by')}: no lease, result or message")
+    given_up = {
+        str(text).partition(GIVEN_UP)[0]: str(text).partition(GIVEN_UP)[2]
+        for s in samples
+        for v in s["status"].values()
+        if v
+        for _at, text in v.get("given_up") or []
+    }
+    lost, failed, superseded = classify_jobs(work, assign, live_run, live_done, queued, given_up)
     ran: dict[str, set[int]] = {}
     refused = 0
     for r in results.values():
