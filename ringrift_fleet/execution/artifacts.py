@@ -27,8 +27,9 @@ all): training reads only the newest games, and a disk past
 DISK_CRITICAL_THRESHOLD takes its host out of the fleet.
 
 :func:`artifact_routes` gives the ``GET /artifacts`` (manifest; ``?prefix=``
-narrows it) and ``GET /artifacts/{name}`` (file, with Range for resuming)
-routes the :8770 server mounts; both want ``Authorization: Bearer
+narrows it), ``GET /artifacts/{name}`` (file, with Range for resuming) and
+``POST /artifacts/bundle`` (many small files in one response, see
+:mod:`~ringrift_fleet.execution.sync`) routes the :8770 server mounts; both want ``Authorization: Bearer
 <CLUSTER_KEY>``.  With no key configured they answer loopback clients only.
 """
 
@@ -50,7 +51,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -120,6 +121,15 @@ def games_folder(name: str) -> str | None:
     if len(parts) < 3 or parts[0] + "/" != GAMES:
         return None
     return f"{parts[0]}/{parts[1]}/"
+
+
+class Adoption(NamedTuple):
+    """A finished file to move into the store (``sha256`` when already known)."""
+
+    src: Path
+    name: str
+    sha256: str | None = None
+    created: float | None = None
 
 
 class ArtifactStore:
@@ -274,6 +284,18 @@ class ArtifactStore:
             ).fetchone()
         return None if row is None else {"size": row[0], "sha256": row[1], "created": row[2]}
 
+    def entries(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`entry` of several names in one read (those the manifest lacks left out)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._db() as con:
+            for name in names:
+                row = con.execute(
+                    "SELECT size, sha256, created FROM artifacts WHERE name = ?", (name,)
+                ).fetchone()
+                if row is not None:
+                    out[name] = {"size": row[0], "sha256": row[1], "created": row[2]}
+        return out
+
     def names(self, prefix: str = "") -> list[str]:
         return [a["name"] for a in self.listing(prefix)]
 
@@ -322,16 +344,25 @@ class ArtifactStore:
         size = path.stat().st_size
         when = time.time() if created is None or not math.isfinite(created) else created
         with self._db(write=True) as con:
-            con.execute(
-                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)", (name, size, digest, when)
-            )
-            evicted = self._evict(con, name)
+            evicted = self._insert(con, name, size, digest, when)
+        self._unlink_evicted(evicted)
+        return {"name": name, "size": size, "sha256": digest}
+
+    def _insert(
+        self, con: sqlite3.Connection, name: str, size: int, digest: str, when: float
+    ) -> list[str]:
+        """One manifest row, and the games files retention evicts for it (rows only)."""
+        con.execute(
+            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)", (name, size, digest, when)
+        )
+        return self._evict(con, name)
+
+    def _unlink_evicted(self, evicted: list[str]) -> None:
         for old in evicted:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / old).unlink()
         if evicted:
             log.info("games retention: removed %d old file(s) of %s", len(evicted), evicted[0])
-        return {"name": name, "size": size, "sha256": digest}
 
     def _evict(self, con: sqlite3.Connection, name: str) -> list[str]:
         folder = games_folder(name)
@@ -384,23 +415,46 @@ class ArtifactStore:
         Only a regular file is adopted: a symbolic link (which a job could point at
         anything the worker can read) is refused, as is a folder of the store that
         links out of it."""
-        src = Path(src)
-        try:
-            regular = stat.S_ISREG(src.lstat().st_mode)
-        except OSError as exc:
-            raise ValidationError(f"artifact {name!r}: cannot adopt {src}: {exc}") from None
-        if not regular:
-            raise ValidationError(
-                f"artifact {name!r}: {src} is not a regular file (symbolic links are refused)"
-            )
-        dest = self.path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.parent.resolve().is_relative_to(self.root.resolve()):
-            raise ValidationError(f"artifact {name!r}: {dest.parent} links out of the store")
-        digest = sha256_file(src)
-        os.replace(src, dest)
-        _fsync_dir(dest.parent)
-        return self.register(name, sha256=digest, created=created)
+        return self.adopt_many([Adoption(Path(src), name, None, created)])[0]
+
+    def adopt_many(self, files: list[Adoption]) -> list[dict[str, Any]]:
+        """Adopt several finished files: each renamed into place, each folder synced
+        once, and every row written in one manifest transaction.
+
+        What a bundled sync receives: per file, one rename instead of a folder sync
+        and a manifest commit each.  A file that cannot be adopted refuses the whole
+        call before anything moves."""
+        moves: list[tuple[Path, Path, Adoption]] = []
+        for f in files:
+            try:
+                regular = stat.S_ISREG(f.src.lstat().st_mode)
+            except OSError as exc:
+                raise ValidationError(f"artifact {f.name!r}: cannot adopt {f.src}: {exc}") from None
+            if not regular:
+                raise ValidationError(
+                    f"artifact {f.name!r}: {f.src} is not a regular file (symbolic links are refused)"
+                )
+            dest = self.path(f.name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.parent.resolve().is_relative_to(self.root.resolve()):
+                raise ValidationError(f"artifact {f.name!r}: {dest.parent} links out of the store")
+            moves.append((f.src, dest, f))
+        rows = []
+        for src, dest, f in moves:
+            digest = f.sha256 or sha256_file(src)
+            size = src.stat().st_size
+            os.replace(src, dest)
+            when = time.time() if f.created is None or not math.isfinite(f.created) else f.created
+            rows.append((f.name, size, digest, when))
+        for folder in sorted({dest.parent for _src, dest, _f in moves}):
+            _fsync_dir(folder)
+        evicted: list[str] = []
+        if rows:
+            with self._db(write=True) as con:
+                for name, size, digest, when in rows:
+                    evicted += self._insert(con, name, size, digest, when)
+        self._unlink_evicted(evicted)
+        return [{"name": n, "size": size, "sha256": digest} for n, size, digest, _w in rows]
 
     # --- housekeeping -------------------------------------------------------------------
     def sweep(self, older_than_s: float, *, now: float | None = None) -> int:
@@ -519,7 +573,74 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
         # FileResponse answers Range requests (206) itself: that is what resumes use.
         return web.FileResponse(path, headers={"X-Artifact-SHA256": str(info["sha256"])})
 
+    async def get_bundle(request: web.Request) -> web.StreamResponse:
+        if not _authorized(request, token):
+            return deny()
+        try:
+            names = bundle_request(await request.read())
+        except ValidationError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        loop = asyncio.get_running_loop()
+        infos = await loop.run_in_executor(None, store.entries, names)
+        resp = web.StreamResponse(headers={"Content-Type": BUNDLE_TYPE})
+        await resp.prepare(request)
+        for name in names:
+            data, missing = await loop.run_in_executor(None, _bundled_file, store, name, infos)
+            head = (
+                {"name": name, "error": missing}
+                if missing
+                else {"name": name, "size": len(data), "sha256": infos[name]["sha256"]}
+            )
+            await resp.write(json.dumps(head).encode() + b"\n" + data)
+        await resp.write_eof()
+        return resp
+
     return [
         web.get("/artifacts", list_artifacts),
+        web.post(BUNDLE_PATH, get_bundle),
         web.get("/artifacts/{name:.+}", get_artifact),
     ]
+
+
+# --- bundles: many small files in one response -----------------------------------------
+
+BUNDLE_PATH = "/artifacts/bundle"
+BUNDLE_TYPE = "application/x-ringrift-bundle"
+BUNDLE_MAX_NAMES = 512  # names one bundle request may ask for
+BUNDLE_FILE_MAX = 4 << 20  # larger files go alone (resumable with Range)
+BUNDLE_HEAD_MAX = 8192  # bytes of one entry's header line
+
+
+def bundle_request(body: bytes) -> list[str]:
+    """The names of a bundle request ``{"names": [...]}``, checked."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ValidationError("bundle request: body is not JSON") from None
+    names = data.get("names") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not 0 < len(names) <= BUNDLE_MAX_NAMES:
+        raise ValidationError(f"bundle request: names must be a list of 1 to {BUNDLE_MAX_NAMES}")
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise ValidationError(f"bundle request: names[{i}] is not a string")
+        check_name(n)
+    return names
+
+
+def _bundled_file(
+    store: ArtifactStore, name: str, infos: dict[str, dict[str, Any]]
+) -> tuple[bytes, str | None]:
+    """(bytes, None) of a file a bundle carries, or (b"", why it does not)."""
+    info, path = infos.get(name), store.root / name
+    if info is None or not store.regular_file(path):
+        return b"", "no such artifact"
+    if int(info["size"]) > BUNDLE_FILE_MAX:
+        return b"", f"larger than {BUNDLE_FILE_MAX} bytes: fetch it alone"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(BUNDLE_FILE_MAX + 1)
+    except OSError as exc:
+        return b"", f"unreadable: {exc.strerror}"
+    if len(data) > BUNDLE_FILE_MAX:
+        return b"", f"larger than {BUNDLE_FILE_MAX} bytes: fetch it alone"
+    return data, None

@@ -1,5 +1,12 @@
 """Pull missing artifacts from another host's ``/artifacts`` endpoint.
 
+Small files (games) travel in bundles: one ``POST /artifacts/bundle`` answers
+up to BUNDLE_NAMES of them, each entry a JSON header line and the file's bytes,
+and the whole bundle is entered in the manifest in one transaction.  A sync of
+thousands of games files one request each spent minutes on connections, folder
+syncs and manifest commits; a worker killed meanwhile lost the attempt.  A
+source of an older release (404 or 405 there) is asked one file at a time.
+
 Resumable: bytes already fetched wait in ``.partial/<sha256>`` and the next try
 asks for the rest with ``Range``.  Verified: a file whose sha256 differs from the
 source's manifest is discarded, never installed.  Atomic: the verified file is
@@ -8,22 +15,36 @@ renamed into place and only then entered in the local manifest.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import http.client
 import json
 import math
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ringrift_fleet.errors import ValidationError
-from ringrift_fleet.execution.artifacts import ArtifactStore, check_name
+from ringrift_fleet.execution.artifacts import (
+    BUNDLE_FILE_MAX,
+    BUNDLE_HEAD_MAX,
+    BUNDLE_MAX_NAMES,
+    BUNDLE_PATH,
+    Adoption,
+    ArtifactStore,
+    check_name,
+    games_folder,
+)
 
 CHUNK = 1 << 20
+BUNDLE_NAMES = 256  # files one bundle request asks for
+BUNDLE_BYTES = 32 << 20  # ... and at most about this many bytes of them
+assert BUNDLE_NAMES <= BUNDLE_MAX_NAMES
 
 
 class SyncError(RuntimeError):
@@ -148,20 +169,180 @@ def sync_artifacts(
     if missing:
         raise ValidationError(f"ringrift.sync.artifacts: {source} has no artifact {missing[0]!r}")
     report = SyncReport()
-    for i, name in enumerate(names):
+    wanted: list[_Wanted] = []
+    local = store.manifest(listed)  # one read, not one per name
+    kept = _Retention(store)
+    for name in names:
         info = remote[name]
         sha, size, created = str(info["sha256"]), int(info["size"]), _created(info)
-        if store.has(name, sha):
+        mine = local.get(name)
+        if mine is not None and mine["sha256"] == sha and store.regular_file(store.path(name)):
             report.skipped.append(name)
-        elif prefix and created is not None and not store.keeps(name, created):
+        elif prefix and created is not None and not kept.takes(name, created):
             report.skipped.append(name)  # older than every games file kept here
         else:
-            report.fetched.append(
-                _download(source, name, sha, size, created, store, token, timeout, should_stop)
-            )
+            wanted.append(_Wanted(name, sha, size, created))
+    done = len(report.skipped)
+    bundles = True
+    for batch in _batches(wanted, store):
+        got = None
+        if bundles and len(batch) > 1:
+            got = _fetch_bundle(source, batch, store, token, timeout, should_stop, named=not prefix)
+            bundles = got is not None  # None: a source of an older release
+        if got is not None:
+            report.fetched += got.fetched
+            report.skipped += got.skipped
+        else:
+            for w in batch:
+                report.fetched.append(
+                    _download(
+                        source, w.name, w.sha, w.size, w.created, store, token, timeout, should_stop
+                    )
+                )
+        done += len(batch)
         if progress:
-            progress(i + 1, len(names))
+            progress(done, len(names))
+    if progress and not wanted:
+        progress(len(names), len(names))
     return report
+
+
+class _Retention:
+    """Would local games retention keep a file, counting the newer ones this sync
+    takes before it?  (Names come newest first, and a bundle is entered in the
+    manifest only once it has arrived, so the manifest alone would not say.)"""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store, self.keep = store, store.games_keep
+        self.folders: dict[str, list[float]] = {}  # folder -> -created, ascending
+
+    def takes(self, name: str, created: float) -> bool:
+        folder = games_folder(name)
+        if not self.keep or folder is None:
+            return True
+        times = self.folders.get(folder)
+        if times is None:
+            times = sorted(-float(i["created"]) for i in self.store.listing(folder))
+            self.folders[folder] = times
+        if len(times) >= self.keep and -created >= times[self.keep - 1]:
+            return False
+        bisect.insort(times, -created)
+        return True
+
+
+class _Wanted(NamedTuple):
+    name: str
+    sha: str
+    size: int
+    created: float | None
+
+
+def _bundles(w: _Wanted, store: ArtifactStore) -> bool:
+    """Small, and not half-fetched already (that one resumes with Range, alone)."""
+    return w.size <= BUNDLE_FILE_MAX and not (store.partial_dir / w.sha).exists()
+
+
+def _batches(wanted: list[_Wanted], store: ArtifactStore) -> Iterator[list[_Wanted]]:
+    """Runs of small files up to BUNDLE_NAMES / BUNDLE_BYTES; any other file alone."""
+    batch: list[_Wanted] = []
+    size = 0
+    for w in wanted:
+        if not _bundles(w, store):
+            if batch:
+                yield batch
+                batch, size = [], 0
+            yield [w]
+            continue
+        if batch and (len(batch) >= BUNDLE_NAMES or size + w.size > BUNDLE_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(w)
+        size += w.size
+    if batch:
+        yield batch
+
+
+def _fetch_bundle(
+    source: str,
+    batch: list[_Wanted],
+    store: ArtifactStore,
+    token: str,
+    timeout: float,
+    should_stop: Callable[[], bool],
+    *,
+    named: bool,
+) -> SyncReport | None:
+    """Fetch ``batch`` in one request; None when the source has no bundle route.
+
+    Every file that arrived whole and verified is adopted, also when the
+    connection breaks or ``should_stop`` cuts the bundle short (the error is
+    raised after): the next try skips them.  A file the source no longer has
+    (games retention there, since its manifest was read) is skipped; asked for
+    by name, it is an error."""
+    url = f"{source}{BUNDLE_PATH}"
+    body = json.dumps({"names": [w.name for w in batch]}).encode()
+    req = _request(url, token, {"Content-Type": "application/json"})
+    req.data, req.method = body, "POST"
+    store.partial_dir.mkdir(parents=True, exist_ok=True)
+    received: list[Adoption] = []
+    report = SyncReport()
+    error: str | None = None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            for w in batch:
+                if should_stop():
+                    error = f"{url}: stopped after {len(received)} of {len(batch)} files"
+                    break
+                head = _bundle_head(resp.readline(BUNDLE_HEAD_MAX + 1), url)
+                if head.get("name") != w.name:
+                    raise SyncError(f"{url}: entry for {head.get('name')!r}, expected {w.name!r}")
+                if "error" in head:
+                    if named:
+                        raise SyncError(f"{url}: {w.name}: {head['error']}")
+                    report.skipped.append(w.name)
+                    continue
+                size = head.get("size")
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise SyncError(f"{url}: {w.name}: header has no usable size")
+                data = resp.read(size)
+                if len(data) != size:
+                    raise SyncError(f"{url}: {w.name}: connection ended inside the file")
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != w.sha:
+                    # changed at the source since its manifest was read: not installed
+                    raise SyncError(
+                        f"{url}: {w.name}: sha256 mismatch (got {digest}, manifest {w.sha})"
+                    )
+                part = store.partial_dir / f"{w.sha}.bundled"
+                with open(part, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                received.append(Adoption(part, w.name, digest, w.created))
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 405) and not received:
+            return None
+        error = f"{url}: HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        error = f"{url}: {exc!r}"
+    except SyncError as exc:
+        error = str(exc)
+    report.fetched = store.adopt_many(received)
+    if error:
+        raise SyncError(f"{error} ({len(received)} file(s) of the bundle kept)")
+    return report
+
+
+def _bundle_head(line: bytes, url: str) -> dict[str, Any]:
+    if len(line) > BUNDLE_HEAD_MAX or not line.endswith(b"\n"):
+        raise SyncError(f"{url}: bundle entry header missing or too long")
+    try:
+        head = json.loads(line)
+    except ValueError:
+        raise SyncError(f"{url}: bundle entry header is not JSON") from None
+    if not isinstance(head, dict):
+        raise SyncError(f"{url}: bundle entry header is not an object")
+    return head
 
 
 def _created(info: dict[str, Any]) -> float | None:
