@@ -7,7 +7,8 @@ in-memory ports.  It does two things:
 
 * :meth:`Interpreter.apply` — the actions of one ``plan``, in order, stopping at
   the first ledger write that is refused (a deposed leader's writes are refused
-  by term, so it stops there);
+  by term, so it stops there); a run of new jobs is added in one ledger commit
+  and placed in a second, then sent one by one;
 * :meth:`Interpreter.collect` — task states of live attempts into the ledger
   (results count only through ``accept_result``, which refuses any attempt but
   the live one), and placed attempts no send reached the broker sent (again).
@@ -33,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ringrift_fleet.consensus.api import NewJob
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
 from ringrift_fleet.execution.dispatch import task_id_for
 from ringrift_fleet.jsontypes import JSONMapping
@@ -350,23 +352,23 @@ class Interpreter:
 
     def apply(self, actions: list[Action], report: TickReport) -> None:
         released_nodes: set[str] = set()
-        for a in actions:
+        i = 0
+        while i < len(actions):
+            a = actions[i]
+            i += 1
             ok = True
-            if isinstance(a, SetState):
+            if isinstance(a, Enqueue):
+                # a run of new jobs (a tick's self-play, a promotion's distribute
+                # jobs) goes to the ledger in two commits, not two per job
+                run = [a]
+                while i < len(actions) and isinstance(nxt := actions[i], Enqueue):
+                    run.append(nxt)
+                    i += 1
+                ok = self._enqueue_run(run, report)
+            elif isinstance(a, SetState):
                 ok = self.ledger.put_record(RECORD_KIND, a.config_key, a.state.to_dict())
                 if ok and a.state.stage is not Stage.IDLE:
                     self.event(f"{a.config_key}: {a.state.stage.value} on {a.state.target_node}")
-            elif isinstance(a, Enqueue):
-                payload = {
-                    "config": a.config_key,
-                    "kwargs": dict(a.kwargs),
-                    "hard_limit_s": a.hard_limit_s,
-                }
-                ok = self.ledger.add_work(
-                    a.job_id, payload, work_type=a.job_type.value, max_attempts=a.max_attempts
-                )
-                if ok:
-                    self._dispatch(a)
             elif isinstance(a, Dispatch):
                 self._dispatch(a)
             elif isinstance(a, Release):
@@ -400,7 +402,8 @@ class Interpreter:
                     self.event(f"{a.job_id} given up: {a.reason}")
             elif isinstance(a, Notify):
                 self._notify(a)
-            report.actions[type(a).__name__] += 1
+            if not isinstance(a, Enqueue):  # a run counts its own
+                report.actions[type(a).__name__] += 1
             if not ok:
                 # refused (deposed, or no quorum): nothing after it may go out
                 report.refused.append(f"{type(a).__name__}: {self.ledger.last_error}")
@@ -408,10 +411,36 @@ class Interpreter:
                 log.info("scheduler stopped applying: %s", report.refused[-1])
                 return
 
-    def _dispatch(self, a: Enqueue | Dispatch) -> None:
+    def _enqueue_run(self, run: list[Enqueue], report: TickReport) -> bool:
+        """Add and place ``run`` in order, then send each placed job; False at the first
+        job the ledger refused to add (deposed, or no quorum: nothing after it goes
+        out), after sending the ones before it."""
+        jobs = [
+            NewJob(
+                a.job_id,
+                {"config": a.config_key, "kwargs": dict(a.kwargs), "hard_limit_s": a.hard_limit_s},
+                a.job_type.value,
+                a.node_id,
+                max_attempts=a.max_attempts,
+            )
+            for a in run
+        ]
+        answers = self.ledger.add_and_assign(jobs)
+        for a, (added, assignment) in zip(run, answers, strict=True):
+            if not added:
+                return False
+            report.actions[type(a).__name__] += 1
+            if assignment is not None:
+                self._placed(a, assignment)
+        return True
+
+    def _dispatch(self, a: Dispatch) -> None:
         assignment = self.ledger.assign(a.job_id, a.node_id, a.job_type.value)
-        if assignment is None:
-            return
+        if assignment is not None:
+            self._placed(a, assignment)
+
+    def _placed(self, a: Enqueue | Dispatch, assignment: JobAssignment) -> None:
+        """Send a job the ledger just placed (or, with nothing to move, finish it)."""
         w = self.ledger.get(a.job_id)
         if w is None:
             return

@@ -90,10 +90,12 @@ def selfplay_beat(
     backend: TaskStates,
     read_result: Any = None,
     read_results: Any = None,
+    send: Any = None,
 ) -> Any:
     """A scheduler beat placing hex8_2p self-play (never training) on hosts with
-    ``slots``, sending nowhere (a worker "took" each message at once), reading task
-    states from ``backend`` unless ``read_result``/``read_results`` say otherwise."""
+    ``slots``, sending nowhere (a worker "took" each message at once) unless ``send``
+    says otherwise, reading task states from ``backend`` unless
+    ``read_result``/``read_results`` say otherwise."""
     from ringrift_fleet.scheduler.beat import Beat
     from ringrift_fleet.scheduler.settings import SchedulerPolicy
     from ringrift_fleet.scheduler.snapshot import BoardConfig, Host
@@ -109,7 +111,7 @@ def selfplay_beat(
         redis=redis,
         policy=policy,
         hosts=lambda: [Host(node_id=h, slots=n) for h, n in slots.items()],
-        send=lambda *a, **k: "",
+        send=send or (lambda *a, **k: ""),
         read_result=read_result or (lambda task_id: backend.get(task_id, ("PENDING", None))),
         read_results=read_results,
         clock=clock,
