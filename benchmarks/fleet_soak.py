@@ -854,6 +854,22 @@ def _slope_mb_per_h(rows: list[dict[str, Any]]) -> float | None:
     return float(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den)
 
 
+def given_up_as(why: str, last_error: str, work_type: str, max_attempts: int) -> str:
+    """How a job the leader gave up counts: "lost", "failed" (by its workload) or
+    "superseded" (a stage job whose cycle ends by design), from the leader's reason."""
+    if "MAX_LOST_ATTEMPTS" in why or "all the ledger allows" in why:
+        return "lost"  # its worker or host died more often than the budget allows
+    if "MAX_REDELIVERIES=" in why:  # its own failures: the workload's, unless the
+        # last one says the fleet lost it (its worker process killed, say)
+        return "lost" if any(m in last_error for m in INFRA_FAILURES) else "failed"
+    if "declared dead" in why:
+        return "superseded"  # a stage job: its cycle starts again on a host with the games
+    attempt = re.search(r"attempt (\d+) on ", why)
+    if attempt and int(attempt.group(1)) >= max_attempts:
+        return "lost"  # an older leader's reason: out of attempts
+    return "superseded" if work_type != "selfplay" else "lost"
+
+
 def classify_jobs(
     work: dict[str, Any],
     assign: dict[str, Any],
@@ -865,15 +881,18 @@ def classify_jobs(
 ) -> tuple[list[str], list[str], list[str]]:
     """(lost, failed by their workload, stage jobs ended by design) from the final
     ledger, plus jobs the leader gave up (``given_up``: job -> reason) that the
-    count cap pruned before the end, judged as the ledger's are: a stage job given
-    up before its last attempt ended its cycle by design (``max_attempts``: the
-    soak's MAX_REDELIVERIES)."""
+    count cap pruned before the end, judged the same way (``max_attempts``: the
+    soak's MAX_REDELIVERIES, for the reasons of an older leader)."""
     lost, failed, superseded = [], [], []
+    kinds = {"lost": lost, "failed": failed, "superseded": superseded}
     for k, w in work.items():
         st = w.get("status")
         why = str(w.get("error") or w.get("result") or "")
         if st == "failed" and not any(m in why for m in INFRA_FAILURES):
             failed.append(f"{k}: {why[:160]}")  # the workload failed, the fleet did not
+        elif st == "cancelled" and k in given_up:
+            kind = given_up_as(given_up[k], why, str(w.get("work_type")), max_attempts)
+            kinds[kind].append(f"{k} {st} on {w.get('claimed_by')}: {given_up[k][:160]}")
         elif (
             st == "cancelled"
             and w.get("work_type") != "selfplay"
@@ -892,11 +911,8 @@ def classify_jobs(
     for k, why in sorted(given_up.items()):
         if k in work:
             continue  # judged above by its final state
-        attempt = re.search(r"attempt (\d+) on ", why)
-        if "declared dead" in why or (attempt and int(attempt.group(1)) < max_attempts):
-            superseded.append(f"{k} (pruned before the end): {why[:160]}")
-        else:
-            lost.append(f"{k} given up (pruned before the end): {why[:160]}")
+        kind = given_up_as(why, "", k.split(":")[0], max_attempts)
+        kinds[kind].append(f"{k} given up (pruned before the end): {why[:160]}")
     return lost, failed, superseded
 
 

@@ -109,6 +109,9 @@ class P2PConfig:
     BROKER_WAIT_TIMEOUT: float = 0.5  # s a fence/slot write waits for one replica (WAIT 1)
     RESULT_EXPIRES: float = 7 * 24 * 3600.0  # s results stay in Redis
     MAX_REDELIVERIES: int = 3  # a job that kills its worker this often is failed
+    # attempts a job may lose to its whole worker's or host's death (kill -9, a reboot,
+    # a preempted host) besides those: such a death is rarely the job's doing
+    MAX_LOST_ATTEMPTS: int = 5
     SELFPLAY_TIME_LIMIT: float = 2 * 3600.0  # hard limit, s
     TRAINING_TIME_LIMIT: float = 8 * 3600.0
     EVALUATION_TIME_LIMIT: float = 2 * 3600.0

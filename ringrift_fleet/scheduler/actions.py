@@ -56,6 +56,8 @@ class Dispatch:
 HOST_DEAD = "host_dead"  # membership declared the attempt's host dead
 HARD_LIMIT = "hard_limit"  # it ran past its hard limit
 LEASE_LOST = "lease_lost"  # started, and its run lease then vanished: its worker died
+# an attempt that ended so was lost with its worker or host, not failed by the job
+LOSSES = frozenset({HOST_DEAD, LEASE_LOST})
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ from ringrift_fleet.scheduler.ports import (
     Slots,
 )
 from ringrift_fleet.scheduler.readmodel import (
+    LOST_KEY,
+    LOST_KIND,
     RECORD_KIND,
     LedgerView,
     model_sources,
@@ -255,7 +257,7 @@ class Beat:
         if now >= self._next_full_read:
             since = -1
             self._next_full_read = now + self.full_read_every_s
-        kinds = (RECORD_KIND, SUMMARY_KIND)
+        kinds = (RECORD_KIND, SUMMARY_KIND, LOST_KIND)
         c = self.ledger.read_since(kinds, since)
         if c.rev < self._rev:
             c, since = self.ledger.read_since(kinds, -1), -1
@@ -267,6 +269,7 @@ class Beat:
             forgot = c.pruned != self._pruned  # a forgotten id may even be back already
             gone = c.vanished(self.view.items)
             self.view.update(c.items, gone, recs, now, power, hist, forgot=forgot)
+        self.view.take_lost(c.records.get(LOST_KIND, {}).get(LOST_KEY))
         self._pruned = c.pruned
         self._rev = c.rev
 

@@ -42,6 +42,7 @@ from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 from ringrift_fleet.scheduler.actions import (
     HOST_DEAD,
     LEASE_LOST,
+    LOSSES,
     Action,
     Dispatch,
     Enqueue,
@@ -60,7 +61,13 @@ from ringrift_fleet.scheduler.ports import (
     Sender,
     Slots,
 )
-from ringrift_fleet.scheduler.readmodel import RECORD_KIND, LedgerView, task_kwargs
+from ringrift_fleet.scheduler.readmodel import (
+    LOST_KEY,
+    LOST_KIND,
+    RECORD_KIND,
+    LedgerView,
+    task_kwargs,
+)
 from ringrift_fleet.scheduler.snapshot import Stage
 
 log = logging.getLogger("ringrift_fleet.scheduler.beat")
@@ -316,8 +323,9 @@ class Interpreter:
 
     def _on_failed(self, w: WorkItem, error: str) -> Callable[[bool], int]:
         def failed(ok: bool) -> int:
-            if ok and w.attempts < w.max_attempts:  # back to pending: tried again
-                self._replaced(w, "job_failed")
+            failures = w.attempts - self.view.lost.get(w.work_id, 0)
+            if ok and w.attempts < w.max_attempts and failures < self.view.policy.max_attempts:
+                self._replaced(w, "job_failed")  # back to pending: tried again
             self.event(f"{w.work_type.value} {w.work_id} failed: {error}")
             return int(ok)
 
@@ -351,6 +359,26 @@ class Interpreter:
     # -- actions -----------------------------------------------------------------------------------
 
     def apply(self, actions: list[Action], report: TickReport) -> None:
+        losses: dict[str, int] = {}  # job -> its attempts lost with their worker or host
+        try:
+            self._apply(actions, report, losses)
+        finally:
+            self._record_losses(losses)
+
+    def _record_losses(self, losses: dict[str, int]) -> None:
+        """The LOST_KIND record, rewritten when this tick lost attempts: the live jobs'
+        counts only, so it never grows past the live jobs."""
+        if not losses:
+            return
+        counts = {j: n for j, n in self.view.lost.items() if j in self.view.active}
+        counts.update(losses)
+        if self.ledger.put_record(LOST_KIND, LOST_KEY, counts):
+            self.view.lost = counts
+
+    def _lost(self, job_id: str, losses: dict[str, int]) -> None:
+        losses[job_id] = losses.get(job_id, self.view.lost.get(job_id, 0)) + 1
+
+    def _apply(self, actions: list[Action], report: TickReport, losses: dict[str, int]) -> None:
         released_nodes: set[str] = set()
         i = 0
         while i < len(actions):
@@ -385,6 +413,7 @@ class Interpreter:
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
                         for job in jobs:
                             self.replaced[(self.view.type_of(job), "host_death")] += 1
+                            self._lost(job, losses)
                         self.event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
                 elif not self._withdraw(a.job_id):
                     current = self.ledger.current(a.job_id)
@@ -392,6 +421,8 @@ class Interpreter:
                     if self.ledger.fail_work(a.job_id, a.reason, token):
                         cause = "host_death" if a.cause == HOST_DEAD else a.cause
                         self.replaced[(self.view.type_of(a.job_id), cause)] += 1
+                        if a.cause in LOSSES:
+                            self._lost(a.job_id, losses)
                     if a.cause == LEASE_LOST:
                         self._drop_lost_delivery(a)
                     else:

@@ -27,12 +27,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 
 from ringrift_fleet.models import JobStatus, JobType, NodeHealth, NodeSummary
 from ringrift_fleet.scheduler.actions import (
     HARD_LIMIT,
     HOST_DEAD,
     LEASE_LOST,
+    LOSSES,
     Action,
     Dispatch,
     Enqueue,
@@ -216,9 +218,11 @@ class _Planner:
             # (its games are still there)
             rerun_here = cause == LEASE_LOST and job.node_id in self.healthy
             stage = job.job_type is not JobType.SELFPLAY
-            if (stage and not rerun_here) or job.attempt >= job.max_attempts:
+            spent = self.out_of_attempts(job, losing=cause in LOSSES)
+            if (stage and not rerun_here) or spent:
                 # A stage job is tied to its host's copy of the games: its cycle
                 # ends and starts again on a host that has them.
+                reason = f"{reason}; {spent}" if spent else reason
                 self.actions.append(FailJob(job.job_id, job.attempt, reason))
                 self.failed_now[job.job_id] = Outcome(job.job_id, False, error=reason)
                 self.jobs.pop(job.job_id, None)
@@ -226,19 +230,35 @@ class _Planner:
                     self.notify_failure(job, reason)
                 continue
             self.actions.append(Release(job.job_id, job.node_id, job.attempt, reason, cause))
-            self.jobs[job.job_id] = Job(
-                job.job_id,
-                job.job_type,
-                job.config_key,
-                JobStatus.PENDING,
-                job.attempt,
-                job.max_attempts,
-                None,
-                job.enqueued_at,
-                None,
-                job.hard_limit_s,
-                job.kwargs,
+            self.jobs[job.job_id] = replace(
+                job,
+                status=JobStatus.PENDING,
+                node_id=None,
+                started_at=None,
+                lost=job.lost + int(cause in LOSSES),
             )
+
+    def out_of_attempts(self, job: Job, *, losing: bool = False) -> str | None:
+        """Why ``job`` may not run again once its attempts so far have ended (the
+        live one lost to its worker's or host's death when ``losing``), or None.
+
+        Two budgets: MAX_REDELIVERIES failures of its own (a failed task, a worker
+        process it killed that often, its hard limit) and MAX_LOST_ATTEMPTS
+        attempts lost besides to the death of the whole worker or host (kill -9,
+        a reboot, a preempted host), which is rarely the job's doing: a 60-minute
+        soak gave up long syncs that chaos had killed three times."""
+        lost = job.lost + int(losing)
+        failed = job.attempt - lost
+        if failed >= self.policy.max_attempts:
+            return f"failed {failed} time(s) (MAX_REDELIVERIES={self.policy.max_attempts})"
+        if lost > self.policy.max_lost:
+            return (
+                f"{lost} attempts lost to worker or host deaths "
+                f"(MAX_LOST_ATTEMPTS={self.policy.max_lost})"
+            )
+        if job.attempt >= job.max_attempts:
+            return f"{job.attempt} attempts, all the ledger allows it"
+        return None
 
     def notify_failure(self, job: Job, reason: str) -> None:
         self.actions.append(
@@ -256,6 +276,16 @@ class _Planner:
         """Place jobs the ledger holds with no live attempt (released, or never sent)."""
         for job in sorted(self.jobs.values(), key=lambda j: j.job_id):
             if job.status is not JobStatus.PENDING:
+                continue
+            spent = self.out_of_attempts(job) if job.attempt else None
+            if spent:
+                # its last attempt failed (the ledger gave it back for another, as
+                # it allows both budgets together)
+                self.actions.append(FailJob(job.job_id, job.attempt, spent))
+                self.failed_now[job.job_id] = Outcome(job.job_id, False, error=spent)
+                self.jobs.pop(job.job_id, None)
+                if job.job_type is JobType.SELFPLAY:
+                    self.notify_failure(job, spent)
                 continue
             if job.job_type is JobType.SELFPLAY:
                 # lost work goes out at once, to the emptiest healthy queue even
@@ -327,7 +357,7 @@ class _Planner:
             node,
             queue,
             kwargs,
-            max_attempts=self.policy.max_attempts,
+            max_attempts=self.policy.ledger_attempts,
             hard_limit_s=self.policy.hard_limit(job_type.value),
         )
 
@@ -539,7 +569,7 @@ class _Planner:
                         "source": st.target_node,
                         "target": host.node_id,
                     },
-                    max_attempts=self.policy.max_attempts,
+                    max_attempts=self.policy.ledger_attempts,
                     hard_limit_s=self.policy.hard_limit("sync"),
                 )
             )
@@ -612,7 +642,7 @@ class _Planner:
                     host.node_id,
                     host.pinned_queue,
                     kwargs,
-                    max_attempts=policy.max_attempts,
+                    max_attempts=policy.ledger_attempts,
                     hard_limit_s=policy.hard_limit("selfplay"),
                 )
             )

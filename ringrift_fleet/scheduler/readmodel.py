@@ -28,6 +28,11 @@ from ringrift_fleet.scheduler.snapshot import ConfigState, Job, Outcome
 log = logging.getLogger("ringrift_fleet.scheduler.beat")
 
 RECORD_KIND = "scheduler.config"
+# One record, LOST_KEY: job id -> attempts of it that ended with their whole worker's
+# or host's death.  Only live jobs are in it (the leader drops the others whenever it
+# writes it), so it stays as small as the ledger's live jobs.
+LOST_KIND = "scheduler.lost"
+LOST_KEY = "jobs"
 
 # --- the ledger, parsed -----------------------------------------------------------------
 
@@ -54,6 +59,7 @@ class LedgerView:
         self.usage = UsageWindow(policy.fairshare_window_s)
         self.job_seconds: dict[str, float] = {}
         self.items: dict[str, WorkItem] = {}
+        self.lost: dict[str, int] = {}  # the LOST_KIND record, read each tick
         # the items not finished yet: what the leader's every-tick loops walk, so a
         # tick costs the live jobs, not the 20,000 finished ones the ledger may hold
         self.active: dict[str, WorkItem] = {}
@@ -185,6 +191,14 @@ class LedgerView:
         prev = self.job_seconds.get(key)
         self.job_seconds[key] = d if prev is None else 0.9 * prev + 0.1 * d
 
+    def take_lost(self, record: Mapping[str, object] | None) -> None:
+        """The LOST_KIND record as read (a malformed entry is ignored, not fatal)."""
+        self.lost = {
+            str(k): v
+            for k, v in (record or {}).items()
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0
+        }
+
     def type_of(self, job_id: str) -> str:
         w = self.items.get(job_id)
         return w.work_type.value if w is not None else "unknown"
@@ -208,6 +222,7 @@ class LedgerView:
                     else None,
                     hard_limit_s=float(p.get("hard_limit_s", 7200.0)),
                     kwargs=dict(p.get("kwargs", {})),
+                    lost=self.lost.get(w.work_id, 0),
                 )
             )
         return out

@@ -44,6 +44,7 @@ class PolicyFields(TypedDict, total=False):
     lease_grace_s: float
     retry_backoff_s: float
     max_attempts: int
+    max_lost: int
     thresholds: TrainingThresholds | None
     allow_cpu_training: bool
     ledger_retention_s: float
@@ -75,7 +76,11 @@ class SchedulerPolicy:
     # long is re-placed: its worker died (the lease itself lapses RUN_LEASE_TTL after)
     lease_grace_s: float = 2.0
     retry_backoff_s: float = 600.0  # after a failed training cycle
+    # failures of a job's own (its task failed, or killed its worker process
+    # MAX_REDELIVERIES times, or ran past its hard limit) before it is given up ...
     max_attempts: int = 3
+    # ... and attempts it may lose besides to its whole worker's or host's death
+    max_lost: int = 5
     # a training.TrainingThresholds (from_config: the TRAINING_* fields); None = its defaults
     thresholds: TrainingThresholds | None = None
     allow_cpu_training: bool = False  # the one-machine demo trains on a CPU
@@ -98,6 +103,11 @@ class SchedulerPolicy:
                 f"at least {floor:g} s (the fair-share window and the longest job's hard limit "
                 "plus the reap grace), so no job is forgotten while its result may still arrive"
             )
+
+    @property
+    def ledger_attempts(self) -> int:
+        """The ledger's bound on a job's attempts: both kinds of ending together."""
+        return self.max_attempts + self.max_lost
 
     def config(self, key: str) -> BoardConfig | None:
         for c in self.configs:
@@ -138,6 +148,7 @@ class SchedulerPolicy:
             "thresholds": TrainingThresholds.from_config(cfg),
             "reap_grace_s": cfg.SCHEDULER_REAP_GRACE,
             "max_attempts": cfg.MAX_REDELIVERIES,
+            "max_lost": cfg.MAX_LOST_ATTEMPTS,
             "ledger_retention_s": cfg.SCHEDULER_LEDGER_RETENTION,
             "ledger_max_finished": cfg.SCHEDULER_LEDGER_MAX_FINISHED,
             "time_limits": MappingProxyType(

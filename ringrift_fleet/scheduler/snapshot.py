@@ -190,12 +190,15 @@ class Job:
     config_key: str
     status: JobStatus = JobStatus.PENDING  # PENDING: placed nowhere; CLAIMED: queued on node_id
     attempt: int = 0  # attempts placed so far (the live one, when CLAIMED or RUNNING)
-    max_attempts: int = 3
+    max_attempts: int = 3  # the ledger's bound on attempts, of both kinds
     node_id: str | None = None  # the host of the live attempt
     enqueued_at: float = 0.0
     started_at: float | None = None
     hard_limit_s: float = 7200.0
     kwargs: JSONMapping = field(default_factory=dict)
+    # attempts that ended with their whole worker's or host's death (not the job's
+    # own failures: those are attempt - lost, the live attempt included)
+    lost: int = 0
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,26 @@ def test_without_given_up_jobs_the_ledger_alone_decides() -> None:
     assert lost == [] and len(failed) == 1 and superseded == ["sync:a:g1 on h12"]
     lost, _, _ = classify_jobs(work, {}, set(), set(), set(), {})
     assert lost == ["selfplay:a:3 running on h12: no lease, result or message"]
+
+
+def test_the_two_budgets_reasons_are_judged_by_what_spent_them() -> None:
+    """Out of losses: lost.  Out of its own failures: the workload's, unless the last
+    failure says the fleet lost it.  A stage job of a dead host: by design."""
+    lease = f"attempt 6 on h3 {WORKER_DIED}"
+    work = {
+        "sync:a:g1": job("cancelled", attempts=6, error=lease),
+        "selfplay:a:1": job("cancelled", "selfplay", 3, error="ValueError: bad board"),
+        "selfplay:a:2": job("cancelled", "selfplay", 3, error="its worker was lost each time"),
+        "training:a:g2": job("cancelled", "training", 1, error="host h4 declared dead"),
+    }
+    given_up = {
+        "sync:a:g1": f"{lease}; 6 attempts lost to worker or host deaths (MAX_LOST_ATTEMPTS=5)",
+        "selfplay:a:1": "failed 3 time(s) (MAX_REDELIVERIES=3)",
+        "selfplay:a:2": "failed 3 time(s) (MAX_REDELIVERIES=3)",
+        "training:a:g2": "host h4 declared dead",
+        "selfplay:a:9": "failed 3 time(s) (MAX_REDELIVERIES=3)",  # pruned: no error left
+    }
+    lost, failed, superseded = classify_jobs(work, {}, set(), set(), set(), given_up)
+    assert sorted(x.split()[0] for x in lost) == ["selfplay:a:2", "sync:a:g1"]
+    assert sorted(x.split()[0] for x in failed) == ["selfplay:a:1", "selfplay:a:9"]
+    assert [x.split()[0] for x in superseded] == ["training:a:g2"]
