@@ -478,18 +478,24 @@ class Soak:
         argv += ["--concurrency", "1", "--loglevel", "info"]
         self.worker[host] = self._spawn(host, "worker", argv)
 
-    def kill(self, proc: subprocess.Popen[bytes] | None, sig: int, wait: float = 20) -> None:
+    def kill(self, proc: subprocess.Popen[bytes] | None, sig: int, wait: float = 20) -> float:
+        """Signal ``proc``'s group; the seconds until it exited (a SIGKILLed process in
+        uninterruptible I/O dies only when that I/O ends: its peers cannot see it
+        gone before then).  -1 when it was not running."""
         if proc is None or proc.poll() is not None:
-            return
+            return -1.0
+        sent = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:
             proc.wait(wait)
+            return time.monotonic() - sent
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+            return time.monotonic() - sent
 
     def start(self) -> None:
         self.lab.open()
@@ -616,7 +622,8 @@ class Soak:
             if waited:
                 e.note = f"killed after waiting {waited} s for a single leader"
             e.hosts = [leader]
-            self.kill(self.coord[leader], signal.SIGKILL)
+            exited = self.kill(self.coord[leader], signal.SIGKILL)
+            e.note = "; ".join(filter(None, [e.note, f"exited {exited:.2f} s after SIGKILL"]))
             self.coord_restarts[leader] += 1
             self._busy_hosts.add(leader)
 
@@ -971,6 +978,13 @@ def analyse(
         per_kill_declared.append(round(declared, 2) if declared is not None else None)
     detail["leaderless_per_leader_kill_s"] = per_kill
     detail["leaderless_per_leader_kill_declared_s"] = per_kill_declared
+    # how long each killed leader took to exit: until then its peers cannot see it gone
+    detail["leader_exit_after_sigkill_s"] = [
+        float(m.group(1))
+        for e in events
+        if e["kind"] == "leader_kill"
+        and (m := re.search(r"exited ([0-9.]+) s after SIGKILL", str(e.get("note"))))
+    ]
 
     # detection: a host dies (coordinator killed / leaves / partitioned) -> peers drop it
     detect: list[float] = []

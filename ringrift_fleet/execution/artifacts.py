@@ -50,6 +50,7 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -542,6 +543,10 @@ def _authorized(request: web.Request, token: str) -> bool:
 def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
     """``GET /artifacts`` and ``GET /artifacts/{name}`` for the :8770 server."""
     store = ArtifactStore(artifact_dir)
+    # Threads of their own: on the loop's shared executor a sync's requests queued
+    # behind the coordinator's ledger encodings, and a loaded soak's games sync
+    # from 29 sources took 41 s.
+    pool = ThreadPoolExecutor(2, thread_name_prefix="artifacts")
 
     def deny() -> web.Response:
         return web.json_response(
@@ -555,7 +560,7 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
             return deny()
         prefix = request.query.get("prefix", "")
         # Off the event loop: a whole listing of a big store must not stall /status.
-        listing = await asyncio.get_running_loop().run_in_executor(None, store.listing, prefix)
+        listing = await asyncio.get_running_loop().run_in_executor(pool, store.listing, prefix)
         return web.json_response({"artifacts": listing})
 
     async def get_artifact(request: web.Request) -> web.StreamResponse:
@@ -563,10 +568,11 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
             return deny()
         name = request.match_info["name"]
         try:
-            info = store.entry(check_name(name))
+            check_name(name)
         except ValidationError:
-            info = None
+            return web.json_response({"error": f"no artifact {name!r}"}, status=404)
         path = store.root / name
+        info = await asyncio.get_running_loop().run_in_executor(pool, store.entry, name)
         # never through a symbolic link: its target could be anything this user can read
         if info is None or not store.regular_file(path):
             return web.json_response({"error": f"no artifact {name!r}"}, status=404)
@@ -581,17 +587,21 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
         except ValidationError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         loop = asyncio.get_running_loop()
-        infos = await loop.run_in_executor(None, store.entries, names)
+        infos = await loop.run_in_executor(pool, store.entries, names)
         resp = web.StreamResponse(headers={"Content-Type": BUNDLE_TYPE})
         await resp.prepare(request)
-        for name in names:
-            data, missing = await loop.run_in_executor(None, _bundled_file, store, name, infos)
-            head = (
-                {"name": name, "error": missing}
-                if missing
-                else {"name": name, "size": len(data), "sha256": infos[name]["sha256"]}
-            )
-            await resp.write(json.dumps(head).encode() + b"\n" + data)
+        left = list(names)
+        while left:
+            # a few MiB of files per trip to the thread, not one trip per file
+            read = await loop.run_in_executor(pool, _bundled_files, store, left, infos)
+            left = left[len(read) :]
+            for name, data, missing in read:
+                head = (
+                    {"name": name, "error": missing}
+                    if missing
+                    else {"name": name, "size": len(data), "sha256": infos[name]["sha256"]}
+                )
+                await resp.write(json.dumps(head).encode() + b"\n" + data)
         await resp.write_eof()
         return resp
 
@@ -625,6 +635,25 @@ def bundle_request(body: bytes) -> list[str]:
             raise ValidationError(f"bundle request: names[{i}] is not a string")
         check_name(n)
     return names
+
+
+BUNDLE_READ_BYTES = 8 << 20  # bytes of files one trip to the routes' thread reads
+
+
+def _bundled_files(
+    store: ArtifactStore, names: list[str], infos: dict[str, dict[str, Any]]
+) -> list[tuple[str, bytes, str | None]]:
+    """The first of ``names`` (at least one, about BUNDLE_READ_BYTES at most):
+    (name, bytes, None), or (name, b"", why it is not in the bundle)."""
+    out: list[tuple[str, bytes, str | None]] = []
+    size = 0
+    for name in names:
+        if out and size >= BUNDLE_READ_BYTES:
+            break
+        data, missing = _bundled_file(store, name, infos)
+        out.append((name, data, missing))
+        size += len(data)
+    return out
 
 
 def _bundled_file(

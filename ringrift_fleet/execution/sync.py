@@ -22,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,7 +91,32 @@ def fetch_manifest(
     return out
 
 
+# One thread at a time per ``.partial/<sha256>`` (several sources synced at once may
+# offer the same file): striped, so the locks stay a fixed few.
+_PARTIAL_LOCKS = [threading.Lock() for _ in range(64)]
+
+
 def _download(
+    source: str,
+    name: str,
+    expected_sha: str,
+    expected_size: int,
+    created: float | None,
+    store: ArtifactStore,
+    token: str,
+    timeout: float,
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    with _PARTIAL_LOCKS[hash(expected_sha) % len(_PARTIAL_LOCKS)]:
+        if store.has(name, expected_sha):  # another source's thread fetched it meanwhile
+            info = store.entry(name) or {}
+            return {"name": name, "size": info.get("size", expected_size), "sha256": expected_sha}
+        return _download_alone(
+            source, name, expected_sha, expected_size, created, store, token, timeout, should_stop
+        )
+
+
+def _download_alone(
     source: str,
     name: str,
     expected_sha: str,
@@ -313,7 +339,9 @@ def _fetch_bundle(
                     raise SyncError(
                         f"{url}: {w.name}: sha256 mismatch (got {digest}, manifest {w.sha})"
                     )
-                part = store.partial_dir / f"{w.sha}.bundled"
+                # this thread's own name: a sync from several sources runs threads,
+                # and two sources may offer the same file
+                part = store.partial_dir / f"{w.sha}.{os.getpid()}-{threading.get_native_id()}"
                 with open(part, "wb") as f:
                     f.write(data)
                     f.flush()

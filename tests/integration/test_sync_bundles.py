@@ -283,3 +283,61 @@ def test_a_symbolic_link_in_the_source_store_is_never_bundled(tmp_path: Path) ->
     assert names[1] in report.skipped
     assert not dest.path(names[1]).exists()
     assert sorted(dest.names(FOLDER)) == [names[0], names[2]]
+
+
+def test_a_sync_from_several_sources_reads_some_at_once_and_takes_a_shared_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sources one by one took 41 s for 29 sources on a loaded soak.  Now up to
+    SYNC_PARALLEL answer at once; a file two sources hold (one synced it from the
+    other earlier) is fetched whole once and reported once."""
+    import asyncio
+
+    from ringrift_fleet.config import reload_p2p_config
+    from ringrift_fleet.execution.jobs import validate_job
+    from ringrift_fleet.execution.tasks import SYNC_PARALLEL, run_sync
+    from ringrift_fleet.execution.workloads import JobContext
+
+    in_flight, most = 0, 0
+
+    @web.middleware
+    async def slow(request: web.Request, handler: Callable[..., object]) -> object:
+        nonlocal in_flight, most
+        in_flight += 1  # every server's loop is its own thread: += under the GIL is enough here
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.3)  # a loaded coordinator's answer
+            return await handler(request)  # type: ignore[misc]
+        finally:
+            in_flight -= 1
+
+    stores = [ArtifactStore(tmp_path / f"src{i}") for i in range(6)]
+    shared = f"{FOLDER}shared.jsonl.gz"
+    for i, s in enumerate(stores):
+        s.put_bytes(f"{FOLDER}only-{i}-a.jsonl.gz", os.urandom(500))
+        s.put_bytes(f"{FOLDER}only-{i}-b.jsonl.gz", os.urandom(500))
+    body = os.urandom(700)
+    for s in stores[:2]:
+        s.put_bytes(shared, body)
+        s.register(shared, created=1.0)
+    servers = [RouteServer(artifact_routes(s.root, TOKEN), [slow]) for s in stores]
+    dest = ArtifactStore(tmp_path / "dest")
+    monkeypatch.setenv("RINGRIFT_CLUSTER_KEY", TOKEN)
+    reload_p2p_config()
+    try:
+        for srv in servers:
+            srv.__enter__()
+        kwargs = {"prefix": FOLDER, "source": [srv.url for srv in servers]}
+        result = run_sync(validate_job("sync", {**kwargs, "job_id": "s1"}), JobContext(dest))
+    finally:
+        for srv in servers:
+            srv.__exit__(None, None, None)
+        monkeypatch.delenv("RINGRIFT_CLUSTER_KEY")
+        reload_p2p_config()
+    assert 2 <= most <= SYNC_PARALLEL, most
+    assert result["fetched"].count(shared) == 1
+    assert sorted(result["fetched"]) == sorted(dest.names(FOLDER))
+    assert len(dest.names(FOLDER)) == 13
+    assert dest.path(shared).read_bytes() == body
+    assert not [p for p in dest.partial_dir.iterdir()], "no leftovers"
+    assert result["failed_sources"] == {} and result["deferred_sources"] == []
