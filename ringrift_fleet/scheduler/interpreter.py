@@ -143,6 +143,8 @@ class Interpreter:
         # Sent attempts whose message a broker failover forgot (broker.LostMessages):
         # sent again under the same attempt and fence.  None: not looked for.
         self.lost_messages: LostMessageFinder | None = None
+        # attempts lost since the ledger's LOST_KIND record was last written
+        self._losses: dict[str, int] = {}
         self._sent_unmarked: set[tuple[str, int]] = set()  # sent, "|sent" mark not written
         self._unreadable: set[str] = set()  # live attempts whose task state would not decode
         self.slots_refused = 0  # sends another leader had already made
@@ -215,6 +217,7 @@ class Interpreter:
         oks = self.ledger.write_many([(w.op, w.args) for w in writes]) if writes else []
         for write, ok in zip(writes, oks, strict=True):
             changed += write.then(ok)
+        self._record_losses()
         if live is None:  # a broker error stopped the fold: the next tick goes on
             return changed
         self._unreadable &= live
@@ -359,26 +362,28 @@ class Interpreter:
     # -- actions -----------------------------------------------------------------------------------
 
     def apply(self, actions: list[Action], report: TickReport) -> None:
-        losses: dict[str, int] = {}  # job -> its attempts lost with their worker or host
         try:
-            self._apply(actions, report, losses)
+            self._apply(actions, report)
         finally:
-            self._record_losses(losses)
+            self._record_losses()
 
-    def _record_losses(self, losses: dict[str, int]) -> None:
-        """The LOST_KIND record, rewritten when this tick lost attempts: the live jobs'
-        counts only, so it never grows past the live jobs."""
-        if not losses:
+    def _record_losses(self) -> None:
+        """The LOST_KIND record, rewritten when attempts were lost since the last write:
+        the live jobs' counts only, so it never grows past the live jobs."""
+        if not self._losses:
             return
         counts = {j: n for j, n in self.view.lost.items() if j in self.view.active}
-        counts.update(losses)
+        counts.update(self._losses)
+        self._losses = {}
         if self.ledger.put_record(LOST_KIND, LOST_KEY, counts):
             self.view.lost = counts
 
-    def _lost(self, job_id: str, losses: dict[str, int]) -> None:
-        losses[job_id] = losses.get(job_id, self.view.lost.get(job_id, 0)) + 1
+    def _lost(self, job_id: str) -> None:
+        """An attempt of ``job_id`` ended with its worker, host or sender: not the job's
+        failure (see SchedulerPolicy.max_lost)."""
+        self._losses[job_id] = self._losses.get(job_id, self.view.lost.get(job_id, 0)) + 1
 
-    def _apply(self, actions: list[Action], report: TickReport, losses: dict[str, int]) -> None:
+    def _apply(self, actions: list[Action], report: TickReport) -> None:
         released_nodes: set[str] = set()
         i = 0
         while i < len(actions):
@@ -413,7 +418,7 @@ class Interpreter:
                         jobs = self.ledger.reassign_jobs_of(a.node_id)
                         for job in jobs:
                             self.replaced[(self.view.type_of(job), "host_death")] += 1
-                            self._lost(job, losses)
+                            self._lost(job)
                         self.event(f"host {a.node_id} dead: {len(jobs)} job(s) re-enqueued")
                 elif not self._withdraw(a.job_id):
                     current = self.ledger.current(a.job_id)
@@ -422,7 +427,7 @@ class Interpreter:
                         cause = "host_death" if a.cause == HOST_DEAD else a.cause
                         self.replaced[(self.view.type_of(a.job_id), cause)] += 1
                         if a.cause in LOSSES:
-                            self._lost(a.job_id, losses)
+                            self._lost(a.job_id)
                     if a.cause == LEASE_LOST:
                         self._drop_lost_delivery(a)
                     else:
@@ -576,6 +581,7 @@ class Interpreter:
         ok = bool(self.ledger.fail_work(w.work_id, reason, token))
         if ok:
             self._replaced(w, "sender_died")
+            self._lost(w.work_id)  # the leader's death, not the job's doing
             self.event(f"{w.work_id} attempt {attempt}: {reason}; placed again")
         return int(ok)
 

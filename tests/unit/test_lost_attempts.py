@@ -174,3 +174,22 @@ def test_a_job_an_older_leader_added_keeps_its_three_attempts(r: redis.Redis) ->
     assert status_of(f, job) is JobStatus.CANCELLED
     (why,) = [t for _, t in f.beat.events if job in t and "given up" in t]
     assert "all the ledger allows" in why
+
+
+def test_an_attempt_voided_because_its_sender_died_is_a_loss_not_a_failure(
+    r: redis.Redis,
+) -> None:
+    """Another leader took the attempt's send slot and died before sending: the
+    attempt is voided and placed again, and that counts against the loss budget."""
+    from ringrift_fleet.execution import fencing
+    from ringrift_fleet.scheduler.slots import slot_value
+
+    f = Fleet(r, max_attempts=1, max_lost=5)  # one failure of its own would end it
+    job, attempt, _ = f.placed()
+    f.r.set(fencing.slot_key(job, attempt), slot_value("9:gone-leader", False))
+    f.ticks(1)
+    current = f.ledger.current(job)
+    assert current is not None and current.attempt == attempt + 1, "placed again"
+    assert lost_record(f) == {job: 1}
+    assert status_of(f, job) is not JobStatus.CANCELLED
+    complete(f, job)
