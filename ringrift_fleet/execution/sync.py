@@ -22,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -199,8 +200,7 @@ def sync_artifacts(
     local = store.manifest(listed)  # one read, not one per name
     kept = _Retention(store)
     for name in names:
-        info = remote[name]
-        sha, size, created = str(info["sha256"]), int(info["size"]), _created(info)
+        sha, size, created = _entry(source, name, remote[name])
         mine = local.get(name)
         if mine is not None and mine["sha256"] == sha and store.regular_file(store.path(name)):
             report.skipped.append(name)
@@ -371,6 +371,25 @@ def _bundle_head(line: bytes, url: str) -> dict[str, Any]:
     if not isinstance(head, dict):
         raise SyncError(f"{url}: bundle entry header is not an object")
     return head
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _entry(source: str, name: str, info: dict[str, Any]) -> tuple[str, int, float | None]:
+    """(sha256, size, created) of a source's manifest entry, checked: the sha names
+    a file under ``.partial/`` before anything is verified, so it must be a digest
+    and nothing else."""
+    sha, size = info.get("sha256"), info.get("size")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        raise SyncError(
+            f"{source}: manifest entry {name!r}: sha256 {str(sha)[:80]!r} is not 64 hex digits"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise SyncError(
+            f"{source}: manifest entry {name!r}: size {str(size)[:40]!r} is not a byte count"
+        )
+    return sha, size, _created(info)
 
 
 def _created(info: dict[str, Any]) -> float | None:

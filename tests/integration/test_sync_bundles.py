@@ -341,3 +341,34 @@ def test_a_sync_from_several_sources_reads_some_at_once_and_takes_a_shared_file_
     assert dest.path(shared).read_bytes() == body
     assert not [p for p in dest.partial_dir.iterdir()], "no leftovers"
     assert result["failed_sources"] == {} and result["deferred_sources"] == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"sha256": "../../../escaped", "size": 5}, "is not 64 hex digits"),
+        ({"sha256": "A" * 64, "size": 5}, "is not 64 hex digits"),
+        ({"sha256": "0" * 64, "size": -1}, "is not a byte count"),
+        ({"sha256": "0" * 64, "size": "5"}, "is not a byte count"),
+    ],
+)
+def test_a_hostile_manifest_entry_is_refused_naming_it_and_nothing_is_written(
+    tmp_path: Path, entry: dict[str, object], says: str
+) -> None:
+    """The sha names a file under .partial/ before anything is verified: a source
+    whose manifest says "../../../escaped" must not make the sync write there."""
+    name = f"{FOLDER}evil.jsonl.gz"
+
+    async def manifest(request: web.Request) -> web.Response:
+        return web.json_response({"artifacts": [{"name": name, "created": 1.0, **entry}]})
+
+    async def file(request: web.Request) -> web.Response:
+        return web.Response(body=b"hello")
+
+    server = RouteServer([web.get("/artifacts", manifest), web.get("/artifacts/{name:.+}", file)])
+    dest = ArtifactStore(tmp_path / "store" / "dest")
+    with server, pytest.raises(SyncError) as err:
+        sync_artifacts(dest, server.url, None, prefix=FOLDER, token=TOKEN)
+    assert says in str(err.value) and name in str(err.value)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "store" / "escaped").exists()
+    assert dest.names(FOLDER) == []
