@@ -328,8 +328,10 @@ def _fetch_bundle(
                     report.skipped.append(w.name)
                     continue
                 size = head.get("size")
-                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                    raise SyncError(f"{url}: {w.name}: header has no usable size")
+                if size != w.size or isinstance(size, bool):
+                    # never read more than the manifest promised (and bundles carry
+                    # only small files): a wrong size is a changed file, or a lie
+                    raise SyncError(f"{url}: {w.name}: size {size!r}, manifest {w.size}")
                 data = resp.read(size)
                 if len(data) != size:
                     raise SyncError(f"{url}: {w.name}: connection ended inside the file")

@@ -128,13 +128,14 @@ def _bundle_of(
     return out
 
 
-@pytest.mark.parametrize("fault", ["cut", "corrupt"])
+@pytest.mark.parametrize("fault", ["cut", "corrupt", "lie"])
 def test_what_arrived_whole_before_a_fault_is_kept_and_not_fetched_again(
     tmp_path: Path, fault: str
 ) -> None:
-    """A bundle cut after 30 files (the source's coordinator killed), or with a
-    corrupt 31st file: the 30 are installed and verified, the bad one never is,
-    and the next sync asks only for the rest."""
+    """A bundle cut after 30 files (the source's coordinator killed), with a
+    corrupt 31st file, or one whose header lies about its size (never read): the
+    30 are installed and verified, the bad one never is, and the next sync asks
+    only for the rest."""
     src = ArtifactStore(tmp_path / "src")
     names = games(src, 100)
 
@@ -143,6 +144,9 @@ def test_what_arrived_whole_before_a_fault_is_kept_and_not_fetched_again(
             return entry
         if fault == "corrupt" and i == 30:
             return entry[:-1] + bytes([entry[-1] ^ 0xFF])
+        if fault == "lie" and i == 30:  # a header promising a terabyte
+            head, _, data = entry.partition(b"\n")
+            return json.dumps({**json.loads(head), "size": 10**12}).encode() + b"\n" + data
         return b"" if fault == "cut" else entry
 
     async def broken(request: web.Request) -> web.StreamResponse:
@@ -159,6 +163,8 @@ def test_what_arrived_whole_before_a_fault_is_kept_and_not_fetched_again(
     assert "30 file(s) of the bundle kept" in str(err.value)
     if fault == "corrupt":
         assert "sha256 mismatch" in str(err.value)
+    if fault == "lie":
+        assert "size 1000000000000, manifest 600" in str(err.value)
     got = dest.names(FOLDER)
     newest_first = sorted(names, reverse=True)
     assert sorted(got) == sorted(newest_first[:30])
