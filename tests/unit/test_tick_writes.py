@@ -83,3 +83,31 @@ def test_a_ticks_results_go_to_the_ledger_in_one_call_each_judged_alone(
         current = ledger.current(job)
         assert current is not None and current.attempt == 2
     assert any("failed: ValueError: bad board" in text for _, text in beat.events)
+
+
+def test_a_result_keeps_short_lists_whole_and_long_ones_cut_with_their_length(
+    redis_server: Any,
+) -> None:
+    """A games sync listed every file it fetched and skipped (560 kB a job in the
+    soak's ledger, as much as 20,000 self-play jobs); the ledger keeps 64 of each
+    list and the count, Celery's result backend the whole result."""
+    from ringrift_fleet.scheduler.interpreter import LEDGER_LIST_MAX
+
+    r = redis.Redis.from_url(redis_server.url)
+    clock = Clock(1000.0)
+    ledger = CountingLedger("leader")
+    backend: TaskStates = {}
+    beat = selfplay_beat(ledger, r, clock, slots={"a": 1}, backend=backend)
+    beat.tick()
+    (job,) = [w.work_id for w in ledger.items() if w.status.is_active]
+    names = [f"games/hex8_2p/g{i}.jsonl.gz" for i in range(3000)]
+    task_id = finish(ledger, backend, job, games=8, fetched=names, skipped=names[:10])
+    clock.t += 1.0
+    beat.tick()
+    w = ledger.get(job)
+    assert w is not None and w.status is JobStatus.COMPLETED and w.result is not None
+    assert w.result["fetched"] == names[:LEDGER_LIST_MAX]
+    assert w.result["fetched_count"] == 3000
+    assert w.result["skipped"] == names[:10] and "skipped_count" not in w.result
+    assert w.result["games"] == 8
+    assert len(backend[task_id][1]["fetched"]) == 3000, "the backend's result is whole"
