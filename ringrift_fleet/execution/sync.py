@@ -99,35 +99,29 @@ _PARTIAL_LOCKS = [threading.Lock() for _ in range(64)]
 
 def _download(
     source: str,
-    name: str,
-    expected_sha: str,
-    expected_size: int,
-    created: float | None,
+    w: _Wanted,
     store: ArtifactStore,
     token: str,
     timeout: float,
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    with _PARTIAL_LOCKS[hash(expected_sha) % len(_PARTIAL_LOCKS)]:
-        if store.has(name, expected_sha):  # another source's thread fetched it meanwhile
-            info = store.entry(name) or {}
-            return {"name": name, "size": info.get("size", expected_size), "sha256": expected_sha}
-        return _download_alone(
-            source, name, expected_sha, expected_size, created, store, token, timeout, should_stop
-        )
+    """One file alone, resuming its ``.partial/<sha256>`` with ``Range``."""
+    with _PARTIAL_LOCKS[hash(w.sha) % len(_PARTIAL_LOCKS)]:
+        if store.has(w.name, w.sha):  # another source's thread fetched it meanwhile
+            info = store.entry(w.name) or {}
+            return {"name": w.name, "size": info.get("size", w.size), "sha256": w.sha}
+        return _download_unlocked(source, w, store, token, timeout, should_stop)
 
 
-def _download_alone(
+def _download_unlocked(
     source: str,
-    name: str,
-    expected_sha: str,
-    expected_size: int,
-    created: float | None,
+    w: _Wanted,
     store: ArtifactStore,
     token: str,
     timeout: float,
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
+    name, expected_sha, expected_size, created = w
     store.partial_dir.mkdir(parents=True, exist_ok=True)
     part = store.partial_dir / expected_sha
     have = part.stat().st_size if part.exists() else 0
@@ -220,11 +214,7 @@ def sync_artifacts(
             report.skipped += got.skipped
         else:
             for w in batch:
-                report.fetched.append(
-                    _download(
-                        source, w.name, w.sha, w.size, w.created, store, token, timeout, should_stop
-                    )
-                )
+                report.fetched.append(_download(source, w, store, token, timeout, should_stop))
         done += len(batch)
         if progress:
             progress(done, len(names))

@@ -222,12 +222,7 @@ class _Planner:
             if (stage and not rerun_here) or spent:
                 # A stage job is tied to its host's copy of the games: its cycle
                 # ends and starts again on a host that has them.
-                reason = f"{reason}; {spent}" if spent else reason
-                self.actions.append(FailJob(job.job_id, job.attempt, reason))
-                self.failed_now[job.job_id] = Outcome(job.job_id, False, error=reason)
-                self.jobs.pop(job.job_id, None)
-                if job.job_type is JobType.SELFPLAY:
-                    self.notify_failure(job, reason)
+                self.give_up(job, f"{reason}; {spent}" if spent else reason)
                 continue
             self.actions.append(Release(job.job_id, job.node_id, job.attempt, reason, cause))
             self.jobs[job.job_id] = replace(
@@ -260,6 +255,14 @@ class _Planner:
             return f"{job.attempt} attempts, all the ledger allows it"
         return None
 
+    def give_up(self, job: Job, reason: str) -> None:
+        """End ``job`` for good (FailJob); a stage job's cycle reads the outcome."""
+        self.actions.append(FailJob(job.job_id, job.attempt, reason))
+        self.failed_now[job.job_id] = Outcome(job.job_id, False, error=reason)
+        self.jobs.pop(job.job_id, None)
+        if job.job_type is JobType.SELFPLAY:
+            self.notify_failure(job, reason)
+
     def notify_failure(self, job: Job, reason: str) -> None:
         self.actions.append(
             Notify(
@@ -281,11 +284,7 @@ class _Planner:
             if spent:
                 # its last attempt failed (the ledger gave it back for another, as
                 # it allows both budgets together)
-                self.actions.append(FailJob(job.job_id, job.attempt, spent))
-                self.failed_now[job.job_id] = Outcome(job.job_id, False, error=spent)
-                self.jobs.pop(job.job_id, None)
-                if job.job_type is JobType.SELFPLAY:
-                    self.notify_failure(job, spent)
+                self.give_up(job, spent)
                 continue
             if job.job_type is JobType.SELFPLAY:
                 # lost work goes out at once, to the emptiest healthy queue even

@@ -50,6 +50,13 @@ def fail(f: Fleet, job: str) -> None:
     f.ticks(2)
 
 
+def given_up(f: Fleet, job: str) -> str:
+    """The leader's one "given up" event for ``job``, once the ledger ended it."""
+    assert status_of(f, job) is JobStatus.CANCELLED
+    (why,) = [t for _, t in f.beat.events if job in t and "given up" in t]
+    return why
+
+
 def lost_record(f: Fleet) -> dict[str, Any]:
     return dict(f.ledger.records(LOST_KIND).get(LOST_KEY) or {})
 
@@ -87,8 +94,7 @@ def test_one_loss_past_the_budget_gives_the_job_up_naming_it(r: redis.Redis) -> 
     lose_worker(f, job)
     lose_worker(f, job)
     lose_worker(f, job)
-    assert status_of(f, job) is JobStatus.CANCELLED
-    (why,) = [t for _, t in f.beat.events if job in t and "given up" in t]
+    why = given_up(f, job)
     assert "3 attempts lost to worker or host deaths (MAX_LOST_ATTEMPTS=2)" in why
 
 
@@ -104,8 +110,7 @@ def test_its_own_failures_still_stop_it_at_max_redeliveries(r: redis.Redis) -> N
     assert status_of(f, job) is not JobStatus.CANCELLED
     fail(f, job)
     f.ticks(1)
-    assert status_of(f, job) is JobStatus.CANCELLED
-    (why,) = [t for _, t in f.beat.events if job in t and "given up" in t]
+    why = given_up(f, job)
     assert "failed 3 time(s) (MAX_REDELIVERIES=3)" in why
     assert f.sent.count((job, 4)) == 0, "no fourth attempt"
     counts = f.beat.counts()
@@ -171,8 +176,7 @@ def test_a_job_an_older_leader_added_keeps_its_three_attempts(r: redis.Redis) ->
     lose_worker(f, job)
     lose_worker(f, job)
     lose_worker(f, job)
-    assert status_of(f, job) is JobStatus.CANCELLED
-    (why,) = [t for _, t in f.beat.events if job in t and "given up" in t]
+    why = given_up(f, job)
     assert "all the ledger allows" in why
 
 
