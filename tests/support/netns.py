@@ -53,8 +53,16 @@ class NetnsLab:
 
     def open(self) -> NetnsLab:
         route = f"{self.subnet}.0/24"
-        sh("ip", "route", "add", "blackhole", route)
-        self._done.append(["ip", "route", "del", "blackhole", route])
+        found = sh("ip", "route", "show", "exact", route).stdout.strip()
+        if found.startswith("blackhole"):
+            # a killed run left it (or a run beside this one holds it): the subnet is
+            # already sealed off, so use it and leave it as found
+            pass
+        elif found:
+            raise RuntimeError(f"{route} is routed here ({found!r}); pick another subnet")
+        else:
+            sh("ip", "route", "add", "blackhole", route)
+            self._done.append(["ip", "route", "del", "blackhole", route])
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         self._done.append(["ip", "link", "del", self.bridge])
         sh("ip", "link", "set", self.bridge, "up")
