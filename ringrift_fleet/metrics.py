@@ -238,6 +238,18 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
         gauge("ringrift_raft_connected_voters", "other voters connected to this node").add_metric(
             [node], float(len(voters)) if isinstance(voters, list) else 0.0
         )
+        dump = raft.get("dump")
+        if isinstance(dump, Mapping):
+            if _num(dump.get("last_s")) is not None:
+                gauge(
+                    "ringrift_raft_dump_seconds",
+                    "how long this voter's last full dump (log compaction) took to write",
+                ).add_metric([node], _num(dump.get("last_s")) or 0.0)
+            if _num(dump.get("failed")) is not None:
+                counter(
+                    "ringrift_raft_dump_failures",
+                    "full dumps that failed or were killed (the log stays until the next)",
+                ).add_metric([node], _num(dump.get("failed")) or 0.0)
         if _num(raft.get("leader_changes")) is not None:  # when consensus counts them itself
             counter("ringrift_raft_leader_changes", "leader changes Raft counted").add_metric(
                 [node], _num(raft.get("leader_changes")) or 0.0

@@ -30,6 +30,7 @@ the library's sharp edges is handled:
 from __future__ import annotations
 
 import _socket
+import contextlib
 import gzip
 import logging
 import os
@@ -41,9 +42,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import (
+    FAIL_REASON,
+    SERIALIZER_STATE,
+    SyncObj,
+    SyncObjConf,
+    SyncObjConsumer,
+    replicated,
+)
 
 if os.name != "nt":
     socket.inet_ntop = _socket.inet_ntop
@@ -51,6 +59,7 @@ if os.name != "nt":
 from ringrift_fleet.config import P2PConfig, get_p2p_config
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.consensus.api import Ledger
+from ringrift_fleet.consensus.dump_child import ForkedDump, Progress
 from ringrift_fleet.consensus.voters import Voter, voters_from_inventory
 from ringrift_fleet.localhost import free_port
 
@@ -526,30 +535,50 @@ class _LedgerState(SyncObjConsumer):
 
 
 # gzip level of the Raft full dump (log compaction, every 300 s or 5,000 entries,
-# on every voter).  pysyncobj writes it on the Raft thread, which sends no heartbeat
-# meanwhile; its GzipFile default (level 9) takes 202 ms for a 7,700-job ledger on a
-# quiet core against 40 ms at level 1, for 478 kB against 580 kB
-# (benchmarks/ledger_full_read.py); it grows with the ledger and with the host's
-# load, and comes every five minutes.
+# on every voter).  Its GzipFile default (level 9) takes 202 ms for a 7,700-job
+# ledger on a quiet core against 40 ms at level 1, for 478 kB against 580 kB
+# (benchmarks/ledger_full_read.py).  The dump is written by a forked child
+# (dump_child), so this is CPU time off the Raft thread, but still a core's.
 DUMP_GZIP_LEVEL = 1
 
 
-def _dump_writer(state: _LedgerState) -> Callable[[str, tuple[object, ...]], None]:
-    """pysyncobj's ``serializer`` hook: the dump in pysyncobj's own file format (a
-    gzip of the pickled ``([own attributes, consumer state], *rest)``), so voters of
-    either version read each other's dumps and snapshot transmissions, only faster
-    to write.  pysyncobj's own attributes are written empty: nothing of this class's
-    should come back from a dump."""
+def _write_dump(f: BinaryIO, state: _LedgerState, rest: tuple[object, ...]) -> None:
+    """The dump in pysyncobj's own file format (a gzip of the pickled
+    ``([own attributes, consumer state], *rest)``), so voters of either version read
+    each other's dumps and snapshot transmissions.  pysyncobj's own attributes are
+    written empty: nothing of this class's should come back from a dump."""
+    data = ([{}, state._serialize()], *rest)
+    with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=DUMP_GZIP_LEVEL) as g:
+        pickle.dump(data, g)
+
+
+def _dump_writer(
+    state: _LedgerState, dump: ForkedDump
+) -> Callable[[str, tuple[object, ...]], None]:
+    """pysyncobj's ``serializer`` hook: starts the forked dump and returns.
+
+    pysyncobj then renames its ``<dump>.tmp`` over the dump; that file must not
+    exist, so the rename fails (pysyncobj notes a failure it does not report) and the
+    ``serializeChecker`` below decides, once the child is done, what became of it."""
 
     def write(filename: str, rest: tuple[object, ...]) -> None:
-        data = ([{}, state._serialize()], *rest)
-        with (
-            open(filename, "wb") as f,
-            gzip.GzipFile(fileobj=f, mode="wb", compresslevel=DUMP_GZIP_LEVEL) as g,
-        ):
-            pickle.dump(data, g)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(filename)
+        dump.start(lambda f: _write_dump(f, state, rest))
 
     return write
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+_SERIALIZER_STATE = {
+    Progress.IDLE: SERIALIZER_STATE.NOT_SERIALIZING,
+    Progress.RUNNING: SERIALIZER_STATE.SERIALIZING,
+    Progress.DONE: SERIALIZER_STATE.SUCCESS,
+    Progress.FAILED: SERIALIZER_STATE.FAILED,
+}
 
 
 def _dump_reader(state: _LedgerState) -> Callable[[str], tuple[object, ...]]:
@@ -703,6 +732,8 @@ class RaftLedger(Ledger):
         directory.mkdir(parents=True, exist_ok=True)
         settings = RaftSettings.from_config(config)
         self._state = _LedgerState()
+        self._dump = ForkedDump(str(directory / f"{node_id}.dump"))
+        self._dumps = {"done": 0, "failed": 0}
         conf = SyncObjConf(
             password=config.raft_password,
             journalFile=str(directory / f"{node_id}.journal"),
@@ -723,14 +754,14 @@ class RaftLedger(Ledger):
             autoTickPeriod=settings.tick_period,
             commandsWaitLeader=False,
             useFork=False,
-            # The dump (log compaction) runs on the Raft thread, which sends and
-            # answers nothing meanwhile.  Every voter holds the same log, so by
-            # default all of them dumped at the same moment: with 20,000 jobs on the
-            # soak's loaded 2-core machine, 2-3 s with no voter answering, every five
-            # minutes (py-spy: all three Raft threads in _dump_writer at once).  Split,
-            # each voter dumps in its own window of the period, and a majority answers.
+            # The dump (log compaction) is written by a forked child (dump_child):
+            # on the Raft thread it took 2-12 s in the 60-minute soak, with no
+            # heartbeat sent or vote answered meanwhile.  Split, each voter dumps in
+            # its own window of the period, so the children do not compete for the
+            # same cores at once (py-spy once found all three voters dumping).
             logCompactionSplit=True,
-            serializer=_dump_writer(self._state),
+            serializer=_dump_writer(self._state, self._dump),
+            serializeChecker=self._dump_progress,
             deserializer=_dump_reader(self._state),
             bindAddress=f"{config.BIND_HOST}:{me.raft_port}",
             dynamicMembershipChange=False,
@@ -745,6 +776,24 @@ class RaftLedger(Ledger):
         if not self._wait_bound(bind_wait):
             self.close()
             raise OSError(f"cannot bind the Raft port {conf.bindAddress} (in use?)")
+
+    def _dump_progress(self) -> int:
+        """pysyncobj's ``serializeChecker``, on the Raft thread's every tick."""
+        progress = self._dump.poll()
+        if progress in (Progress.DONE, Progress.FAILED):
+            self._dumps[progress.value] += 1
+        if progress is Progress.DONE:
+            # as pysyncobj does after its own dumps: a snapshot being sent to a lagging
+            # follower restarts from the new dump (its log now starts there)
+            serializer = getattr(getattr(self, "_sync", None), "_SyncObj__serializer", None)
+            sending = getattr(serializer, "_Serializer__transmissions", None)
+            if isinstance(sending, dict):
+                for t in sending.values():
+                    with contextlib.suppress(Exception):
+                        t["file"].close()
+                sending.clear()
+        state: int = _SERIALIZER_STATE[progress]
+        return state
 
     def set_peer_view(self, alive: Mapping[str, bool]) -> None:
         """Membership's verdicts by voter name: a follower stands for election only
@@ -869,6 +918,16 @@ class RaftLedger(Ledger):
             # with its reason); elections_started: real elections (after a won
             # pre-vote or a handover) this node began.
             **self._sync.counts(),
+            # the full dump (log compaction) of this voter, written by a child process
+            "dump": {
+                "running": self._dump.running,
+                "last_s": _round(self._dump.last_seconds, 3),
+                "raft_thread_ms": _round(
+                    None if self._dump.last_stall_s is None else self._dump.last_stall_s * 1000,
+                    2,
+                ),
+                **self._dumps,
+            },
         }
 
     def close(self, handover_timeout: float = 2.0) -> None:
@@ -896,6 +955,11 @@ class RaftLedger(Ledger):
             self._sync.destroy()
         except Exception:  # already gone; nothing to release
             log.debug("raft destroy failed", exc_info=True)
+        # the Raft thread may be polling or starting a dump: let it end first
+        thread = getattr(self._sync, "_SyncObj__thread", None)
+        if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        self._dump.stop()
 
 
 class ReplicatedWorkQueue(RaftLedger):

@@ -40,13 +40,13 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 12 rules found" in out.stdout
+    assert "SUCCESS: 13 rules found" in out.stdout
 
 
 def test_every_alert_has_a_summary_and_a_runbook_section() -> None:
     ops = (REPO / "docs" / "operations.md").read_text()
     rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert len(rules) == 12
+    assert len(rules) == 13
     for rule in rules:
         assert rule["annotations"]["summary"], rule["alert"]
         anchor = rule["annotations"]["runbook"].split("#", 1)[1]
@@ -54,6 +54,53 @@ def test_every_alert_has_a_summary_and_a_runbook_section() -> None:
         assert f"### {rule['alert']}" in ops, (
             f"docs/operations.md has no runbook for {rule['alert']}"
         )
+
+
+def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None:
+    """promtool's rule unit test: one failed dump (a snapshot superseded it) is quiet;
+    three in 30 minutes (a full disk) fire, for that node only."""
+    promtool = need_command("promtool")
+    (tmp_path / "alerts.yml").write_text(RULES.read_text())
+    series = 'ringrift_raft_dump_failures_total{{node="{}"}}'
+    case = {
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {"series": series.format("v1"), "values": "0 0 1 2 3 3 3"},
+                    {"series": series.format("v2"), "values": "0 1 1 1 1 1 1"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "RingriftRaftDumpFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "RingriftRaftDumpFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"node": "v1", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "Raft full dumps on v1 keep failing: "
+                                    "its log is not compacted",
+                                    "runbook": "docs/operations.md#ringriftraftdumpfailing",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
+    out = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ STATUS: dict[str, Any] = {
         "log_len": 50,
         "has_quorum": True,
         "connected_voters": ["n2"],
+        "dump": {"running": False, "last_s": 2.5, "raft_thread_ms": 3.1, "done": 4, "failed": 1},
     },
     "work_queue": {
         "pending": 3,
@@ -126,6 +127,8 @@ def test_families_cover_leadership_membership_ledger_and_training() -> None:
     assert value(got, "ringrift_member_alive", member="n1") == 1  # itself
     assert value(got, "ringrift_raft_commit_index") == 42
     assert value(got, "ringrift_raft_has_quorum") == 1
+    assert value(got, "ringrift_raft_dump_seconds") == 2.5
+    assert value(got, "ringrift_raft_dump_failures_total") == 1
     assert value(got, "ringrift_work_items", state="pending") == 3
     assert value(got, "ringrift_ledger_items") == 15
     assert value(got, "ringrift_ledger_pruned_jobs_total") == 4

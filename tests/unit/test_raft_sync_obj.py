@@ -201,9 +201,9 @@ def test_pysyncobj_starts_no_election_this_class_did_not_allow(tmp_path: Path) -
 
 
 def test_the_full_dump_is_fast_to_write_and_in_pysyncobjs_own_format(tmp_path: Path) -> None:
-    """Log compaction runs on the Raft thread (no heartbeats meanwhile).  Its dump is
-    written at gzip level 1, not pysyncobj's level 9 (5 times slower, and slower still on a
-    loaded host), in pysyncobj's own format: a voter of
+    """The log compaction's dump is written at gzip level 1, not pysyncobj's level 9
+    (5 times slower, and slower still on a loaded host: a core's time, even in the
+    forked child that writes it), in pysyncobj's own format: a voter of
     the previous version reads ours, and ours reads theirs, as files and as
     snapshot transmissions; a restart restores the ledger from it."""
     from pysyncobj.serializer import Serializer
