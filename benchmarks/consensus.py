@@ -4,7 +4,9 @@ Prints ONE JSON line.  Everything runs as real processes on 127.0.0.1:
 
 * failover: 3 coordinator processes; SIGKILL the leader KILLS times and time
   until a survivor accepts a ledger write again (the outage a scheduler sees);
-  the killed voter is restarted before the next kill.
+  the killed voter is restarted before the next kill.  Then the same with
+  ``RAFT_ELECT_ON_RESET=0`` (followers wait out the election timer instead of
+  standing when the dead leader's connection resets), side by side.
 * sync writes: 3 bare Raft voter processes (this file with ``--voter``); the
   leader's and then a follower's process each add work items back to back
   for WRITE_SECONDS, every call waiting for the majority commit.
@@ -488,6 +490,15 @@ def main() -> None:
                 failover_max_s=round(max(failover), 3),
                 failover_kills=len(failover),
                 replicas_identical_after_failover=bool(RAW["replicas_identical_after_failover"][0]),
+            )
+            # side by side: the same kills with the reset ignored (the election timer
+            # alone, as before RAFT_ELECT_ON_RESET)
+            timer = measure_failover(
+                work / "timer", args.kills, env={"RINGRIFT_P2P_RAFT_ELECT_ON_RESET": "0"}
+            )
+            result.update(
+                failover_timer_only_p50_s=round(statistics.median(timer), 3),
+                failover_timer_only_max_s=round(max(timer), 3),
             )
     result["cpus"] = os.cpu_count()
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)

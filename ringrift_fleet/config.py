@@ -146,6 +146,10 @@ class P2PConfig:
     RAFT_MIN_TIMEOUT: float = 0.8
     RAFT_MAX_TIMEOUT: float = 1.6
     RAFT_APPEND_ENTRIES_PERIOD: float = 0.1  # leader heartbeat, s
+    # When the leader's Raft connection resets (its process died: the kernel closes
+    # its sockets at once), followers stand without waiting out the election timeout,
+    # one after another this many seconds apart (by name); 0 = wait the timeout.
+    RAFT_ELECT_ON_RESET: float = 0.2
     RAFT_TICK_PERIOD: float = (
         0.05  # pysyncobj tick thread's poll timeout, s (idle CPU vs timer slack)
     )
@@ -253,6 +257,7 @@ _NONNEG_FIELDS = {
     "TRAINING_MIN_HOURS_BETWEEN_RUNS",
     "MALLOC_TRIM_INTERVAL",
     "SCHEDULER_QUEUE_AHEAD",
+    "RAFT_ELECT_ON_RESET",
 }
 _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer

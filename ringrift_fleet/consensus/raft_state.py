@@ -35,6 +35,7 @@ import gzip
 import logging
 import os
 import pickle
+import random
 import socket
 import threading
 import time
@@ -112,7 +113,7 @@ _STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader
 
 
 class _FleetSyncObj(SyncObj):
-    """pysyncobj 0.3.17 with four changes, all made at its message and tick seams.
+    """pysyncobj 0.3.17 with five changes, all made at its message and tick seams.
 
     pysyncobj keeps its state in name-mangled attributes (``_SyncObj__x``);
     this subclass reads a few of them and overrides two private methods
@@ -151,6 +152,11 @@ class _FleetSyncObj(SyncObj):
       nothing); and silence over ``silence_cap`` counts on its own, so a
       leader that answers pings but not Raft is still replaced.  Every
       election names which of these it saw.
+    * **A reset stands at once.**  When the leader's connection resets (a killed
+      process), followers do not wait out the election timeout: they stand one
+      after another, ``RAFT_ELECT_ON_RESET`` apart by name, still through the
+      pre-vote, which a voter grants without the usual silence when its own
+      connection to that leader is down too.
     * **Handover**: ``request_handover`` makes a leader that is shutting down
       send Raft's TimeoutNow to a caught-up follower, which starts its
       election at once instead of after a timeout.
@@ -169,8 +175,12 @@ class _FleetSyncObj(SyncObj):
         conf: SyncObjConf,
         consumers: list[Any],
         names: Mapping[str, str],
+        reset_step: float = 0.0,
     ) -> None:
         self._names = dict(names)
+        self._reset_step = reset_step
+        # (leader, its connection was up) at the last tick: a change to down is a reset
+        self._leader_link: tuple[Any, bool] | None = None
         # name -> alive, as membership sees it: replaced whole from the event loop
         # (RaftLedger.watch), read here on the Raft thread; a name missing is unknown
         self._peer_alive: Mapping[str, bool] = {}
@@ -211,6 +221,7 @@ class _FleetSyncObj(SyncObj):
             "elections_deferred": 0,
             "own_stalls": 0,
             "appends_trimmed": 0,
+            "leader_resets": 0,
         }
         self._last_change: dict[str, Any] | None = None
         conf.onStateChanged = self._state_changed
@@ -321,7 +332,8 @@ class _FleetSyncObj(SyncObj):
         grant = (
             int(message.get("term", 0)) > self.raftCurrentTerm
             and self._p("raftState") != _LEADER
-            and now - self._heard_leader_at >= conf.raftMinTimeout
+            # silent for an election timeout, or its connection reset here too
+            and (now - self._heard_leader_at >= conf.raftMinTimeout or self._leader_link_down())
             and now - self._started_at >= 2 * conf.raftMaxTimeout
             and (message.get("last_log_term", -1), message.get("last_log_index", -1))
             >= self._last_log()
@@ -377,6 +389,7 @@ class _FleetSyncObj(SyncObj):
             if self._handover_requested:
                 self._try_handover(now)
             return
+        self._watch_leader_link(now)
         if self.selfNode is None or self._p("raftElectionDeadline") >= now:
             return
         others = self._p("otherNodes")
@@ -434,6 +447,48 @@ class _FleetSyncObj(SyncObj):
         for node in others:
             transport.send(node, ask)
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    def _watch_leader_link(self, now: float) -> None:
+        """The leader's connection just closed: stand now, not after the timeout.
+
+        A killed coordinator's kernel resets its sockets at once, so every follower
+        sees the reset within milliseconds, while the election timer would wait
+        ``RAFT_MIN_TIMEOUT``-``RAFT_MAX_TIMEOUT`` more.  The followers go one after
+        another, ``reset_step`` apart in name order, so the first one's pre-vote and
+        election are done before the next one's timer fires (no split vote).  Still
+        through the pre-vote: a voter whose own connection to the leader is up, and
+        that heard it recently, says no, so one follower's flapping link moves
+        nothing."""
+        leader = self._p("raftLeader")
+        if leader is None or leader == self.selfNode:
+            self._leader_link = None
+            return
+        up = leader in self._p("connectedNodes")
+        was, self._leader_link = self._leader_link, (leader, up)
+        if up or was is None or was[0] != leader or not was[1] or self._reset_step <= 0:
+            return
+        self._counts["leader_resets"] += 1
+        standing = sorted(self._name(n) for n in self._p("otherNodes") if n != leader)
+        standing = sorted([*standing, self._name(self.selfNode)])
+        rank = standing.index(self._name(self.selfNode))
+        soon = now + rank * self._reset_step + random.uniform(0.0, self._reset_step / 4)
+        if self._p("raftElectionDeadline") > soon:
+            self._SyncObj__raftElectionDeadline = soon
+            log.info(
+                "raft: the connection to the leader %s reset; standing in %.2fs (rank %d)",
+                self._name(leader),
+                soon - now,
+                rank,
+            )
+
+    def _leader_link_down(self) -> bool:
+        leader = self._p("raftLeader")
+        return (
+            self._reset_step > 0
+            and leader is not None
+            and leader != self.selfNode
+            and leader not in self._p("connectedNodes")
+        )
 
     def _SyncObj__connectedToAnyone(self) -> bool:  # pysyncobj's name
         """The one check pysyncobj makes before it starts a real election (bumps the
@@ -608,6 +663,7 @@ class RaftSettings:
     connection_retry: float
     leader_fallback: float
     tick_period: float
+    reset_step: float = 0.0
 
     @classmethod
     def from_config(cls, config: P2PConfig) -> RaftSettings:
@@ -626,6 +682,7 @@ class RaftSettings:
             # can be elected: never two leaders.
             leader_fallback=1.5 * config.RAFT_MAX_TIMEOUT,
             tick_period=config.RAFT_TICK_PERIOD,
+            reset_step=config.RAFT_ELECT_ON_RESET,
         )
 
 
@@ -769,7 +826,12 @@ class RaftLedger(Ledger):
         )
         others = [v.raft_address for v in voters if v.name != node_id]
         self._sync = _FleetSyncObj(
-            me.raft_address, others, conf=conf, consumers=[self._state], names=self._names
+            me.raft_address,
+            others,
+            conf=conf,
+            consumers=[self._state],
+            names=self._names,
+            reset_step=settings.reset_step,
         )
         self._notifier = None if others else getattr(self._sync, "_SyncObj__pipeNotifier", None)
         self._group = GroupCommit(self._propose_now)

@@ -231,3 +231,37 @@ def test_a_leader_keeps_leading_through_its_last_followers_stall(
         seen = leaders_seen(fleet, 4)
         assert seen == {(leader, term)}, f"stall {round_}: leadership moved: {seen}"
     assert "stopped leading" not in fleet.log(leader), fleet.log(leader)
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_leaders_reset_connection_starts_the_election_at_once(tmp_path: Path) -> None:
+    """SIGKILL: the kernel resets the dead leader's connections, and a follower stands
+    right away instead of after the election timeout.  The timeouts here are 3-6 s,
+    so an election that began sooner than 3 s after the leader was last heard can only
+    have come from the reset."""
+    import re
+
+    env = {"RINGRIFT_P2P_RAFT_MIN_TIMEOUT": "3.0", "RINGRIFT_P2P_RAFT_MAX_TIMEOUT": "6.0"}
+    for fleet in three_voters(tmp_path, env):
+        for round_ in range(2):
+            old = fleet.wait_leader(30)
+            assert old, "no leader"
+            # the others have run past their start-up guard (2 x the max timeout)
+            time.sleep(13 if round_ == 0 else 0)
+            fleet.kill(old, signal.SIGKILL)
+            new = fleet.wait_leader(15, exclude=old)
+            assert new and new != old, fleet.log(old)
+            text = (fleet.workdir / f"{new}.log").read_text()
+            started = re.findall(
+                rf"starting an election for term \d+: no leader heard for ([\d.]+)s "
+                rf"\(the connection to {old} is down\)",
+                text,
+            )
+            assert started, fleet.log(new)
+            assert float(started[-1]) < 3.0, started
+            print(f"round {round_}: {new} stood {started[-1]} s after {old} was last heard")
+            assert f"the connection to the leader {old} reset" in text
+            fleet.start(old)
+            assert fleet.wait_up(old, 30), fleet.log(old)
+            # the restarted one follows; it does not take leadership back
+            assert leaders_seen(fleet, 2) == {(new, (fleet.status(new) or {})["term"])}
