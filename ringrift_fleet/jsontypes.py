@@ -14,3 +14,21 @@ JSONObject: TypeAlias = "dict[str, JSONValue]"
 #: A read-only view of a JSON object; values are typed loosely (``object``) so that
 #: dataclass-built payloads fit without copying.
 JSONMapping: TypeAlias = "Mapping[str, object]"
+
+
+# A job's result as it is stored (Celery's result backend, the run store, the ledger)
+# keeps each list to this many items, with its length beside it (``<key>_count``).
+# A games sync listed every file it fetched or already held: 560 kB a result, for a
+# day in Redis and in every ledger replica.  The files themselves are in the host's
+# manifest (``GET /artifacts``); nothing reads a long list from a result.
+RESULT_LIST_MAX = 64
+
+
+def capped_lists(value: Mapping[str, object], limit: int = RESULT_LIST_MAX) -> dict[str, object]:
+    """A copy of ``value`` whose top-level lists hold at most ``limit`` items."""
+    out = dict(value)
+    for key, item in value.items():
+        if isinstance(item, list) and len(item) > limit:
+            out[key] = item[:limit]
+            out.setdefault(f"{key}_count", len(item))
+    return out

@@ -193,6 +193,7 @@ class _FleetSyncObj(SyncObj):
         # and a real death is seen sooner by the connection (a reset) anyway.
         self._membership_confirm = 2 * conf.raftMaxTimeout
         self._deferred_logged_at = 0.0
+        self._refusals_logged: dict[str, float] = {}  # asker -> when last logged
         # set by _before_tick for the one tick in which pysyncobj may start a real
         # election (read by the _SyncObj__connectedToAnyone gate below)
         self._election_allowed = False
@@ -327,19 +328,8 @@ class _FleetSyncObj(SyncObj):
         }
 
     def _answer_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
-        conf = self._p("conf")
-        now = time.monotonic()
-        grant = (
-            int(message.get("term", 0)) > self.raftCurrentTerm
-            and self._p("raftState") != _LEADER
-            # silent for an election timeout, or its connection reset here too
-            and (now - self._heard_leader_at >= conf.raftMinTimeout or self._leader_link_down())
-            and now - self._started_at >= 2 * conf.raftMaxTimeout
-            and (message.get("last_log_term", -1), message.get("last_log_index", -1))
-            >= self._last_log()
-            and (self._leader_gone(now) is not None or self._p("raftLeader") == node)
-        )
-        if grant:
+        refusal = self._pre_vote_refusal(node, message, time.monotonic())
+        if refusal is None:
             self._p("transport").send(
                 node,
                 {
@@ -348,10 +338,35 @@ class _FleetSyncObj(SyncObj):
                     "term": message["term"],
                 },
             )
-        else:
-            log.debug(
-                "raft: refused %s a pre-vote for term %s", self._name(node), message.get("term")
+            return
+        # said at most every 10 s per asker: a refused election is what an operator
+        # reading a slow failover needs to see, an asker whose link flaps is not
+        name = self._name(node)
+        now = time.monotonic()
+        if now - self._refusals_logged.get(name, -1e9) >= 10.0:
+            self._refusals_logged[name] = now
+            log.info(
+                "raft: refused %s a pre-vote for term %s: %s", name, message.get("term"), refusal
             )
+
+    def _pre_vote_refusal(self, node: Any, message: dict[str, Any], now: float) -> str | None:
+        """Why this voter will not vote for ``node`` in the term it asks about, or None."""
+        conf = self._p("conf")
+        if int(message.get("term", 0)) <= self.raftCurrentTerm:
+            return "its term is not past ours"
+        if self._p("raftState") == _LEADER:
+            return "we lead"
+        # silent for an election timeout, or its connection reset here too
+        if now - self._heard_leader_at < conf.raftMinTimeout and not self._leader_link_down():
+            return f"we heard the leader {now - self._heard_leader_at:.2f}s ago"
+        if now - self._started_at < 2 * conf.raftMaxTimeout:
+            return "we started moments ago"
+        theirs = (message.get("last_log_term", -1), message.get("last_log_index", -1))
+        if theirs < self._last_log():
+            return f"its log (term, index) {theirs} is behind ours {self._last_log()}"
+        if self._leader_gone(now) is None and self._p("raftLeader") != node:
+            return "the leader we follow still looks alive here"
+        return None
 
     def _count_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         if (
@@ -446,7 +461,24 @@ class _FleetSyncObj(SyncObj):
         transport = self._p("transport")
         for node in others:
             transport.send(node, ask)
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._SyncObj__raftElectionDeadline = now + self._next_round_in()
+
+    def _next_round_in(self) -> float:
+        """When to ask again if this round wins no majority.  While the leader's
+        connection is down, at this voter's next turn in the reset's stagger: a voter
+        that had not yet seen the reset when asked refused, and the 30-host soak's
+        first reset election waited a whole election timeout for that (1.9 s)."""
+        if not self._leader_link_down():
+            return float(self._SyncObj__generateRaftTimeout())
+        standing = len(self._p("otherNodes"))  # every voter but the leader, and this one
+        return standing * self._reset_step + random.uniform(0.0, self._reset_step / 4)
+
+    def _standing_rank(self, leader: Any) -> int:
+        names = sorted(
+            [self._name(n) for n in self._p("otherNodes") if n != leader]
+            + [self._name(self.selfNode)]
+        )
+        return names.index(self._name(self.selfNode))
 
     def _watch_leader_link(self, now: float) -> None:
         """The leader's connection just closed: stand now, not after the timeout.
@@ -468,18 +500,16 @@ class _FleetSyncObj(SyncObj):
         if up or was is None or was[0] != leader or not was[1] or self._reset_step <= 0:
             return
         self._counts["leader_resets"] += 1
-        standing = sorted(self._name(n) for n in self._p("otherNodes") if n != leader)
-        standing = sorted([*standing, self._name(self.selfNode)])
-        rank = standing.index(self._name(self.selfNode))
+        rank = self._standing_rank(leader)
         soon = now + rank * self._reset_step + random.uniform(0.0, self._reset_step / 4)
-        if self._p("raftElectionDeadline") > soon:
-            self._SyncObj__raftElectionDeadline = soon
-            log.info(
-                "raft: the connection to the leader %s reset; standing in %.2fs (rank %d)",
-                self._name(leader),
-                soon - now,
-                rank,
-            )
+        soon = min(soon, self._p("raftElectionDeadline"))  # a timer already due stays due
+        self._SyncObj__raftElectionDeadline = soon
+        log.info(
+            "raft: the connection to the leader %s reset; standing in %.2fs (rank %d)",
+            self._name(leader),
+            max(0.0, soon - now),
+            rank,
+        )
 
     def _leader_link_down(self) -> bool:
         leader = self._p("raftLeader")

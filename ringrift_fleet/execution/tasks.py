@@ -65,6 +65,7 @@ from ringrift_fleet.execution.workloads.commands import run_command, templates_f
 from ringrift_fleet.execution.workloads.evaluation import fetch_missing_models, run_evaluation
 from ringrift_fleet.execution.workloads.selfplay import run_selfplay
 from ringrift_fleet.execution.workloads.training import run_training
+from ringrift_fleet.jsontypes import capped_lists
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,9 @@ def execute(task: Task, job_type: str, kwargs: dict[str, Any]) -> dict[str, Any]
                 fencing.release_run(client, spec.job_id, lease)
             raise
     # the job's run time as the worker measured it (ringrift_job_duration_seconds)
-    result = {**base, **out, "run_seconds": round(time.monotonic() - started, 3)}
+    # stored cut (Celery's backend, the run store, the ledger): a games sync's lists
+    # of every file were 560 kB; retention below still sees the whole of ``out``
+    result = capped_lists({**base, **out, "run_seconds": round(time.monotonic() - started, 3)})
     _sweep(store, cfg)
     retain(store, spec, out, models_keep=cfg.MODELS_KEEP, evaluations_keep=cfg.EVALUATIONS_KEEP)
     if keeper.lost.is_set():

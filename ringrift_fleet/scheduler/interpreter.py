@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from ringrift_fleet.consensus.api import NewJob
 from ringrift_fleet.execution.broker import BROKER_ERRORS, BrokerHealth
 from ringrift_fleet.execution.dispatch import task_id_for
-from ringrift_fleet.jsontypes import JSONMapping
+from ringrift_fleet.jsontypes import RESULT_LIST_MAX, JSONMapping, capped_lists
 from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 from ringrift_fleet.scheduler.actions import (
     HOST_DEAD,
@@ -659,21 +659,15 @@ class Interpreter:
 # Items of one list a result keeps in the ledger.  A games sync's result listed every
 # file it fetched, skipped and installed: 560 kB a sync, and in a 60-minute soak 32
 # syncs held as much of the ledger as 20,460 self-play jobs -- in every replica, every
-# Raft dump (which stalls the Raft thread that writes it) and every copy a non-voter
-# takes.  Nothing the scheduler reads is a long list; the whole result stays in
-# Celery's result backend.
-LEDGER_LIST_MAX = 64
+# Raft dump and every copy a non-voter takes.  Workers now store results cut the same
+# way (jsontypes.capped_lists); this cuts what an older worker stored whole.
+LEDGER_LIST_MAX = RESULT_LIST_MAX
 
 
 def ledger_result(value: Mapping[str, object] | Mapping[object, object]) -> dict[str, object]:
     """:func:`plain_dict` of a result, each list of it cut to LEDGER_LIST_MAX items with
-    its length beside it (``<key>_count``)."""
-    out = plain_dict(value)
-    for key, item in list(out.items()):
-        if isinstance(item, list) and len(item) > LEDGER_LIST_MAX:
-            out[key] = item[:LEDGER_LIST_MAX]
-            out.setdefault(f"{key}_count", len(item))
-    return out
+    its length beside it (``<key>_count``): a result an older worker stored whole."""
+    return capped_lists(plain_dict(value), LEDGER_LIST_MAX)
 
 
 def plain_dict(value: Mapping[str, object] | Mapping[object, object]) -> dict[str, object]:

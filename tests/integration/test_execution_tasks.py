@@ -243,6 +243,36 @@ def test_sync_task_pulls_artifacts_from_another_hosts_server(
     assert local.entry(champion["name"])["sha256"] == champion["sha256"]  # type: ignore[index]
 
 
+def test_a_sync_of_many_files_stores_its_lists_cut_with_their_lengths(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """A games sync's result listed every file (560 kB each, for a day in Redis and in
+    every ledger replica): stored, each list keeps 64 names and says how long it was,
+    while every file arrives."""
+    from ringrift_fleet.jsontypes import RESULT_LIST_MAX
+
+    other = ArtifactStore(tmp_path / "many")
+    names = sorted(
+        other.put_bytes(f"games/hex6_2p/g{i:03d}.jsonl.gz", os.urandom(64))["name"]
+        for i in range(150)
+    )
+    with ArtifactServer(other.root, CLUSTER_KEY) as server:
+        spec = {"prefix": "games/hex6_2p/", "source": server.url}
+        first = send_job("sync", spec, queue=f"node.{NODE}", job_id="sync-many", app=fleet["app"])
+        out = _get(fleet, first)
+        again = send_job("sync", spec, queue=f"node.{NODE}", job_id="sync-many-2", app=fleet["app"])
+        twice = _get(fleet, again)
+    assert out["status"] == "completed"
+    assert out["fetched_count"] == out["artifacts_count"] == 150
+    assert len(out["fetched"]) == len(out["artifacts"]) == RESULT_LIST_MAX
+    assert set(out["fetched"]) <= set(names)
+    assert len(json.dumps(out)) < 20_000, len(json.dumps(out))
+    assert twice["skipped_count"] == 150 and len(twice["skipped"]) == RESULT_LIST_MAX
+    assert twice["fetched"] == []
+    local = ArtifactStore(fleet["artifacts"])
+    assert [n for n in names if local.has(n)] == names  # every file, whatever the list says
+
+
 def test_evaluation_fetches_a_champion_this_host_lacks_from_its_model_sources(
     fleet: dict[str, Any], tmp_path: Path
 ) -> None:

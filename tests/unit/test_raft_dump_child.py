@@ -19,15 +19,13 @@ from typing import BinaryIO
 
 import pytest
 
-from ringrift_fleet.config import load_config
 from ringrift_fleet.consensus import raft_state
 from ringrift_fleet.consensus.dump_child import ForkedDump, Progress
 from ringrift_fleet.consensus.raft_state import RaftLedger, wait_for_leader
 from ringrift_fleet.consensus.voters import Voter
 from ringrift_fleet.localhost import free_port
 from tests.support.procs import REPO
-
-CONFIG = load_config({"RINGRIFT_P2P_BIND_HOST": "127.0.0.1", "RINGRIFT_CLUSTER_KEY": "k"})
+from tests.support.raft_cluster import CONFIG, leader_of, raft_cluster
 
 
 def until(dump: ForkedDump, seconds: float = 20) -> Progress:
@@ -220,14 +218,10 @@ def test_a_leader_that_dumps_keeps_leading_and_committing(
     followers wait for a heartbeat (1.6 s): they elect another leader.  Written by a
     child, nothing changes hands and writes go on committing."""
     slow_dumps(monkeypatch, 3.0)
-    voters = [Voter(f"v{i}", "127.0.0.1", free_port(), 0) for i in range(3)]
-    ledgers = [
-        RaftLedger(v.name, voters, config=CONFIG, state_dir=tmp_path / v.name) for v in voters
-    ]
-    try:
-        assert wait_for_leader(ledgers[0], 15)
-        leader = next(x for x in ledgers if x.is_leader())
+    with raft_cluster(tmp_path) as ledgers:
+        leader = leader_of(ledgers)
         term = leader.term()
+        elections = sum(x.raft_status()["elections_started"] for x in ledgers)
         for i in range(20):
             assert leader.add_work(f"before{i}", {"i": i}), leader.last_error
         force_dump(leader)
@@ -246,10 +240,7 @@ def test_a_leader_that_dumps_keeps_leading_and_committing(
         assert status["log_len"] < 20 + during, "the log was not compacted"
         assert leader.is_leader() and leader.term() == term
         assert sum(x.raft_status()["leader_changes"] for x in ledgers) == 0
-        assert sum(x.raft_status()["elections_started"] for x in ledgers) <= 1  # the first
-    finally:
-        for ledger in ledgers:
-            ledger.close()
+        assert sum(x.raft_status()["elections_started"] for x in ledgers) == elections
 
 
 def test_a_voter_restarts_from_its_forked_dump_and_journal(tmp_path: Path) -> None:
@@ -288,34 +279,27 @@ def test_a_voter_that_missed_the_compacted_entries_catches_up_from_the_dump(
 ) -> None:
     """The leader's log no longer holds what a voter down meanwhile missed: the
     leader sends it the dump its child wrote (pysyncobj's snapshot transmission)."""
-    voters = [Voter(f"v{i}", "127.0.0.1", free_port(), 0) for i in range(3)]
-
-    def start(v: Voter) -> RaftLedger:
-        return RaftLedger(v.name, voters, config=CONFIG, state_dir=tmp_path / v.name)
-
-    ledgers = {v.name: start(v) for v in voters}
-    try:
-        assert wait_for_leader(ledgers["v0"], 15)
-        leader = next(x for x in ledgers.values() if x.is_leader())
-        away = next(n for n, x in ledgers.items() if x is not leader)
-        ledgers.pop(away).close()
-        for i in range(30):
-            assert leader.add_work(f"w{i}", {"i": i}), leader.last_error
+    with raft_cluster(tmp_path) as ledgers:
+        leader = leader_of(ledgers)
+        i = next(k for k, x in enumerate(ledgers) if x is not leader)
+        away = ledgers[i].node_id
+        ledgers[i].close()
+        for n in range(30):
+            assert leader.add_work(f"w{n}", {"i": n}), leader.last_error
         force_dump(leader)
         deadline = time.monotonic() + 20
         while leader.raft_status()["dump"]["done"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert leader.raft_status()["dump"]["done"] == 1
         assert leader.raft_status()["log_len"] < 30, "the log still holds what was missed"
-        back = ledgers[away] = start(next(v for v in voters if v.name == away))
+        back = ledgers[i] = RaftLedger(
+            away, leader.voters, config=CONFIG, state_dir=tmp_path / away
+        )
         deadline = time.monotonic() + 20
         while len(back.items()) < 30 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert sorted(w.work_id for w in back.items()) == sorted(f"w{i}" for i in range(30))
+        assert sorted(w.work_id for w in back.items()) == sorted(f"w{n}" for n in range(30))
         # from the leader's dump, not entry by entry: it never wrote one itself
         assert back.raft_status()["dump"]["done"] == 0
         assert (tmp_path / away / "raft" / f"{away}.dump").exists()
         assert leader.is_leader()
-    finally:
-        for ledger in ledgers.values():
-            ledger.close()
