@@ -93,9 +93,16 @@ class ForkedDump:
         if self._pid or self._outcome is not None:
             return
         t0 = self._clock()
-        self._target_id = _file_id(self.target)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.part)  # a killed child's leftover
+        try:
+            self._target_id = _file_id(self.target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.part)  # a killed child's leftover
+        except OSError as exc:
+            # reported through poll: pysyncobj then tries again in its next window
+            # (an exception here would leave it waiting for a dump that never ends)
+            log.warning("raft dump: cannot prepare %s: %s", self.part, exc)
+            self._outcome = Progress.FAILED
+            return
         parent = os.getpid()
         try:
             pid = os.fork()
@@ -108,6 +115,11 @@ class ForkedDump:
             _child(write, self.part, parent)
         self._pid, self._started = pid, t0
         self.last_stall_s = self._clock() - t0
+
+    def refuse(self) -> None:
+        """Report this dump as failed at the next poll, without starting it."""
+        if not self._pid:
+            self._outcome = Progress.FAILED
 
     def poll(self) -> Progress:
         """What became of the dump; DONE and FAILED are reported once, then IDLE."""
@@ -215,7 +227,7 @@ def _max_fd() -> int:
 def _file_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
 

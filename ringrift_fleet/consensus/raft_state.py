@@ -647,8 +647,14 @@ def _dump_writer(
     ``serializeChecker`` below decides, once the child is done, what became of it."""
 
     def write(filename: str, rest: tuple[object, ...]) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(filename)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # it would be renamed over the dump: write none
+            log.warning("raft dump: cannot remove %s: %s", filename, exc)
+            dump.refuse()
+            return
         dump.start(lambda f: _write_dump(f, state, rest))
 
     return write

@@ -303,3 +303,17 @@ def test_a_voter_that_missed_the_compacted_entries_catches_up_from_the_dump(
         assert back.raft_status()["dump"]["done"] == 0
         assert (tmp_path / away / "raft" / f"{away}.dump").exists()
         assert leader.is_leader()
+
+
+def test_a_dump_that_cannot_even_start_is_reported_failed_not_lost(
+    dump: ForkedDump, tmp_path: Path
+) -> None:
+    """pysyncobj waits for the outcome of every dump it asked for: one that raised
+    instead would leave it waiting for ever, and the log would never be compacted."""
+    os.mkdir(dump.part)  # unlink() of the leftover fails (root ignores permissions)
+    dump.start(lambda f: f.write(b"x"))
+    assert not dump.running and dump.poll() is Progress.FAILED
+    assert dump.poll() is Progress.IDLE
+    os.rmdir(dump.part)
+    dump.start(lambda f: f.write(b"next"))
+    assert until(dump) is Progress.DONE and Path(dump.target).read_bytes() == b"next"
