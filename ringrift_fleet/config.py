@@ -182,6 +182,8 @@ class P2PConfig:
 
     # --- the process -----------------------------------------------------------------
     MALLOC_TRIM_INTERVAL: float = 60.0  # s between glibc malloc_trim calls (malloc.py); 0 = off
+    # a stall this long (no Python code ran) is logged with every thread's stack; 0 = off
+    COORDINATOR_STALL_S: float = 2.0
 
     @property
     def artifact_dir(self) -> Path:
@@ -256,6 +258,7 @@ _NONNEG_FIELDS = {
     "TRAINING_MIN_POWER",
     "TRAINING_MIN_HOURS_BETWEEN_RUNS",
     "MALLOC_TRIM_INTERVAL",
+    "COORDINATOR_STALL_S",
     "SCHEDULER_QUEUE_AHEAD",
     "RAFT_ELECT_ON_RESET",
 }

@@ -222,6 +222,15 @@ def families(node: str, status: Mapping[str, Any], probes: Probes) -> list[Metri
         if rec is not None:
             counter("ringrift_swim_recoveries", "SWIM transport restarts").add_metric([node], rec)
 
+    stalls = status.get("stalls")
+    if isinstance(stalls, Mapping) and _num(stalls.get("stalls")) is not None:
+        counter(
+            "ringrift_coordinator_stalls",
+            "times no Python code of this coordinator ran for COORDINATOR_STALL_S or more",
+        ).add_metric([node], _num(stalls.get("stalls")) or 0.0)
+        gauge(
+            "ringrift_coordinator_stall_max_seconds", "the longest such stall since start"
+        ).add_metric([node], _num(stalls.get("max_s")) or 0.0)
     # --- Raft and the ledger --------------------------------------------------------------
     raft = status.get("raft_detail")
     if isinstance(raft, Mapping) and "commit_idx" in raft:

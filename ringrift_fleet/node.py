@@ -30,6 +30,7 @@ from ringrift_fleet.membership.http import heartbeat_routes
 from ringrift_fleet.metrics import FleetCollector
 from ringrift_fleet.models import NodeRole
 from ringrift_fleet.server import StatusServer
+from ringrift_fleet.stall_watch import StallStats, StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class CoordinatorNode:
         # heap memory the threads freed, given back every MALLOC_TRIM_INTERVAL s (malloc.py)
         self.trim_stats = TrimStats()
         self.add_status_section("memory", self.trim_stats.as_dict)
+        # seconds-long stalls of the whole interpreter, with the stacks that held it
+        self.stall_stats = StallStats(threshold_s=config.COORDINATOR_STALL_S)
+        self.add_status_section("stalls", self.stall_stats.as_dict)
 
     # --- what the scheduler uses ---------------------------------------------------------
 
@@ -183,6 +187,8 @@ class CoordinatorNode:
         )
         # the coordinator resolved BIND_HOST "" to the inventory address or loopback
         await self.status_server.start(self.coordinator.config.BIND_HOST, self.status_port)
+        stalls = StallWatch(self.config.COORDINATOR_STALL_S, self.stall_stats)
+        stalls.start()
         trims = asyncio.create_task(
             trim_every(self.config.MALLOC_TRIM_INTERVAL, self.trim_stats), name="malloc-trim"
         )
@@ -199,6 +205,7 @@ class CoordinatorNode:
         finally:
             trims.cancel()
             await asyncio.gather(trims, return_exceptions=True)
+            stalls.stop()
             await self.coordinator.stop()
             await self.status_server.stop()
 

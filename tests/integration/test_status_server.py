@@ -267,3 +267,48 @@ def test_the_coordinator_command_attaches_the_scheduler(tmp_path: Path, redis_se
         assert "error" not in fleet.status("n0")["scheduler"]
     finally:
         fleet.stop_all()
+
+
+@pytest.mark.timeout(90)
+def test_a_stalled_coordinator_says_so_with_its_stacks(tmp_path: Path) -> None:
+    """A coordinator frozen for 2.5 s (SIGSTOP: no CPU at all, as on an overloaded
+    host) logs the stall with every thread's stack and counts it in /status and
+    /metrics; a quiet one counts none."""
+    import os
+    import signal
+    import time
+
+    from tests.support.procs import wait_for
+
+    fleet = LocalFleet(
+        tmp_path / "fleet", voters=1, extra_env={"RINGRIFT_P2P_COORDINATOR_STALL_S": "1.0"}
+    )
+    try:
+        fleet.start_all()
+        assert fleet.wait_leader(10), fleet.log("n0")
+        stalls = fleet.status("n0")["stalls"]
+        assert stalls["threshold_s"] == 1.0
+        before = stalls["stalls"]
+        proc = fleet.nodes["n0"].proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+        def counted() -> bool:
+            s = fleet.status("n0")
+            return s is not None and s["stalls"]["stalls"] > before
+
+        assert wait_for(counted, 10), fleet.log("n0")
+        shown = fleet.status("n0")["stalls"]
+        assert 1.5 <= shown["max_s"] <= 10.0, shown
+        log = (fleet.workdir / "n0.log").read_text()
+        assert "coordinator stalled" in log, log[-3000:]
+        assert "Thread 0x" in log and "File " in log, log[-3000:]  # faulthandler's stacks
+        with urllib.request.urlopen(fleet.nodes["n0"].url + "/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+        assert f'ringrift_coordinator_stalls_total{{node="n0"}} {float(shown["stalls"])}' in text
+    finally:
+        fleet.stop_all()
