@@ -60,7 +60,10 @@ class Simulation:
         fallback_loss: float | None = 0.0,
     ) -> None:
         """``bootstrap="full"``: every node starts knowing every other (a converged
-        cluster); ``"seeds"``: every node joins through ``n0`` and ``n1``.
+        cluster); ``"seeds"``: every node joins through ``n0`` and ``n1``;
+        ``"islands"``: every node has every other as a seed (an inventory) but the
+        two halves start knowing only their own half, as hosts that joined each
+        other while the rest could not answer.
         ``loss`` drops datagrams; ``fallback_loss`` is the loss of the fallback (TCP)
         channel, whose round trip takes two datagram delays, or None for no such
         channel (a fallback probe then always goes unanswered)."""
@@ -86,12 +89,20 @@ class Simulation:
             self.addr_of[name] = addr
             self.name_at[addr] = name
         seeds = [self.addr_of[s] for s in names[:2]] if bootstrap == "seeds" else []
+        if bootstrap == "islands":
+            seeds = [self.addr_of[s] for s in names]
         for name in names:
             self.nodes[name] = self._make(name, seeds, incarnation=0)
         if bootstrap == "full":
             everyone = [(other, self.addr_of[other]) for other in names]
             for node in self.nodes.values():
                 node.learn_many(0.0, everyone)
+        elif bootstrap == "islands":
+            half = n // 2
+            for group in (names[:half], names[half:]):
+                island = [(other, self.addr_of[other]) for other in group]
+                for name in group:
+                    self.nodes[name].learn_many(0.0, island)
         for name, node in self.nodes.items():
             self._apply(name, node.start(self.now))
 

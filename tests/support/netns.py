@@ -124,6 +124,16 @@ class NetnsLab:
         for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
             self.ns(ns, "iptables", "-D", chain, flag, "eth0", "-j", "DROP", check=False)
 
+    def separate(self, ns: str, address: str) -> None:
+        """Drop what ``ns`` exchanges with ``address`` (a partition between two hosts,
+        each keeping its other links)."""
+        self.ns(ns, "iptables", "-I", "INPUT", "-s", address, "-j", "DROP")
+        self.ns(ns, "iptables", "-I", "OUTPUT", "-d", address, "-j", "DROP")
+
+    def unseparate(self, ns: str, address: str) -> None:
+        self.ns(ns, "iptables", "-D", "INPUT", "-s", address, "-j", "DROP", check=False)
+        self.ns(ns, "iptables", "-D", "OUTPUT", "-d", address, "-j", "DROP", check=False)
+
     def close(self) -> None:
         import signal
 

@@ -166,3 +166,18 @@ def test_a_seeded_simulation_replays_exactly_whatever_the_hash_seed() -> None:
         for h in (0, 14, 4242)
     }
     assert len(runs) == 1, runs
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n", [4, 30])
+def test_islands_formed_at_start_merge_through_the_inventory_seeds(n: int) -> None:
+    """Two halves that joined only each other (the rest did not answer in time)
+    find each other through the seeds they do not know as members."""
+    sim = Simulation(n, seed=53, bootstrap="islands")
+    names = list(sim.nodes)
+    half = names[: n // 2]
+    assert {names[0], *sim.nodes[names[0]].members} == set(half)  # an island, to begin with
+    took = sim.run_until_true(sim.converged, 60.0)
+    assert took is not None, "the islands never merged"
+    assert len({sim.nodes[x].digest() for x in names}) == 1
+    assert sim.false_dead() == []

@@ -21,7 +21,8 @@ refinements, Dadgar et al. 2018):
   ``λ·log10(N+1)`` times, the least-sent first;
 * a periodic push-pull digest exchange with a random member, escalating to a
   full state exchange when the digests differ, plus reconnect syncs to dead
-  members and seeds, so a healed partition converges to one view;
+  members and to seeds that are not members (yet), so a healed partition, or
+  islands formed at start, converge to one view;
 * "you are dead to me" notices: any message we send to a member we hold
   suspect, dead or left carries that verdict first, so a live member refutes
   at the first contact (Lifeguard's buddy system, generalised);
@@ -801,13 +802,25 @@ class SwimNode:
         self._send(addr, dest, Message(SYNC, self.name, self._next_seq(), flags=SYNC_REPLY_ALWAYS))
 
     def _reconnect(self, now: float) -> None:
-        """Full sync with a dead member (a healed partition) or, when alone, a seed."""
+        """Full sync with a dead member (a healed partition) and with a seed we do not
+        know as a member: alone, any seed; else one of the seeds no member of our
+        view lives at.  Without the second, hosts that joined each other while the
+        rest could not answer (a fleet starting on a loaded network, a partition
+        older than ``dead_retention``) stay an island with a view of their own."""
         if self._gone:
             name = self.rng.choice(sorted(self._gone))
             m = self.members[name]
             self._sync_request(m.addr, m.name)
-        if self.seeds and not self._live and self._next_join is None:
-            self._sync_request(self.rng.choice(self.seeds), "")
+        if not self.seeds:
+            return
+        if not self._live:
+            if self._next_join is None:
+                self._sync_request(self.rng.choice(self.seeds), "")
+            return
+        known = {(str(m.addr[0]), int(m.addr[1])) for m in self.members.values()}
+        strangers = [seed for seed in self.seeds if seed not in known]
+        if strangers:
+            self._sync_request(self.rng.choice(strangers), "")
 
     def _forget(self, now: float) -> None:
         horizon = now - self.config.dead_retention
