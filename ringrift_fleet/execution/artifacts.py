@@ -591,18 +591,28 @@ def artifact_routes(artifact_dir: Path, token: str) -> list[web.RouteDef]:
         resp = web.StreamResponse(headers={"Content-Type": BUNDLE_TYPE})
         await resp.prepare(request)
         left = list(names)
-        while left:
-            # a few MiB of files per trip to the thread, not one trip per file
-            read = await loop.run_in_executor(pool, _bundled_files, store, left, infos)
-            left = left[len(read) :]
-            for name, data, missing in read:
-                head = (
-                    {"name": name, "error": missing}
-                    if missing
-                    else {"name": name, "size": len(data), "sha256": infos[name]["sha256"]}
-                )
-                await resp.write(json.dumps(head).encode() + b"\n" + data)
-        await resp.write_eof()
+        try:
+            while left:
+                # a few MiB of files per trip to the thread, not one trip per file
+                read = await loop.run_in_executor(pool, _bundled_files, store, left, infos)
+                left = left[len(read) :]
+                for name, data, missing in read:
+                    head = (
+                        {"name": name, "error": missing}
+                        if missing
+                        else {"name": name, "size": len(data), "sha256": infos[name]["sha256"]}
+                    )
+                    await resp.write(json.dumps(head).encode() + b"\n" + data)
+            await resp.write_eof()
+        except ConnectionResetError:
+            # the fetching worker went away (killed, restarted): it fetches again later,
+            # and what it already stored is checked by its digest
+            log.info(
+                "bundle for %s: the client went away with %d of %d files unsent",
+                request.remote,
+                len(left),
+                len(names),
+            )
         return resp
 
     return [

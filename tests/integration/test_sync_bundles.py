@@ -378,3 +378,43 @@ def test_a_hostile_manifest_entry_is_refused_naming_it_and_nothing_is_written(
     assert says in str(err.value) and name in str(err.value)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "store" / "escaped").exists()
     assert dest.names(FOLDER) == []
+
+
+def test_a_client_that_goes_away_mid_bundle_is_no_error_and_the_server_serves_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed while it fetches a bundle (the soak kills them every five
+    minutes) left a traceback at ERROR in every source's log; it is an ordinary
+    event, noted at INFO."""
+    import logging
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    src = ArtifactStore(tmp_path / "src")
+    names = games(src, 120, size=128 * 1024)  # 15 MB: more than the socket buffers hold
+    rec = Recorder(src.root)
+    caplog.set_level(logging.INFO)
+    with rec.server:
+        url = urlsplit(rec.server.url)
+        body = json.dumps({"names": names}).encode()
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            sock.sendall(
+                f"POST {BUNDLE_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        # closed with a reset while the server still writes
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "went away" not in caplog.text:
+            time.sleep(0.05)
+        dest = ArtifactStore(tmp_path / "dest")
+        report = sync_artifacts(dest, rec.server.url, None, prefix=FOLDER, token=TOKEN)
+    assert len(report.fetched) == len(names), "still serving"
+    assert "went away" in caplog.text, caplog.text[-2000:]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
