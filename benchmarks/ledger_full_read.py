@@ -19,6 +19,9 @@ Also, side by side: the Raft full dump pysyncobj writes on the Raft thread (log
 compaction), as its default writer does it (gzip level 9) and as ours does
 (``DUMP_GZIP_LEVEL``), in milliseconds and bytes.
 
+Also side by side: the chunked read copying each job with ``copy.deepcopy`` (as
+until 2026-12-05) and with ``jsontypes.json_copy`` (shipped).
+
 Prints one JSON line: per mode, the longest wait of the applier per round
 (median / min / max over rounds) and the read's own duration; per dump level,
 its time and size.
@@ -27,6 +30,7 @@ its time and size.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import io
 import itertools
@@ -48,6 +52,7 @@ from ledger_growth import finish  # noqa: E402
 from ringrift_fleet.consensus import api, state_json  # noqa: E402
 from ringrift_fleet.consensus import ledger as sm  # noqa: E402
 from ringrift_fleet.consensus.raft_state import DUMP_GZIP_LEVEL  # noqa: E402
+from ringrift_fleet.jsontypes import json_copy  # noqa: E402
 from tests.support.memory_ledger import Clock, MemoryLedger  # noqa: E402
 
 KINDS = ("scheduler.config", "scheduler.summary")
@@ -143,9 +148,18 @@ def main() -> None:
             frozen = state_json.freeze(led.state)
         return state_json.encode(frozen)
 
+    def chunked_deepcopy() -> object:  # the chunked read as it copied until json_copy
+        api.FULL_READ_CHUNK = shipped
+        api.json_copy = copy.deepcopy
+        try:
+            return led.read_since(KINDS, -1)
+        finally:
+            api.json_copy = json_copy
+
     modes: dict[str, Callable[[], object]] = {
         "one_hold": read(opts.jobs + 1),
         "chunked": read(shipped),
+        "chunked_deepcopy": chunked_deepcopy,
         "json_under_lock": json_under_lock,
         "frozen_json": frozen_then_encoded,
     }
@@ -170,6 +184,7 @@ def main() -> None:
                 "applier_max_stall_ms_chunked": _stats(out["chunked"]["wait"]),
                 "full_read_ms_one_hold": _stats(out["one_hold"]["read"]),
                 "full_read_ms_chunked": _stats(out["chunked"]["read"]),
+                "full_read_ms_chunked_deepcopy": _stats(out["chunked_deepcopy"]["read"]),
                 "applier_max_stall_ms_json_under_lock": _stats(out["json_under_lock"]["wait"]),
                 "applier_max_stall_ms_frozen_json": _stats(out["frozen_json"]["wait"]),
                 "json_ms_under_lock": _stats(out["json_under_lock"]["read"]),

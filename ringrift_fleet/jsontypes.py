@@ -7,7 +7,9 @@ with ``isinstance`` (the data came from a peer or a file and is not trusted)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
+
+_T = TypeVar("_T")
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 JSONObject: TypeAlias = "dict[str, JSONValue]"
@@ -32,3 +34,27 @@ def capped_lists(value: Mapping[str, object], limit: int = RESULT_LIST_MAX) -> d
             out[key] = item[:limit]
             out.setdefault(f"{key}_count", len(item))
     return out
+
+
+def json_copy(value: _T) -> _T:
+    """A deep copy of JSON-shaped data (dicts, lists, tuples of them and scalars).
+
+    What a ledger read hands out: every coordinator copies its whole replica
+    (20,000 jobs) on a full read, and ``copy.deepcopy``, with its memo and
+    dispatch, took 9.1 us a job against 2.6 us here (docs/benchmarks.md).  No
+    memo, so shared sub-objects come out as separate copies and a cycle would
+    recurse without end: neither occurs in data that went through JSON or
+    pickle from a ledger state.  Other objects are returned as they are (the
+    scalars are immutable)."""
+    return cast(_T, _copy(value))
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    if kind is tuple:
+        return tuple(_copy(v) for v in value)
+    return value

@@ -9,7 +9,6 @@ gets every typed method here, so the two backends cannot drift apart.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +19,7 @@ from typing import Protocol, TypedDict, runtime_checkable
 
 from ringrift_fleet.consensus import ledger as sm
 from ringrift_fleet.histograms import LEDGER_OP_BUCKETS, Histogram
-from ringrift_fleet.jsontypes import JSONMapping, JSONObject
+from ringrift_fleet.jsontypes import JSONMapping, JSONObject, json_copy
 from ringrift_fleet.models import JobAssignment, JobStatus, JobType, WorkItem
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def _work_item(d: sm.WorkRow) -> WorkItem:
     return WorkItem(
         work_id=d["work_id"],
         work_type=JobType(d["work_type"]),
-        payload=copy.deepcopy(d["payload"]),
+        payload=json_copy(d["payload"]),
         priority=d["priority"],
         status=JobStatus(d["status"]),
         attempts=d["attempts"],
@@ -102,7 +101,7 @@ def _work_item(d: sm.WorkRow) -> WorkItem:
         claimed_by=d["claimed_by"],
         created_at=d["created_at"],
         updated_at=d["updated_at"],
-        result=copy.deepcopy(d["result"]),
+        result=json_copy(d["result"]),
         error=d["error"],
     )
 
@@ -340,7 +339,7 @@ class Ledger(ABC):
         with self.reading() as state:
             work = state["work"]
             items = [_work_item(work[i]) for i in dict.fromkeys(ids) if i in work]
-            recs = {k: copy.deepcopy(state["records"].get(k, {})) for k in kinds}
+            recs = {k: json_copy(state["records"].get(k, {})) for k in kinds}
         return items, recs
 
     def read_since(self, kinds: tuple[str, ...], rev: int) -> Changes:
@@ -359,7 +358,7 @@ class Ledger(ABC):
             return Changes(
                 items=[_work_item(d) for d in sm.changed_since(state, rev)],
                 ids=frozenset(state["work"]) if forgotten is None else None,
-                records={k: copy.deepcopy(state["records"].get(k, {})) for k in kinds},
+                records={k: json_copy(state["records"].get(k, {})) for k in kinds},
                 rev=int(state.get("rev", 0)),
                 pruned=int(state.get("pruned", 0)),
                 forgotten=frozenset(forgotten or ()),
@@ -377,7 +376,7 @@ class Ledger(ABC):
         since that revision returns them again and the reader ends consistent."""
         with self.reading() as state:
             ids = list(state["work"])
-            records = {k: copy.deepcopy(state["records"].get(k, {})) for k in kinds}
+            records = {k: json_copy(state["records"].get(k, {})) for k in kinds}
             rev, pruned = int(state.get("rev", 0)), int(state.get("pruned", 0))
         items: list[WorkItem] = []
         for start in range(0, len(ids), FULL_READ_CHUNK):
@@ -427,11 +426,11 @@ class Ledger(ABC):
     def get_record(self, kind: str, key: str) -> JSONObject | None:
         with self.reading() as state:
             value = state["records"].get(kind, {}).get(key)
-            return None if value is None else copy.deepcopy(value)
+            return None if value is None else json_copy(value)
 
     def records(self, kind: str) -> dict[str, JSONObject]:
         with self.reading() as state:
-            return copy.deepcopy(state["records"].get(kind, {}))
+            return json_copy(state["records"].get(kind, {}))
 
     def get_queue_stats(self) -> QueueStats:
         with self.reading() as state:

@@ -33,6 +33,7 @@ lost-job promise allows.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -78,6 +79,10 @@ log = logging.getLogger(__name__)
 
 LEADER_KIND = "scheduler.leader"
 FULL_READ_EVERY_S = 300.0  # the view re-reads the whole ledger this often anyway
+# ... give or take this fraction, drawn each time: coordinators started together
+# read in step otherwise, every one copying its replica in the same second
+# (on the soak's shared cores, 30 at once stalled voters for seconds)
+FULL_READ_JITTER = 0.25
 # a death a follower saw this recently is announced by it if it becomes leader (the
 # leader then may have been the one that died, or died before its next tick)
 NOTIFY_HANDOFF_S = 10.0
@@ -160,6 +165,8 @@ class Beat:
         self._rev = -1  # the replica revision the view has taken in
         self._pruned = 0  # the ledger's count of forgotten jobs at that revision
         self.full_read_every_s = FULL_READ_EVERY_S
+        self.full_read_jitter = FULL_READ_JITTER
+        self._rng = random.Random()
         self._next_full_read = 0.0
         self._next_prune = 0.0
         self.broker = BrokerHealth(slots.url if slots is not None else url_of(None))
@@ -256,7 +263,8 @@ class Beat:
         since = self._rev
         if now >= self._next_full_read:
             since = -1
-            self._next_full_read = now + self.full_read_every_s
+            spread = self._rng.uniform(-1.0, 1.0) * self.full_read_jitter
+            self._next_full_read = now + self.full_read_every_s * (1.0 + spread)
         kinds = (RECORD_KIND, SUMMARY_KIND, LOST_KIND)
         c = self.ledger.read_since(kinds, since)
         if c.rev < self._rev:

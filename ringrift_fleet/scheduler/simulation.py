@@ -287,6 +287,7 @@ class FleetSim:
             planner=self.timed_plan,
         )
         beat.full_read_every_s = 3600.0  # a 300 s full read costs a day-long run minutes
+        beat.full_read_jitter = 0.0  # a seeded run replays exactly
         for node, at in self.dead_at.items():
             beat.on_membership(MembershipEvent("dead", node, 0, at=at))
         return beat

@@ -40,13 +40,13 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 13 rules found" in out.stdout
+    assert "SUCCESS: 14 rules found" in out.stdout
 
 
 def test_every_alert_has_a_summary_and_a_runbook_section() -> None:
     ops = (REPO / "docs" / "operations.md").read_text()
     rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert len(rules) == 13
+    assert len(rules) == 14
     for rule in rules:
         assert rule["annotations"]["summary"], rule["alert"]
         anchor = rule["annotations"]["runbook"].split("#", 1)[1]
@@ -59,8 +59,6 @@ def test_every_alert_has_a_summary_and_a_runbook_section() -> None:
 def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None:
     """promtool's rule unit test: one failed dump (a snapshot superseded it) is quiet;
     three in 30 minutes (a full disk) fire, for that node only."""
-    promtool = need_command("promtool")
-    (tmp_path / "alerts.yml").write_text(RULES.read_text())
     series = 'ringrift_raft_dump_failures_total{{node="{}"}}'
     case = {
         "rule_files": ["alerts.yml"],
@@ -92,6 +90,13 @@ def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None
             }
         ],
     }
+    promtool_test(tmp_path, case)
+
+
+def promtool_test(tmp_path: Path, case: dict[str, object]) -> None:
+    """Run promtool's rule unit test ``case`` against the shipped rules."""
+    promtool = need_command("promtool")
+    (tmp_path / "alerts.yml").write_text(RULES.read_text())
     (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
     out = subprocess.run(
         [promtool, "test", "rules", str(tmp_path / "test.yml")],
@@ -101,6 +106,49 @@ def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_stall_alert_fires_on_a_coordinator_that_keeps_stalling(tmp_path: Path) -> None:
+    """One stall (a burst of load) is quiet; three within 15 minutes fire, for
+    that node only."""
+    series = 'ringrift_coordinator_stalls_total{{node="{}"}}'
+    promtool_test(
+        tmp_path,
+        {
+            "rule_files": ["alerts.yml"],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "5m",
+                    "input_series": [
+                        {"series": series.format("v1"), "values": "0 1 2 4 4 4"},
+                        {"series": series.format("v2"), "values": "0 0 1 1 1 1"},
+                    ],
+                    "alert_rule_test": [
+                        {
+                            "eval_time": "5m",
+                            "alertname": "RingriftCoordinatorStalling",
+                            "exp_alerts": [],
+                        },
+                        {
+                            "eval_time": "15m",
+                            "alertname": "RingriftCoordinatorStalling",
+                            "exp_alerts": [
+                                {
+                                    "exp_labels": {"node": "v1", "severity": "warning"},
+                                    "exp_annotations": {
+                                        "summary": "The coordinator on v1 keeps stalling for "
+                                        "seconds (no Python code ran)",
+                                        "runbook": "docs/operations.md#ringriftcoordinatorstalling",
+                                    },
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ],
+        },
+    )
 
 
 def test_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:

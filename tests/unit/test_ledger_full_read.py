@@ -68,3 +68,48 @@ def test_a_full_read_lets_writes_in_between_chunks_and_the_next_read_catches_up(
         del merged[gone]
     fresh = {w.work_id: w for w in led.read_since(("scheduler.config",), -1).items}
     assert merged == fresh
+
+
+def test_a_read_hands_out_copies_that_share_nothing_with_the_replica() -> None:
+    led = MemoryLedger("a")
+    payload = {"kwargs": {"board_type": "hex8", "seeds": [1, 2]}}
+    assert led.add_work("j1", payload, work_type="selfplay")
+    (item,) = led.read_since((), -1).items
+    assert item.payload == led.state["work"]["j1"]["payload"]
+    item.payload["kwargs"]["seeds"].append(3)  # type: ignore[index,union-attr]  # the reader's own
+    assert led.state["work"]["j1"]["payload"]["kwargs"]["seeds"] == [1, 2]
+    (again,) = led.read_since((), -1).items
+    assert again.payload == payload
+
+
+def test_json_copy_is_deep_and_keeps_the_types() -> None:
+    from ringrift_fleet.jsontypes import json_copy
+
+    original = {"a": [1, {"b": None, "c": (2.5, [True])}], "s": "x"}
+    copied = json_copy(original)
+    assert copied == original and copied is not original
+    assert type(copied["a"][1]["c"]) is tuple  # type: ignore[index]
+    copied["a"][1]["c"][1].append(False)  # type: ignore[index]
+    assert original["a"][1]["c"][1] == [True]  # type: ignore[index]
+
+
+def test_coordinators_started_together_do_not_read_the_whole_ledger_in_step() -> None:
+    """Every view re-reads the whole ledger every FULL_READ_EVERY_S: 30 coordinators
+    started in the same second did it in the same second, each copying 20,000 jobs,
+    and on shared cores that stalled the voters (the 30-host soak, 22:53)."""
+    from ringrift_fleet.scheduler.beat import FULL_READ_EVERY_S, FULL_READ_JITTER
+    from ringrift_fleet.scheduler.settings import SchedulerPolicy
+    from tests.support.memory_ledger import Clock, idle_beat
+
+    clock = Clock(1_000.0)
+    beats = [idle_beat(MemoryLedger(f"n{i}"), SchedulerPolicy(), clock) for i in range(30)]
+    for b in beats:
+        b.refresh()  # the first read is whole, at once, on every one
+    due = sorted(b._next_full_read - clock.t for b in beats)
+    low, high = (
+        FULL_READ_EVERY_S * (1 - FULL_READ_JITTER),
+        FULL_READ_EVERY_S * (1 + FULL_READ_JITTER),
+    )
+    assert all(low <= d <= high for d in due), due
+    assert due[-1] - due[0] > FULL_READ_EVERY_S * FULL_READ_JITTER  # spread, not in step
+    assert len({round(d, 3) for d in due}) == len(due)
