@@ -40,6 +40,7 @@ STATUS: dict[str, Any] = {
         "connected_voters": ["n2"],
         "dump": {"running": False, "last_s": 2.5, "raft_thread_ms": 3.1, "done": 4, "failed": 1},
     },
+    "stalls": {"threshold_s": 2.0, "stalls": 3, "max_s": 4.25, "last_s": 2.1, "last_at": 1.0},
     "work_queue": {
         "pending": 3,
         "claimed": 1,
@@ -129,6 +130,8 @@ def test_families_cover_leadership_membership_ledger_and_training() -> None:
     assert value(got, "ringrift_raft_has_quorum") == 1
     assert value(got, "ringrift_raft_dump_seconds") == 2.5
     assert value(got, "ringrift_raft_dump_failures_total") == 1
+    assert value(got, "ringrift_coordinator_stalls_total") == 3
+    assert value(got, "ringrift_coordinator_stall_max_seconds") == 4.25
     assert value(got, "ringrift_work_items", state="pending") == 3
     assert value(got, "ringrift_ledger_items") == 15
     assert value(got, "ringrift_ledger_pruned_jobs_total") == 4
