@@ -124,13 +124,19 @@ class SwimMembershipManager:
         inject_loss_in: float | None = None,
         recovery_min_interval: float = RECOVERY_MIN_INTERVAL,
     ) -> SwimMembershipManager:
-        """Bind this host's swim_port; every other host in the inventory is a seed."""
+        """Bind this host's swim_port; every other host in the inventory that is not
+        retired is a seed (asked again while no member of our view lives there)."""
         from ringrift_fleet import inventory
 
         cfg = config or get_p2p_config()
         inv = inventory.load(hosts_file or cfg.HOSTS_FILE)
         me = inv.host(node_id)
-        seeds = [(h.address, h.swim_port) for h in inv.hosts if h.name != node_id]
+        # a retired host's address may be someone else's by now: it is no seed
+        seeds = [
+            (h.address, h.swim_port)
+            for h in inv.hosts
+            if h.name != node_id and h.status != "retired"
+        ]
         metadata: dict[str, object] = {
             "host": me.name,
             "gpu": me.gpu,

@@ -205,7 +205,12 @@ def test_a_restarted_swim_outranks_its_own_earlier_incarnations() -> None:
 
 @pytest.mark.timeout(60)
 def test_from_distributed_hosts_seeds_from_the_inventory(tmp_path: Path) -> None:
+    """Every other host is a seed, except a retired one: its address may be someone
+    else's by now, and the seeds a view lacks are asked again and again."""
     ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
+    retired = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # what it would receive
+    retired.bind(("127.0.0.1", 0))
+    retired.setblocking(False)
     inv = tmp_path / "distributed_hosts.yaml"
     inv.write_text(
         "hosts:\n"
@@ -213,6 +218,8 @@ def test_from_distributed_hosts_seeds_from_the_inventory(tmp_path: Path) -> None
         f" swim_port: {ports[0]}, status_port: 18770, raft_port: 14321}}\n"
         f"  gpu-b: {{ssh_host: 127.0.0.1, address: 127.0.0.1, gpu: RTX_4090,"
         f" swim_port: {ports[1]}, status_port: 18771, raft_port: 14322}}\n"
+        f"  gpu-old: {{ssh_host: 127.0.0.1, address: 127.0.0.1, gpu: A10, status: retired,"
+        f" swim_port: {retired.getsockname()[1]}, status_port: 18772, raft_port: 14323}}\n"
     )
     cfg = P2PConfig(
         BIND_HOST="127.0.0.1", CLUSTER_KEY="inv", SWIM_PING_INTERVAL=0.2, SWIM_PING_TIMEOUT=0.08
@@ -232,11 +239,17 @@ def test_from_distributed_hosts_seeds_from_the_inventory(tmp_path: Path) -> None
             meta = a.peer_metadata("gpu-b") or {}
             assert meta["gpu"] == "RTX_4090" and meta["host"] == "gpu-b"
             assert (b.peer_metadata("gpu-a") or {})["gpu_count"] == 8
+            await asyncio.sleep(SwimConfig().reconnect_interval * 1.6)  # a reconnect or two
         finally:
             await a.stop()
             await b.stop()
 
-    run(body)
+    try:
+        run(body)
+        with pytest.raises(BlockingIOError):
+            retired.recvfrom(65536)  # nothing was sent to the retired host
+    finally:
+        retired.close()
 
 
 def _http(name: str, peers: dict[str, str], key: str = "") -> HttpHeartbeatMembership:
