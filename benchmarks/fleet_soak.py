@@ -19,6 +19,11 @@ thresholds and CPU training), so training, evaluation, sync and promotions happe
 the production thresholds (5,000 games, 2 h between runs) and no training on a CPU
 mean a CPU fleet never promotes.  The demo policy plays 8 games a self-play job
 (sub-second jobs) unless --games-per-job sets the variable (the demo honours it).
+The recorded hour runs ``--promote --games-per-job 2000``: jobs of ~20 s on this
+machine's shared cores, ~1,700 an hour with ~10 promotions (GPU self-play jobs
+last minutes).  The demo's sub-second jobs (~20,000 an hour) are the stress
+variant: they measure how fast one leader places work, and on two cores that
+bounds the busy fraction near 0.2-0.3 (docs/benchmarks.md).
 
 Chaos (seeded, logged with timestamps; ``--schedule full`` by default, ``ci`` is
 the 5-minute cluster test's shorter one): kill -9 the Raft leader's coordinator
