@@ -258,7 +258,6 @@ _NONNEG_FIELDS = {
     "TRAINING_MIN_POWER",
     "TRAINING_MIN_HOURS_BETWEEN_RUNS",
     "MALLOC_TRIM_INTERVAL",
-    "COORDINATOR_STALL_S",
     "SCHEDULER_QUEUE_AHEAD",
     "RAFT_ELECT_ON_RESET",
 }
@@ -266,6 +265,9 @@ _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer
 # files than that could starve it, so the floor is that (0 turns retention off).
 GAMES_KEEP_MIN = 1000
+# The stall watch re-arms its dump every quarter of COORDINATOR_STALL_S (a new
+# faulthandler thread each time): below this it would cost the CPU it watches.
+STALL_MIN_S = 0.5
 _URL_FIELDS = {"BROKER_URL"}
 
 
@@ -284,6 +286,8 @@ def _accepts(name: str, kind: type) -> str:
         return "an integer"
     if name == "GAMES_KEEP_FILES":
         return f"0 (keep every games file) or an integer >= {GAMES_KEEP_MIN}"
+    if name == "COORDINATOR_STALL_S":
+        return f"0 (no stall watch) or a number of seconds >= {STALL_MIN_S}"
     if name in _URL_FIELDS:
         return "a redis:// or rediss:// URL"
     if kind is int:
@@ -353,6 +357,9 @@ def _validate(cfg: P2PConfig, origin: Mapping[str, str]) -> None:
                 fail(name)
         elif name == "GAMES_KEEP_FILES":
             if not (value == 0 or value >= GAMES_KEEP_MIN):
+                fail(name)
+        elif name == "COORDINATOR_STALL_S":
+            if not (value == 0 or value >= STALL_MIN_S):
                 fail(name)
         elif kind in (int, float) and name not in _ANY_INT_FIELDS and not value > 0:
             fail(name)

@@ -154,6 +154,15 @@ def test_documented_aliases() -> None:
             "integer >= 1000",
         ),
         (
+            {"RINGRIFT_P2P_COORDINATOR_STALL_S": "0.1"},
+            "RINGRIFT_P2P_COORDINATOR_STALL_S=0.1: expected 0 (no stall watch) or a number of "
+            "seconds >= 0.5",
+        ),
+        (
+            {"RINGRIFT_P2P_COORDINATOR_STALL_S": "-1"},
+            "RINGRIFT_P2P_COORDINATOR_STALL_S=-1.0: expected 0 (no stall watch)",
+        ),
+        (
             {"RINGRIFT_P2P_HEARTBEAT_INTERVAL": "20"},
             "P2PConfig.PEER_TIMEOUT (default)=15.0: must be above HEARTBEAT_INTERVAL (20.0, from "
             "RINGRIFT_P2P_HEARTBEAT_INTERVAL)",
@@ -230,3 +239,8 @@ def test_games_retention_can_be_off_and_its_floor_is_what_training_reads() -> No
     # Each games file holds at least one game, so keeping this many files never
     # drops a game the newest-first training read would have used.
     assert GAMES_KEEP_MIN >= MAX_TRAINING_GAMES
+
+
+def test_the_stall_watch_can_be_off() -> None:
+    assert load_config({"RINGRIFT_P2P_COORDINATOR_STALL_S": "0"}).COORDINATOR_STALL_S == 0
+    assert load_config({"RINGRIFT_P2P_COORDINATOR_STALL_S": "0.5"}).COORDINATOR_STALL_S == 0.5
