@@ -137,6 +137,17 @@ GIVEN_UP = " given up: "  # the leader's event: "<job> given up: <reason>"
 INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
 
 
+def nice_session(pid: int, nice: int) -> None:
+    """Give the session that ``pid`` leads (a worker and its pool) the CPU weight of
+    ``nice``.  With the kernel's autogroups on (``kernel.sched_autogroup_enabled``,
+    the default on desktop and many cloud kernels) every session is its own
+    scheduling group and a process's own nice counts only inside its group: each
+    worker session at nice 19 still got the share of a coordinator at nice 0.
+    systemd's per-unit cgroups do the same in production (``CPUWeight=``)."""
+    with contextlib.suppress(OSError):  # no autogroups: the process's own nice applies
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+
+
 def now() -> float:
     return time.time()
 
@@ -495,7 +506,10 @@ class Soak:
             # here N CPU workers share the machine's cores with N coordinators
             argv = ["nice", "-n", str(self.opts.worker_nice), *argv]
         argv += ["--concurrency", "1", "--loglevel", "info"]
-        self.worker[host] = self._spawn(host, "worker", argv)
+        proc = self._spawn(host, "worker", argv)
+        self.worker[host] = proc
+        if self.opts.worker_nice:
+            nice_session(proc.pid, self.opts.worker_nice)
 
     def kill(self, proc: subprocess.Popen[bytes] | None, sig: int, wait: float = 20) -> float:
         """Signal ``proc``'s group; the seconds until it exited (a SIGKILLed process in

@@ -238,6 +238,9 @@ def test_deploy_brings_up_broker_coordinators_and_workers(fleet: Fleet) -> None:
         assert proc.stdout.split() == ["active"] * 3, (host, proc.stdout, proc.stderr)
         mode = bed.ssh(host, "stat -c '%a %U' /etc/ringrift/fleet.env").stdout.strip()
         assert mode == "600 root", (host, mode)
+        # heartbeats before games: the coordinator's cgroup outweighs a worker's 10 to 1
+        weight = bed.ssh(host, "systemctl show -p CPUWeight ringrift-coordinator.service")
+        assert weight.stdout.strip() == "CPUWeight=1000", (host, weight.stdout, weight.stderr)
         # The generated host list names all three hosts and the voters.
         hosts_yaml = bed.ssh(host, "cat /etc/ringrift/distributed_hosts.yaml").stdout
         for name in ("h1", "h2", "h3", "raft_voters"):
