@@ -136,6 +136,9 @@ class Interpreter:
         self.fence_ttl_s = fence_ttl_s
         self.fence: str | None = None
         self.broker_failed = False
+        # config -> (stage, host) last announced: a state write that only moves a
+        # cursor (each tick's self-play) is no new stage to announce
+        self._announced: dict[str, tuple[str, str | None]] = {}
         # WAIT 1 <ms> after fence/slot writes when the broker has replicas (Sentinel
         # set; redis_clients.ReplicaWait): an acknowledged fence survives a failover.
         self.replicate: Callable[[], object] = lambda: True
@@ -383,6 +386,14 @@ class Interpreter:
         failure (see SchedulerPolicy.max_lost)."""
         self._losses[job_id] = self._losses.get(job_id, self.view.lost.get(job_id, 0)) + 1
 
+    def _announce_stage(self, config: str, stage: Stage, node: str | None) -> None:
+        now = (stage.value, node)
+        if self._announced.get(config) == now:
+            return
+        self._announced[config] = now
+        if stage is not Stage.IDLE:
+            self.event(f"{config}: {stage.value} on {node}")
+
     def _apply(self, actions: list[Action], report: TickReport) -> None:
         released_nodes: set[str] = set()
         i = 0
@@ -400,8 +411,8 @@ class Interpreter:
                 ok = self._enqueue_run(run, report)
             elif isinstance(a, SetState):
                 ok = self.ledger.put_record(RECORD_KIND, a.config_key, a.state.to_dict())
-                if ok and a.state.stage is not Stage.IDLE:
-                    self.event(f"{a.config_key}: {a.state.stage.value} on {a.state.target_node}")
+                if ok:
+                    self._announce_stage(a.config_key, a.state.stage, a.state.target_node)
             elif isinstance(a, Dispatch):
                 self._dispatch(a)
             elif isinstance(a, Release):
