@@ -265,8 +265,8 @@ _ANY_INT_FIELDS = {"BULLY_PRIORITY"}
 # Training reads the newest 1,000 games, at least one per file: keeping fewer
 # files than that could starve it, so the floor is that (0 turns retention off).
 GAMES_KEEP_MIN = 1000
-# The stall watch re-arms its dump every quarter of COORDINATOR_STALL_S (a new
-# faulthandler thread each time): below this it would cost the CPU it watches.
+# The stall watch wakes every quarter of COORDINATOR_STALL_S: below this it would
+# report the ordinary scheduling jitter of a loaded host as stalls.
 STALL_MIN_S = 0.5
 _URL_FIELDS = {"BROKER_URL"}
 

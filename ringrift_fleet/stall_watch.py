@@ -1,35 +1,36 @@
-"""Noticing when a coordinator's Python code stops running, and what held it.
+"""Noticing when a coordinator's Python code stops running, and where it was.
 
 A voter whose Raft thread is not scheduled for a few seconds loses its
 leadership although its process is alive (the 60-minute soak saw leaders
-silent 3-4 s).  Inside the process nothing can see such a stall while it lasts:
-every Python thread, a watchdog thread included, waits for the interpreter
-lock (or the whole process waits for a CPU).  So the evidence comes from
-:mod:`faulthandler`'s watchdog, a C thread that needs no lock: this module's
-thread re-arms it every quarter of ``COORDINATOR_STALL_S``; when no re-arm
-comes in time, the C thread writes every thread's Python stack to stderr (the
-journal) while the stall is still going on.  When the watch thread runs again
-it logs how long it was held and counts the stall (``/status`` ``stalls``,
-``ringrift_coordinator_stalls_total``).
+silent 3-4 s).  A thread here wakes every quarter of ``COORDINATOR_STALL_S``;
+when it wakes that much late, no Python code could run (one thread held the
+interpreter in a long C call, or the process got no CPU): it logs how long,
+with every other thread's stack as it is the moment the stall ends, and counts
+it (``/status`` ``stalls``, ``ringrift_coordinator_stalls_total``).
 
-Stacks waiting in ``select``/``sleep``/``lock.acquire`` are idle; a thread in
-Python code or a C call (pickling, ``gc``, JSON) at the time of the dump is
-the one that held the lock.  If every thread is idle the process itself was
-not given a CPU.
+The stacks are taken under the interpreter lock (``sys._current_frames``), so
+they show where each thread was when the watch got the lock back: a thread
+that held it in a C call (pickling, JSON, copying the ledger) is just past
+that call.  An earlier version had ``faulthandler``'s C watchdog dump the
+stacks while the stall lasted; that reads frames without the lock while the
+holder may run, and under load it hung a coordinator half-way through a dump
+(make test, 2026-12-06), so it is not used.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+STACK_LIMIT = 12  # innermost frames logged per thread
 
 
 @dataclass
@@ -58,26 +59,36 @@ class StallStats:
         }
 
 
-def held_for(armed_at: float, now: float, period: float) -> float:
+def held_for(woke_at: float, now: float, period: float) -> float:
     """How long past its period the watch thread was kept from running."""
-    return max(0.0, now - armed_at - period)
+    return max(0.0, now - woke_at - period)
+
+
+def thread_stacks(skip: int | None = None) -> str:
+    """Every thread's innermost frames, named, but the thread ``skip``."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if ident == skip:
+            continue
+        stack = "".join(traceback.format_stack(frame, limit=STACK_LIMIT))
+        parts.append(f"thread {names.get(ident, ident)}:\n{stack}")
+    return "\n".join(parts)
 
 
 class StallWatch:
-    """A thread that notices stalls of ``threshold_s`` or more and has them dumped."""
+    """A thread that notices stalls of ``threshold_s`` or more and logs them."""
 
     def __init__(
         self,
         threshold_s: float,
         stats: StallStats | None = None,
         *,
-        file: IO[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold_s = threshold_s
         self.stats = stats if stats is not None else StallStats()
         self.stats.threshold_s = threshold_s
-        self._file = file
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,29 +106,22 @@ class StallWatch:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        faulthandler.cancel_dump_traceback_later()
-
-    def _arm(self) -> None:
-        out = self._file if self._file is not None else sys.stderr
-        try:
-            faulthandler.dump_traceback_later(self.threshold_s, repeat=False, file=out)
-        except (ValueError, OSError, RuntimeError) as exc:  # no usable file descriptor
-            log.warning("stall watch cannot arm the stack dump: %s", exc)
 
     def _run(self) -> None:
         period = self.threshold_s / 4
-        armed_at = self._clock()
-        self._arm()
+        woke_at = self._clock()
         while not self._stop.wait(period):
             now = self._clock()
-            held = held_for(armed_at, now, period)
+            held = held_for(woke_at, now, period)
             if held >= self.threshold_s:
-                self.stats.note(held, time.time())
+                try:
+                    stacks = thread_stacks(skip=threading.get_ident())
+                except Exception as exc:  # a diagnosis must never stop the watch
+                    stacks = f"(stacks unavailable: {exc})"
                 log.warning(
-                    "coordinator stalled %.1fs: no Python code ran (stacks of every "
-                    "thread were written to stderr at %.1fs into it)",
+                    "coordinator stalled %.1fs: no Python code ran; the threads as it ended:\n%s",
                     held,
-                    self.threshold_s,
+                    stacks,
                 )
-            armed_at = now
-            self._arm()
+                self.stats.note(held, time.time())  # counted once it can be read about
+            woke_at = now

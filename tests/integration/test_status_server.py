@@ -273,7 +273,7 @@ def test_the_coordinator_command_attaches_the_scheduler(tmp_path: Path, redis_se
 def test_a_stalled_coordinator_says_so_with_its_stacks(tmp_path: Path) -> None:
     """A coordinator frozen for 2.5 s (SIGSTOP: no CPU at all, as on an overloaded
     host) logs the stall with every thread's stack and counts it in /status and
-    /metrics; a quiet one counts none."""
+    /metrics, and goes on serving."""
     import os
     import signal
     import time
@@ -306,7 +306,7 @@ def test_a_stalled_coordinator_says_so_with_its_stacks(tmp_path: Path) -> None:
         assert 1.5 <= shown["max_s"] <= 10.0, shown
         log = (fleet.workdir / "n0.log").read_text()
         assert "coordinator stalled" in log, log[-3000:]
-        assert "Thread 0x" in log and "File " in log, log[-3000:]  # faulthandler's stacks
+        assert "thread MainThread:" in log and "File " in log, log[-3000:]  # the stacks
         with urllib.request.urlopen(fleet.nodes["n0"].url + "/metrics", timeout=2) as resp:
             text = resp.read().decode()
         assert f'ringrift_coordinator_stalls_total{{node="n0"}} {float(shown["stalls"])}' in text
