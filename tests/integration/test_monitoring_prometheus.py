@@ -59,7 +59,44 @@ def test_every_alert_has_a_summary_and_a_runbook_section() -> None:
 def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None:
     """promtool's rule unit test: one failed dump (a snapshot superseded it) is quiet;
     three in 30 minutes (a full disk) fire, for that node only."""
-    series = 'ringrift_raft_dump_failures_total{{node="{}"}}'
+    fires_for_one_node(
+        tmp_path,
+        "RingriftRaftDumpFailing",
+        "ringrift_raft_dump_failures_total",
+        {"v1": "0 0 1 2 3 3 3", "v2": "0 1 1 1 1 1 1"},
+        quiet_at="5m",
+        fires_at="20m",
+        summary="Raft full dumps on v1 keep failing: its log is not compacted",
+    )
+
+
+def test_stall_alert_fires_on_a_coordinator_that_keeps_stalling(tmp_path: Path) -> None:
+    """One stall (a burst of load) is quiet; three within 15 minutes fire, for
+    that node only."""
+    fires_for_one_node(
+        tmp_path,
+        "RingriftCoordinatorStalling",
+        "ringrift_coordinator_stalls_total",
+        {"v1": "0 1 2 4 4 4", "v2": "0 0 1 1 1 1"},
+        quiet_at="5m",
+        fires_at="15m",
+        summary="The coordinator on v1 keeps stalling for seconds (no Python code ran)",
+    )
+
+
+def fires_for_one_node(
+    tmp_path: Path,
+    alert: str,
+    counter: str,
+    values: dict[str, str],
+    *,
+    quiet_at: str,
+    fires_at: str,
+    summary: str,
+) -> None:
+    """promtool's rule unit test of ``alert`` over ``counter`` sampled every 5 min per
+    node (``values``): quiet at ``quiet_at``, firing for v1 alone at ``fires_at``."""
+    promtool = need_command("promtool")
     case = {
         "rule_files": ["alerts.yml"],
         "evaluation_interval": "1m",
@@ -67,21 +104,20 @@ def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None
             {
                 "interval": "5m",
                 "input_series": [
-                    {"series": series.format("v1"), "values": "0 0 1 2 3 3 3"},
-                    {"series": series.format("v2"), "values": "0 1 1 1 1 1 1"},
+                    {"series": f'{counter}{{node="{node}"}}', "values": v}
+                    for node, v in values.items()
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": "RingriftRaftDumpFailing", "exp_alerts": []},
+                    {"eval_time": quiet_at, "alertname": alert, "exp_alerts": []},
                     {
-                        "eval_time": "20m",
-                        "alertname": "RingriftRaftDumpFailing",
+                        "eval_time": fires_at,
+                        "alertname": alert,
                         "exp_alerts": [
                             {
                                 "exp_labels": {"node": "v1", "severity": "warning"},
                                 "exp_annotations": {
-                                    "summary": "Raft full dumps on v1 keep failing: "
-                                    "its log is not compacted",
-                                    "runbook": "docs/operations.md#ringriftraftdumpfailing",
+                                    "summary": summary,
+                                    "runbook": f"docs/operations.md#{alert.lower()}",
                                 },
                             }
                         ],
@@ -90,12 +126,6 @@ def test_dump_failures_alert_fires_on_repeats_not_on_one(tmp_path: Path) -> None
             }
         ],
     }
-    promtool_test(tmp_path, case)
-
-
-def promtool_test(tmp_path: Path, case: dict[str, object]) -> None:
-    """Run promtool's rule unit test ``case`` against the shipped rules."""
-    promtool = need_command("promtool")
     (tmp_path / "alerts.yml").write_text(RULES.read_text())
     (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
     out = subprocess.run(
@@ -106,49 +136,6 @@ def promtool_test(tmp_path: Path, case: dict[str, object]) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_stall_alert_fires_on_a_coordinator_that_keeps_stalling(tmp_path: Path) -> None:
-    """One stall (a burst of load) is quiet; three within 15 minutes fire, for
-    that node only."""
-    series = 'ringrift_coordinator_stalls_total{{node="{}"}}'
-    promtool_test(
-        tmp_path,
-        {
-            "rule_files": ["alerts.yml"],
-            "evaluation_interval": "1m",
-            "tests": [
-                {
-                    "interval": "5m",
-                    "input_series": [
-                        {"series": series.format("v1"), "values": "0 1 2 4 4 4"},
-                        {"series": series.format("v2"), "values": "0 0 1 1 1 1"},
-                    ],
-                    "alert_rule_test": [
-                        {
-                            "eval_time": "5m",
-                            "alertname": "RingriftCoordinatorStalling",
-                            "exp_alerts": [],
-                        },
-                        {
-                            "eval_time": "15m",
-                            "alertname": "RingriftCoordinatorStalling",
-                            "exp_alerts": [
-                                {
-                                    "exp_labels": {"node": "v1", "severity": "warning"},
-                                    "exp_annotations": {
-                                        "summary": "The coordinator on v1 keeps stalling for "
-                                        "seconds (no Python code ran)",
-                                        "runbook": "docs/operations.md#ringriftcoordinatorstalling",
-                                    },
-                                }
-                            ],
-                        },
-                    ],
-                }
-            ],
-        },
-    )
 
 
 def test_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:
