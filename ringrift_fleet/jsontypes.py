@@ -40,8 +40,9 @@ def json_copy(value: _T) -> _T:
     """A deep copy of JSON-shaped data (dicts, lists, tuples of them and scalars).
 
     What a ledger read hands out: every coordinator copies its whole replica
-    (20,000 jobs) on a full read, and ``copy.deepcopy``, with its memo and
-    dispatch, took 9.1 us a job against 2.6 us here (docs/benchmarks.md).  No
+    (20,000 jobs) on a full read, and with ``copy.deepcopy`` (its memo and
+    dispatch) that read took 344.7 ms against 199.0 ms with this
+    (``benchmarks/ledger_full_read.py``, docs/benchmarks.md).  No
     memo, so shared sub-objects come out as separate copies and a cycle would
     recurse without end: neither occurs in data that went through JSON or
     pickle from a ledger state.  Other objects are returned as they are (the
