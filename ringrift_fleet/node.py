@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -60,6 +60,7 @@ class CoordinatorNode:
         )
         self.status_server.registry.register(FleetCollector(self))  # /metrics
         self._tick_handlers: list[TickHandler] = []
+        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.ticks = 0
@@ -93,6 +94,11 @@ class CoordinatorNode:
 
     def add_tick_handler(self, handler: TickHandler) -> None:
         self._tick_handlers.append(handler)
+
+    def add_background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """A loop of its own beside the ticks (before :meth:`run`), cancelled on stop:
+        for work that must go on while a tick is held up."""
+        self._background.append((name, loop))
 
     def add_status_section(self, name: str, fn: Callable[[], Any]) -> None:
         self.status_server.add_status_section(name, fn)
@@ -192,6 +198,7 @@ class CoordinatorNode:
         trims = asyncio.create_task(
             trim_every(self.config.MALLOC_TRIM_INTERVAL, self.trim_stats), name="malloc-trim"
         )
+        background: list[asyncio.Task[None]] = []
         try:
             await self.coordinator.start()
             log.info(
@@ -201,10 +208,12 @@ class CoordinatorNode:
                 self.status_server.port,
             )
             self.started.set()
+            background = [asyncio.create_task(f(), name=n) for n, f in self._background]
             await self._tick_loop()
         finally:
-            trims.cancel()
-            await asyncio.gather(trims, return_exceptions=True)
+            for task in (trims, *background):
+                task.cancel()
+            await asyncio.gather(trims, *background, return_exceptions=True)
             stalls.stop()
             await self.coordinator.stop()
             await self.status_server.stop()

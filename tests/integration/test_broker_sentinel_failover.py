@@ -12,6 +12,7 @@ restarted (same PIDs); /status shows the new primary and the failover.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +131,12 @@ def test_killing_the_redis_primary_loses_no_job_and_runs_none_twice(
         topo = (f.status("n0") or {}).get("broker", {}).get("topology", {})
         return topo.get("primary") == f"127.0.0.1:{promoted}" and bool(topo.get("failovers"))
 
-    assert wait_for(status_shows_failover, 15, 0.5), (f.status("n0") or {}).get("broker")
+    assert wait_for(status_shows_failover, 15, 0.5), (
+        f"promoted {promoted}, /status broker: "
+        + json.dumps((f.status("n0") or {}).get("broker"), indent=1, default=str)
+        + "\n"
+        + f.log("n0")
+    )
     text = render(f.status("n0") or {})  # what `ringrift-fleet status` prints
     assert f"broker primary   127.0.0.1:{promoted}" in text, text
     assert f"last failover    127.0.0.1:{old} -> 127.0.0.1:{promoted}" in text, text
