@@ -78,6 +78,7 @@ class Simulation:
         self.name_at: dict[Addr, str] = {}
         self.crashed: dict[str, float] = {}  # name -> crash time, while down
         self.crash_times: dict[str, list[float]] = {}  # every crash, restarted or not
+        self.host_up: set[str] = set()  # crashed processes whose host still answers TCP
         self.observed: list[Observed] = []
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
@@ -139,8 +140,14 @@ class Simulation:
                 self._apply(name, node.tick(t))
             elif kind == _FALLBACK:
                 # The target's shell accepted the connection: it answers on it.
-                target, requester, data, deadline = cast("tuple[str, str, bytes, float]", payload)
+                target, requester, data, deadline, seq = cast(
+                    "tuple[str, str, bytes, float, int]", payload
+                )
                 if target in self.crashed:
+                    if target in self.host_up and requester not in self.crashed:
+                        # its kernel answers the connect with a reset: port closed
+                        refused = self.nodes[requester].fallback_refused(t, seq, target)
+                        self._apply(requester, refused)
                     continue
                 reply, out = self.nodes[target].answer_fallback(t, data)
                 self._apply(target, out)
@@ -189,7 +196,7 @@ class Simulation:
             deadline = self.now + fb.timeout
             there = self.now + 2 * rng.uniform(*net.delay)
             if there <= deadline:
-                self._push(there, _FALLBACK, (target, name, fb.payload, deadline))
+                self._push(there, _FALLBACK, (target, name, fb.payload, deadline, fb.seq))
         for ev in out.events:
             self.observed.append(Observed(name, ev, self.now))
         node = self.nodes[name]
@@ -201,8 +208,14 @@ class Simulation:
 
     # --- faults --------------------------------------------------------------------------
 
-    def crash(self, name: str) -> None:
-        """Stop a node dead: no leave message, no more ticks, datagrams to it vanish."""
+    def crash(self, name: str, *, host_up: bool = False) -> None:
+        """Stop a node dead: no leave message, no more ticks, datagrams to it vanish.
+        ``host_up``: only the process died (kill -9, OOM), and its host's kernel
+        refuses connections to the SWIM port; otherwise the whole host is gone."""
+        if host_up:
+            self.host_up.add(name)
+        else:
+            self.host_up.discard(name)
         self.crashed[name] = self.now
         self.crash_times.setdefault(name, []).append(self.now)
         self._wake_at.pop(name, None)
@@ -210,6 +223,7 @@ class Simulation:
     def restart(self, name: str, incarnation: int = 0) -> None:
         """Start a fresh process under the same name and address, remembering nothing."""
         self.crashed.pop(name, None)
+        self.host_up.discard(name)
         self._restarts[name] = self._restarts.get(name, 0) + 1
         seeds = [self.addr_of[n] for n in self.nodes if n != name and n not in self.crashed][:3]
         self.nodes[name] = self._make(name, seeds, incarnation)

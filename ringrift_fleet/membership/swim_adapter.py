@@ -351,6 +351,8 @@ class SwimMembershipManager:
                 "pings_answered": transport.fallback_answered if transport else 0,
                 "acks": stats.fallback_acks if stats else 0,
                 "suspicions_avoided": stats.fallback_saves if stats else 0,
+                # refused by the target's host: its process was gone (a quick verdict)
+                "refusals": stats.fallback_refusals if stats else 0,
             },
             "recoveries": self.recoveries,
             "last_recovery": self._last_recovery,

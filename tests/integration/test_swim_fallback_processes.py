@@ -1,5 +1,6 @@
 """The fallback probe between real processes: 30 % of incoming datagrams dropped,
-no member suspected or declared dead; a SIGKILLed one (no TCP either) still is."""
+no member suspected or declared dead; a SIGKILLed one still is (its host, up,
+refuses the fallback connection: that is counted, and hastens the verdict)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ def test_thirty_percent_loss_suspects_nobody_and_a_kill_is_still_detected(
     saved = sum(lossy.stats(n)["health"]["fallback"]["suspicions_avoided"] for n in names)
     assert saved > 0, "30 % loss and the fallback never answered: is it on?"
     assert all(lossy.stats(n)["health"]["fallback"]["listening"] for n in names)
+    refused = {n: lossy.stats(n)["health"]["fallback"]["refusals"] for n in names}
+    assert refused == dict.fromkeys(names, 0), "a live member's port refused a probe?"
 
     victim, survivors = names[-1], names[:-1]
     t1 = time.time()
@@ -117,3 +120,5 @@ def test_thirty_percent_loss_suspects_nobody_and_a_kill_is_still_detected(
     }
     assert set(firsts) == set(survivors)
     assert max(firsts.values()) < 15.0
+    # 127.0.0.1 is up and the victim's port closed: a survivor's fallback was refused
+    assert sum(lossy.stats(o)["health"]["fallback"]["refusals"] for o in survivors) >= 1

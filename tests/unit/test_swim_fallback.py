@@ -176,3 +176,102 @@ def test_a_partition_cuts_the_fallback_too() -> None:
     sim.run_for(2.0)
     sim.partition(["n0"], ["n1", "n2", "n3", "n4"])
     assert sim.run_until_true(lambda: sim.all_see("n0", ("dead",)), 10.0) is not None
+
+
+def _four(**cfg: object) -> SwimNode:
+    """``a`` knowing three members (enough for Lifeguard's confirmations to count)."""
+    config = SwimConfig(**cfg)  # type: ignore[arg-type]
+    a = _node("a", 1, config=config)
+    for i, name in enumerate(("b", "c", "d"), start=2):
+        a.learn(0.0, name, ("127.0.0.1", i))
+    return a
+
+
+def _suspicion_after(refused: bool) -> tuple[SwimNode, str, float]:
+    """``a``'s probe goes unanswered (its fallback refused or silent); returns the
+    target and how long its suspicion will run."""
+    a = _four()
+    t, fb = _unanswered_probe(a)
+    assert fb is not None
+    if refused:
+        a.fallback_refused(t + 0.002, fb.seq, fb.target)
+    _run_to_probe_end(a, t)
+    m = a.members[fb.target]
+    assert m.state == "suspect" and m.suspicion is not None
+    return a, fb.target, m.suspicion.deadline - m.suspicion.start
+
+
+def _sealed(msg: codec.Message, *updates: codec.Update) -> bytes:
+    wires = [codec.encode_update(u) for u in updates]
+    return codec.seal(KEY, codec.assemble(codec.body_prefix(msg), None, wires))
+
+
+def test_a_refused_fallback_runs_a_one_period_suspicion_at_once() -> None:
+    """The host answered with a reset: the process is gone, no confirmations needed."""
+    a, target, timeout = _suspicion_after(refused=True)
+    lo, hi = a.config.suspicion_bounds(4)
+    assert timeout == pytest.approx(min(lo, a.config.ping_interval * a.scale))
+    assert a.stats.fallback_refusals == 1 and a.stats.probe_failures == 1
+    _, _, silent = _suspicion_after(refused=False)
+    assert silent == pytest.approx(hi) and timeout < silent
+    # still a suspicion: a live member's refutation clears it (alive, higher incarnation)
+    refute = codec.Update(codec.ALIVE, target, 1, ("127.0.0.1", 2))
+    a.handle(1.0, _sealed(codec.Message(codec.ACK, target, 999), refute), ("127.0.0.1", 2))
+    assert a.state_of(target) == "alive"
+
+
+def test_a_refusal_settles_a_suspicion_that_gossip_started() -> None:
+    a = _four()
+    t, fb = _unanswered_probe(a)
+    assert fb is not None
+    m = a.members[fb.target]
+    a._suspect(t, m, m.incarnation, "c")  # heard from c first: the longest timeout
+    assert m.suspicion is not None and m.suspicion.deadline - t == pytest.approx(
+        a.config.suspicion_bounds(4)[1]
+    )
+    a.fallback_refused(t + 0.002, fb.seq, fb.target)
+    _run_to_probe_end(a, t)
+    assert m.suspicion is not None
+    lo = min(a.config.suspicion_bounds(4)[0], a.config.ping_interval * a.scale)
+    assert m.suspicion.deadline - t == pytest.approx(lo)
+
+
+def test_a_refusal_for_another_probe_changes_nothing() -> None:
+    a = _four()
+    t, fb = _unanswered_probe(a)
+    assert fb is not None
+    a.fallback_refused(t + 0.002, fb.seq + 1, fb.target)  # a stale probe's outcome
+    other = next(n for n in ("b", "c", "d") if n != fb.target)
+    a.fallback_refused(t + 0.002, fb.seq, other)
+    _run_to_probe_end(a, t)
+    m = a.members[fb.target]
+    assert m.suspicion is not None
+    assert m.suspicion.deadline - m.suspicion.start == pytest.approx(
+        a.config.suspicion_bounds(4)[1]
+    )
+    assert a.stats.fallback_refusals == 0 and a.stats.dropped.get("late_fallback") == 2
+
+
+def test_a_killed_process_on_a_live_host_is_declared_dead_sooner_at_thirty_members() -> None:
+    """Simulated: the same kills, the host down (silence) or up (refusal)."""
+
+    def detections(host_up: bool) -> list[float]:
+        out: list[float] = []
+        for seed in range(1, 7):
+            sim = Simulation(30, seed=seed)
+            sim.run_for(8.0)
+            t0 = sim.now
+            sim.crash("n7", host_up=host_up)
+            sim.run_for(12.0)
+            seen = sim.detections("n7", t0)
+            assert len(seen) == 29, (host_up, seed, seen)
+            out += seen.values()
+        return sorted(out)
+
+    silent, refused = detections(False), detections(True)
+    p99 = lambda xs: xs[int(0.99 * (len(xs) - 1))]  # noqa: E731
+    assert statistics.median(refused) < statistics.median(silent) - 0.3, (
+        statistics.median(refused),
+        statistics.median(silent),
+    )
+    assert p99(refused) < p99(silent), (p99(refused), p99(silent))

@@ -42,6 +42,10 @@ class SwimConfig:
     # when the direct ping goes unanswered, also ping over TCP (memberlist's fallback):
     # a member that answers there is not suspected, whatever UDP loses
     fallback_probe: bool = True
+    # a member that becomes dead to us is pushed to this many random members at once
+    # (a ping carrying the verdict first), not only on our next probes: a verdict
+    # then spreads in a few round trips instead of a few protocol periods; 0 = off
+    verdict_push: int = 3
 
     def __post_init__(self) -> None:
         positive = (
@@ -77,6 +81,7 @@ class SwimConfig:
             "suspicion_confirmations",
             "lhm_max",
             "revivals_per_period",
+            "verdict_push",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):

@@ -33,7 +33,10 @@ refinements, Dadgar et al. 2018):
   to ping the target over TCP (a :class:`FallbackProbe` in the output); a reply
   handed back through :meth:`SwimNode.fallback_ack` before the period ends
   spares the target a suspicion.  Lossy UDP then costs no false deaths, while
-  a dead process, which answers neither, is suspected exactly as before.
+  a dead process, which answers neither, is suspected exactly as before; when
+  its host refuses the connection (:meth:`SwimNode.fallback_refused`: the host
+  is up, nothing listens on the SWIM port) the suspicion runs its shortest
+  timeout at once instead of waiting for confirmations.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class _Probe:
     nacks: int = 0
     acked: bool = False
     fallback_acked: bool = False  # only the fallback channel answered
+    refused: bool = False  # the target's host refused the fallback connection
 
 
 @dataclass(slots=True)
@@ -175,6 +179,8 @@ class SwimNode:
         self._probe: _Probe | None = None
         self._suspect_ping: tuple[int, str, float] | None = None  # (seq, member, deadline)
         self._told: dict[str, float] = {}  # accuser -> when we last pinged it our refutation
+        self._push_period_end, self._pushes_left = -math.inf, 0  # verdict pushes (budget)
+        self._carry: tuple[str, bytes] | None = None  # the verdict a push carries first
         self._forwards: dict[int, _Forward] = {}
         self._queue: dict[str, _Queued] = {}
         self._revive: list[str] = []
@@ -330,6 +336,23 @@ class SwimNode:
                 self.stats.fallback_acks += 1
             p.fallback_acked = True
         else:  # the probe ended (a dead verdict may be on its way) or a stray reply
+            self.stats.drop("late_fallback")
+        return self._flush()
+
+    def fallback_refused(self, now: float, seq: int, target: str) -> Output:
+        """The host of ``target`` refused our fallback probe's connection: it is up
+        and nothing listens on the SWIM port, so the process is gone (crashed,
+        killed, between a stop and a start).  Stronger than silence, which a lossy
+        or congested path also gives: if the probe ends unanswered, the suspicion
+        runs its shortest timeout without waiting for Lifeguard's confirmations.
+        Still a suspicion, not a verdict: a member that is in fact alive refutes it
+        as any other.  ``now`` is unused; it keeps the shell's calls uniform."""
+        p = self._probe
+        if p is not None and p.seq == seq and p.target == target:
+            if not p.refused:
+                self.stats.fallback_refusals += 1
+            p.refused = True
+        else:  # the probe ended meanwhile
             self.stats.drop("late_fallback")
         return self._flush()
 
@@ -531,8 +554,11 @@ class SwimNode:
         correction = u.kind == LEFT and m.state == DEAD
         if u.incarnation == m.incarnation and m.state in _GONE and not correction:
             return
+        was_live = m.state in _LIVE
         self._set_state(now, m, u.kind, u.incarnation)
         self._enqueue(u)
+        if u.kind == DEAD and was_live:
+            self._push_verdict(now, m.name, source)
 
     def _correct(self, sender: str, member: str) -> None:
         """``sender`` gossips a verdict on ``member`` older than the refutation we
@@ -754,10 +780,21 @@ class SwimNode:
             return
         if m.state == SUSPECT:
             assert m.suspicion is not None
+            if p.refused:
+                m.suspicion.settle(self._refused_timeout())
             if m.suspicion.confirm(self.name):
                 self._enqueue(Update(SUSPECT, m.name, m.incarnation, origin=self.name))
             return
         self._suspect(now, m, m.incarnation, self.name)
+        if p.refused:
+            assert m.suspicion is not None
+            m.suspicion.settle(self._refused_timeout())
+
+    def _refused_timeout(self) -> float:
+        """How long a suspect whose host refused our fallback keeps to refute: one
+        protocol period (stretched while we are unwell), not Lifeguard's seconds
+        of waiting for others to confirm what the refusal already says."""
+        return self.config.ping_interval * self.scale
 
     def _tick_forwards(self, now: float) -> None:
         for seq in [s for s, f in self._forwards.items() if now >= f.nack_deadline]:
@@ -773,6 +810,36 @@ class SwimNode:
         for m in expired:
             self._set_state(now, m, DEAD, m.incarnation)
             self._enqueue(Update(DEAD, m.name, m.incarnation, origin=self.name))
+            self._push_verdict(now, m.name, "")
+
+    def _push_verdict(self, now: float, name: str, source: str) -> None:
+        """``name`` just became dead to us: tell ``verdict_push`` random members now.
+
+        Piggybacked on probes alone a verdict moves one message per member per
+        protocol period, and the 30-host soak saw the last observer learn of a
+        death about a second after the first; pushed by everyone who learns it,
+        it reaches all in a few round trips.  The carrier is a plain ping (the
+        verdict rides first, as the newest update): members of any version apply
+        it, and their ack is ignored.  At most ``3 × verdict_push`` pushes a
+        period, so a healed partition's many verdicts cannot flood the network."""
+        k, queued = self.config.verdict_push, self._queue.get(name)
+        if k <= 0 or queued is None:
+            return
+        if now >= self._push_period_end:
+            self._push_period_end = now + self.config.ping_interval
+            self._pushes_left = 3 * k
+        try:
+            # carried outside the retransmit count: pushes spent it, and the soak's
+            # simulation saw one observer in a hundred left out of every later copy
+            self._carry = (name, queued.wire)
+            for peer in self._random_live(min(k, self._pushes_left), exclude=(name, source)):
+                self._pushes_left -= 1
+                self.stats.verdict_pushes += 1
+                pm = self.members[peer]
+                msg = Message(PING, self.name, self._next_seq(), target=peer)
+                self._send(pm.addr, pm.name, msg)
+        finally:
+            self._carry = None
 
     def _tick_revive(self, now: float) -> None:
         if not self._revive or now < self._next_revive:
@@ -868,7 +935,8 @@ class SwimNode:
         goodbye = (
             codec.encode_update(Update(LEFT, self.name, self.incarnation)) if self.leaving else None
         )
-        firsts = [verdict, goodbye]
+        carry = self._carry
+        firsts = [verdict, goodbye, carry[1] if carry else None]
         for name in self._corrections.pop(dest, ()) if dest else ():
             m = self.members.get(name)
             if m is not None and m.state == ALIVE:
@@ -882,8 +950,10 @@ class SwimNode:
         if self._queue:
             limit = self.config.retransmits(len(self._live) + 1)
             for q in sorted(self._queue.values(), key=lambda q: q.sent):
-                if (q.update.node == dest and verdict is not None) or (
-                    q.update.node == self.name and goodbye is not None
+                if (
+                    (q.update.node == dest and verdict is not None)
+                    or (q.update.node == self.name and goodbye is not None)
+                    or (carry is not None and q.update.node == carry[0])
                 ):
                     continue
                 if len(q.wire) + 1 > budget:

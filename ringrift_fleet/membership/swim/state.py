@@ -18,8 +18,9 @@ class FallbackProbe(NamedTuple):
 
     The shell sends ``payload`` (a sealed PING) over TCP to the target's SWIM
     port and, if a reply comes back within ``timeout`` seconds, hands it to
-    :meth:`SwimNode.fallback_ack`.  Silence or a refused connection needs no
-    call: the probe simply ends unacknowledged (docs/membership.md)."""
+    :meth:`SwimNode.fallback_ack`; a connection the target's host refuses goes
+    to :meth:`SwimNode.fallback_refused`.  Silence needs no call: the probe
+    simply ends unacknowledged (docs/membership.md)."""
 
     seq: int
     target: str
@@ -52,6 +53,11 @@ class Suspicion:
         self.confirmers.add(origin)
         self._recompute()
         return True
+
+    def settle(self, timeout: float) -> None:
+        """The suspect is known to be down: at most ``timeout``, confirmations or not."""
+        self.k, self.lo = 0, min(self.lo, timeout)
+        self._recompute()
 
     def _recompute(self) -> None:
         c = len(self.confirmers) - 1  # the first suspecter is not a confirmation
@@ -89,6 +95,8 @@ class Stats:
     fallback_probes: int = 0  # probes that also went out over the fallback channel
     fallback_acks: int = 0  # ... and were answered there (UDP had failed)
     fallback_saves: int = 0  # probes only the fallback answered: a suspicion avoided
+    fallback_refusals: int = 0  # ... refused by the target's host: its process is gone
+    verdict_pushes: int = 0  # pings sent at once to spread a death we just learned of
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -10,8 +10,10 @@ packet loss on real processes without ``tc netem``; neither touches TCP.
 The fallback probe (docs/membership.md) runs over TCP on the SWIM port number:
 one connection per probe, carrying one length-prefixed sealed PING and, back,
 one sealed ACK.  The listener answers through :meth:`SwimNode.answer_fallback`;
-the prober hands the reply to :meth:`SwimNode.fallback_ack`.  A refused or
-silent connection needs nothing: the core's probe period simply ends.
+the prober hands the reply to :meth:`SwimNode.fallback_ack`, and a refused
+connection (the host up, its SWIM port closed: the process is gone) to
+:meth:`SwimNode.fallback_refused`.  A silent one needs nothing: the core's
+probe period simply ends.
 """
 
 from __future__ import annotations
@@ -173,6 +175,11 @@ class UdpSwimTransport(asyncio.DatagramProtocol):
                 writer.write(_LEN.pack(len(probe.payload)) + probe.payload)
                 await writer.drain()
                 reply = await _read_frame(reader, self.node.config.max_datagram)
+        except ConnectionRefusedError:
+            # the host is up and nothing listens on the SWIM port: the process is gone
+            if not self._closed:
+                self._hand(lambda now: self.node.fallback_refused(now, probe.seq, probe.target))
+            return
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.debug("SWIM fallback probe of %s failed: %s", probe.target, exc)
             return
@@ -181,11 +188,15 @@ class UdpSwimTransport(asyncio.DatagramProtocol):
                 writer.close()
         if reply is None or self._closed:
             return
+        self._hand(lambda now: self.node.fallback_ack(now, reply))
+
+    def _hand(self, call: Callable[[float], Output]) -> None:
+        """Give the core what a fallback probe came back with; send what it answers."""
         try:
-            out = self.node.fallback_ack(self.clock(), reply)
+            out = call(self.clock())
         except Exception:
             self.errors += 1
-            log.exception("SWIM core failed on a fallback reply")
+            log.exception("SWIM core failed on a fallback probe's outcome")
             return
         self._dispatch(out)
 
