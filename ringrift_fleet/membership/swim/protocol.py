@@ -35,8 +35,10 @@ refinements, Dadgar et al. 2018):
   spares the target a suspicion.  Lossy UDP then costs no false deaths, while
   a dead process, which answers neither, is suspected exactly as before; when
   its host refuses the connection (:meth:`SwimNode.fallback_refused`: the host
-  is up, nothing listens on the SWIM port) the suspicion runs its shortest
-  timeout at once instead of waiting for confirmations.
+  is up, nothing listens on the SWIM port) the suspicion runs one protocol
+  period instead of waiting for confirmations;
+* a death is pushed: whoever learns of it pings ``verdict_push`` random members
+  at once with the verdict first, so it spreads in round trips, not periods.
 """
 
 from __future__ import annotations
@@ -344,7 +346,7 @@ class SwimNode:
         and nothing listens on the SWIM port, so the process is gone (crashed,
         killed, between a stop and a start).  Stronger than silence, which a lossy
         or congested path also gives: if the probe ends unanswered, the suspicion
-        runs its shortest timeout without waiting for Lifeguard's confirmations.
+        runs one protocol period without waiting for Lifeguard's confirmations.
         Still a suspicion, not a verdict: a member that is in fact alive refutes it
         as any other.  ``now`` is unused; it keeps the shell's calls uniform."""
         p = self._probe
@@ -829,7 +831,7 @@ class SwimNode:
             self._push_period_end = now + self.config.ping_interval
             self._pushes_left = 3 * k
         try:
-            # carried outside the retransmit count: pushes spent it, and the soak's
+            # carried outside the retransmit count: pushes spent it, and the
             # simulation saw one observer in a hundred left out of every later copy
             self._carry = (name, queued.wire)
             for peer in self._random_live(min(k, self._pushes_left), exclude=(name, source)):
