@@ -115,8 +115,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ringrift_fleet.localhost import nice_session  # noqa: E402
-
 KEY = "fleet-soak-cluster-key-0123456789abcdef"
 SUBNET = "10.207.0"  # this benchmark's range; blackholed in the main namespace by NetnsLab
 REDIS_PORT = 6379
@@ -137,6 +135,17 @@ GIVEN_UP = " given up: "  # the leader's event: "<job> given up: <reason>"
 # a failed job whose error says the fleet lost it (its workers died, attempts ran out)
 # counts as lost; any other failure is the workload's own (jobs_failed)
 INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
+
+
+def nice_session(pid: int, nice: int) -> None:
+    """Give the session that ``pid`` leads (a worker and its pool) the CPU weight of
+    ``nice``.  With the kernel's autogroups on (``kernel.sched_autogroup_enabled``,
+    the default on desktop and many cloud kernels) every session is its own
+    scheduling group and a process's own nice counts only inside its group: each
+    worker session at nice 19 still got the share of a coordinator at nice 0.
+    systemd's per-unit cgroups do the same in production (``CPUWeight=``)."""
+    with contextlib.suppress(OSError):  # no autogroups: the process's own nice applies
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
 
 
 def now() -> float:

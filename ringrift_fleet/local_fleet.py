@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ringrift_fleet.localhost import free_port, nice_session, redis_argv, redis_binary
+from ringrift_fleet.localhost import free_port, redis_argv, redis_binary
 
 STOP_GRACE_S = 8.0
-CPU_WORKER_NICE = 10
 
 
 @dataclass
@@ -150,12 +149,8 @@ class LocalFleet:
                 self._spawn(f"worker-gpu{i}", [*worker, "--gpu-index", str(i)], env)
                 self.say(f"worker for GPU {i} ({name})")
         else:
-            # as many game processes as cores: behind them the coordinator would answer
-            # /status and place the next job late, so they yield the CPU to it
-            cpu = ["nice", "-n", str(CPU_WORKER_NICE), *worker, "--cpu"]
-            w = self._spawn("worker-cpu", [*cpu, "--concurrency", str(slots)], env)
-            nice_session(w.proc.pid, CPU_WORKER_NICE)
-            self.say(f"CPU worker, {slots} process(es) at nice {CPU_WORKER_NICE} (no GPU found)")
+            self._spawn("worker-cpu", [*worker, "--cpu", "--concurrency", str(slots)], env)
+            self.say(f"CPU worker, {slots} process(es) (no GPU found)")
         if self.opts.flower:
             self.flower_port = free_port()
             self._spawn(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import shutil
 import socket
@@ -17,19 +16,6 @@ from ringrift_fleet.errors import ConfigError
 # (a CI run drew one port for two hosts' Raft listeners).
 _GIVEN: collections.deque[int] = collections.deque(maxlen=4096)
 _GIVEN_LOCK = threading.Lock()
-
-
-def nice_session(pid: int, nice: int) -> None:
-    """Give the session that ``pid`` leads (started with ``start_new_session``) the
-    CPU weight of ``nice``.
-
-    With the kernel's autogroups on (``kernel.sched_autogroup_enabled``, the default
-    on desktop and many cloud kernels) every session is its own scheduling group
-    and a process's own nice counts only inside its group: a CPU worker's session
-    at nice 19 still got the share of the coordinator's at nice 0.  systemd's
-    per-unit cgroups do this in production (``CPUWeight=``)."""
-    with contextlib.suppress(OSError):  # no autogroups: the process's own nice applies
-        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -138,17 +138,6 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         try:
             assert wait_for(lambda: len(_ours(marker)) >= 3, 60, 0.5), "fleet never started"
             time.sleep(3)
-            # the CPU worker's game processes yield the cores to the coordinator: their
-            # own nice, and their session's weight where the kernel groups by session
-            procs = [(p, " ".join(p.cmdline())) for p in _ours(marker)]
-            workers = [(p, cmd) for p, cmd in procs if "celery" in cmd]
-            assert workers, [cmd for _, cmd in procs]
-            for p, cmd in procs:
-                assert p.nice() == (10 if "celery" in cmd else 0), (cmd, p.nice())
-            for p, _ in workers:
-                group = Path(f"/proc/{p.pid}/autogroup")
-                if group.exists():  # "/autogroup-N nice 10"
-                    assert group.read_text().split()[-1] == "10", group.read_text()
             os.killpg(proc.pid, signal.SIGINT)
             out = _finish(proc, 60, marker)
         finally:
