@@ -299,7 +299,7 @@ async def watch_loop(look: Callable[[], object], every_s: float) -> None:
 
     Neither on the tick nor on the shared executor: a broker failover is when the
     beat's tick waits on the broker and the shared executor fills with waits, and
-    it is when an operator reads /status for the new primary.  (``make test`` once
+    it is when an operator reads /status for the new primary.  (CI once
     saw /status name no failover 15 s after the jobs had resumed on the new
     primary, the look then riding on the tick and the shared executor.)  One look
     at a time, ``every_s`` apart: up to 2 commands per Sentinel, SENTINEL_TIMEOUT_S
