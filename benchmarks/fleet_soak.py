@@ -65,6 +65,8 @@ ledger and the Celery results in Redis at the end):
                    namespaces share); the detail's detect_sampled_*: -> the first
                    sample whose /status lacked the host (adds the sampler's round)
                    from its peers (1 s sampling: resolution 1 s)
+                   (detail detect_by_event: per fault, the first, median and
+                   last observer's declared time: how far a verdict lags)
   false_dead       (observer, peer, 10 s bucket) where a peer up and outside any chaos
                    window was missing from an observer's peers
   requeue_p50/p99_s worker killed while running a job -> the leader's "re-placed" event
@@ -1007,8 +1009,8 @@ def analyse(
         per_kill.append(round(after[0][0]["at"] - e["started"], 2) if after else None)
         # by the new leader's own clock: when it began to lead (/status leader_since)
         since = after[0][2].get("leader_since") if after else None
-        declared = since - e["started"] if isinstance(since, (int, float)) else None
-        per_kill_declared.append(round(declared, 2) if declared is not None else None)
+        began = since - e["started"] if isinstance(since, (int, float)) else None
+        per_kill_declared.append(round(began, 2) if began is not None else None)
     detail["leaderless_per_leader_kill_s"] = per_kill
     detail["leaderless_per_leader_kill_declared_s"] = per_kill_declared
     # how long each killed leader took to exit: until then its peers cannot see it gone
@@ -1023,9 +1025,11 @@ def analyse(
     detect: list[float] = []
     declared: list[float] = []  # by the observer's own clock (membership "since")
     undetected = 0
+    by_event: list[dict[str, Any]] = []  # the spread from first observer to last, per fault
     for e in events:
         if e["kind"] not in ("leader_kill", "leave", "partition"):
             continue
+        before = len(declared)
         for victim in e["hosts"]:
             for obs in hosts:
                 if (
@@ -1053,7 +1057,21 @@ def analyse(
                     undetected += 1
                 else:
                     detect.append(seen)
+        mine = sorted(declared[before:])
+        if mine:
+            by_event.append(
+                {
+                    "kind": e["kind"],
+                    "hosts": e["hosts"],
+                    "at_s": round(e["started"] - t0, 1),
+                    "observers": len(mine),
+                    "first_s": round(mine[0], 2),
+                    "median_s": round(statistics.median(mine), 2),
+                    "last_s": round(mine[-1], 2),
+                }
+            )
     detail["undetected_pairs"] = undetected
+    detail["detect_by_event"] = by_event
     # what the 1 s sampler saw (its rounds take 2-5 s under the soak's load)
     detail["detect_sampled_p50_s"] = pct(detect, 0.5)
     detail["detect_sampled_p99_s"] = pct(detect, 0.99)

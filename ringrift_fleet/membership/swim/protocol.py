@@ -832,7 +832,7 @@ class SwimNode:
             self._pushes_left = 3 * k
         try:
             # carried outside the retransmit count: pushes spent it, and the
-            # simulation saw one observer in a hundred left out of every later copy
+            # simulation saw observers left out of every later copy
             self._carry = (name, queued.wire)
             for peer in self._random_live(min(k, self._pushes_left), exclude=(name, source)):
                 self._pushes_left -= 1
