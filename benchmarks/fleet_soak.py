@@ -9,6 +9,10 @@ worker ``ringrift-fleet worker --cpu --concurrency 1`` (at ``--worker-nice``, 19
 default: on a GPU host the games run on the GPU and leave the coordinator its CPU;
 here every host's games share the same few cores).  One more namespace holds
 redis-server and the sampler; nothing in the main namespace ever talks to a host.
+``--broker sentinel``: three more namespaces instead, each with a redis-server and
+a Sentinel as the Ansible broker role runs them (a primary and two replicas, AOF
+everysec, passwords, quorum 2, down-after 5 s, failover-timeout 60 s); the fleet is
+given only the Sentinels (RINGRIFT_BROKER_SENTINELS) and finds the primary itself.
 
 Workload: the built-in reference game with short self-play jobs on two cheap board
 configs: ``--games-per-job`` (RINGRIFT_P2P_SELFPLAY_GAMES_PER_JOB, default 1000; with
@@ -32,7 +36,10 @@ group) every 5 min, restarted 10 s later; a 60 s partition of two hosts (iptable
 DROP on eth0 inside their namespaces); 10 % packet loss on one host (iptables
 ``-m statistic --mode random --probability 0.1``) for half the run; a non-voter's
 coordinator restarted (SIGTERM, started again); a host that leaves gracefully
-(SIGTERM to coordinator and worker) and comes back 60 s later.
+(SIGTERM to coordinator and worker) and comes back 60 s later.  With
+``--broker sentinel`` also kill -9 of the Redis the Sentinels name primary at 17.5,
+37.5 and 57.5 minutes (off the other faults' 5-minute grid), started again 15 s later
+(the role's RestartSec) without ``replicaof``: the Sentinels make it a replica.
 
 Measured (sampler in the broker's namespace: every coordinator's /status and the
 run leases in Redis once a second; psutil on the coordinator PIDs every 5 s; the
@@ -83,13 +90,22 @@ ledger and the Celery results in Redis at the end):
   status_p99_ms    /status latency over the bridge, hosts outside chaos windows (a lossy
                    host pays 1 s SYN retransmits; all hosts: in the detail line)
   promotions       sum of promotions in the leader's /status at the end
+  broker_*         (--broker sentinel) primary kills, failovers seen, the longest: kill
+                   -> the first sample whose Sentinel majority names another primary;
+                   the detail's broker_failovers adds, per kill, when every
+                   coordinator's /status named it (coordinators_followed_s) and when
+                   the sampler could read Redis again (sampler_blind_s).  A primary
+                   kill is a fault on every host: busy fractions leave its window out;
+                   /status latency in it is the detail's
+                   status_p99_ms_during_broker_failover
 
 Time series: <out>/series.json (samples, RSS per coordinator, chaos events) and
 <out>/busy.csv, <out>/rss.csv; ``--plot`` writes docs/img/fleet_soak_busy.png and
 docs/img/fleet_soak_rss.png with matplotlib when it is installed.
 
   sudo python benchmarks/fleet_soak.py [--hosts 30] [--minutes 30] [--voters 3|5]
-        [--seed 1] [--schedule full|ci] [--promote] [--out DIR] [--plot]
+        [--seed 1] [--schedule full|ci] [--broker single|sentinel] [--promote]
+        [--out DIR] [--plot]
 """
 
 from __future__ import annotations
@@ -120,7 +136,13 @@ sys.path.insert(0, str(REPO))
 KEY = "fleet-soak-cluster-key-0123456789abcdef"
 SUBNET = "10.207.0"  # this benchmark's range; blackholed in the main namespace by NetnsLab
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
 STATUS_PORT = 8770
+# --broker sentinel: the Ansible broker role's defaults (ansible/roles/broker/defaults)
+BROKER_NODES = 3  # a primary and two replicas, a Sentinel beside each
+BROKER_DOWN_AFTER_MS = 5000  # broker_sentinel_down_after_ms
+BROKER_FAILOVER_TIMEOUT_MS = 60000  # broker_sentinel_failover_timeout_ms
+BROKER_RESTART_S = 15.0  # broker_sentinel_restart_sec: 3 x down-after, Sentinel moves first
 # the end-of-run read of the ledger and of Redis (tens of thousands of keys) on a
 # machine the fleet still loads: 300 s was too short for a 60-minute run's 24,000 jobs
 COLLECT_TIMEOUT_S = 900.0
@@ -180,8 +202,12 @@ def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
     sched = status.get("scheduler") or {}
     configs = sched.get("configs") or {}
     members = (status.get("membership") or {}).get("members") or {}
+    broker = status.get("broker") or {}
     return {
         "role": status.get("role"),
+        # the broker as this coordinator sees it: up, and (Sentinel set) which primary
+        "broker_up": broker.get("up"),
+        "broker_primary": (broker.get("topology") or {}).get("majority"),
         "leader_since": status.get("leader_since"),  # when it began to lead (its clock)
         # since when (the observer's clock: one kernel, one clock) each dead or left
         # member has been so: detection without the sampler's round in it
@@ -213,6 +239,46 @@ def _slim(status: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def broker_client(spec: dict[str, Any], timeout: float) -> Any:
+    """A Redis client for the broker ``spec`` (``Soak.broker_spec``): the one Redis, or
+    whichever node the Sentinels name primary (found again after a failover)."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    if spec["mode"] != "sentinel":
+        return redis.Redis(host=spec["host"], port=REDIS_PORT, socket_timeout=timeout)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [tuple(a) for a in spec["sentinels"]],
+        sentinel_kwargs={"password": spec["sentinel_password"], "socket_timeout": 1.0},
+        password=spec["password"],
+        socket_timeout=timeout,
+    )
+    return sentinel.master_for(spec["master"], socket_timeout=timeout)  # type: ignore[no-untyped-call]
+
+
+def sentinel_primary(spec: dict[str, Any]) -> str | None:
+    """The primary a majority of the Sentinels name ("host:port"), else None (as the
+    coordinators' /status judges it: one Sentinel not yet told must not hide a move)."""
+    import redis
+
+    votes: Counter[str] = Counter()
+    for host, port in spec["sentinels"]:
+        c = redis.Redis(host=host, port=port, password=spec["sentinel_password"],
+                        socket_timeout=0.5, socket_connect_timeout=0.5)  # fmt: skip
+        try:
+            got = c.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", spec["master"])  # type: ignore[no-untyped-call]
+            if got:
+                votes[
+                    f"{got[0].decode() if isinstance(got[0], bytes) else got[0]}:{int(got[1])}"
+                ] += 1
+        except redis.RedisError:
+            continue
+        finally:
+            c.close()
+    top = votes.most_common(1)
+    return top[0][0] if top and top[0][1] * 2 > len(spec["sentinels"]) else None
+
+
 def sampler_main(args: argparse.Namespace) -> int:
     """Every second: each coordinator's /status and Redis's run leases, one JSON line."""
     from concurrent.futures import ThreadPoolExecutor
@@ -220,7 +286,8 @@ def sampler_main(args: argparse.Namespace) -> int:
     import redis
 
     hosts: dict[str, str] = json.loads(args.hosts_json)
-    client: Any = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=2)
+    spec: dict[str, Any] = json.loads(args.broker_json)
+    client = broker_client(spec, 2.0)
     stop_file = Path(args.stop_file)
     deadline = time.monotonic() + args.max_seconds
     pool = ThreadPoolExecutor(max(4, len(hosts)))
@@ -248,7 +315,7 @@ def sampler_main(args: argparse.Namespace) -> int:
                         leases[job] = [lease.get("owner"), lease.get("attempt")]
             except redis.RedisError:
                 leases = {"_error": True}
-            line = {
+            line: dict[str, Any] = {
                 "at": at,
                 "status": {n: _slim(v[0]) for n, v in zip(names, views, strict=True)},
                 "ms": {
@@ -256,6 +323,8 @@ def sampler_main(args: argparse.Namespace) -> int:
                 },
                 "leases": leases,
             }
+            if spec["mode"] == "sentinel":
+                line["primary"] = sentinel_primary(spec)
             out.write(json.dumps(line) + "\n")
             out.flush()
             time.sleep(max(0.0, SAMPLE_EVERY - (time.monotonic() - started)))
@@ -275,11 +344,9 @@ def _read_keys(client: Any, pattern: str, chunk: int = 1000) -> Iterator[tuple[b
 
 def collect_main(args: argparse.Namespace) -> int:
     """The ledger (from the leader) and the Celery results/fences in Redis, as JSON."""
-    import redis
-
     started = time.monotonic()
     hosts: dict[str, str] = json.loads(args.hosts_json)
-    client: Any = redis.Redis(host=args.redis_host, port=REDIS_PORT, socket_timeout=30)
+    client = broker_client(json.loads(args.broker_json), 30.0)
     leader = None
     views: dict[str, Any] = {}
     for name, addr in hosts.items():
@@ -365,12 +432,20 @@ class ChaosEvent:
     started: float = 0.0  # wall clock when it fired
     ended: float = 0.0  # wall clock when the fault was undone (restart, heal, return)
     note: str = ""
+    target: str = ""  # broker_kill: the Redis node ("addr:port") it killed
 
 
-def schedule(kind: str, minutes: float) -> list[ChaosEvent]:
-    """The scripted faults, by offset (s) from the start of the chaos clock."""
+def schedule(kind: str, minutes: float, broker: str = "single") -> list[ChaosEvent]:
+    """The scripted faults, by offset (s) from the start of the chaos clock; with a
+    Sentinel set (``broker``) also kill -9 of the Redis primary every 20 minutes."""
     total = minutes * 60.0
     ev: list[ChaosEvent] = []
+    if broker == "sentinel":
+        # off the 5-minute grid of the other kills: one fault's effect at a time
+        at = [float(t) for t in range(1050, int(total) - 60, 1200)] or [0.55 * total]
+        if kind == "ci":
+            at = [125.0]
+        ev += [ChaosEvent(t, "broker_kill", BROKER_RESTART_S) for t in at]
     if kind == "ci":  # the cluster test: every fault once or twice in 5 minutes
         ev += [ChaosEvent(t, "worker_kill", RESTART_AFTER) for t in (30.0, 110.0, 200.0)]
         ev += [ChaosEvent(t, "leader_kill", RESTART_AFTER) for t in (60.0, 170.0)]
@@ -407,7 +482,9 @@ class Soak:
         self.say = say
         self.rng = random.Random(opts.seed)
         self.n = opts.hosts
-        self.lab = NetnsLab(opts.subnet, self.n + 1, tag="sk" + os.urandom(2).hex())
+        self.brokers = BROKER_NODES if opts.broker == "sentinel" else 1
+        self.lab = NetnsLab(opts.subnet, self.n + self.brokers, tag="sk" + os.urandom(2).hex())
+        self.broker_procs: list[subprocess.Popen[bytes] | None] = [None] * self.brokers
         self.names = [f"h{i}" for i in range(self.n)]
         self.voters = self.names[: opts.voters]
         self.coord: dict[str, subprocess.Popen[bytes]] = {}
@@ -438,13 +515,44 @@ class Soak:
     def broker_addr(self) -> str:
         return self.lab.address(self.n)
 
+    def broker_addr_of(self, i: int) -> str:
+        return self.lab.address(self.n + i)
+
+    @property
+    def broker_spec(self) -> dict[str, Any]:
+        """What the sampler and collector connect to (``broker_client``)."""
+        if self.opts.broker != "sentinel":
+            return {"mode": "single", "host": self.broker_addr}
+        from tests.support.sentinel import MASTER, PASSWORD, SENTINEL_PASSWORD
+
+        return {
+            "mode": "sentinel",
+            "sentinels": [[self.broker_addr_of(i), SENTINEL_PORT] for i in range(self.brokers)],
+            "master": MASTER,
+            "password": PASSWORD,
+            "sentinel_password": SENTINEL_PASSWORD,
+        }
+
+    def broker_env(self) -> dict[str, str]:
+        """The fleet's broker variables: the one Redis's URL, or only the Sentinel set
+        (as the Ansible role writes them: a coordinator finds the primary itself)."""
+        spec = self.broker_spec
+        if spec["mode"] != "sentinel":
+            return {"RINGRIFT_BROKER_URL": f"redis://{self.broker_addr}:{REDIS_PORT}/0"}
+        return {
+            "RINGRIFT_BROKER_SENTINELS": ",".join(f"{a}:{p}" for a, p in spec["sentinels"]),
+            "RINGRIFT_BROKER_MASTER_NAME": spec["master"],
+            "RINGRIFT_BROKER_PASSWORD": spec["password"],
+            "RINGRIFT_BROKER_SENTINEL_PASSWORD": spec["sentinel_password"],
+        }
+
     def addr(self, host: str) -> str:
         return self.lab.address(self.names.index(host))
 
     def env(self, host: str) -> dict[str, str]:
         root = self.workdir / host
         env = {
-            "RINGRIFT_BROKER_URL": f"redis://{self.broker_addr}:{REDIS_PORT}/0",
+            **self.broker_env(),
             "RINGRIFT_P2P_STATE_DIR": str(root / "state"),
             "RINGRIFT_P2P_ARTIFACT_DIR": str(root / "artifacts"),
             "RINGRIFT_P2P_NODE_ID": host,
@@ -532,18 +640,94 @@ class Soak:
                 proc.wait(5)
             return time.monotonic() - sent
 
+    def _cli(self, i: int, port: int, password: str, *cmd: str) -> str:
+        """redis-cli against broker node ``i``, from inside its own namespace ("" on error)."""
+        argv = ["redis-cli", "-h", self.broker_addr_of(i), "-p", str(port)]
+        argv += ["-a", password, "--no-auth-warning", *cmd]
+        r = self.lab.ns(self.lab.names[self.n + i], *argv, check=False, timeout=10)
+        return r.stdout if r.returncode == 0 else ""
+
+    def start_redis_node(self, i: int, replica_of: tuple[str, int] | None) -> None:
+        """Node ``i`` of the Sentinel set as the broker role runs it (AOF everysec,
+        passwords); a restarted old primary starts without ``replicaof``: the Sentinels
+        turn it into a replica of the new primary."""
+        from tests.support.sentinel import redis_node_argv
+
+        d = self.workdir / f"broker{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        argv = redis_node_argv(binary, self.broker_addr_of(i), REDIS_PORT, d, replica_of)
+        ns = self.lab.names[self.n + i]
+        self.broker_procs[i] = self.lab.spawn(ns, argv, {}, d / "redis.log")
+
+    def start_sentinel_set(self) -> None:
+        from tests.support.sentinel import MASTER, PASSWORD, SENTINEL_PASSWORD, sentinel_conf
+
+        primary = (self.broker_addr_of(0), REDIS_PORT)
+        for i in range(self.brokers):
+            self.start_redis_node(i, primary if i else None)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the replicas' first sync
+            info = self._cli(0, REDIS_PORT, PASSWORD, "INFO", "replication")
+            if info.count("state=online") >= self.brokers - 1:
+                break
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"the replicas did not sync in 30 s (see {self.workdir}/broker*)")
+        binary = shutil.which("redis-server") or "redis-server"
+        for i in range(self.brokers):
+            d = self.workdir / f"broker{i}"
+            conf = d / "sentinel.conf"
+            conf.write_text(
+                sentinel_conf(
+                    self.broker_addr_of(i),
+                    SENTINEL_PORT,
+                    d,
+                    primary,
+                    quorum=self.brokers // 2 + 1,
+                    down_after_ms=BROKER_DOWN_AFTER_MS,
+                    failover_timeout_ms=BROKER_FAILOVER_TIMEOUT_MS,
+                )
+            )
+            ns = self.lab.names[self.n + i]
+            self.lab.spawn(ns, [binary, str(conf), "--sentinel"], {}, d / "sentinel.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # each Sentinel knows the others and the replicas
+            views = [
+                self._cli(i, SENTINEL_PORT, SENTINEL_PASSWORD, "SENTINEL", "MASTER", MASTER)
+                for i in range(self.brokers)
+            ]
+            pairs = [dict(zip(v.split()[::2], v.split()[1::2], strict=False)) for v in views]
+            if all(
+                p.get("num-other-sentinels") == str(self.brokers - 1)
+                and p.get("num-slaves") == str(self.brokers - 1)
+                for p in pairs
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the Sentinels did not find each other in 30 s ({self.workdir})")
+        self.say(
+            f"Sentinel set: primary {primary[0]}:{REDIS_PORT}, "
+            f"{self.brokers - 1} replicas, {self.brokers} Sentinels "
+            f"(down-after {BROKER_DOWN_AFTER_MS} ms)"
+        )
+
     def start(self) -> None:
         self.lab.open()
         self.hosts_file = self.write_inventory()
-        redis_dir = self.workdir / "redis"
-        redis_dir.mkdir(parents=True, exist_ok=True)
-        binary = shutil.which("redis-server") or "redis-server"
-        argv = [binary, "--port", str(REDIS_PORT), "--bind", self.broker_addr]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(redis_dir)]
-        argv += ["--protected-mode", "no"]
-        self.redis = self.lab.spawn(self.broker_ns, argv, {}, redis_dir / "redis.log")
-        time.sleep(0.5)
-        self.say(f"redis on {self.broker_addr}:{REDIS_PORT} in {self.broker_ns}")
+        if self.opts.broker == "sentinel":
+            self.start_sentinel_set()
+        else:
+            redis_dir = self.workdir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            binary = shutil.which("redis-server") or "redis-server"
+            argv = [binary, "--port", str(REDIS_PORT), "--bind", self.broker_addr]
+            argv += ["--save", "", "--appendonly", "no", "--dir", str(redis_dir)]
+            argv += ["--protected-mode", "no"]
+            self.broker_procs[0] = self.lab.spawn(self.broker_ns, argv, {}, redis_dir / "redis.log")
+            time.sleep(0.5)
+            self.say(f"redis on {self.broker_addr}:{REDIS_PORT} in {self.broker_ns}")
         for host in self.names:
             self.start_coordinator(host)
         self.say(f"{self.n} coordinators starting ({len(self.voters)} voters)")
@@ -552,7 +736,7 @@ class Soak:
         self.say(f"{self.n} CPU workers starting (concurrency 1)")
         hosts = {h: self.addr(h) for h in self.names}
         argv = [PY, str(Path(__file__).resolve()), "_sample", "--hosts-json", json.dumps(hosts)]
-        argv += ["--redis-host", self.broker_addr, "--out", str(self.samples_path)]
+        argv += ["--broker-json", json.dumps(self.broker_spec), "--out", str(self.samples_path)]
         argv += ["--stop-file", str(self.stop_file)]
         argv += ["--max-seconds", str(self.opts.minutes * 60 + 1800)]
         self.sampler = self.lab.spawn(self.broker_ns, argv, {}, self.workdir / "sampler.log")
@@ -738,6 +922,8 @@ class Soak:
                 e.ended = now()
 
             self.later(e.duration, unloss)
+        elif e.kind == "broker_kill":
+            self.kill_broker_primary(e)
         elif e.kind == "restart_nonvoter":
             h = self.pick(non_voters)
             if h is None:
@@ -767,10 +953,36 @@ class Soak:
                 self._busy_hosts.discard(h)
 
             self.later(e.duration, comeback)
-        self.say(f"chaos {e.kind} on {','.join(e.hosts) or '-'} {e.note}".rstrip())
+        self.say(f"chaos {e.kind} on {','.join(e.hosts) or e.target or '-'} {e.note}".rstrip())
+
+    def kill_broker_primary(self, e: ChaosEvent) -> None:
+        """kill -9 the Redis the Sentinels name primary (as the sampler last saw it);
+        systemd starts it again BROKER_RESTART_S later, and it rejoins as a replica."""
+        primary = (self.latest() or {}).get("primary")
+        waited = 0
+        while primary is None and waited < LEADER_WAIT_S and not self._stop.is_set():
+            self._stop.wait(1.0)  # the Sentinels still moving an earlier primary: bounded
+            waited += 1
+            primary = (self.latest() or {}).get("primary")
+        addrs = [f"{self.broker_addr_of(i)}:{REDIS_PORT}" for i in range(self.brokers)]
+        if primary not in addrs:
+            e.note = f"no primary the Sentinels agree on (saw {primary!r}): skipped"
+            return
+        i = addrs.index(primary)
+        e.target = primary
+        exited = self.kill(self.broker_procs[i], signal.SIGKILL)
+        self.broker_procs[i] = None
+        e.note = f"exited {exited:.2f} s after SIGKILL"
+
+        def back() -> None:
+            if not self._stop.is_set():
+                self.start_redis_node(i, None)
+            e.ended = now()
+
+        self.later(e.duration, back)
 
     def run_chaos(self, total_s: float) -> None:
-        plan = schedule(self.opts.schedule, self.opts.minutes)
+        plan = schedule(self.opts.schedule, self.opts.minutes, self.opts.broker)
         self.chaos_t0 = now()
         self.say(f"chaos clock started: {len(plan)} faults over {total_s:.0f} s")
         for e in plan:
@@ -793,6 +1005,10 @@ class Soak:
         for e in self.events:
             if e.ended:
                 continue
+            if e.kind == "broker_kill" and e.target:
+                i = [f"{self.broker_addr_of(j)}:{REDIS_PORT}" for j in range(self.brokers)]
+                if e.target in i and self.broker_procs[i.index(e.target)] is None:
+                    self.start_redis_node(i.index(e.target), None)
             for h in e.hosts:
                 if e.kind == "partition":
                     self.lab.heal(self.ns(h))
@@ -814,7 +1030,8 @@ class Soak:
     def collect(self) -> dict[str, Any]:
         hosts = {h: self.addr(h) for h in self.names}
         argv = ["ip", "netns", "exec", self.broker_ns, PY, str(Path(__file__).resolve())]
-        argv += ["_collect", "--hosts-json", json.dumps(hosts), "--redis-host", self.broker_addr]
+        argv += ["_collect", "--hosts-json", json.dumps(hosts)]
+        argv += ["--broker-json", json.dumps(self.broker_spec)]
         try:
             r = subprocess.run(
                 argv,
@@ -881,6 +1098,54 @@ def chaos_windows(events: list[dict[str, Any]], end: float) -> dict[str, list[tu
 
 def in_windows(t: float, wins: list[tuple[float, float]]) -> bool:
     return any(a <= t <= b for a, b in wins)
+
+
+def broker_windows(events: list[dict[str, Any]], end: float) -> list[tuple[float, float]]:
+    """When a Redis primary kill is on the whole fleet (plus the grace after)."""
+    return [
+        (e["started"], (e["ended"] or end) + CHAOS_GRACE_S)
+        for e in events
+        if e["kind"] == "broker_kill" and e.get("target")
+    ]
+
+
+def broker_failovers(
+    samples: list[dict[str, Any]], events: list[dict[str, Any]], t0: float
+) -> list[dict[str, Any]]:
+    """Per primary kill: when the Sentinels' majority named another primary
+    (``failover_s``), when every coordinator's /status did (``coordinators_followed_s``)
+    and when the sampler could read the run leases again (``sampler_blind_s``)."""
+    out = []
+    for e in events:
+        if e["kind"] != "broker_kill" or not e.get("target"):
+            continue
+        after = [s for s in samples if s["at"] >= e["started"]]
+        moved = next((s for s in after if s.get("primary") not in (None, e["target"])), None)
+        item: dict[str, Any] = {
+            "at_s": round(e["started"] - t0, 1),
+            "killed": e["target"],
+            "promoted": moved["primary"] if moved else None,
+            "failover_s": round(moved["at"] - e["started"], 2) if moved else None,
+            "coordinators_followed_s": None,
+            "sampler_blind_s": None,
+        }
+        if moved:
+            new = moved["primary"]
+            for s in after:
+                views = [v for v in s["status"].values() if v]
+                if (
+                    s["at"] >= moved["at"]
+                    and views
+                    and all(v.get("broker_primary") == new for v in views)
+                ):
+                    item["coordinators_followed_s"] = round(s["at"] - e["started"], 2)
+                    break
+            for s in after:
+                if s["at"] >= moved["at"] and "_error" not in (s.get("leases") or {}):
+                    item["sampler_blind_s"] = round(s["at"] - e["started"], 2)
+                    break
+        out.append(item)
+    return out
 
 
 def _slope_mb_per_h(rows: list[dict[str, Any]]) -> float | None:
@@ -973,6 +1238,8 @@ def analyse(
     """The JSON line's figures, and extra detail (lists behind the counts)."""
     detail: dict[str, Any] = {}
     windows = chaos_windows(events, t_end)
+    # a broker primary kill is on every host: no host's busy fraction is judged then
+    fleet_wide = broker_windows(events, t_end)
     judged = [s for s in samples if t0 <= s["at"] <= t_end]
 
     # leadership
@@ -1141,9 +1408,10 @@ def analyse(
         frac = len([h for h in up if h in busy]) / len(up) if up else 0.0
         series.append({"t": round(t - t0, 1), "busy": round(frac, 3)})
         busy_all.append(frac)
-        if not any(in_windows(t, w) for w in windows.values()):
+        broker_fault = in_windows(t, fleet_wide)
+        if not broker_fault and not any(in_windows(t, w) for w in windows.values()):
             busy_out.append(frac)
-        calm = [h for h in up if not in_windows(t, windows.get(h, []))]
+        calm = [] if broker_fault else [h for h in up if not in_windows(t, windows.get(h, []))]
         quiet += len(calm)
         held += len([h for h in calm if h in busy])
     detail["worker_busy_fraction_all"] = round(statistics.fmean(busy_all), 3) if busy_all else None
@@ -1235,6 +1503,20 @@ def analyse(
     all_ms = [ms for s in judged for ms in (s.get("ms") or {}).values()]
     detail["status_p99_ms_all_hosts"] = pct(all_ms, 0.99)
     detail["status_p50_ms"] = pct(status_ms, 0.5)
+    # while the Redis primary is being moved: /status must not wait on the broker
+    broker_ms = [ms for s in judged if in_windows(s["at"], fleet_wide)
+                 for ms in (s.get("ms") or {}).values()]  # fmt: skip
+    detail["status_p99_ms_during_broker_failover"] = pct(broker_ms, 0.99)
+    # a coordinator that said the broker was down while no fault was on it or the broker
+    detail["broker_down_said_outside_broker_faults"] = sum(
+        1
+        for s in judged
+        if not in_windows(s["at"], fleet_wide)
+        for h, v in s["status"].items()
+        if v and v.get("broker_up") is False and not in_windows(s["at"], windows.get(h, []))
+    )
+    failovers = broker_failovers(samples, events, t0)
+    detail["broker_failovers"] = failovers
     line = {
         "hosts": len(hosts),
         "minutes": round((t_end - t0) / 60.0, 1),
@@ -1261,7 +1543,13 @@ def analyse(
         "coordinator_cpu_pct_p50": pct(cpu, 0.5),
         "status_p99_ms": pct(status_ms, 0.99),
         "promotions": promotions,
+        "broker": "sentinel" if any(s.get("primary") for s in samples[:50]) else "single",
     }
+    if failovers:
+        done = [f["failover_s"] for f in failovers if f["failover_s"] is not None]
+        line["broker_primary_kills"] = len(failovers)
+        line["broker_failovers"] = len(done)
+        line["broker_failover_max_s"] = max(done) if done else None
     if not ledger:  # no ledger read at the end: unknown, not zero
         for key in ("jobs_completed", "jobs_lost", "jobs_run_twice", "jobs_failed"):
             line[key] = None
@@ -1289,7 +1577,7 @@ def write_series(
         f.write("t_s,kind,hosts,duration_s,note\n")
         for e in events:
             f.write(
-                f"{e['started'] - t0:.1f},{e['kind']},{' '.join(e['hosts'])},"
+                f"{e['started'] - t0:.1f},{e['kind']},{' '.join(e['hosts']) or e.get('target', '')},"
                 f'{(e["ended"] or e["started"]) - e["started"]:.1f},"{e["note"]}"\n'
             )
 
@@ -1312,6 +1600,7 @@ def plot(out_dir: Path, detail: dict[str, Any], events: list[dict[str, Any]],
         "loss": "grey",
         "restart_nonvoter": "blue",
         "leave": "green",
+        "broker_kill": "brown",
     }
     fig, ax = plt.subplots(figsize=(10, 4))
     xs = [p["t"] / 60 for p in detail["busy_series"]]
@@ -1437,7 +1726,8 @@ def run_soak(opts: argparse.Namespace) -> int:
             json.dump({"line": line, "detail": detail, "events": events, "rss": soak.rss,
                        "t0": t0, "t_end": t_end}, f)  # fmt: skip
         for e in events:
-            say(f"event +{e['started'] - t0:6.1f}s {e['kind']} {','.join(e['hosts'])} "
+            say(f"event +{e['started'] - t0:6.1f}s {e['kind']} "
+                f"{','.join(e['hosts']) or e.get('target', '')} "
                 f"({(e['ended'] or e['started']) - e['started']:.1f}s) {e['note']}")  # fmt: skip
         extra = {k: v for k, v in detail.items() if k != "busy_series"}
         say("detail: " + json.dumps(extra))
@@ -1474,18 +1764,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd")
     s = sub.add_parser("_sample")
     s.add_argument("--hosts-json", required=True)
-    s.add_argument("--redis-host", required=True)
+    s.add_argument("--broker-json", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--stop-file", required=True)
     s.add_argument("--max-seconds", type=float, default=7200)
     c = sub.add_parser("_collect")
     c.add_argument("--hosts-json", required=True)
-    c.add_argument("--redis-host", required=True)
+    c.add_argument("--broker-json", required=True)
     ap.add_argument("--hosts", type=int, default=30)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--voters", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--schedule", choices=("full", "ci"), default="full")
+    ap.add_argument(
+        "--broker",
+        choices=("single", "sentinel"),
+        default="single",
+        help="one Redis, or a Sentinel set (3 Redis, 3 Sentinels, the broker role's "
+        "settings) whose primary the chaos kills every 20 minutes",
+    )
     ap.add_argument(
         "--promote",
         action="store_true",
