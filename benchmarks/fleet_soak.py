@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -1027,6 +1028,18 @@ class Soak:
                         )  # fmt: skip
             e.ended = now()
 
+    def sentinel_tilts(self) -> list[str]:
+        """The Sentinels' TILT entries ("<time> broker<i>"): a Sentinel whose own timer
+        ran 2 s late (the machine stalled) acts on nothing for 30 s, no failover."""
+        out = []
+        for i in range(self.brokers if self.opts.broker == "sentinel" else 0):
+            log = self.workdir / f"broker{i}" / "sentinel.log"
+            with contextlib.suppress(OSError):
+                for raw in log.read_text(errors="replace").splitlines():
+                    if "+tilt" in raw:
+                        out.append(f"{' '.join(raw.split()[3:5])} broker{i}")
+        return sorted(out)
+
     def collect(self) -> dict[str, Any]:
         hosts = {h: self.addr(h) for h in self.names}
         argv = ["ip", "netns", "exec", self.broker_ns, PY, str(Path(__file__).resolve())]
@@ -1112,14 +1125,16 @@ def broker_windows(events: list[dict[str, Any]], end: float) -> list[tuple[float
 def broker_failovers(
     samples: list[dict[str, Any]], events: list[dict[str, Any]], t0: float
 ) -> list[dict[str, Any]]:
-    """Per primary kill: when the Sentinels' majority named another primary
-    (``failover_s``), when every coordinator's /status did (``coordinators_followed_s``)
-    and when the sampler could read the run leases again (``sampler_blind_s``)."""
+    """Per primary kill, until the next one: when the Sentinels' majority named another
+    primary (``failover_s``; None when none did: the killed node came back as primary
+    first), when every coordinator's /status did (``coordinators_followed_s``), and
+    when the sampler could read Redis again after it first could not
+    (``sampler_blind_s``: the broker outage as a client saw it)."""
+    kills = [e for e in events if e["kind"] == "broker_kill" and e.get("target")]
     out = []
-    for e in events:
-        if e["kind"] != "broker_kill" or not e.get("target"):
-            continue
-        after = [s for s in samples if s["at"] >= e["started"]]
+    for i, e in enumerate(kills):
+        until = kills[i + 1]["started"] if i + 1 < len(kills) else float("inf")
+        after = [s for s in samples if e["started"] <= s["at"] < until]
         moved = next((s for s in after if s.get("primary") not in (None, e["target"])), None)
         item: dict[str, Any] = {
             "at_s": round(e["started"] - t0, 1),
@@ -1140,12 +1155,34 @@ def broker_failovers(
                 ):
                     item["coordinators_followed_s"] = round(s["at"] - e["started"], 2)
                     break
-            for s in after:
-                if s["at"] >= moved["at"] and "_error" not in (s.get("leases") or {}):
-                    item["sampler_blind_s"] = round(s["at"] - e["started"], 2)
-                    break
+        blind = next((s for s in after if "_error" in (s.get("leases") or {})), None)
+        if blind is None:
+            item["sampler_blind_s"] = 0.0
+        else:
+            back = next(
+                (
+                    s
+                    for s in after
+                    if s["at"] > blind["at"] and "_error" not in (s.get("leases") or {})
+                ),
+                None,
+            )
+            if back is not None:
+                item["sampler_blind_s"] = round(back["at"] - e["started"], 2)
         out.append(item)
     return out
+
+
+def sampler_stalls(
+    samples: list[dict[str, Any]], t0: float, over_s: float = 5.0
+) -> list[list[float]]:
+    """[start (s from t0), length] of gaps between the sampler's rounds over ``over_s``:
+    the machine itself stalled (the sampler's round is 1-3 s even under the soak's load)."""
+    return [
+        [round(a["at"] - t0, 1), round(b["at"] - a["at"], 1)]
+        for a, b in itertools.pairwise(samples)
+        if b["at"] - a["at"] > over_s
+    ]
 
 
 def _slope_mb_per_h(rows: list[dict[str, Any]]) -> float | None:
@@ -1517,6 +1554,7 @@ def analyse(
     )
     failovers = broker_failovers(samples, events, t0)
     detail["broker_failovers"] = failovers
+    detail["sampler_stalls_over_5s"] = sampler_stalls(samples, t0)
     line = {
         "hosts": len(hosts),
         "minutes": round((t_end - t0) / 60.0, 1),
@@ -1547,9 +1585,11 @@ def analyse(
     }
     if failovers:
         done = [f["failover_s"] for f in failovers if f["failover_s"] is not None]
+        blind = [f["sampler_blind_s"] for f in failovers if f["sampler_blind_s"] is not None]
         line["broker_primary_kills"] = len(failovers)
         line["broker_failovers"] = len(done)
         line["broker_failover_max_s"] = max(done) if done else None
+        line["broker_outage_max_s"] = max(blind) if blind else None
     if not ledger:  # no ledger read at the end: unknown, not zero
         for key in ("jobs_completed", "jobs_lost", "jobs_run_twice", "jobs_failed"):
             line[key] = None
@@ -1716,6 +1756,8 @@ def run_soak(opts: argparse.Namespace) -> int:
             t0=t0,
             t_end=t_end,
         )
+        if opts.broker == "sentinel":
+            detail["sentinel_tilts"] = soak.sentinel_tilts()
         write_series(out, detail, events, soak.rss, t0)
         shutil.copy(soak.samples_path, out / "samples.jsonl")
         with open(out / "collected.json", "w") as f:

@@ -16,7 +16,9 @@ Keys (all strings; ``<id>`` is the job id):
     waits until the lease lapses (its worker died) or refuses if the holder keeps
     renewing.  A copy whose fence is the published one takes over a lease held by
     a stale attempt at once, and a lease held by a dead process on this same host
-    is taken over without waiting for its expiry.
+    is taken over without waiting for its expiry.  A running copy whose lease
+    lapsed unclaimed (the broker out longer than the TTL) takes it again at its
+    next renewal, if its fence still stands and no result is stored.
 ``ringrift:done:<id>``
     The stored result of the run that completed (:func:`complete_run`, which also
     checks the fence).  A later copy of the job returns it without re-running.
@@ -328,10 +330,19 @@ return {'claimed', took, tostring(n)}
 )
 
 # KEYS: run, fence.  ARGV: lease, ttl ms, token ('' = unfenced).  -1: the fence moved.
+# A lease that lapsed while nobody else took it (the broker was out longer than the
+# TTL, or a failover lost the write) is ours again while the fence is still ours and
+# no copy stored a result: otherwise the running copy stops, and the redelivered copy
+# of the same attempt starts its work again from the beginning.
 _RENEW = """
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not holder and redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -497,8 +508,9 @@ def wait_and_claim(
 def renew_run(
     client: redis.Redis, job_id: str, lease: str, ttl: float, token: str | None = None
 ) -> bool:
-    """Extend our lease; False when another copy took it or (fenced) the fence moved."""
-    keys = [run_key(job_id), fence_key(job_id)]
+    """Extend our lease (taking it again if it lapsed unclaimed); False when another
+    copy took it, a copy stored the result, or (fenced) the fence moved."""
+    keys = [run_key(job_id), fence_key(job_id), done_key(job_id)]
     out = _eval(client, _RENEW, keys, lease, str(max(1, int(ttl * 1000))), token or "")
     return int(out) > 0
 
@@ -608,6 +620,7 @@ class LeaseKeeper:
     """
 
     LISTEN_POLL_S = 0.1
+    RETRY_S = 0.5  # between renewals while the broker does not answer
 
     def __init__(
         self, client: redis.Redis, job_id: str, lease: str, ttl: float, token: str | None = None
@@ -642,15 +655,21 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         interval = max(0.05, self.ttl / 3)
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
             try:
                 if not renew_run(self.client, self.job_id, self.lease, self.ttl, self.token):
                     if self.token and self._fence_moved():
                         self._revoked()
                     self.lost.set()
                     return
+                wait = interval
             except redis.RedisError:
-                continue  # transient: the next beat tries again before the lease lapses
+                # the broker is out: try again soon, so the lease is back (renewed, or
+                # taken again if it lapsed) within RETRY_S of the broker's return --
+                # before the leader, which re-places a job whose lease stays gone a
+                # few seconds, takes this live run for a dead worker's
+                wait = min(interval, self.RETRY_S)
 
     def _listen(self) -> None:
         """Hear a revocation at once (pub/sub); reconnects, bounded by the job's run."""

@@ -12,6 +12,7 @@ primary waits (bounded) for the new one instead of failing an attempt that never
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 import redis
 
 from ringrift_fleet.execution import fencing as f
+from tests.support.procs import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -196,3 +198,67 @@ def test_only_a_worker_retries_its_result_backend_through_an_outage() -> None:
     assert app.conf.result_backend_always_retry
     assert app.conf.result_backend_max_retries == BACKEND_RETRIES
     assert app.conf.result_backend_max_sleep_between_retries_ms == 1000
+
+
+def _keeper_through_an_outage(
+    redis_server: Any, proxy: TcpProxy, during: Any = None
+) -> tuple[f.LeaseKeeper, redis.Redis, str]:
+    """A running copy's keeper (lease TTL 1 s) meets a broker outage of 2.5 s: its
+    lease lapses in Redis meanwhile; ``during(direct)`` runs inside the outage."""
+    direct = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(proxy.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    f.publish_fence(direct, "j", TOKEN, ttl=60)
+    claim = f.claim_run(r, "j", owner="w1", token=TOKEN, attempt=1, ttl=1)
+    assert claim.status == "claimed"
+    keeper = f.LeaseKeeper(r, "j", claim.lease, 1, TOKEN).__enter__()
+    proxy.down()
+    assert wait_for(lambda: direct.get(f.run_key("j")) is None, 3)  # lapsed
+    if during is not None:
+        during(direct)
+    time.sleep(1.0)
+    proxy.up()
+    return keeper, direct, claim.lease
+
+
+def test_a_lease_that_lapsed_in_an_outage_is_taken_again_by_its_running_copy(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    """The broker out longer than the run lease's TTL: the running copy takes its
+    lease again within a second of the broker's return and keeps running; a
+    redelivered copy of the same attempt then finds it held (before: the running
+    copy stopped, and the redelivered one started the work again)."""
+    keeper, direct, lease = _keeper_through_an_outage(redis_server, proxy)
+    try:
+        assert wait_for(lambda: direct.get(f.run_key("j")) == lease.encode(), 1.5)
+        assert not keeper.lost.is_set()
+        again = f.claim_run(direct, "j", owner="w1", token=TOKEN, attempt=1, ttl=1)
+        assert again.status == "held"
+        time.sleep(1.5)  # renewed since, not just set once
+        assert direct.get(f.run_key("j")) == lease.encode() and not keeper.lost.is_set()
+    finally:
+        keeper.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["another copy claimed it", "the leader placed a new attempt", "a copy stored the result"],
+)
+def test_a_lapsed_lease_is_not_taken_again_when_anything_moved_meanwhile(
+    redis_server: Any, proxy: TcpProxy, what: str
+) -> None:
+    def during(direct: redis.Redis) -> None:
+        if what == "another copy claimed it":
+            other = f.claim_run(direct, "j", owner="w2", token=TOKEN, attempt=1, ttl=30)
+            assert other.status == "claimed"
+        elif what == "the leader placed a new attempt":
+            f.publish_fence(direct, "j", "t2:j:a2", ttl=60)
+        else:
+            direct.set(f.done_key("j"), '{"status": "completed", "fence": {"token": "x"}}')
+
+    keeper, direct, lease = _keeper_through_an_outage(redis_server, proxy, during)
+    try:
+        assert wait_for(keeper.lost.is_set, 3)
+        assert keeper.revoked.is_set() == (what == "the leader placed a new attempt")
+        assert direct.get(f.run_key("j")) != lease.encode()
+    finally:
+        keeper.__exit__(None, None, None)

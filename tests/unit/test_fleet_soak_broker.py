@@ -10,7 +10,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from fleet_soak import analyse, broker_failovers, schedule
+from fleet_soak import analyse, broker_failovers, sampler_stalls, schedule
 
 A, B = "10.207.0.40:6379", "10.207.0.41:6379"
 
@@ -114,3 +114,23 @@ def test_the_busy_fraction_leaves_out_the_fleet_wide_window_of_a_primary_kill() 
     assert line["broker"] == "sentinel"
     assert line["broker_primary_kills"] == 1 and line["broker_failover_max_s"] == 7.0
     assert detail["broker_down_said_outside_broker_faults"] == 0
+
+
+def test_a_kill_the_sentinels_never_acted_on_is_no_failover_and_the_next_kill_is_its_own() -> None:
+    """The 60-minute run's second kill: the Sentinels were in TILT, the killed primary
+    came back 15 s later and stayed primary; the next kill (20 min on) moved it.  The
+    first is no failover (not one of 20 minutes), with the outage the clients saw."""
+    samples = []
+    for t in range(100, 200):  # A killed at 100, back and readable at 116; B promoted at 157
+        primary = A if t < 157 else B
+        samples.append(sample(float(t), primary, {"h0": primary}, 100 <= t < 116 or 150 <= t < 157))
+    second = {**kill_event(), "started": 150.0, "ended": 165.0}
+    first, later = broker_failovers(samples, [kill_event(), second], t0=90.0)
+    assert first["failover_s"] is None and first["promoted"] is None
+    assert first["sampler_blind_s"] == 16.0
+    assert later["failover_s"] == 7.0 and later["promoted"] == B
+
+
+def test_the_machine_stalls_are_the_long_gaps_between_sampler_rounds() -> None:
+    at = [0.0, 1.0, 2.5, 14.1, 15.0, 21.2]
+    assert sampler_stalls([{"at": 100 + t} for t in at], t0=100.0) == [[2.5, 11.6], [15.0, 6.2]]
