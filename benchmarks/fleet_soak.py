@@ -90,6 +90,9 @@ ledger and the Celery results in Redis at the end):
   status_p99_ms    /status latency over the bridge, hosts outside chaos windows (a lossy
                    host pays 1 s SYN retransmits; all hosts: in the detail line)
   promotions       sum of promotions in the leader's /status at the end
+  runs_stopped_lease_lost  running copies that stopped because their run lease was
+                   gone (the workers' "run lease taken over" lines): work thrown away
+                   and run again; per primary kill in the detail
   broker_*         (--broker sentinel) primary kills, failovers seen, the longest: kill
                    -> the first sample whose Sentinel majority names another primary;
                    the detail's broker_failovers adds, per kill, when every
@@ -159,6 +162,12 @@ REPLACED_MARKS = ("re-placed", "placed again", "re-enqueued")
 GIVEN_UP = " given up: "  # the leader's event: "<job> given up: <reason>"
 # a failed job whose error says the fleet lost it (its workers died, attempts ran out)
 # counts as lost; any other failure is the workload's own (jobs_failed)
+# a worker's line when a running copy found its run lease gone (Celery's log format)
+LEASE_LOST_LINE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): INFO/[^\]]*\] job \S+ attempt \d+ "
+    r"stopped: run lease taken over",
+    re.M,
+)
 INFRA_FAILURES = ("MAX_REDELIVERIES", "worker was lost", "given up", "lease", "attempts")
 
 
@@ -1028,6 +1037,19 @@ class Soak:
                         )  # fmt: skip
             e.ended = now()
 
+    def lease_losses(self) -> list[float]:
+        """When a running copy stopped because its run lease was gone ("run lease taken
+        over"), from every worker's log: work thrown away and started again."""
+        out = []
+        for host in self.names:
+            with contextlib.suppress(OSError):
+                text = (self.workdir / host / "worker.log").read_text(errors="replace")
+                for m in LEASE_LOST_LINE.finditer(text):
+                    with contextlib.suppress(ValueError):
+                        at = time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+                        out.append(time.mktime(at) + int(m.group(2)) / 1000.0)
+        return sorted(out)
+
     def sentinel_tilts(self) -> list[str]:
         """The Sentinels' TILT entries ("<time> broker<i>"): a Sentinel whose own timer
         ran 2 s late (the machine stalled) acts on nothing for 30 s, no failover."""
@@ -1758,6 +1780,13 @@ def run_soak(opts: argparse.Namespace) -> int:
         )
         if opts.broker == "sentinel":
             detail["sentinel_tilts"] = soak.sentinel_tilts()
+        stopped = soak.lease_losses()
+        line["runs_stopped_lease_lost"] = len(stopped)
+        detail["runs_stopped_lease_lost_per_broker_kill"] = [
+            sum(1 for t in stopped if e["started"] <= t <= (e["ended"] or e["started"]) + 60)
+            for e in events
+            if e["kind"] == "broker_kill" and e.get("target")
+        ]
         write_series(out, detail, events, soak.rss, t0)
         shutil.copy(soak.samples_path, out / "samples.jsonl")
         with open(out / "collected.json", "w") as f:

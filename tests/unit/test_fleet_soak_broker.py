@@ -10,7 +10,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from fleet_soak import analyse, broker_failovers, sampler_stalls, schedule
+from fleet_soak import LEASE_LOST_LINE, analyse, broker_failovers, sampler_stalls, schedule
 
 A, B = "10.207.0.40:6379", "10.207.0.41:6379"
 
@@ -134,3 +134,15 @@ def test_a_kill_the_sentinels_never_acted_on_is_no_failover_and_the_next_kill_is
 def test_the_machine_stalls_are_the_long_gaps_between_sampler_rounds() -> None:
     at = [0.0, 1.0, 2.5, 14.1, 15.0, 21.2]
     assert sampler_stalls([{"at": 100 + t} for t in at], t0=100.0) == [[2.5, 11.6], [15.0, 6.2]]
+
+
+def test_a_copy_stopped_for_its_lost_lease_is_read_from_the_worker_log() -> None:
+    log = (
+        "[2026-12-06 05:32:52,695: INFO/MainProcess] Task ringrift.selfplay[s:1.a1] received\n"
+        "[2026-12-06 05:32:52,786: INFO/ForkPoolWorker-1] job selfplay:hex8_2p:253 attempt 1 "
+        "stopped: run lease taken over by a newer attempt\n"
+        "[2026-12-06 05:32:56,321: INFO/ForkPoolWorker-1] job selfplay:hex8_2p:253 attempt 1 "
+        "stopped: attempt revoked: the leader placed the job again under a new attempt\n"
+    )
+    found = [(m.group(1), m.group(2)) for m in LEASE_LOST_LINE.finditer(log)]
+    assert found == [("2026-12-06 05:32:52", "786")]  # a revocation is not a lost lease
