@@ -329,23 +329,27 @@ return {'claimed', took, tostring(n)}
 """
 )
 
-# KEYS: run, fence.  ARGV: lease, ttl ms, token ('' = unfenced).  -1: the fence moved.
-# A lease that lapsed while nobody else took it (the broker was out longer than the
-# TTL, or a failover lost the write) is ours again while the fence is still ours and
-# no copy stored a result: otherwise the running copy stops, and the redelivered copy
-# of the same attempt starts its work again from the beginning.
-_RENEW = """
+# KEYS: run, fence, done.  ARGV: lease, ttl ms, token ('' = unfenced).  -1: the fence
+# moved.  A lease that lapsed while nobody else took it (the broker was out longer
+# than the TTL, or a failover lost the write) is ours again while the fence is still
+# ours and no copy of this attempt stored a result (an older attempt's result does
+# not count, as in claiming): otherwise the running copy stops, and the redelivered
+# copy of the same attempt starts its work again from the beginning.
+_RENEW = (
+    _DONE_TOKEN
+    + """
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-if not holder and redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-return 0
+if holder then return 0 end
+local done = redis.call('GET', KEYS[3])
+if done and (ARGV[3] == '' or done_token(done) == ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
 """
+)
 
 # A stored result under another token is an older (voided) attempt's: replaced.
 _COMPLETE = (

@@ -11,6 +11,7 @@ primary waits (bounded) for the new one instead of failing an attempt that never
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -253,12 +254,29 @@ def test_a_lapsed_lease_is_not_taken_again_when_anything_moved_meanwhile(
         elif what == "the leader placed a new attempt":
             f.publish_fence(direct, "j", "t2:j:a2", ttl=60)
         else:
-            direct.set(f.done_key("j"), '{"status": "completed", "fence": {"token": "x"}}')
+            direct.set(f.done_key("j"), json.dumps(_result()))  # this attempt's
 
     keeper, direct, lease = _keeper_through_an_outage(redis_server, proxy, during)
     try:
         assert wait_for(keeper.lost.is_set, 3)
         assert keeper.revoked.is_set() == (what == "the leader placed a new attempt")
         assert direct.get(f.run_key("j")) != lease.encode()
+    finally:
+        keeper.__exit__(None, None, None)
+
+
+def test_an_older_attempts_stored_result_does_not_stop_a_lapsed_copy(
+    redis_server: Any, proxy: TcpProxy
+) -> None:
+    """Claiming and completing ignore a result stored under another attempt's token;
+    so does taking a lapsed lease again."""
+
+    def during(direct: redis.Redis) -> None:
+        direct.set(f.done_key("j"), json.dumps({"status": "completed", "fence": {"token": "t0"}}))
+
+    keeper, direct, lease = _keeper_through_an_outage(redis_server, proxy, during)
+    try:
+        assert wait_for(lambda: direct.get(f.run_key("j")) == lease.encode(), 1.5)
+        assert not keeper.lost.is_set()
     finally:
         keeper.__exit__(None, None, None)
